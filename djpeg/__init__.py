@@ -1,0 +1,19 @@
+"""djpeg: JPEG as a differentiable, trainable part of a JAX model, exact to libjpeg-turbo.
+
+The differentiable codec (`encode`, `decode`, `jpeg`) reproduces libjpeg-turbo's integer pipeline
+bit for bit in its forward pass and gives straight-through gradients with respect to the image,
+the quality and the quantization tables. Everything runs under `jit`, `vmap` and `grad`.
+"""
+
+from djpeg.codec import decode, encode, jpeg, resolve_tables
+from djpeg.coefficients import Coefficients
+from djpeg.rounding import ROUNDINGS
+from djpeg.sampling import SUBSAMPLINGS
+from djpeg.tables import ANNEX_K, ANNEX_K_CHROMA, ANNEX_K_LUMA, ZIGZAG, quality_tables
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ANNEX_K", "ANNEX_K_CHROMA", "ANNEX_K_LUMA", "Coefficients", "ROUNDINGS", "SUBSAMPLINGS",
+    "ZIGZAG", "decode", "encode", "jpeg", "quality_tables", "resolve_tables",
+]

@@ -1,0 +1,205 @@
+"""The differentiable JPEG codec: `encode` images to `Coefficients`, `decode` them back, `jpeg`.
+
+The pipeline is libjpeg-turbo's, stage by stage:
+
+  encode: 8-bit samples -> YCbCr (`color`) -> edge padding and box downsampling (`sampling`)
+          -> 8x8 blocks (`blocks`) -> integer DCT (`dct`) -> quantization (`quantization`)
+  decode: dequantization -> integer IDCT with range limit -> triangle upsampling -> RGB
+
+With `faithful=True` (the default) every stage computes libjpeg's integer arithmetic exactly, so
+`encode` returns the coefficients libjpeg-turbo (and Pillow) would store and `decode` returns the
+pixels they would decode; gradients are those of the float formulas behind each stage, with
+straight-through rounding. With `faithful=False` the same stages run in float32 without the 8-bit
+roundings. In both modes only the coefficient rounding uses the chosen surrogate (`rounding=`).
+
+All functions accept one image `(H, W, C)` or a batch `(B, H, W, C)`, float in [0, 1] (values
+outside are clipped, straight-through), C = 3 (RGB) or 1 (gray), any H, W >= 1. They compile once
+per shape and option set and work under `jax.jit`, `jax.vmap` and `jax.grad`.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from djpeg import _checks, sampling
+from djpeg.blocks import blockify, unblockify
+from djpeg.coefficients import Coefficients
+from djpeg.color import rgb_to_ycbcr_planes, ycbcr_to_rgb_planes
+from djpeg.dct import fdct, fdct_islow, idct, idct_islow
+from djpeg.quantization import dequantize, quantize
+from djpeg.rounding import ROUNDINGS, clip_ste, round_ste
+from djpeg.tables import ANNEX_K, quality_scale, round_tables, scale_tables
+
+DEFAULT_QUALITY = 75
+
+
+def _component_tables(tables: jax.Array, num_components: int) -> jax.Array:
+  """`(..., k, 8, 8)` with k in {1, 2, 3} to one table per component, `(..., C, 8, 8)`.
+
+  k = 1: one table for all; k = 2: [luma, chroma] as libjpeg assigns them; k = 3: Y, Cb, Cr.
+  A gray image uses the first (luma) table.
+  """
+  k = tables.shape[-3]
+  if num_components == 1:
+    return tables[..., :1, :, :]
+  index = {1: [0, 0, 0], 2: [0, 1, 1], 3: [0, 1, 2]}[k]
+  return tables[..., index, :, :]
+
+
+def resolve_tables(quality, tables, batch_shape: tuple[int, ...], num_components: int) -> jax.Array:
+  """The per-image, per-component steps `encode` will use: `batch_shape + (C, 8, 8)`.
+
+  * neither given: quality 75 on the Annex K tables (libjpeg's default);
+  * `quality` only: the Annex K tables scaled by IJG's rule (`djpeg.quality_tables`);
+  * `tables` only: those tables, rounded to integers (straight-through);
+  * both: `tables` are base tables scaled by `quality`, as libjpeg scales custom tables.
+
+  `quality` is a scalar or one value per image; `tables` is `(8, 8)`, `(k, 8, 8)` shared by all
+  images, or `batch_shape + (k, 8, 8)`, with k = 1 (all components), 2 (luma, chroma) or
+  3 (Y, Cb, Cr).
+  """
+  if quality is not None:
+    _checks.concrete_range("quality", quality, 1, 100)
+    q_shape = np.shape(quality)
+    if q_shape not in ((), batch_shape):
+      raise ValueError(f"quality must be a scalar or have one value per image, shape {batch_shape}; "
+                       f"got shape {q_shape}.")
+  if tables is None:
+    base = jnp.asarray(ANNEX_K)
+  else:
+    t_shape = np.shape(tables)
+    if len(t_shape) == 2:
+      tables = jnp.reshape(tables, (1, 8, 8))
+      t_shape = (1, 8, 8)
+    if (len(t_shape) < 3 or t_shape[-2:] != (8, 8) or t_shape[-3] not in (1, 2, 3)
+        or t_shape[:-3] not in ((), batch_shape)):
+      raise ValueError(
+          f"tables must have shape (8, 8), (k, 8, 8) or {batch_shape + ('k', 8, 8)} with k = 1, 2 "
+          f"or 3 (all components; luma and chroma; Y, Cb and Cr); got shape {t_shape}.")
+    hi = 32767 if quality is not None else 255
+    _checks.concrete_range("tables", tables, 1, hi, what="entries")
+    base = jnp.asarray(tables, jnp.float32)
+  if quality is None and tables is None:
+    quality = DEFAULT_QUALITY
+  if quality is not None:
+    scale = quality_scale(quality)
+    scale = jnp.reshape(scale, jnp.shape(scale) + (1, 1, 1))
+    steps = scale_tables(base, scale)
+  else:
+    steps = round_tables(base)
+  steps = _component_tables(steps, num_components)
+  return jnp.broadcast_to(steps, batch_shape + (num_components, 8, 8))
+
+
+@functools.partial(jax.jit, static_argnames=("factors", "rounding", "faithful"))
+def _encode(images, steps, key, *, factors, rounding, faithful):
+  """images `(N, H, W, C)` in [0, 1], steps `(N, C, 8, 8)` -> components, steps."""
+  _, height, width, channels = images.shape
+  samples = clip_ste(images, 0.0, 1.0) * 255.0
+  if faithful:
+    samples = round_ste(samples)
+  planes = [samples[..., c] for c in range(channels)]
+  if channels == 3:
+    planes = rgb_to_ycbcr_planes(*planes, exact=faithful)
+  keys = [None] * channels if key is None else list(jax.random.split(key, channels))
+  components = []
+  for c in range(channels):
+    rh, rv = sampling.ratios(factors, c)
+    rows, cols = sampling.component_blocks(height, width, factors, c)
+    plane = sampling.downsample_component(planes[c], rh, rv, rows, cols, exact=faithful)
+    blocks = blockify(plane)
+    dct = fdct_islow(blocks) if faithful else fdct(blocks - 128.0)
+    components.append(
+        quantize(dct, steps[:, c, None, None, :, :], rounding=rounding, key=keys[c]))
+  return tuple(components)
+
+
+def encode(images, *, quality=None, tables=None, subsampling: str = "4:2:0", rounding: str = "ste",
+           faithful: bool = True, key: jax.Array | None = None) -> Coefficients:
+  """JPEG-encodes images to quantized DCT coefficients, differentiably.
+
+  Args:
+    images: `(H, W, C)` or `(B, H, W, C)` float in [0, 1]; C = 3 (RGB) or 1 (gray).
+    quality: IJG quality in [1, 100], a scalar or one per image (`(B,)`). Differentiable.
+      Default 75 when `tables` is not given either.
+    tables: quantization tables in natural order, `(8, 8)`, `(k, 8, 8)` or `(B, k, 8, 8)` with
+      k = 1 (all components), 2 (luma, chroma) or 3 (Y, Cb, Cr); entries in 1..255, rounded to
+      integers in the forward pass. Differentiable. With `quality` too, they are base tables
+      scaled by it (as libjpeg scales custom tables).
+    subsampling: "4:2:0" (default), "4:2:2" or "4:4:4". Ignored for gray images.
+    rounding: coefficient rounding surrogate: "ste" (default), "ste_cubic", "cubic" or "noise"
+      (see `djpeg.rounding`).
+    faithful: reproduce libjpeg-turbo's integer arithmetic exactly (default); False runs the same
+      pipeline in float32.
+    key: `jax.random` key, required with rounding="noise".
+  Returns:
+    `Coefficients` with batch shape `()` or `(B,)`, C components, and the tables used.
+  Raises:
+    ValueError: bad shapes, dtypes or option names, or (when concrete) NaN/inf images, quality
+      outside [1, 100], or tables outside 1..255.
+  """
+  shape = _checks.check_images(images)
+  _checks.check_choice("rounding", rounding, ROUNDINGS)
+  _checks.check_choice("subsampling", subsampling, sampling.SUBSAMPLINGS)
+  if rounding == "noise" and key is None:
+    raise ValueError('rounding="noise" needs a PRNG key: pass key=jax.random.key(seed).')
+  batch_shape, (height, width, channels) = shape[:-3], shape[-3:]
+  factors = sampling.factors_for(subsampling, channels)
+  steps = resolve_tables(quality, tables, batch_shape, channels)
+  images = jnp.asarray(images, jnp.float32).reshape((-1, height, width, channels))
+  components = _encode(images, steps.reshape((-1, channels, 8, 8)), key,
+                       factors=factors, rounding=rounding, faithful=faithful)
+  components = tuple(c.reshape(batch_shape + c.shape[1:]) for c in components)
+  return Coefficients(components, steps, height, width, factors)
+
+
+@functools.partial(jax.jit, static_argnames=("faithful",))
+def _decode(coefficients: Coefficients, *, faithful: bool) -> jax.Array:
+  """Coefficients with batch shape (N,) -> images (N, H, W, C)."""
+  height, width, factors = coefficients.height, coefficients.width, coefficients.sampling
+  steps = jnp.asarray(coefficients.tables, jnp.float32)
+  planes = []
+  for c, quantized in enumerate(coefficients.components):
+    deq = dequantize(jnp.asarray(quantized, jnp.float32), steps[:, c, None, None, :, :])
+    samples = idct_islow(deq) if faithful else clip_ste(idct(deq) + 128.0, 0.0, 255.0)
+    rows, cols = sampling.component_size(height, width, factors, c)
+    plane = unblockify(samples)[:, :rows, :cols]
+    rh, rv = sampling.ratios(factors, c)
+    planes.append(sampling.upsample(plane, rh, rv, exact=faithful)[:, :height, :width])
+  if len(planes) == 3:
+    planes = ycbcr_to_rgb_planes(*planes, exact=faithful)
+  return clip_ste(jnp.stack(planes, axis=-1) / 255.0, 0.0, 1.0)
+
+
+def decode(coefficients: Coefficients, *, faithful: bool = True) -> jax.Array:
+  """Decodes quantized coefficients to images, as libjpeg-turbo does by default.
+
+  Args:
+    coefficients: from `encode` or `djpeg.load_coefficients`.
+    faithful: libjpeg-turbo's integer IDCT, fancy upsampling and colour conversion, bit exact
+      (default); False runs them in float32.
+  Returns:
+    `coefficients.batch_shape + (H, W, C)` float32 images in [0, 1]; C = 3 (RGB) for three
+    components, 1 for gray.
+  """
+  coefficients.check()
+  batch_shape = coefficients.batch_shape
+  flat = jax.tree.map(lambda a: jnp.reshape(a, (-1,) + jnp.shape(a)[len(batch_shape):]),
+                      coefficients)
+  images = _decode(flat, faithful=faithful)
+  return images.reshape(batch_shape + images.shape[1:])
+
+
+def jpeg(images, *, quality=None, tables=None, subsampling: str = "4:2:0", rounding: str = "ste",
+         faithful: bool = True, key: jax.Array | None = None) -> jax.Array:
+  """`decode(encode(images, ...))`: what a JPEG round trip makes of `images`, differentiably.
+
+  Arguments as for `encode`; returns images of the input's shape, float32 in [0, 1].
+  """
+  coefficients = encode(images, quality=quality, tables=tables, subsampling=subsampling,
+                        rounding=rounding, faithful=faithful, key=key)
+  return decode(coefficients, faithful=faithful)

@@ -1,0 +1,126 @@
+"""Quantization tables: the Annex K tables, IJG quality scaling, and the zigzag scan order.
+
+Tables are `(..., 8, 8)` arrays in natural (row-major) order, in JPEG step units: entry [u, v]
+is the step for vertical frequency u and horizontal frequency v. Baseline JPEG allows 1..255.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from djpeg import _checks
+from djpeg.rounding import clip_ste, floor_ste, straight_through
+
+#: ITU-T T.81 Annex K, table K.1 (luminance), natural order.
+ANNEX_K_LUMA = np.array([
+    [16, 11, 10, 16, 24, 40, 51, 61],
+    [12, 12, 14, 19, 26, 58, 60, 55],
+    [14, 13, 16, 24, 40, 57, 69, 56],
+    [14, 17, 22, 29, 51, 87, 80, 62],
+    [18, 22, 37, 56, 68, 109, 103, 77],
+    [24, 35, 55, 64, 81, 104, 113, 92],
+    [49, 64, 78, 87, 103, 121, 120, 101],
+    [72, 92, 95, 98, 112, 100, 103, 99],
+], dtype=np.float32)
+
+#: ITU-T T.81 Annex K, table K.2 (chrominance), natural order.
+ANNEX_K_CHROMA = np.array([
+    [17, 18, 24, 47, 99, 99, 99, 99],
+    [18, 21, 26, 66, 99, 99, 99, 99],
+    [24, 26, 56, 99, 99, 99, 99, 99],
+    [47, 66, 99, 99, 99, 99, 99, 99],
+    [99, 99, 99, 99, 99, 99, 99, 99],
+    [99, 99, 99, 99, 99, 99, 99, 99],
+    [99, 99, 99, 99, 99, 99, 99, 99],
+    [99, 99, 99, 99, 99, 99, 99, 99],
+], dtype=np.float32)
+
+#: Both Annex K tables, `(2, 8, 8)`: [luma, chroma].
+ANNEX_K = np.stack([ANNEX_K_LUMA, ANNEX_K_CHROMA])
+
+
+def _zigzag_order() -> np.ndarray:
+  order = sorted(((u, v) for u in range(8) for v in range(8)),
+                 key=lambda p: (p[0] + p[1], p[0] if (p[0] + p[1]) % 2 else p[1]))
+  return np.array([8 * u + v for u, v in order], dtype=np.int32)
+
+
+#: ZIGZAG[k] is the natural (row-major) index of the k-th coefficient in zigzag scan order.
+ZIGZAG = _zigzag_order()
+#: NATURAL_TO_ZIGZAG[n] is the zigzag position of natural index n (the inverse permutation).
+NATURAL_TO_ZIGZAG = np.argsort(ZIGZAG).astype(np.int32)
+
+
+def quality_scale(quality: jax.Array) -> jax.Array:
+  """IJG's quality-to-percentage mapping (`jpeg_quality_scaling`), straight-through in `quality`.
+
+  Args:
+    quality: `(...)` quality in [1, 100].
+  Returns:
+    `(...)` scale in percent: floor(5000 / q) below 50, 200 - 2q from 50 on. The floor is exact in
+    the forward pass (libjpeg divides integers) and has an identity gradient. Qualities outside
+    [1, 100] are clamped as libjpeg clamps them.
+  """
+  # libjpeg maps quality <= 0 to 1 and > 100 to 100; clamping also keeps 5000 / q finite
+  # for traced out-of-range values.
+  q = clip_ste(jnp.asarray(quality, jnp.float32), 1.0, 100.0)
+  return jnp.where(q < 50, floor_ste(5000.0 / q), 200.0 - 2.0 * q)
+
+
+def scale_tables(base: jax.Array, scale: jax.Array) -> jax.Array:
+  """libjpeg's `jpeg_add_quant_table` with `force_baseline`: clip(floor((base*scale+50)/100), 1, 255).
+
+  The floor and the clip are exact forward and straight-through backward, so gradients reach
+  both `base` and `scale` even where an entry saturates.
+
+  Args:
+    base: `(..., 8, 8)` base table(s).
+    scale: scale in percent, broadcastable against `base`.
+  Returns:
+    `(..., 8, 8)` float32 tables with integer values in 1..255.
+  """
+  raw = (jnp.asarray(base, jnp.float32) * scale + 50.0) / 100.0
+  return clip_ste(floor_ste(raw), 1.0, 255.0)
+
+
+def quality_tables(quality, base=None) -> jax.Array:
+  """The tables libjpeg uses at `quality`: IJG scaling of the Annex K (or given) base tables.
+
+  Exactly what `jpeg_set_quality(cinfo, quality, TRUE)` computes for integer qualities (the floor
+  comes before the clip), with a straight-through gradient in `quality` and in `base`.
+
+  Args:
+    quality: scalar or `(...)` array, each in [1, 100]. Fractional qualities interpolate.
+    base: `(k, 8, 8)` or `(8, 8)` base tables in natural order, entries in [1, 32767];
+      default: `ANNEX_K`, the Annex K luma and chroma tables, `(2, 8, 8)`.
+  Returns:
+    `quality.shape + base.shape` float32 tables, integer-valued in 1..255.
+
+  Example:
+    >>> djpeg.quality_tables(50)[0, 0]  # q=50 is the identity on the base table
+    Array([16., 11., 10., 16., 24., 40., 51., 61.], dtype=float32)
+  """
+  _checks.concrete_range("quality", quality, 1, 100)
+  if base is None:
+    base = ANNEX_K
+  if np.ndim(base) < 2 or np.shape(base)[-2:] != (8, 8):
+    raise ValueError(f"base tables must have shape (8, 8) or (k, 8, 8); got {np.shape(base)}.")
+  _checks.concrete_range("base table", base, 1, 32767, what="entries")
+  base = jnp.asarray(base, jnp.float32)
+  scale = quality_scale(quality)
+  scale = jnp.reshape(scale, jnp.shape(scale) + (1,) * base.ndim)
+  return scale_tables(base, scale)
+
+
+def round_tables(tables: jax.Array) -> jax.Array:
+  """Makes tables valid baseline steps: round to integers and clip to 1..255, straight-through.
+
+  Args:
+    tables: `(..., 8, 8)` real-valued steps.
+  Returns:
+    `(..., 8, 8)` float32 integer-valued steps in 1..255 whose gradient is the identity.
+  """
+  t = jnp.asarray(tables, jnp.float32)
+  return straight_through(jnp.clip(jnp.floor(t + 0.5), 1.0, 255.0), t)
