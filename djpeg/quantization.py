@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import jax
 
-from djpeg.rounding import quantizer
+from djpeg.rounding import divide_round_half_away, quantizer
 
 
 def quantize(coefficients: jax.Array, steps: jax.Array, *, rounding: str = "ste",
@@ -26,7 +26,8 @@ def quantize(coefficients: jax.Array, steps: jax.Array, *, rounding: str = "ste"
   Returns:
     `(..., 8, 8)` float32 quantized values in step units (integers for "ste" and "ste_cubic").
   """
-  return quantizer(rounding)(coefficients / steps, key)
+  rounded = jax.lax.stop_gradient(divide_round_half_away(coefficients, steps))
+  return quantizer(rounding)(coefficients / steps, key, rounded)
 
 
 def dequantize(quantized: jax.Array, steps: jax.Array) -> jax.Array:

@@ -36,6 +36,31 @@ def round_half_away(x: jax.Array) -> jax.Array:
   return jnp.sign(x) * jnp.floor(jnp.abs(x) + 0.5)
 
 
+def floor_divide(numerator: jax.Array, denominator) -> jax.Array:
+  """floor(numerator / denominator), exact for positive denominators. No gradient.
+
+  XLA compiles division by a constant as multiplication by the rounded reciprocal, which can
+  land an exact quotient an ulp low; the result is corrected with exact float products, valid
+  while numerator and the products stay below 2**24 in magnitude (integers in float32).
+  """
+  q = jnp.floor(numerator / denominator)
+  q = jnp.where((q + 1) * denominator <= numerator, q + 1, q)
+  return jnp.where(q * denominator > numerator, q - 1, q)
+
+
+def divide_round_half_away(numerator: jax.Array, denominator: jax.Array) -> jax.Array:
+  """round_half_away(numerator / denominator), exact for positive integer-valued denominators.
+
+  This is libjpeg's quantizer rule, (|x| + d/2) // d with the sign restored, computed so that a
+  quotient exactly on a .5 tie rounds away from zero even when XLA divides inexactly.
+  """
+  a = jnp.abs(numerator)
+  r = jnp.floor(a / denominator + 0.5)
+  r = jnp.where(a >= (r + 0.5) * denominator, r + 1, r)
+  r = jnp.where(a < (r - 0.5) * denominator, r - 1, r)
+  return jnp.sign(numerator) * r
+
+
 def straight_through(exact: jax.Array, smooth: jax.Array) -> jax.Array:
   """Returns `exact` in the forward pass with the gradient of `smooth`."""
   return smooth + jax.lax.stop_gradient(exact - smooth)
@@ -56,27 +81,24 @@ def clip_ste(x: jax.Array, lo: float, hi: float) -> jax.Array:
   return straight_through(jnp.clip(x, lo, hi), x)
 
 
-def _cubic(x: jax.Array) -> tuple[jax.Array, jax.Array]:
-  r = jax.lax.stop_gradient(round_half_away(x))
-  return r, r + (x - r) ** 3
+def quantizer(name: str) -> Callable[..., jax.Array]:
+  """Returns the rounding surrogate `f(x, key, rounded=None)` called `name` (module docstring).
 
-
-def quantizer(name: str) -> Callable[[jax.Array, jax.Array | None], jax.Array]:
-  """Returns the rounding surrogate `f(x, key) -> rounded x` called `name` (see module docstring).
-
-  `key` is a `jax.random` key, used only by "noise"; the others ignore it.
+  `key` is a `jax.random` key, used only by "noise". `rounded`, if given, is the exact rounding
+  of `x` (computed by the caller from exact operands); by default `round_half_away(x)`.
   """
   if name == "ste":
-    return lambda x, key: round_ste(x)
-  if name == "ste_cubic":
-    def ste_cubic(x, key):
-      r, smooth = _cubic(x)
-      return straight_through(r, smooth)
-    return ste_cubic
-  if name == "cubic":
-    return lambda x, key: _cubic(x)[1]
+    def ste(x, key, rounded=None):
+      return straight_through(round_half_away(x) if rounded is None else rounded, x)
+    return ste
+  if name in ("ste_cubic", "cubic"):
+    def cubic(x, key, rounded=None):
+      r = jax.lax.stop_gradient(round_half_away(x) if rounded is None else rounded)
+      smooth = r + (x - r) ** 3
+      return straight_through(r, smooth) if name == "ste_cubic" else smooth
+    return cubic
   if name == "noise":
-    def noise(x, key):
+    def noise(x, key, rounded=None):
       if key is None:
         raise ValueError('rounding="noise" needs a PRNG key: pass key=jax.random.key(seed).')
       return x + jax.random.uniform(key, x.shape, x.dtype, -0.5, 0.5)

@@ -17,7 +17,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from djpeg.rounding import exact_forward
+from djpeg.rounding import exact_forward, floor_divide
 
 #: Sampling factors (h, v) of Y, Cb, Cr for each named chroma subsampling.
 SUBSAMPLING_FACTORS = {
@@ -104,8 +104,7 @@ def _downsample_exact(plane: jax.Array, rh: int, rv: int) -> jax.Array:
     bias = jnp.where(jnp.arange(cols) % 2 == 0, 0.0, 1.0)
   else:                     # int_downsample: (sum + n/2) / n
     bias = float((rh * rv) // 2)
-  # Sums are small integers, so float32 arithmetic here is exact.
-  return jnp.floor((total + bias) / (rh * rv))
+  return floor_divide(total + bias, float(rh * rv))
 
 
 def downsample(plane: jax.Array, rh: int, rv: int, *, exact: bool = True) -> jax.Array:

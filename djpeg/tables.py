@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from djpeg import _checks
-from djpeg.rounding import clip_ste, floor_ste, straight_through
+from djpeg.rounding import clip_ste, floor_divide, straight_through
 
 #: ITU-T T.81 Annex K, table K.1 (luminance), natural order.
 ANNEX_K_LUMA = np.array([
@@ -66,7 +66,7 @@ def quality_scale(quality: jax.Array) -> jax.Array:
   # libjpeg maps quality <= 0 to 1 and > 100 to 100; clamping also keeps 5000 / q finite
   # for traced out-of-range values.
   q = clip_ste(jnp.asarray(quality, jnp.float32), 1.0, 100.0)
-  return jnp.where(q < 50, floor_ste(5000.0 / q), 200.0 - 2.0 * q)
+  return jnp.where(q < 50, straight_through(floor_divide(5000.0, q), 5000.0 / q), 200.0 - 2.0 * q)
 
 
 def scale_tables(base: jax.Array, scale: jax.Array) -> jax.Array:
@@ -81,8 +81,9 @@ def scale_tables(base: jax.Array, scale: jax.Array) -> jax.Array:
   Returns:
     `(..., 8, 8)` float32 tables with integer values in 1..255.
   """
-  raw = (jnp.asarray(base, jnp.float32) * scale + 50.0) / 100.0
-  return clip_ste(floor_ste(raw), 1.0, 255.0)
+  numerator = jnp.asarray(base, jnp.float32) * scale + 50.0
+  floor = straight_through(floor_divide(numerator, 100.0), numerator / 100.0)
+  return clip_ste(floor, 1.0, 255.0)
 
 
 def quality_tables(quality, base=None) -> jax.Array:

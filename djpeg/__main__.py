@@ -1,0 +1,5 @@
+import sys
+
+from djpeg.cli import main
+
+sys.exit(main())

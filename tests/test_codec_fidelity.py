@@ -1,0 +1,94 @@
+"""The differentiable codec against libjpeg-turbo itself: same coefficients, same pixels.
+
+References: Pillow (which bundles libjpeg-turbo) encodes and decodes; jpeglib reads the quantized
+coefficients libjpeg stored. The issue asks for >= 48 dB (>= 45 dB at qualities 1..10) and at
+most 0.5% of coefficients off by one; djpeg's faithful mode is bit exact, and these tests hold it
+to that.
+"""
+
+import jax
+import numpy as np
+import pytest
+
+import djpeg
+from conftest import PIL_SUBSAMPLING, pillow_decode, pillow_encode, read_dct, to_uint8
+
+QUALITIES = (1, 5, 10, 25, 50, 75, 90, 95)
+
+
+def psnr(a, b):
+  mse = np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)
+  return np.inf if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
+
+
+def check_against_libjpeg(pixels, coefficients, decoded, **save_options):
+  """Compares djpeg's coefficients and decode of one image with libjpeg-turbo's."""
+  data = pillow_encode(pixels, **save_options)
+  ref_components, ref_tables = read_dct(data)
+  assert len(coefficients.components) == len(ref_components)
+  for c, (ours, ref) in enumerate(zip(coefficients.components, ref_components)):
+    assert ours.shape == ref.shape, f"component {c}"
+    np.testing.assert_array_equal(np.asarray(ours), ref, err_msg=f"component {c}, {save_options}")
+    np.testing.assert_array_equal(np.asarray(coefficients.tables)[c], ref_tables[c])
+  ref_pixels = pillow_decode(data)
+  ours = to_uint8(decoded)
+  assert psnr(ours, ref_pixels) >= 48, save_options
+  np.testing.assert_array_equal(ours, ref_pixels, err_msg=str(save_options))
+
+
+@pytest.mark.parametrize("subsampling", ["4:4:4", "4:2:2", "4:2:0"])
+def test_bit_exact_with_libjpeg_turbo_at_every_quality(colour_batch, subsampling):
+  images = colour_batch.astype(np.float32) / 255
+  for quality in QUALITIES:
+    coefficients = djpeg.encode(images, quality=quality, subsampling=subsampling)
+    decoded = djpeg.decode(coefficients)
+    for i, pixels in enumerate(colour_batch):
+      one = jax.tree.map(lambda a: a[i], coefficients)
+      check_against_libjpeg(pixels, one, decoded[i], quality=quality,
+                            subsampling=PIL_SUBSAMPLING[subsampling])
+
+
+def test_jpeg_is_decode_of_encode(colour_batch):
+  images = colour_batch[:1].astype(np.float32) / 255
+  np.testing.assert_array_equal(djpeg.jpeg(images, quality=30),
+                                djpeg.decode(djpeg.encode(images, quality=30)))
+
+
+def test_gray_bit_exact_at_odd_size(gray_sample):
+  image = gray_sample.astype(np.float32) / 255
+  for quality in QUALITIES:
+    coefficients = djpeg.encode(image, quality=quality)
+    assert coefficients.sampling == ((1, 1),)
+    check_against_libjpeg(gray_sample, coefficients, djpeg.decode(coefficients), quality=quality)
+
+
+@pytest.mark.parametrize("subsampling", ["4:4:4", "4:2:0"])
+def test_separate_y_cb_cr_tables(colour_batch, subsampling):
+  rng = np.random.default_rng(1)
+  tables = rng.integers(1, 256, (3, 8, 8)).astype(np.float32)
+  pixels = colour_batch[1]
+  coefficients = djpeg.encode(pixels.astype(np.float32) / 255, tables=tables,
+                              subsampling=subsampling)
+  check_against_libjpeg(pixels, coefficients, djpeg.decode(coefficients),
+                        qtables=[list(t.astype(int).ravel()) for t in tables],
+                        subsampling=PIL_SUBSAMPLING[subsampling])
+
+
+@pytest.mark.parametrize("height, width", [(1, 1), (2, 3), (7, 13), (17, 31), (33, 18)])
+@pytest.mark.parametrize("subsampling", ["4:4:4", "4:2:2", "4:2:0"])
+def test_odd_sizes_bit_exact(height, width, subsampling):
+  """Edge replication, partial MCUs and libjpeg's narrow-image upsampling rules."""
+  rng = np.random.default_rng(height * 1000 + width)
+  pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+  coefficients = djpeg.encode(pixels.astype(np.float32) / 255, quality=60,
+                              subsampling=subsampling)
+  check_against_libjpeg(pixels, coefficients, djpeg.decode(coefficients), quality=60,
+                        subsampling=PIL_SUBSAMPLING[subsampling])
+
+
+def test_float_mode_stays_close_to_libjpeg(colour_batch):
+  images = colour_batch.astype(np.float32) / 255
+  for quality in (10, 75, 95):
+    exact = to_uint8(djpeg.jpeg(images, quality=quality))
+    float_mode = np.asarray(djpeg.jpeg(images, quality=quality, faithful=False)) * 255
+    assert psnr(float_mode, exact) > 40, quality
