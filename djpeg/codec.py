@@ -28,7 +28,7 @@ import numpy as np
 from djpeg import _checks, sampling
 from djpeg.blocks import blockify, unblockify
 from djpeg.coefficients import Coefficients
-from djpeg.color import rgb_to_ycbcr_planes, ycbcr_to_rgb_planes
+from djpeg.color import image_to_ycbcr_planes, ycbcr_planes_to_image
 from djpeg.dct import fdct, fdct_islow, idct, idct_islow
 from djpeg.quantization import dequantize, quantize
 from djpeg.rounding import ROUNDINGS, clip_ste, round_ste
@@ -102,9 +102,10 @@ def _encode(images, steps, key, *, factors, rounding, faithful):
   samples = clip_ste(images, 0.0, 1.0) * 255.0
   if faithful:
     samples = round_ste(samples)
-  planes = [samples[..., c] for c in range(channels)]
   if channels == 3:
-    planes = rgb_to_ycbcr_planes(*planes, exact=faithful)
+    planes = image_to_ycbcr_planes(samples, exact=faithful)
+  else:
+    planes = [samples[..., 0]]
   keys = [None] * channels if key is None else list(jax.random.split(key, channels))
   components = []
   for c in range(channels):
@@ -166,13 +167,15 @@ def _decode(coefficients: Coefficients, *, faithful: bool) -> jax.Array:
   for c, quantized in enumerate(coefficients.components):
     deq = dequantize(jnp.asarray(quantized, jnp.float32), steps[:, c, None, None, :, :])
     samples = idct_islow(deq) if faithful else clip_ste(idct(deq) + 128.0, 0.0, 255.0)
-    rows, cols = sampling.component_size(height, width, factors, c)
-    plane = unblockify(samples)[:, :rows, :cols]
+    size = sampling.component_size(height, width, factors, c)
     rh, rv = sampling.ratios(factors, c)
-    planes.append(sampling.upsample(plane, rh, rv, exact=faithful)[:, :height, :width])
+    plane = sampling.upsample(unblockify(samples), rh, rv, exact=faithful, size=size)
+    planes.append(plane[:, :height, :width])
   if len(planes) == 3:
-    planes = ycbcr_to_rgb_planes(*planes, exact=faithful)
-  return clip_ste(jnp.stack(planes, axis=-1) / 255.0, 0.0, 1.0)
+    samples = ycbcr_planes_to_image(*planes, exact=faithful)
+  else:
+    samples = planes[0][..., None]
+  return clip_ste(samples / 255.0, 0.0, 1.0)
 
 
 def decode(coefficients: Coefficients, *, faithful: bool = True) -> jax.Array:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from djpeg.rounding import exact_forward
 
@@ -100,3 +101,104 @@ def ycbcr_to_rgb(ycc: jax.Array, *, exact: bool = True) -> jax.Array:
   """
   ycc = jnp.asarray(ycc, jnp.float32)
   return jnp.stack(ycbcr_to_rgb_planes(ycc[..., 0], ycc[..., 1], ycc[..., 2], exact=exact), -1)
+
+
+# ------------------------------------------------------------ whole images, as 8-pixel tiles
+#
+# The codec works on planes, but images are channels-last. Splitting (…, W, 3) into planes and
+# interleaving planes back are strided copies that XLA's CPU code handles badly; as 8-pixel
+# tiles, (…, W / 8, 24) with R, G, B interleaved, both become one small matmul that also does the
+# colour arithmetic. The integer versions are exact in float32: every partial sum stays below 2^24.
+
+_HIGHEST = jax.lax.Precision.HIGHEST
+_FLOAT_TO_YCC = np.array([[0.299, 0.587, 0.114],
+                          [-0.168735892, -0.331264108, 0.5],
+                          [0.5, -0.418687589, -0.081312411]])
+_FIX_TO_YCC = np.array([[_fix(0.29900), _fix(0.58700), _fix(0.11400)],
+                        [-_fix(0.16874), -_fix(0.33126), _fix(0.5)],
+                        [_fix(0.5), -_fix(0.41869), -_fix(0.08131)]])
+_YCC_OFFSETS = np.array([_ONE_HALF, _CBCR_OFFSET + _ONE_HALF - 1, _CBCR_OFFSET + _ONE_HALF - 1])
+
+
+def _rgb_tile_matrix(weights: np.ndarray) -> np.ndarray:
+  """(24, 24): tile [r0 g0 b0 ... r7 g7 b7] to [c0_0..c0_7, c1_0..c1_7, c2_0..c2_7]."""
+  m = np.zeros((24, 24), np.float32)
+  for p in range(8):
+    for c_out in range(3):
+      for c_in in range(3):
+        m[3 * p + c_in, 8 * c_out + p] = weights[c_out, c_in]
+  return m
+
+
+def _scatter_matrix(channel_weights) -> np.ndarray:
+  """(8, 24): 8 samples of one plane to an RGB tile, sample p into channel c times weight[c]."""
+  m = np.zeros((8, 24), np.float32)
+  for p in range(8):
+    for c, w in enumerate(channel_weights):
+      m[p, 3 * p + c] = w
+  return m
+
+
+_RGB_TO_YCC_FIX = _rgb_tile_matrix(_FIX_TO_YCC)
+_RGB_TO_YCC_FLOAT = _rgb_tile_matrix(_FLOAT_TO_YCC)
+_YCC_OFFSETS_TILE = np.repeat(_YCC_OFFSETS, 8).astype(np.float32)
+_FLOAT_OFFSETS_TILE = np.repeat([0.0, 128.0, 128.0], 8).astype(np.float32)
+_TO_ALL = _scatter_matrix((1.0, 1.0, 1.0))
+_TO_R, _TO_G, _TO_B = (_scatter_matrix(np.eye(3)[c]) for c in range(3))
+_CB_TO_RGB = _scatter_matrix((0.0, -0.344136286, 1.772))
+_CR_TO_RGB = _scatter_matrix((1.402, -0.714136286, 0.0))
+
+
+def _tiles(x: jax.Array, n: int) -> jax.Array:
+  *lead, w = x.shape[:-1] if n == 24 else x.shape
+  return x.reshape(*lead, w // 8, n)
+
+
+def _image_to_planes_exact(image):
+  *lead, h, w, _ = image.shape
+  sums = jnp.matmul(_tiles(image, 24), _RGB_TO_YCC_FIX, precision=_HIGHEST)
+  ycc = jnp.floor((sums + _YCC_OFFSETS_TILE) / 65536.0)   # >> 16, exact: power of two
+  return tuple(ycc[..., 8 * c:8 * c + 8].reshape(*lead, h, w) for c in range(3))
+
+
+def _image_to_planes_float(image):
+  *lead, h, w, _ = image.shape
+  ycc = jnp.matmul(_tiles(image, 24), _RGB_TO_YCC_FLOAT, precision=_HIGHEST) + _FLOAT_OFFSETS_TILE
+  return tuple(ycc[..., 8 * c:8 * c + 8].reshape(*lead, h, w) for c in range(3))
+
+
+def _planes_to_image_exact(y, cb, cr):
+  *lead, h, w = y.shape
+  y, cb, cr = _tiles(y, 8), _tiles(cb, 8) - 128.0, _tiles(cr, 8) - 128.0
+  shift = lambda v: jnp.floor((v + _ONE_HALF) / 65536.0)   # RIGHT_SHIFT(v + ONE_HALF, 16)
+  r = jnp.clip(y + shift(_fix(1.40200) * cr), 0.0, 255.0)
+  g = jnp.clip(y + shift(-_fix(0.34414) * cb - _fix(0.71414) * cr), 0.0, 255.0)
+  b = jnp.clip(y + shift(_fix(1.77200) * cb), 0.0, 255.0)
+  dot = lambda a, m: jnp.matmul(a, m, precision=_HIGHEST)
+  return (dot(r, _TO_R) + dot(g, _TO_G) + dot(b, _TO_B)).reshape(*lead, h, w, 3)
+
+
+def _planes_to_image_float(y, cb, cr):
+  *lead, h, w = y.shape
+  dot = lambda a, m: jnp.matmul(a, m, precision=_HIGHEST)
+  rgb = (dot(_tiles(y, 8), _TO_ALL) + dot(_tiles(cb, 8) - 128.0, _CB_TO_RGB)
+         + dot(_tiles(cr, 8) - 128.0, _CR_TO_RGB))
+  return rgb.reshape(*lead, h, w, 3)
+
+
+_image_to_planes_ste = exact_forward(_image_to_planes_exact, _image_to_planes_float)
+_planes_to_image_ste = exact_forward(_planes_to_image_exact, _planes_to_image_float)
+
+
+def image_to_ycbcr_planes(image: jax.Array, *, exact: bool = True):
+  """`(..., H, W, 3)` RGB samples to (Y, Cb, Cr) planes `(..., H, W)`; as `rgb_to_ycbcr`."""
+  if image.shape[-2] % 8:
+    return rgb_to_ycbcr_planes(image[..., 0], image[..., 1], image[..., 2], exact=exact)
+  return (_image_to_planes_ste if exact else _image_to_planes_float)(image)
+
+
+def ycbcr_planes_to_image(y, cb, cr, *, exact: bool = True) -> jax.Array:
+  """(Y, Cb, Cr) planes `(..., H, W)` to an RGB image `(..., H, W, 3)`; as `ycbcr_to_rgb`."""
+  if y.shape[-1] % 8:
+    return jnp.stack(ycbcr_to_rgb_planes(y, cb, cr, exact=exact), axis=-1)
+  return (_planes_to_image_ste if exact else _planes_to_image_float)(y, cb, cr)

@@ -16,6 +16,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from djpeg.rounding import exact_forward, floor_divide
 
@@ -150,47 +151,84 @@ def downsample_component(plane: jax.Array, rh: int, rv: int, block_rows: int, bl
 # ------------------------------------------------------------------------------- upsampling
 
 
-def _interleave(a: jax.Array, b: jax.Array, axis: int) -> jax.Array:
-  """Interleaves a and b along `axis` (a first): out[2i] = a[i], out[2i+1] = b[i].
-
-  Written as the sum of two interior-padded arrays: XLA's CPU code for this is several times
-  faster than for stack-and-reshape.
-  """
-  axis = axis % a.ndim
-  zero = jnp.zeros((), a.dtype)
-  config_a = [(0, 0, 0)] * a.ndim
-  config_b = [(0, 0, 0)] * a.ndim
-  config_a[axis] = (0, 1, 1)
-  config_b[axis] = (1, 0, 1)
-  return jax.lax.pad(a, zero, config_a) + jax.lax.pad(b, zero, config_b)
+def _interleave_columns(even: jax.Array, odd: jax.Array) -> jax.Array:
+  """out[..., 2i] = even[..., i], out[..., 2i + 1] = odd[..., i] (interior padding; XLA's CPU
+  code for it is faster than for stack-and-reshape on the innermost axis)."""
+  zero = jnp.zeros((), even.dtype)
+  lead = [(0, 0, 0)] * (even.ndim - 1)
+  return (jax.lax.pad(even, zero, lead + [(0, 1, 1)]) + jax.lax.pad(odd, zero, lead + [(1, 0, 1)]))
 
 
-def _neighbours(x: jax.Array, axis: int) -> tuple[jax.Array, jax.Array]:
+def _shifted(x: jax.Array, axis: int) -> tuple[jax.Array, jax.Array]:
   """x shifted by one along `axis` with edge replication: (previous, next)."""
   n = x.shape[axis]
-  axis = axis % x.ndim
-  pad = [(0, 0)] * x.ndim
-  pad[axis] = (1, 1)
-  padded = jnp.pad(x, pad, mode="edge")
-  return (jax.lax.slice_in_dim(padded, 0, n, axis=axis),
-          jax.lax.slice_in_dim(padded, 2, n + 2, axis=axis))
+  first = jax.lax.slice_in_dim(x, 0, 1, axis=axis)
+  last = jax.lax.slice_in_dim(x, n - 1, n, axis=axis)
+  prev = jnp.concatenate([first, jax.lax.slice_in_dim(x, 0, n - 1, axis=axis)], axis=axis)
+  nxt = jnp.concatenate([jax.lax.slice_in_dim(x, 1, n, axis=axis), last], axis=axis)
+  return prev, nxt
 
 
-def _triangle(x: jax.Array, axis: int, bias_even: float, bias_odd: float, scale: float,
-              exact: bool) -> jax.Array:
-  """Doubles `axis` with weights 3/4, 1/4 (libjpeg's 'fancy' filter, edges replicated).
+def _triangle_rows(x: jax.Array) -> jax.Array:
+  """`(..., m, n)` to `(..., 2m, n)`: rows 3 x[i] + x[i-1] and 3 x[i] + x[i+1] (edges
+  replicated), unnormalized. Whole rows are stacked, which XLA does efficiently."""
+  prev, nxt = _shifted(x, -2)
+  *lead, m, n = x.shape
+  return jnp.stack([3.0 * x + prev, 3.0 * x + nxt], axis=-2).reshape(*lead, 2 * m, n)
 
-  `x` is in units of `scale`; exact mode returns floor((3 x + neighbour + bias) / (4 scale)),
-  i.e. libjpeg's integer arithmetic with its ordered-dither biases.
+
+def _tile_weights() -> np.ndarray:
+  w = np.zeros((8, 16), np.float32)
+  for k in range(8):
+    w[k, 2 * k] += 3.0
+    w[k, 2 * k + 1] += 3.0
+    if k > 0:
+      w[k - 1, 2 * k] += 1.0
+    if k < 7:
+      w[k + 1, 2 * k + 1] += 1.0
+  return w
+
+
+_TILE_WEIGHTS = _tile_weights()     # 8 samples -> 16, inside one 8-sample tile
+_FIRST = np.eye(16, dtype=np.float32)[0]
+_LAST = np.eye(16, dtype=np.float32)[15]
+
+
+def _triangle_columns(x: jax.Array) -> jax.Array:
+  """`(..., m, n)` to `(..., m, 2n)`: columns 3 x[j] + x[j-1] and 3 x[j] + x[j+1] (edges
+  replicated), unnormalized.
+
+  Interleaving along the innermost axis is slow on CPU, so when n is a multiple of 8 the
+  columns are filtered as 8-sample tiles by one small matmul (integer weights, exact in float32),
+  plus the two terms that reach into the neighbouring tiles.
   """
-  prev, nxt = _neighbours(x, axis)
-  even, odd = 3.0 * x + prev, 3.0 * x + nxt
+  *lead, n = x.shape
+  if n % 8:
+    prev, nxt = _shifted(x, -1)
+    return _interleave_columns(3.0 * x + prev, 3.0 * x + nxt)
+  tiles = x.reshape(*lead, n // 8, 8)
+  inner = jnp.matmul(tiles, _TILE_WEIGHTS, precision=jax.lax.Precision.HIGHEST)
+  left = jnp.concatenate([tiles[..., :1, 0], tiles[..., :-1, 7]], axis=-1)   # x[8t - 1]
+  right = jnp.concatenate([tiles[..., 1:, 0], tiles[..., -1:, 7]], axis=-1)  # x[8t + 8]
+  out = inner + left[..., None] * _FIRST + right[..., None] * _LAST
+  return out.reshape(*lead, 2 * n)
+
+
+def _bias(n: int, even: float, odd: float) -> np.ndarray:
+  return np.tile(np.array([even, odd], np.float32), n)
+
+
+def _fancy(x: jax.Array, rh: int, rv: int, exact: bool) -> jax.Array:
+  """libjpeg-turbo's triangle filters; exact: its integer rounding with ordered-dither biases."""
+  if (rh, rv) == (2, 1):    # h2v1_fancy_upsample: (3a + b + 1 or 2) >> 2
+    sums, bias, div = _triangle_columns(x), _bias(x.shape[-1], 1.0, 2.0), 4.0
+  elif (rh, rv) == (1, 2):  # h1v2_fancy_upsample: same down the columns
+    sums, bias, div = _triangle_rows(x), _bias(x.shape[-2], 1.0, 2.0)[:, None], 4.0
+  else:                     # h2v2_fancy_upsample: column sums 3a + b, then (3c + d + 8 or 7) >> 4
+    sums, bias, div = _triangle_columns(_triangle_rows(x)), _bias(x.shape[-1], 8.0, 7.0), 16.0
   if exact:
-    even = jnp.floor((even + bias_even) / (4.0 * scale))
-    odd = jnp.floor((odd + bias_odd) / (4.0 * scale))
-  else:
-    even, odd = even / (4.0 * scale), odd / (4.0 * scale)
-  return _interleave(even, odd, axis)
+    return floor_divide(sums + bias, div)
+  return sums / div
 
 
 def _replicate(x: jax.Array, rh: int, rv: int) -> jax.Array:
@@ -201,16 +239,14 @@ def _replicate(x: jax.Array, rh: int, rv: int) -> jax.Array:
   return x
 
 
-def _fancy(x: jax.Array, rh: int, rv: int, exact: bool) -> jax.Array:
-  if (rh, rv) == (2, 1):    # h2v1_fancy_upsample: biases 1 (even), 2 (odd)
-    return _triangle(x, -1, 1.0, 2.0, 1.0, exact)
-  if (rh, rv) == (1, 2):    # h1v2_fancy_upsample: biases 1 (row above), 2 (row below)
-    return _triangle(x, -2, 1.0, 2.0, 1.0, exact)
-  # h2v2_fancy_upsample: the vertical pass keeps the column sums 3a + b unrounded (units of 4),
-  # the horizontal pass rounds once with biases 8 (even) and 7 (odd).
-  prev, nxt = _neighbours(x, -2)
-  colsums = _interleave(3.0 * x + prev, 3.0 * x + nxt, -2)
-  return _triangle(colsums, -1, 8.0, 7.0, 4.0, exact)
+def _extend_edges(x: jax.Array, rows: int, cols: int) -> jax.Array:
+  """Overwrites everything beyond the first rows x cols samples with the last real row/column."""
+  if x.shape[-2:] == (rows, cols):
+    return x
+  r = jax.lax.broadcasted_iota(jnp.int32, x.shape[-2:], 0)
+  c = jax.lax.broadcasted_iota(jnp.int32, x.shape[-2:], 1)
+  x = jnp.where(c < cols, x, x[..., :, cols - 1:cols])
+  return jnp.where(r < rows, x, x[..., rows - 1:rows, :])
 
 
 def uses_fancy(rh: int, rv: int, cols: int) -> bool:
@@ -222,21 +258,27 @@ def uses_fancy(rh: int, rv: int, cols: int) -> bool:
   return (rh, rv) == (1, 2) or ((rh, rv) in ((2, 1), (2, 2)) and cols > 2)
 
 
-def upsample(plane: jax.Array, rh: int, rv: int, *, exact: bool = True) -> jax.Array:
+def upsample(plane: jax.Array, rh: int, rv: int, *, exact: bool = True,
+             size: tuple[int, int] | None = None) -> jax.Array:
   """Upsamples `(..., r, c)` by `rv` rows and `rh` columns as libjpeg-turbo's decoder does.
 
   Args:
-    plane: `(..., r, c)` component samples (only the real ones, not block padding).
+    plane: `(..., r, c)` component samples.
     rh, rv: horizontal and vertical expansion.
     exact: integer arithmetic with libjpeg's rounding (gradient of the float filter);
       otherwise the same filter in float.
+    size: (rows, cols) of real samples when `plane` also holds block padding beyond them; the
+      filter then treats the plane as ending there (edge replication), and the caller crops the
+      output to (rows * rv, cols * rh). Default: all of `plane` is real.
   Returns:
     `(..., r * rv, c * rh)` float32 samples.
   """
+  rows, cols = size or plane.shape[-2:]
   if (rh, rv) == (1, 1):
     return plane
-  if not uses_fancy(rh, rv, plane.shape[-1]):
+  if not uses_fancy(rh, rv, cols):
     return _replicate(plane, rh, rv)
+  plane = _extend_edges(plane, rows, cols)
   if exact:
     return exact_forward(lambda p: _fancy(p, rh, rv, True), lambda p: _fancy(p, rh, rv, False))(plane)
   return _fancy(plane, rh, rv, False)
