@@ -59,3 +59,43 @@ def colour_batch() -> np.ndarray:
 def gray_sample() -> np.ndarray:
   """The bundled gray sample, uint8 `(75, 97, 1)` (odd sizes on purpose)."""
   return samples.load("bear_gray", uint8=True)
+
+
+def jpeg_segments(data: bytes):
+  """(marker, payload) of each header segment up to the first SOS, and the entropy-coded bytes of
+  a single-scan file (between the SOS header and EOI). A minimal parser for test references."""
+  assert data[:2] == b"\xff\xd8"
+  pos, segments = 2, []
+  while True:
+    marker = data[pos + 1]
+    length = int.from_bytes(data[pos + 2:pos + 4], "big")
+    segments.append((marker, data[pos + 4:pos + 2 + length]))
+    pos += 2 + length
+    if marker == 0xDA:
+      return segments, data[pos:data.rindex(b"\xff\xd9")]
+
+
+def huffman_tables(data: bytes) -> dict:
+  """{(class, id): code length of each symbol, (256,) int} from a file's DHT segments."""
+  tables = {}
+  for marker, payload in jpeg_segments(data)[0]:
+    p = 0
+    while marker == 0xC4 and p < len(payload):
+      tc, th = payload[p] >> 4, payload[p] & 15
+      counts = list(payload[p + 1:p + 17])
+      values = payload[p + 17:p + 17 + sum(counts)]
+      lengths = np.zeros(256, int)
+      i = 0
+      for length, n in enumerate(counts, start=1):
+        for _ in range(n):
+          lengths[values[i]] = length
+          i += 1
+      tables[(tc, th)] = lengths
+      p += 17 + sum(counts)
+  return tables
+
+
+def scan_bits(data: bytes) -> int:
+  """Entropy-coded bits of a single-scan file, without the stuffed zero bytes."""
+  scan = jpeg_segments(data)[1]
+  return 8 * (len(scan) - scan.count(b"\xff\x00"))
