@@ -5,7 +5,7 @@ bit for bit in its forward pass and gives straight-through gradients with respec
 the quality and the quantization tables. Everything runs under `jit`, `vmap` and `grad`.
 """
 
-from djpeg.codec import decode, encode, jpeg, resolve_tables
+from djpeg.codec import decode, encode, jpeg, resolve_tables, transform
 from djpeg.coefficients import Coefficients
 from djpeg.rounding import ROUNDINGS
 from djpeg.sampling import SUBSAMPLINGS
@@ -15,5 +15,5 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ANNEX_K", "ANNEX_K_CHROMA", "ANNEX_K_LUMA", "Coefficients", "ROUNDINGS", "SUBSAMPLINGS",
-    "ZIGZAG", "decode", "encode", "jpeg", "quality_tables", "resolve_tables",
+    "ZIGZAG", "decode", "encode", "jpeg", "quality_tables", "resolve_tables", "transform",
 ]

@@ -95,9 +95,9 @@ def resolve_tables(quality, tables, batch_shape: tuple[int, ...], num_components
   return jnp.broadcast_to(steps, batch_shape + (num_components, 8, 8))
 
 
-@functools.partial(jax.jit, static_argnames=("factors", "rounding", "faithful"))
-def _encode(images, steps, key, *, factors, rounding, faithful):
-  """images `(N, H, W, C)` in [0, 1], steps `(N, C, 8, 8)` -> components, steps."""
+@functools.partial(jax.jit, static_argnames=("factors", "faithful"))
+def _transform(images, *, factors, faithful):
+  """images `(N, H, W, C)` in [0, 1] -> per component DCT coefficients `(N, rows, cols, 8, 8)`."""
   _, height, width, channels = images.shape
   samples = clip_ste(images, 0.0, 1.0) * 255.0
   if faithful:
@@ -106,17 +106,44 @@ def _encode(images, steps, key, *, factors, rounding, faithful):
     planes = image_to_ycbcr_planes(samples, exact=faithful)
   else:
     planes = [samples[..., 0]]
-  keys = [None] * channels if key is None else list(jax.random.split(key, channels))
-  components = []
+  out = []
   for c in range(channels):
     rh, rv = sampling.ratios(factors, c)
     rows, cols = sampling.component_blocks(height, width, factors, c)
     plane = sampling.downsample_component(planes[c], rh, rv, rows, cols, exact=faithful)
     blocks = blockify(plane)
-    dct = fdct_islow(blocks) if faithful else fdct(blocks - 128.0)
-    components.append(
-        quantize(dct, steps[:, c, None, None, :, :], rounding=rounding, key=keys[c]))
-  return tuple(components)
+    out.append(fdct_islow(blocks) if faithful else fdct(blocks - 128.0))
+  return tuple(out)
+
+
+@functools.partial(jax.jit, static_argnames=("factors", "rounding", "faithful"))
+def _encode(images, steps, key, *, factors, rounding, faithful):
+  """images `(N, H, W, C)` in [0, 1], steps `(N, C, 8, 8)` -> quantized components."""
+  dct = _transform(images, factors=factors, faithful=faithful)
+  keys = [None] * len(dct) if key is None else list(jax.random.split(key, len(dct)))
+  return tuple(quantize(d, steps[:, c, None, None, :, :], rounding=rounding, key=keys[c])
+               for c, d in enumerate(dct))
+
+
+def transform(images, *, subsampling: str = "4:2:0", faithful: bool = True) -> tuple[jax.Array, ...]:
+  """The encoder up to quantization: colour conversion, downsampling and DCT.
+
+  `encode(images, tables=t)` equals quantizing these coefficients by `t` (with libjpeg's rounding),
+  which is what per-image table optimization exploits: transform once, quantize many times.
+
+  Args:
+    images, subsampling, faithful: as for `encode`.
+  Returns:
+    One array per component (Y, Cb, Cr or gray), `(..., rows, cols, 8, 8)` DCT coefficients in
+    orthonormal units (multiples of 1/8 in faithful mode, libjpeg's integer DCT output / 8).
+  """
+  shape = _checks.check_images(images)
+  _checks.check_choice("subsampling", subsampling, sampling.SUBSAMPLINGS)
+  batch_shape, (height, width, channels) = shape[:-3], shape[-3:]
+  factors = sampling.factors_for(subsampling, channels)
+  flat = jnp.asarray(images, jnp.float32).reshape((-1, height, width, channels))
+  out = _transform(flat, factors=factors, faithful=faithful)
+  return tuple(c.reshape(batch_shape + c.shape[1:]) for c in out)
 
 
 def encode(images, *, quality=None, tables=None, subsampling: str = "4:2:0", rounding: str = "ste",

@@ -88,6 +88,19 @@ def _histogram(symbols: jax.Array, weights: jax.Array) -> jax.Array:
   return jnp.zeros(256, jnp.int32).at[symbols.reshape(-1)].add(weights.reshape(-1).astype(jnp.int32))
 
 
+@jax.custom_jvp
+def _magnitude(v: jax.Array) -> jax.Array:
+  """|v|, whose slope at zero follows the sign bit: a quantized -0.0 came from a small negative
+  value (the straight-through rounding keeps the sign), so it would grow towards -1."""
+  return jnp.abs(v)
+
+
+@_magnitude.defjvp
+def _magnitude_jvp(primals, tangents):
+  (v,), (t,) = primals, tangents
+  return jnp.abs(v), jnp.where(jnp.signbit(v), -t, t)
+
+
 def _soft_cost(magnitude: jax.Array, cost_of_size) -> jax.Array:
   """Cost interpolated across size categories on t = log2(1 + |v|).
 
@@ -95,7 +108,7 @@ def _soft_cost(magnitude: jax.Array, cost_of_size) -> jax.Array:
   linear in t between cost_of_size(ceil(t) - 1) and cost_of_size(ceil(t)), so each category's
   extra cost is spread over its magnitudes. Only its slope is used.
   """
-  t = jnp.log2(1.0 + jnp.abs(magnitude))
+  t = jnp.log2(1.0 + _magnitude(magnitude))
   lower = jnp.clip(jnp.ceil(t) - 1.0, 0.0, 15.0)
   frac = t - lower
   low, high = cost_of_size(lower.astype(jnp.int32)), cost_of_size(lower.astype(jnp.int32) + 1)

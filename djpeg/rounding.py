@@ -61,9 +61,19 @@ def divide_round_half_away(numerator: jax.Array, denominator: jax.Array) -> jax.
   return jnp.sign(numerator) * r
 
 
+@jax.custom_jvp
 def straight_through(exact: jax.Array, smooth: jax.Array) -> jax.Array:
-  """Returns `exact` in the forward pass with the gradient of `smooth`."""
-  return smooth + jax.lax.stop_gradient(exact - smooth)
+  """Returns `exact` in the forward pass with the gradient of `smooth`.
+
+  The value is `exact` bit for bit: a rounded -0.0 (from a small negative input) keeps its
+  sign, which the rate model reads to know which way a zero coefficient would move.
+  """
+  return exact
+
+
+@straight_through.defjvp
+def _straight_through_jvp(primals, tangents):
+  return primals[0], tangents[1]
 
 
 def round_ste(x: jax.Array) -> jax.Array:

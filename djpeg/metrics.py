@@ -1,0 +1,105 @@
+"""Image quality metrics in JAX, differentiable: MSE, PSNR, SSIM and MS-SSIM.
+
+Images are `(..., H, W, C)` floats in [0, 1] (any C); results have the batch shape `(...)`.
+SSIM follows Wang et al. 2004 as implemented by scikit-image with `gaussian_weights=True`:
+an 11x11 Gaussian window with sigma 1.5, K1 = 0.01, K2 = 0.03, statistics over the 'valid' part
+of the window, averaged over pixels and channels. MS-SSIM follows Wang et al. 2003 with the usual
+five-scale weights, 2x2 average pooling between scales, the mean contrast-structure term at every
+scale but the coarsest and the mean SSIM there (each averaged over pixels and channels).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+
+
+@jax.jit
+def mse(a: jax.Array, b: jax.Array) -> jax.Array:
+  """Mean squared error over `(H, W, C)`: `(...)`."""
+  return jnp.mean((jnp.asarray(a, jnp.float32) - jnp.asarray(b, jnp.float32)) ** 2, axis=(-3, -2, -1))
+
+
+@functools.partial(jax.jit, static_argnames=("peak",))
+def psnr(a: jax.Array, b: jax.Array, *, peak: float = 1.0) -> jax.Array:
+  """Peak signal-to-noise ratio in dB over `(H, W, C)`: `(...)`; inf for identical images."""
+  return 10.0 * jnp.log10(peak ** 2 / mse(a, b))
+
+
+def _gaussian(size: int = 11, sigma: float = 1.5) -> np.ndarray:
+  x = np.arange(size) - (size - 1) / 2
+  g = np.exp(-x ** 2 / (2 * sigma ** 2))
+  return (g / g.sum()).astype(np.float32)
+
+
+def _filter(x: jax.Array, window: np.ndarray) -> jax.Array:
+  """Separable 'valid' filtering of `(..., H, W, C)` over H and W."""
+  k = len(window)
+  h, w = x.shape[-3], x.shape[-2]
+  rows = sum(window[i] * x[..., i:h - k + 1 + i, :, :] for i in range(k))
+  return sum(window[i] * rows[..., :, i:w - k + 1 + i, :] for i in range(k))
+
+
+def _ssim_terms(a, b, window, k1=0.01, k2=0.03, peak=1.0):
+  c1, c2 = (k1 * peak) ** 2, (k2 * peak) ** 2
+  mu_a, mu_b = _filter(a, window), _filter(b, window)
+  # Unbiased variances as in scikit-image (sample covariance over the window).
+  n = len(window) ** 2
+  correction = n / (n - 1)
+  var_a = (_filter(a * a, window) - mu_a ** 2) * correction
+  var_b = (_filter(b * b, window) - mu_b ** 2) * correction
+  cov = (_filter(a * b, window) - mu_a * mu_b) * correction
+  luminance = (2 * mu_a * mu_b + c1) / (mu_a ** 2 + mu_b ** 2 + c1)
+  contrast_structure = (2 * cov + c2) / (var_a + var_b + c2)
+  return luminance, contrast_structure
+
+
+@functools.partial(jax.jit, static_argnames=("peak",))
+def ssim(a: jax.Array, b: jax.Array, *, peak: float = 1.0) -> jax.Array:
+  """Structural similarity, `(...)`; images at least 11x11."""
+  a, b = jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32)
+  if min(a.shape[-3:-1]) < 11:
+    raise ValueError(f"ssim needs images of at least 11x11 pixels; got {a.shape[-3:-1]}.")
+  luminance, cs = _ssim_terms(a, b, _gaussian(), peak=peak)
+  return jnp.mean(luminance * cs, axis=(-3, -2, -1))
+
+
+def _pool(x: jax.Array) -> jax.Array:
+  h, w = x.shape[-3] // 2 * 2, x.shape[-2] // 2 * 2
+  x = x[..., :h, :w, :]
+  return 0.25 * (x[..., 0::2, 0::2, :] + x[..., 1::2, 0::2, :] + x[..., 0::2, 1::2, :]
+                 + x[..., 1::2, 1::2, :])
+
+
+@functools.partial(jax.jit, static_argnames=("peak", "scales"))
+def ms_ssim(a: jax.Array, b: jax.Array, *, peak: float = 1.0, scales: int | None = None) -> jax.Array:
+  """Multi-scale SSIM, `(...)`.
+
+  Args:
+    a, b: `(..., H, W, C)` images.
+    scales: number of scales (default 5, fewer if the image is too small for 11x11 windows at the
+      coarsest scale); the weights are the standard ones truncated and renormalized.
+  """
+  a, b = jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32)
+  smallest = min(a.shape[-3:-1])
+  if smallest < 11:
+    raise ValueError(f"ms_ssim needs images of at least 11x11 pixels; got {a.shape[-3:-1]}.")
+  fit = 1 + int(np.floor(np.log2(smallest / 11)))
+  scales = min(scales or 5, fit, 5)
+  weights = np.array(MS_SSIM_WEIGHTS[:scales])
+  weights = weights / weights.sum()
+  window = _gaussian()
+  value = 1.0
+  for s in range(scales):
+    luminance, cs = _ssim_terms(a, b, window, peak=peak)
+    term_map = luminance * cs if s == scales - 1 else cs
+    # Clamp at a small positive value so that the fractional powers stay differentiable.
+    term = jnp.maximum(jnp.mean(term_map, axis=(-3, -2, -1)), 1e-6)
+    value = value * term ** weights[s]
+    a, b = _pool(a), _pool(b)
+  return value

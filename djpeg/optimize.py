@@ -1,0 +1,306 @@
+"""Per-image quantization table optimization: gradient descent on rate + lambda * distortion.
+
+`optimize_tables(image, bpp=... | psnr=... | lmbda=...)` returns valid baseline tables for one
+image. The image is transformed once (`djpeg.transform`, libjpeg's exact DCT); every step then
+quantizes those coefficients exactly as the encoder would, prices them with the rate model
+(`djpeg.rate`: exact Huffman bits, smooth gradient) and measures the distortion, and optax's Adam
+updates the log-tables through the straight-through rounding.
+
+Distortion is RGB mean squared error (8-bit scale) by default, computed in the DCT domain: the
+DCT is orthonormal, so each coefficient's error is pixel error energy; chroma errors are weighted
+by how much of them the YCbCr-to-RGB conversion and libjpeg's upsampling filter pass on. This
+model tracks the decoded MSE to a near-constant offset (chroma subsampling and rounding), which
+is calibrated once per image. `distortion="ms-ssim"` runs the full differentiable codec instead
+(decode and MS-SSIM every step; slower).
+
+Targets: `lmbda` minimizes bits/pixel + lmbda * MSE; `bpp` and `psnr` adapt lambda during the
+descent (dual ascent on the constraint) and finish with a uniform rescaling of the tables that
+meets the target exactly where it can be met.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from djpeg import _checks, metrics, rate, sampling
+from djpeg.codec import decode, encode, transform
+from djpeg.dct import idct
+from djpeg.quantization import quantize
+from djpeg.tables import ANNEX_K, quality_tables, round_tables
+
+DISTORTIONS = ("mse", "ms-ssim")
+# ||column of the YCbCr -> RGB matrix||^2 / 3: how much of a Y, Cb or Cr error reaches RGB MSE.
+_RGB_WEIGHTS = np.array([1.0, (0.344136286 ** 2 + 1.772 ** 2) / 3, (1.402 ** 2 + 0.714136286 ** 2) / 3])
+
+
+@dataclasses.dataclass(frozen=True)
+class TableOptimization:
+  """The result of `optimize_tables`.
+
+  Attributes:
+    tables: `(C, 8, 8)` int tables (Y, Cb, Cr, or one for gray), natural order, 1..255.
+    subsampling: the subsampling they were optimized for.
+    bits_per_pixel: entropy-coded bits per pixel of the image with these tables (rate model,
+      optimized Huffman tables; headers excluded).
+    psnr: RGB PSNR in dB of the decoded image (exact codec).
+    ms_ssim: MS-SSIM of the decoded image.
+    lmbda: the final Lagrange multiplier (bits/pixel per unit of MSE, or of 1 - MS-SSIM).
+    history: per-step model bits/pixel and distortion, `(steps, 2)`.
+  """
+  tables: np.ndarray
+  subsampling: str
+  bits_per_pixel: float
+  psnr: float
+  ms_ssim: float
+  lmbda: float
+  history: np.ndarray
+
+
+def _upsampling_gain() -> np.ndarray:
+  """Energy of each chroma DCT basis function after libjpeg's 2x2 triangle upsampling."""
+  from djpeg.sampling import upsample
+  basis = np.zeros((64, 8, 8), np.float32)
+  basis[np.arange(64), np.arange(64) // 8, np.arange(64) % 8] = 1.0
+  plane = jnp.zeros((64, 24, 24)).at[:, 8:16, 8:16].set(idct(jnp.asarray(basis)))
+  up = upsample(plane, 2, 2, exact=False)
+  return np.asarray(jnp.sum(up ** 2, axis=(-2, -1))).reshape(8, 8)
+
+
+@functools.lru_cache(maxsize=None)
+def _distortion_weights(factors, num_pixels: int) -> tuple[np.ndarray, ...]:
+  """Per component `(8, 8)` weights turning squared coefficient errors into RGB MSE per pixel."""
+  gain_2x2 = _upsampling_gain()
+  weights = []
+  for c in range(len(factors)):
+    rh, rv = sampling.ratios(factors, c)
+    gain = gain_2x2 if (rh, rv) == (2, 2) else np.full((8, 8), rh * rv, np.float32)
+    channel = _RGB_WEIGHTS[c] if len(factors) == 3 else 1.0
+    weights.append((channel * gain / num_pixels).astype(np.float32))
+  return tuple(weights)
+
+
+def _quantized(dct, tables):
+  steps = round_tables(tables)
+  return tuple(quantize(d, steps[c]) for c, d in enumerate(dct)), steps
+
+
+def _model(dct, tables, weights, factors, num_pixels, code="huffman"):
+  """(bits per pixel, model MSE) of quantizing the coefficients `dct` with `tables`."""
+  q, steps = _quantized(dct, tables)
+  bpp = rate._image_rate(q, factors, code) / num_pixels
+  mse = sum(jnp.sum(w * (d - x * s) ** 2) for w, d, x, s in zip(weights, dct, q, steps))
+  return bpp, mse
+
+
+@functools.partial(jax.jit, static_argnames=("factors", "num_pixels", "kind", "steps"))
+def _descend(log_tables, log_lmbda, target, dct, weights, learning_rate, *, factors, num_pixels,
+             kind, steps):
+  """`steps` Adam steps on log-tables; `kind` "lmbda" keeps lambda, "bpp"/"mse" adapt it."""
+  optimizer = optax.adam(learning_rate)
+
+  def objective(log_tables, lmbda):
+    # Ideal code lengths are cheaper than building Huffman tables every step and give nearly the
+    # same slopes; the exact Huffman size is used again to meet the target at the end.
+    bpp, mse = _model(dct, jnp.exp(log_tables), weights, factors, num_pixels, code="entropy")
+    return bpp + lmbda * mse, (bpp, mse)
+
+  def step(i, carry):
+    log_tables, state, log_lmbda, history = carry
+    (_, (bpp, mse)), grad = jax.value_and_grad(objective, has_aux=True)(
+        log_tables, jnp.exp(log_lmbda))
+    updates, state = optimizer.update(grad, state, log_tables)
+    log_tables = jnp.clip(optax.apply_updates(log_tables, updates), 0.0, math.log(255.0))
+    # Dual ascent: weigh distortion more while it is above its target, less while the rate is.
+    if kind == "bpp":
+      log_lmbda = log_lmbda + 0.2 * jnp.clip((target - bpp) / target, -1.0, 1.0)
+    elif kind == "mse":
+      log_lmbda = log_lmbda + 0.2 * jnp.clip((mse - target) / target, -1.0, 1.0)
+    history = history.at[i].set(jnp.stack([bpp, mse]))
+    return log_tables, state, log_lmbda, history
+
+  carry = (log_tables, optimizer.init(log_tables), log_lmbda, jnp.zeros((steps, 2)))
+  log_tables, _, log_lmbda, history = jax.lax.fori_loop(0, steps, step, carry)
+  return log_tables, log_lmbda, history
+
+
+@functools.partial(jax.jit, static_argnames=("factors", "num_pixels"))
+def _evaluate(tables, dct, weights, *, factors, num_pixels):
+  """Model (bpp, mse) for each set of tables in `tables` `(n, C, 8, 8)`: `(n,)`, `(n,)`."""
+  return jax.lax.map(lambda t: _model(dct, t, weights, factors, num_pixels), tables)
+
+
+def _full_codec_descent(image, tables, lmbda, subsampling, steps, learning_rate):
+  """Adam on log-tables through the whole differentiable codec, for MS-SSIM."""
+  optimizer = optax.adam(learning_rate)
+  num_pixels = image.shape[0] * image.shape[1]
+
+  @jax.jit
+  def step(log_tables, state):
+    def objective(log_tables):
+      c = encode(image, tables=jnp.exp(log_tables), subsampling=subsampling)
+      bpp = rate.rate(c) / num_pixels
+      loss = 1.0 - metrics.ms_ssim(decode(c), image)
+      return bpp + lmbda * loss, (bpp, loss)
+    (_, aux), grad = jax.value_and_grad(objective, has_aux=True)(log_tables)
+    updates, state = optimizer.update(grad, state, log_tables)
+    return jnp.clip(optax.apply_updates(log_tables, updates), 0.0, math.log(255.0)), state, aux
+
+  log_tables = jnp.log(jnp.asarray(tables, jnp.float32))
+  state = optimizer.init(log_tables)
+  history = []
+  for _ in range(steps):
+    log_tables, state, aux = step(log_tables, state)
+    history.append(aux)
+  return np.exp(np.asarray(log_tables)), np.asarray(jax.device_get(history), np.float32)
+
+
+def optimize_tables(image, *, bpp: float | None = None, psnr: float | None = None,
+                    lmbda: float | None = None, subsampling: str = "4:2:0",
+                    distortion: str = "mse", steps: int = 100, learning_rate: float = 0.05,
+                    progress=None) -> TableOptimization:
+  """Finds quantization tables for one image that minimise rate + lambda * distortion.
+
+  Exactly one target:
+    bpp: entropy-coded bits per pixel to spend (the highest quality that fits);
+    psnr: RGB PSNR in dB to reach (the fewest bits that reach it);
+    lmbda: the trade-off itself: minimise bits/pixel + lmbda * MSE (8-bit scale), or
+      bits/pixel + lmbda * (1 - MS-SSIM).
+
+  Args:
+    image: `(H, W, C)` float in [0, 1], C = 3 or 1.
+    subsampling: "4:2:0", "4:2:2" or "4:4:4" (ignored for gray).
+    distortion: "mse" (fast, DCT-domain model of RGB MSE) or "ms-ssim" (full codec each step).
+    steps: gradient steps (Adam on log-tables).
+    learning_rate: Adam's learning rate in log-table units.
+    progress: optional callable(str) for progress messages.
+  Returns:
+    `TableOptimization` with valid baseline tables (`djpeg.encode(image, tables=result.tables,
+    subsampling=result.subsampling)` and `djpeg.save` use them as they are).
+  Raises:
+    ValueError: no or several targets, a non-positive target, bad image or option names.
+  Warns:
+    UserWarning: if the target cannot be met (even all-255 or all-1 tables miss it); the result
+      is then the nearest reachable one.
+  """
+  say = progress or (lambda message: None)
+  shape = _checks.check_images(image)
+  if len(shape) != 3:
+    raise ValueError(f"optimize_tables takes one image (H, W, C); got shape {shape}.")
+  targets = {k: v for k, v in (("bpp", bpp), ("psnr", psnr), ("lmbda", lmbda)) if v is not None}
+  if len(targets) != 1:
+    raise ValueError(f"give exactly one target of bpp, psnr and lmbda; got {sorted(targets) or 'none'}.")
+  (kind, target), = targets.items()
+  if not (isinstance(target, (int, float)) and math.isfinite(target) and target > 0):
+    raise ValueError(f"{kind} must be a positive finite number; got {target!r}.")
+  _checks.check_choice("distortion", distortion, DISTORTIONS)
+  if steps < 1:
+    raise ValueError(f"steps must be at least 1; got {steps}.")
+  image = jnp.asarray(image, jnp.float32)
+  height, width, channels = shape
+  factors = sampling.factors_for(subsampling, channels)
+  num_pixels = height * width
+  dct = transform(image, subsampling=subsampling)
+  weights = _distortion_weights(factors, num_pixels)
+  standard = np.asarray(ANNEX_K)[[0, 1, 1]][:channels]
+
+  # Start from the Annex K tables at the quality closest to the target.
+  qualities = np.array([2, 5, 10, 15, 20, 25, 30, 40, 50, 60, 70, 75, 80, 85, 90, 93, 95, 97, 99],
+                       np.float32)
+  start = np.asarray(quality_tables(qualities, standard))
+  bpp_curve, mse_curve = (np.asarray(v) for v in _evaluate(
+      jnp.asarray(start), dct, weights, factors=factors, num_pixels=num_pixels))
+  reference = int(np.argmin(np.abs(qualities - 75)))
+  measured = _mse_offset(image, start[reference], subsampling, mse_curve[reference])
+  if kind == "bpp":
+    index = int(np.argmin(np.abs(bpp_curve - target)))
+    dual_target = float(target)
+  elif kind == "psnr":
+    mse_target = 255.0 ** 2 / 10 ** (target / 10) - measured
+    if mse_target <= 0:
+      warnings.warn(f"PSNR {target} dB is beyond what JPEG reaches for this image; aiming as high "
+                    "as it goes.", stacklevel=2)
+      mse_target = max(float(mse_curve.min()), 1e-3)
+    index = int(np.argmin(np.abs(mse_curve - mse_target)))
+    dual_target = float(mse_target)
+  elif distortion == "mse":
+    index = int(np.argmin(bpp_curve + target * mse_curve))
+    dual_target = 0.0
+  else:
+    index, dual_target = reference, 0.0   # MS-SSIM is not modelled in the DCT domain
+  q0 = int(qualities[index])
+  # The local slope of the Annex K curve is the lambda that quality already balances.
+  lo, hi = max(index - 1, 0), min(index + 1, len(qualities) - 1)
+  slope = (bpp_curve[hi] - bpp_curve[lo]) / max(mse_curve[lo] - mse_curve[hi], 1e-9)
+  lmbda0 = float(target) if kind == "lmbda" else max(float(slope), 1e-6)
+  say(f"start: Annex K tables at quality {q0}: {bpp_curve[index]:.3f} bpp, model MSE "
+      f"{mse_curve[index]:.2f}; lambda {lmbda0:.3g}")
+
+  if distortion == "ms-ssim":
+    if kind != "lmbda":
+      raise ValueError('distortion="ms-ssim" takes an lmbda target.')
+    tables, history = _full_codec_descent(image, start[index], float(target), subsampling, steps,
+                                          learning_rate)
+    lmbda_final = float(target)
+  else:
+    kind_code = {"bpp": "bpp", "psnr": "mse", "lmbda": "lmbda"}[kind]
+    log_tables, log_lmbda, history = _descend(
+        jnp.log(jnp.asarray(start[index])), jnp.float32(math.log(lmbda0)), jnp.float32(dual_target),
+        dct, weights, jnp.float32(learning_rate), factors=factors, num_pixels=num_pixels,
+        kind=kind_code, steps=steps)
+    tables, lmbda_final, history = np.exp(np.asarray(log_tables)), float(np.exp(log_lmbda)), np.asarray(history)
+  tables = np.clip(np.floor(tables + 0.5), 1, 255)
+  say(f"descent: {steps} steps, model {history[-1, 0]:.3f} bpp, distortion {history[-1, 1]:.4g}")
+
+  if kind in ("bpp", "psnr") and distortion == "mse":
+    tables = _meet_target(tables, kind, dual_target, dct, weights, factors, num_pixels)
+
+  coefficients = encode(image, tables=tables, subsampling=subsampling)
+  decoded = decode(coefficients)
+  result = TableOptimization(
+      tables=tables.astype(np.int32), subsampling=subsampling if channels == 3 else "gray",
+      bits_per_pixel=float(rate.rate(coefficients)) / num_pixels,
+      psnr=float(metrics.psnr(jnp.round(decoded * 255) / 255, image)),
+      ms_ssim=float(metrics.ms_ssim(decoded, image)) if min(height, width) >= 11 else float("nan"),
+      lmbda=lmbda_final, history=history)
+  say(f"result: {result.bits_per_pixel:.3f} bpp, PSNR {result.psnr:.2f} dB")
+  return result
+
+
+def _mse_offset(image, tables, subsampling, model_mse) -> float:
+  """Decoded RGB MSE minus the model's, for one set of tables (chroma subsampling and rounding)."""
+  decoded = decode(encode(image, tables=tables, subsampling=subsampling))
+  real = float(metrics.mse(jnp.round(decoded * 255), jnp.round(image * 255)))
+  return real - float(model_mse)
+
+
+def _meet_target(tables, kind, target, dct, weights, factors, num_pixels):
+  """Scales the tables uniformly to meet a bpp or MSE target exactly (two log-spaced rounds)."""
+  tables = _scale_search(tables, np.exp(np.linspace(math.log(1 / 8), math.log(8), 13)), kind,
+                         target, dct, weights, factors, num_pixels)
+  return _scale_search(tables, np.exp(np.linspace(math.log(1 / 1.4), math.log(1.4), 13)), kind,
+                       target, dct, weights, factors, num_pixels, final=True)
+
+
+def _scale_search(tables, scales, kind, target, dct, weights, factors, num_pixels, final=False):
+  candidates = np.clip(np.floor(tables[None] * scales[:, None, None, None] + 0.5), 1, 255)
+  bpp, mse = (np.asarray(v) for v in _evaluate(jnp.asarray(candidates, jnp.float32), dct, weights,
+                                               factors=factors, num_pixels=num_pixels))
+  ok = bpp <= target if kind == "bpp" else mse <= target
+  if final and (not ok.any() or ok.all()):
+    what = "bits per pixel" if kind == "bpp" else "distortion"
+    warnings.warn(f"the {what} target cannot be met exactly with baseline tables (1..255); "
+                  "returning the nearest reachable tables.", stacklevel=3)
+  # Among the scales that meet the target, the one with the best other side; else the closest.
+  if ok.any():
+    index = int(np.argmin(np.where(ok, mse if kind == "bpp" else bpp, np.inf)))
+  else:
+    index = int(np.argmin(np.abs((bpp if kind == "bpp" else mse) - target)))
+  return candidates[index]
