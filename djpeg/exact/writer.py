@@ -1,0 +1,177 @@
+"""JPEG file assembly: markers, tables, and the entropy-coded scans of one image.
+
+Layout follows libjpeg (`jcmarker.c`): SOI, JFIF APP0, one DQT per table, SOF0 (baseline) or
+SOF2 (progressive), then for each scan the Huffman tables it needs (DHT, only when a slot's
+content changes), DRI before the first scan if restart markers are on, SOS and the data; EOI.
+Tables are assigned as libjpeg assigns them: Huffman slot 0 for Y (or gray), slot 1 shared by
+Cb and Cr; with `optimize` each table is built from the symbol counts of the components that
+share it, per scan (`huffman.optimal_table`, libjpeg's algorithm), so the output is the file
+libjpeg-turbo writes for the same coefficients.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+
+from djpeg.exact import bitpack, huffman, layout as layout_lib, progressive, scans
+from djpeg.tables import ZIGZAG
+
+_JFIF = b"\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
+
+
+def _segment(marker: int, payload: bytes) -> bytes:
+  return struct.pack(">BBH", 0xFF, marker, len(payload) + 2) + payload
+
+
+def quant_slots(tables: np.ndarray) -> tuple[list[np.ndarray], list[int]]:
+  """Deduplicates per-component tables: (distinct tables, slot of each component)."""
+  distinct, slots = [], []
+  for table in tables:
+    for i, seen in enumerate(distinct):
+      if np.array_equal(seen, table):
+        slots.append(i)
+        break
+    else:
+      slots.append(len(distinct))
+      distinct.append(table)
+  return distinct, slots
+
+
+def _dqt(slot: int, table: np.ndarray) -> bytes:
+  zigzag = np.asarray(table).reshape(64)[ZIGZAG].astype(np.uint8)
+  return _segment(0xDB, bytes([slot]) + zigzag.tobytes())
+
+
+def _sof(progressive_mode: bool, height: int, width: int, factors, qslots) -> bytes:
+  payload = struct.pack(">BHHB", 8, height, width, len(factors))
+  for c, ((h, v), q) in enumerate(zip(factors, qslots)):
+    payload += bytes([c + 1, (h << 4) | v, q])
+  return _segment(0xC2 if progressive_mode else 0xC0, payload)
+
+
+def _sos(scan: scans.Scan, selectors) -> bytes:
+  payload = bytes([len(scan.components)])
+  for c, (td, ta) in zip(scan.components, selectors):
+    payload += bytes([c + 1, (td << 4) | ta])
+  return _segment(0xDA, payload + bytes([scan.ss, scan.se, (scan.ah << 4) | scan.al]))
+
+
+def _huffman_slot(component: int) -> int:
+  return 0 if component == 0 else 1
+
+
+def _scan_tables(scan: scans.Scan, progressive_mode: bool):
+  """The (class, slot) tables a scan uses, and each component's local table indices."""
+  slots = [_huffman_slot(c) for c in scan.components]
+  used, dc_local, ac_local = [], [], []
+
+  def local(key):
+    if key not in used:
+      used.append(key)
+    return used.index(key)
+
+  for s in slots:
+    if not progressive_mode:
+      dc_local.append(local((0, s)))
+      ac_local.append(local((1, s)))
+    elif scan.is_dc:
+      dc_local.append(local((0, s)) if scan.ah == 0 else 0)
+    else:
+      ac_local.append(local((1, s)))
+  # Sequential scans list each component's DC then AC table, as libjpeg emits them.
+  return used, np.array(dc_local or [0]), np.array(ac_local or [0])
+
+
+def _selectors(scan: scans.Scan, progressive_mode: bool):
+  """(Td, Ta) for each component in SOS, as libjpeg writes them."""
+  out = []
+  for c in scan.components:
+    s = _huffman_slot(c)
+    if not progressive_mode:
+      out.append((s, s))
+    elif scan.is_dc:
+      out.append((s if scan.ah == 0 else 0, 0))
+    else:
+      out.append((0, s))
+  return out
+
+
+def _tokens(scan, blocks, layout, restart, dc_local, ac_local, cap) -> scans.Tokens:
+  if scan.ss == 0 and scan.se == 63:
+    return scans.sequential_tokens(blocks, layout, restart, dc_local, ac_local)
+  if scan.is_dc:
+    if scan.ah == 0:
+      return scans.dc_first_tokens(blocks, layout, restart, scan.al, dc_local)
+    return scans.dc_refine_tokens(blocks, layout, restart, scan.al)
+  coder = progressive.ac_first_tokens if scan.ah == 0 else progressive.ac_refine_tokens
+  return coder(blocks, layout, restart, scan.ss, scan.se, scan.al, int(ac_local[0]), cap)
+
+
+def _resolve(tokens: scans.Tokens, tables: list[huffman.HuffmanTable]):
+  """Huffman codes for the tokens: `(values, lengths)` bit fields ready for `bitpack.pack`."""
+  n = len(tables)
+  code = np.zeros(n * 256 + 1, np.uint64)
+  length = np.zeros(n * 256 + 1, np.int64)
+  for t, table in enumerate(tables):
+    c, l = table.codes
+    code[t * 256:(t + 1) * 256] = c
+    length[t * 256:(t + 1) * 256] = l
+  symbol = np.where(tokens.symbol >= 0, tokens.symbol, n * 256)
+  clen = length[symbol]
+  missing = (clen == 0) & (tokens.symbol >= 0)
+  if missing.any():
+    s = int(tokens.symbol[np.argmax(missing)])
+    raise ValueError(f"Huffman table {s // 256} has no code for symbol {s % 256:#04x}.")
+  nextra = tokens.nextra.astype(np.uint64)
+  extra = tokens.extra.astype(np.uint64) & ((np.uint64(1) << nextra) - np.uint64(1))
+  values = (code[symbol] << nextra) | extra
+  return values, clen + tokens.nextra
+
+
+def encode_image(components, tables, height: int, width: int, factors, *, optimize: bool = True,
+                 progressive_mode: bool = False, restart_interval: int = 0) -> bytes:
+  """One image's JPEG file.
+
+  Args:
+    components: per component, `(rows_c, cols_c, 8, 8)` integer coefficients (natural order).
+    tables: `(C, 8, 8)` integer quantization steps in 1..255, natural order.
+    height, width, factors: frame geometry and sampling factors.
+    optimize: per-scan optimal Huffman tables; otherwise the Annex K tables (in progressive
+      scans then without end-of-band runs longer than one block, which those tables cannot code).
+    progressive_mode: SOF2 with libjpeg's default scan script.
+    restart_interval: MCUs per restart interval, 0 for none.
+  Returns:
+    The file's bytes.
+  """
+  zigzag = [np.ascontiguousarray(c.reshape(-1, 64)[:, ZIGZAG]) for c in components]
+  distinct, qslots = quant_slots(tables)
+  out = [b"\xff\xd8", _JFIF]
+  out += [_dqt(i, t) for i, t in enumerate(distinct)]
+  out.append(_sof(progressive_mode, height, width, factors, qslots))
+  script = (scans.progressive_script if progressive_mode else scans.sequential_script)(len(components))
+  loaded = {}
+  cap = progressive.MAX_EOBRUN if optimize else 1
+  for n, scan in enumerate(script):
+    layout = layout_lib.scan_layout(height, width, factors, scan.components)
+    blocks = layout_lib.gather_blocks(layout, zigzag)
+    used, dc_local, ac_local = _scan_tables(scan, progressive_mode)
+    tokens = _tokens(scan, blocks, layout, restart_interval, dc_local, ac_local, cap)
+    if optimize:
+      symbols = tokens.symbol[tokens.symbol >= 0]
+      counts = np.bincount(symbols, minlength=len(used) * 256).reshape(len(used), 256)
+      tables_now = [huffman.optimal_table(c) for c in counts]
+    else:
+      tables_now = [huffman.STANDARD[key] for key in used]
+    for key, table in zip(used, tables_now):
+      if loaded.get(key) != table:
+        out.append(_segment(0xC4, bytes([(key[0] << 4) | key[1]]) + table.payload()))
+        loaded[key] = table
+    if n == 0 and restart_interval:
+      out.append(_segment(0xDD, struct.pack(">H", restart_interval)))
+    out.append(_sos(scan, _selectors(scan, progressive_mode)))
+    values, lengths = _resolve(tokens, tables_now)
+    out.append(bitpack.pack(values, lengths, tokens.segment_ends).tobytes())
+  out.append(b"\xff\xd9")
+  return b"".join(out)
