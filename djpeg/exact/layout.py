@@ -38,6 +38,8 @@ class ScanLayout:
     component: `(N,)` index into `components` of each coded block.
     blocks_per_mcu: blocks in one MCU (1 for a non-interleaved scan).
     block_rows, block_cols: `(len(components),)` real blocks of each component.
+    coded: per scan component, `(rows_c * cols_c,)` coded position of each real block (raster
+      order): where `source` points back at it.
   """
 
   components: tuple[int, ...]
@@ -48,6 +50,7 @@ class ScanLayout:
   blocks_per_mcu: int
   block_rows: tuple[int, ...]
   block_cols: tuple[int, ...]
+  coded: tuple[np.ndarray, ...]
 
   @property
   def num_blocks(self) -> int:
@@ -84,8 +87,9 @@ def scan_layout(height: int, width: int, factors: Sampling, components: tuple[in
   empty = np.zeros(0, np.int64)
   if len(components) == 1:
     n = rows[0] * cols[0]
-    return ScanLayout(components, np.arange(n, dtype=np.int64), empty, empty,
-                      np.zeros(n, np.int64), 1, rows, cols)
+    identity = np.arange(n, dtype=np.int64)
+    return ScanLayout(components, identity, empty, empty, np.zeros(n, np.int64), 1, rows, cols,
+                      (identity,))
   mcu_rows, mcu_cols = mcu_grid(height, width, factors)
   zero_row = sum(r * c for r, c in zip(rows, cols))
   per_component, dummy_parts, dc_parts, comp_parts = [], [], [], []
@@ -117,26 +121,29 @@ def scan_layout(height: int, width: int, factors: Sampling, components: tuple[in
   component = np.concatenate(comp_parts, axis=1).ravel()
   dummy = np.flatnonzero(is_dummy)
   bpm = sum(factors[c][0] * factors[c][1] for c in components)
-  return ScanLayout(components, source, dummy, dc_src[dummy], component, bpm, rows, cols)
+  inverse = np.empty(zero_row + 1, np.int64)
+  inverse[source] = np.arange(len(source))  # dummies all land on the zero row; it is unused
+  bounds = np.cumsum([0] + [r * c for r, c in zip(rows, cols)])
+  coded = tuple(inverse[bounds[i]:bounds[i + 1]] for i in range(len(components)))
+  return ScanLayout(components, source, dummy, dc_src[dummy], component, bpm, rows, cols, coded)
 
 
-def gather_blocks(layout: ScanLayout, zigzag: list[np.ndarray]) -> np.ndarray:
-  """The scan's blocks in coding order, dummies included.
+def gather_dc(layout: ScanLayout, dc: list[np.ndarray]) -> np.ndarray:
+  """The DC coefficients of a scan's blocks in coding order, dummies included.
 
   Args:
     layout: from `scan_layout`.
-    zigzag: per frame component, `(rows_c * cols_c, 64)` integer coefficients in zigzag order.
+    dc: per frame component, `(rows_c * cols_c,)` DC values in raster order.
   Returns:
-    `(N, 64)` coefficients, zigzag order, in the order the scan codes them.
+    `(N,)` int64.
   """
-  parts = [zigzag[c] for c in layout.components]
+  parts = [np.asarray(dc[c], np.int64) for c in layout.components]
   if len(parts) == 1:
     return parts[0]
-  source = np.concatenate(parts + [np.zeros((1, 64), parts[0].dtype)])
-  blocks = source[layout.source]
-  if layout.dummy.size:
-    blocks[layout.dummy, 0] = source[layout.dummy_dc, 0]
-  return blocks
+  source = np.concatenate(parts + [np.zeros(1, np.int64)])
+  out = source[layout.source]
+  out[layout.dummy] = source[layout.dummy_dc]
+  return out
 
 
 @functools.lru_cache(maxsize=128)

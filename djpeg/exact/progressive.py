@@ -18,7 +18,8 @@ import dataclasses
 import numpy as np
 
 from djpeg.exact import layout as layout_lib
-from djpeg.exact.scans import EOB, RAW, ZRL, Tokens, nbits
+from djpeg.exact.scans import (RAW, ZRL, Group, ScanTokens, Sparse, block_runs, check_ac, nbits,
+                                ramp)
 
 #: libjpeg forces a pending EOBRUN out when it reaches this many blocks.
 MAX_EOBRUN = 0x7FFF
@@ -110,90 +111,67 @@ def _stream(block_tokens: np.ndarray, ev: _Events, ev_tokens: np.ndarray):
   return block_start, ev_start, int(blk_cum[-1] + ev_cum[-1])
 
 
-def _eobrun_symbols(run: np.ndarray, table: int):
+def _eobrun_group(pos: np.ndarray, run: np.ndarray, table: int) -> Group:
   n = nbits(run) - 1
-  return table * 256 + (n << 4), run, n
+  return Group(pos, table * 256 + (n << 4), run - (np.int64(1) << n), n)
 
 
-def _band(blocks: np.ndarray, ss: int, se: int, al: int):
-  band = blocks[:, ss:se + 1]
-  mag = np.abs(band.astype(np.int32)) >> al
-  return band, mag
+def _band(sparse: Sparse, ss: int, se: int, al: int):
+  """Nonzero coefficients of the band after the point transform: block, band index, |c| >> Al,
+  sign (True for negative)."""
+  keep = (sparse.k >= ss) & (sparse.k <= se)
+  value = sparse.value[keep]
+  mag = np.abs(value) >> al
+  nonzero = mag != 0
+  return (sparse.block[keep][nonzero], sparse.k[keep][nonzero] - ss, mag[nonzero],
+          value[nonzero] < 0)
 
 
-def _runs(b: np.ndarray, k: np.ndarray):
-  """Per nonzero: first in its block, last in its block, zero run before it (band-relative k)."""
-  first = np.ones(len(b), bool)
-  first[1:] = b[1:] != b[:-1]
-  last = np.ones(len(b), bool)
-  last[:-1] = first[1:]
-  prevk = np.empty_like(k)
-  prevk[1:] = k[:-1]
-  prevk[first] = -1
-  return first, last, k - prevk - 1
-
-
-def ac_first_tokens(blocks: np.ndarray, layout: layout_lib.ScanLayout, restart: int, ss: int,
-                    se: int, al: int, table: int, cap: int = MAX_EOBRUN) -> Tokens:
+def ac_first_tokens(sparse: Sparse, layout: layout_lib.ScanLayout, restart: int, ss: int,
+                    se: int, al: int, table: int, cap: int = MAX_EOBRUN) -> ScanTokens:
   """Tokens of a progressive AC first scan of one component.
 
   Args:
-    blocks: `(N, 64)` zigzag coefficients of the component's real blocks, raster order.
-    layout, restart: the scan's layout and restart interval (blocks, as MCUs are blocks here).
+    sparse: the component's coefficients (`scans.sparse_component`).
+    layout, restart: the scan's layout and restart interval (in blocks: MCUs are blocks here).
     ss, se, al: band and point transform.
     table: the scan's AC table index.
-    cap: longest EOBRUN (1 when the table has only the EOB symbol, as Annex K tables).
+    cap: longest EOBRUN (1 with tables that have only the EOB symbol, like Annex K's).
   """
-  n = len(blocks)
+  n = sparse.num_blocks
   width = se - ss + 1
-  band, mag = _band(blocks, ss, se, al)
-  nz = np.flatnonzero(mag)
-  b, k = np.divmod(nz, width)
-  t = mag.reshape(-1)[nz].astype(np.int64)
+  b, k, t, negative = _band(sparse, ss, se, al)
   size = nbits(t)
-  if size.size and size.max() > 10:
-    i = int(np.argmax(size > 10))
-    raise ValueError(f"{layout.describe(int(b[i]))}: AC coefficient {ss + int(k[i])} (zigzag) "
-                     "needs more than 10 bits; 8-bit JPEG codes |AC| <= 1023.")
-  negative = band.reshape(-1)[nz] < 0
-  first, last, run = _runs(b, k)
+  check_ac(size, b, k + ss, np.where(negative, -t, t), layout, 0)
+  _, last, run = block_runs(b, k, -1)
   zrl = run >> 4
   per_block = np.bincount(b, minlength=n)
   last_k = np.full(n, -1, np.int64)
   last_k[b[last]] = k[last]
   eob = last_k != width - 1
-  codes = per_block > 0
-  ev = _events(eob, np.zeros(n, np.int64), codes, layout_lib.interval_starts(layout, restart),
-               cap, None)
+  ev = _events(eob, np.zeros(n, np.int64), per_block > 0,
+               layout_lib.interval_starts(layout, restart), cap, None)
   zrl_block = np.bincount(b, weights=zrl, minlength=n).astype(np.int64) if zrl.any() else 0
-  block_tokens = per_block + zrl_block
   ev_tokens = (ev.run > 0).astype(np.int64)
-  block_start, ev_start, total = _stream(block_tokens, ev, ev_tokens)
+  block_start, ev_start, total = _stream(per_block + zrl_block, ev, ev_tokens)
 
   first_nz = np.cumsum(per_block) - per_block
   zrl_cum = np.cumsum(zrl)
-  zrl_at_block_start = zrl_cum[first_nz[b]] - zrl[first_nz[b]]
-  pos = block_start[b] + (np.arange(len(b)) - first_nz[b]) + (zrl_cum - zrl_at_block_start)
-
-  symbol = np.empty(total, np.int64)
-  extra = np.zeros(total, np.int64)
-  nextra = np.zeros(total, np.int64)
-  symbol[pos] = table * 256 + (((run & 15) << 4) | size)
-  extra[pos] = np.where(negative, ~t, t)
-  nextra[pos] = size
+  zrl_before = np.cumsum(zrl_block) - zrl_block
+  pos = (block_start - first_nz - zrl_before)[b] + np.arange(len(b)) + zrl_cum
+  groups = [Group(pos, table * 256 + (((run & 15) << 4) | size),
+                  np.where(negative, (np.int64(1) << size) - 1 - t, t), size)]
   if zrl.any():
     with_zrl = np.flatnonzero(zrl)
     reps = zrl[with_zrl]
-    symbol[np.repeat(pos[with_zrl] - reps, reps) + _ramp(reps)] = table * 256 + ZRL
+    groups.append(Group(np.repeat(pos[with_zrl] - reps, reps) + ramp(reps), table * 256 + ZRL))
   emit = ev.run > 0
-  at = ev_start[emit]
-  symbol[at], extra[at], nextra[at] = _eobrun_symbols(ev.run[emit], table)
-  ends = (ev_start + ev_tokens)[ev.interval_end].astype(np.int64)
-  return Tokens(symbol, extra, nextra, ends)
+  groups.append(_eobrun_group(ev_start[emit], ev.run[emit], table))
+  return ScanTokens(total, groups, (ev_start + ev_tokens)[ev.interval_end].astype(np.int64))
 
 
-def ac_refine_tokens(blocks: np.ndarray, layout: layout_lib.ScanLayout, restart: int, ss: int,
-                     se: int, al: int, table: int, cap: int = MAX_EOBRUN) -> Tokens:
+def ac_refine_tokens(sparse: Sparse, layout: layout_lib.ScanLayout, restart: int, ss: int,
+                     se: int, al: int, table: int, cap: int = MAX_EOBRUN) -> ScanTokens:
   """Tokens of a progressive AC refinement scan (Ah = Al + 1) of one component.
 
   A coefficient with |c| >> Al == 1 is newly nonzero: coded as symbol (run << 4) | 1 and a sign
@@ -203,18 +181,14 @@ def ac_refine_tokens(blocks: np.ndarray, layout: layout_lib.ScanLayout, restart:
 
   Arguments as for `ac_first_tokens`.
   """
-  n = len(blocks)
+  n = sparse.num_blocks
   width = se - ss + 1
-  band, mag = _band(blocks, ss, se, al)
-  nz = np.flatnonzero(mag)
-  m = len(nz)
-  b, k = np.divmod(nz, width)
-  t = mag.reshape(-1)[nz]
+  b, k, t, negative = _band(sparse, ss, se, al)
+  m = len(b)
   new = t == 1
   old = ~new
-  positive = band.reshape(-1)[nz] > 0
   idx = np.arange(m)
-  first, _, _ = _runs(b, k)
+  first, _, _ = block_runs(b, k, -1)
   per_block = np.bincount(b, minlength=n)
   first_in_block = np.cumsum(per_block) - per_block
 
@@ -227,12 +201,14 @@ def ac_refine_tokens(blocks: np.ndarray, layout: layout_lib.ScanLayout, restart:
   last_new[new_b[last_new_mask]] = new_idx[last_new_mask]
   head = idx <= last_new[b]  # at or before the block's EOB position
   has_new = last_new >= 0
-  last_new_k = np.where(has_new, k[np.maximum(last_new, 0)] if m else 0, -1)
+  last_new_k = np.full(n, -1, np.int64)
+  last_new_k[has_new] = k[last_new[has_new]]
   eob = ~has_new | (last_new_k < width - 1)
   tail_old = old & ~head
   tail = np.bincount(b[tail_old], minlength=n)
 
-  # Zero-history run lengths and the ZRLs that libjpeg emits at each nonzero coefficient.
+  # Runs count zero-history coefficients only; libjpeg emits ZRLs at the nonzero coefficient
+  # where the run since the previous newly-nonzero one passes each multiple of 16.
   zeros_before = k - (idx - first_in_block[b])
   last_new_upto = np.maximum.accumulate(np.where(new, idx, -1)) if m else idx
   prev_new = np.concatenate([[-1], last_new_upto[:-1]])
@@ -246,77 +222,56 @@ def ac_refine_tokens(blocks: np.ndarray, layout: layout_lib.ScanLayout, restart:
   # Correction bits before the EOB position go with the next eventful coefficient.
   ev_idx = idx[eventful]
   head_old = np.flatnonzero(old & head)
-  owner = ev_idx[np.searchsorted(ev_idx, head_old, side="right")] if head_old.size else head_old
-  pending = np.bincount(owner, minlength=m) if m else np.zeros(0, np.int64)
+  owner = ev_idx[np.searchsorted(ev_idx, head_old, side="right")]
+  pending = np.bincount(owner, minlength=m)
   group = np.where(eventful, zrl + new + pending, 0)
 
   ev = _events(eob, tail, has_new, layout_lib.interval_starts(layout, restart), cap,
                MAX_BUFFERED_BITS if cap > 1 else None)
   emit = ev.run > 0
   tail_cum = np.concatenate([[0], np.cumsum(tail)])
-  ev_bits = np.where(emit, tail_cum[ev.pos] - tail_cum[ev.lo], 0)
-  ev_tokens = emit + ev_bits
-  block_tokens = np.bincount(b, weights=group, minlength=n).astype(np.int64) if m else np.zeros(n, np.int64)
+  ev_tokens = np.where(emit, 1 + tail_cum[ev.pos] - tail_cum[ev.lo], 0)
+  group_cum = np.cumsum(group)
+  block_tokens = np.diff(np.concatenate([[0], group_cum])[first_in_block + per_block], prepend=0)
   block_start, ev_start, total = _stream(block_tokens, ev, ev_tokens)
 
-  symbol = np.empty(total, np.int64)
-  extra = np.zeros(total, np.int64)
-  nextra = np.zeros(total, np.int64)
-  # Eventful coefficients: [first symbol][pending correction bits][remaining ZRLs][new symbol].
-  group_cum = np.cumsum(group)
-  group_start = block_start[b] + (group_cum - group) - (group_cum - group)[first_in_block[b]]
+  # Eventful coefficients: [first symbol][pending correction bits][more ZRLs][new symbol].
+  group_start = (block_start - (group_cum - group)[np.minimum(first_in_block, max(m - 1, 0))]
+                 if m else block_start)
   e = ev_idx
-  g0 = group_start[e]
+  g0 = group_start[b[e]] + (group_cum - group)[e] if m else e
   ez, enew, epend = zrl[e], new[e], pending[e]
   first_is_zrl = ez > 0
-  new_sym = table * 256 + (((run[e] & 15) << 4) | 1)
-  symbol[g0] = np.where(first_is_zrl, table * 256 + ZRL, new_sym)
-  extra[g0] = np.where(first_is_zrl, 0, positive[e])
-  nextra[g0] = np.where(first_is_zrl, 0, 1)
+  new_symbol = table * 256 + (((run[e] & 15) << 4) | 1)
+  sign = (~negative[e]).astype(np.int64)
+  groups = [Group(g0, np.where(first_is_zrl, table * 256 + ZRL, new_symbol),
+                  np.where(first_is_zrl, 0, sign), np.where(first_is_zrl, 0, 1))]
   more_zrl = np.maximum(ez - 1, 0)
   if more_zrl.any():
     with_more = np.flatnonzero(more_zrl)
     reps = more_zrl[with_more]
-    symbol[np.repeat(g0[with_more] + 1 + epend[with_more], reps) + _ramp(reps)] = table * 256 + ZRL
-  late_new = np.flatnonzero(first_is_zrl & enew)
-  if late_new.size:
-    at = g0[late_new] + epend[late_new] + ez[late_new]
-    symbol[at] = new_sym[late_new]
-    extra[at] = positive[e][late_new]
-    nextra[at] = 1
+    groups.append(Group(np.repeat(g0[with_more] + 1 + epend[with_more], reps) + ramp(reps),
+                        table * 256 + ZRL))
+  late = np.flatnonzero(first_is_zrl & enew)
+  if late.size:
+    groups.append(Group(g0[late] + epend[late] + ez[late], new_symbol[late], sign[late], 1))
   if head_old.size:
-    rank = _group_rank(owner)
-    at = group_start[owner] + 1 + rank
-    symbol[at] = RAW
-    extra[at] = t[head_old] & 1
-    nextra[at] = 1
-  # EOBRUNs, each followed by the correction bits buffered for the blocks in its run.
-  at = ev_start[emit]
-  symbol[at], extra[at], nextra[at] = _eobrun_symbols(ev.run[emit], table)
+    at = group_start[b[owner]] + (group_cum - group)[owner] + 1 + _group_rank(owner)
+    groups.append(Group(at, RAW, t[head_old] & 1, 1))
+  # EOBRUNs, each followed by the correction bits buffered for the blocks in its run; the first
+  # event past a block covers it (later events at the same boundary emit nothing).
+  groups.append(_eobrun_group(ev_start[emit], ev.run[emit], table))
   tail_idx = np.flatnonzero(tail_old)
   if tail_idx.size:
-    # The first event past the block covers it (later events at that boundary emit nothing).
     event_of = np.searchsorted(ev.pos, b[tail_idx], side="right")
-    rank = _group_rank(event_of)
-    at = ev_start[event_of] + 1 + rank
-    symbol[at] = RAW
-    extra[at] = t[tail_idx] & 1
-    nextra[at] = 1
-  ends = (ev_start + ev_tokens)[ev.interval_end].astype(np.int64)
-  return Tokens(symbol, extra, nextra, ends)
+    at = ev_start[event_of] + 1 + _group_rank(event_of)
+    groups.append(Group(at, RAW, t[tail_idx] & 1, 1))
+  return ScanTokens(total, groups, (ev_start + ev_tokens)[ev.interval_end].astype(np.int64))
 
 
 def _group_rank(group: np.ndarray) -> np.ndarray:
   """Rank of each element within its run of equal (sorted) group ids."""
-  if group.size == 0:
-    return group
   new_group = np.ones(len(group), bool)
   new_group[1:] = group[1:] != group[:-1]
   starts = np.flatnonzero(new_group)
   return np.arange(len(group)) - np.repeat(starts, np.diff(np.append(starts, len(group))))
-
-
-def _ramp(reps: np.ndarray) -> np.ndarray:
-  total = int(reps.sum())
-  starts = np.cumsum(reps) - reps
-  return np.arange(total) - np.repeat(starts, reps)

@@ -1,10 +1,15 @@
-"""Scans and their symbols: scan scripts, sequential scans, and progressive DC scans.
+"""Scans and their symbols: scan scripts, sparse coefficients, sequential and DC scans.
 
-Entropy coding is split in two. This module (and `progressive`) turns a scan's coefficients into
-*tokens*, with array operations only: each token is one Huffman symbol and the extra bits that
-follow it, or a raw bit field (DC refinement and correction bits). `writer` then counts the
-symbols, picks the tables, and `bitpack` packs the codes. A symbol is `table * 256 + byte`, with
-`table` an index into the scan's list of tables; raw fields have symbol `RAW`.
+Entropy coding is split in stages. `sparse_component` lists a component's nonzero AC
+coefficients once (block, zigzag index, value); the scan coders here and in `progressive` turn
+them into *tokens* with array operations only: a token is one Huffman symbol and the extra bits
+that follow it, or a raw bit field (DC refinement and correction bits). Tokens come in groups of
+one kind (all DC symbols of a scan, all its EOBs, ...) with their positions in the scan's token
+stream, so no stream-sized array of symbols is ever built. `writer` counts the symbols, chooses
+the tables, turns each group into codes, and `bitpack` packs them.
+
+A symbol is `table * 256 + byte`, `table` indexing the scan's list of tables; raw fields have
+symbol `RAW`.
 """
 
 from __future__ import annotations
@@ -14,10 +19,15 @@ import dataclasses
 import numpy as np
 
 from djpeg.exact import layout as layout_lib
+from djpeg.tables import ZIGZAG
 
 #: Symbol of a token that is a raw bit field, not a Huffman code.
 RAW = -1
 EOB, ZRL = 0x00, 0xF0
+
+# Magnitude category (bit length) of 0..4095; anything larger maps to the sentinel 99.
+_SIZE_LUT = np.concatenate([[0], np.floor(np.log2(np.arange(1, 4096))).astype(np.uint8) + 1,
+                            [99]]).astype(np.int32)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,37 +77,88 @@ def progressive_script(num_components: int) -> tuple[Scan, ...]:
   raise ValueError(f"no progressive script for {num_components} components.")
 
 
-@dataclasses.dataclass
-class Tokens:
-  """A scan's tokens in output order.
+@dataclasses.dataclass(frozen=True)
+class Sparse:
+  """The coefficients of one component, AC as a sparse list.
 
   Attributes:
-    symbol: `(T,)` int64 `table * 256 + byte` of each Huffman symbol, or `RAW`.
-    extra: `(T,)` bits that follow the code (the raw field itself for `RAW`); only the low
-      `nextra` bits count.
-    nextra: `(T,)` number of extra bits.
-    segment_ends: `(m,)` token index where each restart interval ends (the last is T).
+    dc: `(num_blocks,)` int64 DC values, blocks in raster order.
+    block, k, value: `(M,)` int64 block index, zigzag index (1..63) and value of every nonzero
+      AC coefficient, sorted by block, then by k.
   """
 
-  symbol: np.ndarray
-  extra: np.ndarray
-  nextra: np.ndarray
+  dc: np.ndarray
+  block: np.ndarray
+  k: np.ndarray
+  value: np.ndarray
+
+  @property
+  def num_blocks(self) -> int:
+    return len(self.dc)
+
+
+def sparse_component(coefficients: np.ndarray) -> Sparse:
+  """`(rows, cols, 8, 8)` integer coefficients (natural order) to a `Sparse` list."""
+  zigzag = coefficients.reshape(-1, 64)[:, ZIGZAG]
+  mask = zigzag != 0
+  mask[:, 0] = False
+  flat = np.flatnonzero(mask)
+  return Sparse(zigzag[:, 0].astype(np.int64), flat >> 6, flat & 63,
+                zigzag.reshape(-1)[flat].astype(np.int64))
+
+
+@dataclasses.dataclass
+class Group:
+  """Tokens of one kind at known stream positions.
+
+  Attributes:
+    pos: `(n,)` positions in the scan's token stream.
+    symbol: `table * 256 + byte` (scalar or `(n,)`), or `RAW`.
+    extra: bits after the code, already reduced to their low `nextra` bits (scalar or `(n,)`).
+    nextra: number of extra bits (scalar or `(n,)`).
+  """
+
+  pos: np.ndarray
+  symbol: int | np.ndarray
+  extra: int | np.ndarray = 0
+  nextra: int | np.ndarray = 0
+
+
+@dataclasses.dataclass
+class ScanTokens:
+  """All tokens of a scan: `total` of them in `groups`, restart intervals ending at `segment_ends`."""
+
+  total: int
+  groups: list[Group]
   segment_ends: np.ndarray
 
 
 def nbits(a: np.ndarray) -> np.ndarray:
-  """Bit length of |a| (JPEG's magnitude category SSSS), int64."""
-  return np.frexp(np.abs(a).astype(np.float64))[1].astype(np.int64)
+  """Bit length of |a| (JPEG's magnitude category SSSS); 99 where |a| > 4095."""
+  return np.take(_SIZE_LUT, np.abs(a), mode="clip")
 
 
-def magnitude_bits(v: np.ndarray) -> np.ndarray:
-  """The extra bits JPEG sends after a size symbol: v for v > 0, v - 1 (low bits) for v < 0."""
-  return v - (v < 0)
+def magnitude_bits(v: np.ndarray, size: np.ndarray) -> np.ndarray:
+  """The `size` extra bits JPEG sends for v: v if v > 0, else the low bits of v - 1."""
+  return np.where(v < 0, v + (np.int64(1) << size) - 1, v)
 
 
-def segment_ends(token_start: np.ndarray, block_starts: np.ndarray, total: int) -> np.ndarray:
-  """Token indices where restart intervals end, from the blocks where intervals start."""
-  return np.concatenate([token_start[block_starts], [total]]).astype(np.int64)
+def ramp(reps: np.ndarray) -> np.ndarray:
+  """0, 1, ..., reps[0]-1, 0, 1, ..., reps[1]-1, ... as one array."""
+  starts = np.cumsum(reps) - reps
+  return np.arange(int(reps.sum())) - np.repeat(starts, reps)
+
+
+def block_runs(block: np.ndarray, k: np.ndarray, k_before_first: int):
+  """For a sorted sparse list: first-in-block and last-in-block masks and zero runs before each."""
+  first = np.ones(len(block), bool)
+  first[1:] = block[1:] != block[:-1]
+  last = np.ones(len(block), bool)
+  last[:-1] = first[1:]
+  prevk = np.empty_like(k)
+  prevk[1:] = k[:-1]
+  prevk[first] = k_before_first
+  return first, last, k - prevk - 1
 
 
 def check_dc(size: np.ndarray, diff: np.ndarray, layout: layout_lib.ScanLayout) -> None:
@@ -108,113 +169,116 @@ def check_dc(size: np.ndarray, diff: np.ndarray, layout: layout_lib.ScanLayout) 
                      "needs more than 11 bits; 8-bit JPEG codes at most 11 (|difference| <= 2047).")
 
 
+def check_ac(size: np.ndarray, sparse_rows: np.ndarray, k: np.ndarray, value: np.ndarray,
+             layout: layout_lib.ScanLayout, index: int) -> None:
+  if size.size and size.max() > 10:
+    i = int(np.argmax(size > 10))
+    position = int(layout.coded[index][int(sparse_rows[i])])
+    raise ValueError(f"{layout.describe(position)}: AC coefficient {int(k[i])} (zigzag) is "
+                     f"{int(value[i])}; 8-bit JPEG codes |AC| <= 1023.")
+
+
 def dc_differences(dc: np.ndarray, layout: layout_lib.ScanLayout, restart: int) -> np.ndarray:
   """`(N,)` DC differences in coding order (prediction restarts with each interval)."""
   pred = layout_lib.dc_predecessors(layout, restart)
-  dc = dc.astype(np.int64)
   return dc - np.where(pred >= 0, dc[pred], 0)
 
 
-def sequential_tokens(blocks: np.ndarray, layout: layout_lib.ScanLayout, restart: int,
-                      dc_table: np.ndarray, ac_table: np.ndarray) -> Tokens:
+def _interval_ends(start: np.ndarray, layout, restart: int, total: int) -> np.ndarray:
+  return np.append(start[layout_lib.interval_starts(layout, restart)], total).astype(np.int64)
+
+
+def sequential_tokens(sparse: list[Sparse], layout: layout_lib.ScanLayout, restart: int,
+                      dc_table, ac_table) -> ScanTokens:
   """Tokens of a sequential (baseline) scan.
 
+  Per block: the DC difference, then per nonzero AC coefficient its ZRLs (runs of 16 zeros)
+  and (run, size) symbol, then EOB unless coefficient 63 is nonzero. Dummy blocks code their DC
+  difference (0) and EOB.
+
   Args:
-    blocks: `(N, 64)` integer coefficients in zigzag order, coding order (`gather_blocks`).
+    sparse: per frame component, from `sparse_component`.
     layout: the scan's layout.
     restart: restart interval in MCUs (0 for none).
-    dc_table, ac_table: `(len(layout.components),)` table index of each scan component.
+    dc_table, ac_table: per scan component, its DC and AC table index.
   Raises:
     ValueError: a DC difference needs more than 11 bits or an AC value more than 10.
   """
-  n = len(blocks)
-  comp = layout.component
-  diff = dc_differences(blocks[:, 0], layout, restart)
+  n = layout.num_blocks
+  dc = layout_lib.gather_dc(layout, [s.dc for s in sparse])
+  diff = dc_differences(dc, layout, restart)
   dc_size = nbits(diff)
   check_dc(dc_size, diff, layout)
 
-  flat = blocks.reshape(-1)
-  nz = np.flatnonzero(flat)
-  nz = nz[(nz & 63) != 0]
-  k = nz & 63
-  b = nz >> 6
-  v = flat[nz].astype(np.int64)
-  size = nbits(v)
-  if size.size and size.max() > 10:
-    i = int(np.argmax(size > 10))
-    raise ValueError(f"{layout.describe(int(b[i]))}: AC coefficient {int(k[i])} (zigzag) is "
-                     f"{int(v[i])}; 8-bit JPEG codes |AC| <= 1023.")
-  first = np.ones(len(b), bool)
-  first[1:] = b[1:] != b[:-1]
-  last = np.ones(len(b), bool)
-  last[:-1] = first[1:]
-  prevk = np.empty_like(k)
-  prevk[1:] = k[:-1]
-  prevk[first] = 0
-  run = k - prevk - 1
-  zrl = run >> 4
-
-  per_block = np.bincount(b, minlength=n)
-  last_k = np.zeros(n, np.int64)
-  last_k[b[last]] = k[last]
-  eob = last_k != 63  # blocks without AC have last_k 0
-  zrl_block = np.bincount(b, weights=zrl, minlength=n).astype(np.int64) if zrl.any() else 0
-  count = 1 + per_block + zrl_block + eob
+  # Tokens per coded block: dummies have DC and EOB; real blocks are filled in below.
+  count = np.full(n, 2, np.int64)
+  eob = np.ones(n, bool)
+  per_component = []
+  for i, c in enumerate(layout.components):
+    s = sparse[c]
+    coded = layout.coded[i]
+    nb = s.num_blocks
+    b, k, v = s.block, s.k, s.value
+    size = nbits(v)
+    check_ac(size, b, k, v, layout, i)
+    _, last, run = block_runs(b, k, 0)
+    zrl = run >> 4
+    last_k = np.zeros(nb, np.int64)
+    last_k[b[last]] = k[last]
+    # Cumulative nonzeros and ZRLs up to and including each block (carried over empty blocks).
+    zrl_cum = np.cumsum(zrl)
+    nz_upto = np.zeros(nb, np.int64)
+    nz_upto[b[last]] = np.flatnonzero(last) + 1
+    nz_upto = np.maximum.accumulate(nz_upto)
+    zrl_upto = np.zeros(nb, np.int64)
+    zrl_upto[b[last]] = zrl_cum[last]
+    zrl_upto = np.maximum.accumulate(zrl_upto)
+    block_eob = last_k != 63
+    eob[coded] = block_eob
+    count[coded] = 1 + np.diff(nz_upto, prepend=0) + np.diff(zrl_upto, prepend=0) + block_eob
+    per_component.append((coded, b, v, size, run, zrl, zrl_cum, nz_upto, zrl_upto))
   start = np.cumsum(count) - count
   total = int(start[-1] + count[-1])
-  # Each AC token follows its block's DC token, the block's earlier AC tokens and all ZRLs up
-  # to and including its own.
-  first_nz = np.cumsum(per_block) - per_block
-  zrl_cum = np.cumsum(zrl)
-  zrl_at_block_start = zrl_cum[first_nz[b]] - zrl[first_nz[b]]
-  pos = start[b] + 1 + (np.arange(len(b)) - first_nz[b]) + (zrl_cum - zrl_at_block_start)
 
-  symbol = np.empty(total, np.int64)
-  extra = np.zeros(total, np.int64)
-  nextra = np.zeros(total, np.int64)
-  dc_t = np.asarray(dc_table, np.int64)[comp]
-  ac_t = np.asarray(ac_table, np.int64)[comp]
-  symbol[start] = dc_t * 256 + dc_size
-  extra[start] = magnitude_bits(diff)
-  nextra[start] = dc_size
-  ac_tb = ac_t[b]
-  symbol[pos] = ac_tb * 256 + (((run & 15) << 4) | size)
-  extra[pos] = magnitude_bits(v)
-  nextra[pos] = size
-  if zrl.any():
-    with_zrl = np.flatnonzero(zrl)
-    reps = zrl[with_zrl]
-    zpos = np.repeat(pos[with_zrl] - reps, reps) + _ramp(reps)
-    symbol[zpos] = np.repeat(ac_tb[with_zrl], reps) * 256 + ZRL
+  dc_t = np.asarray(dc_table, np.int64)[layout.component]
+  groups = [Group(start, dc_t * 256 + dc_size, magnitude_bits(diff, dc_size), dc_size)]
+  for i, (coded, b, v, size, run, zrl, zrl_cum, nz_upto, zrl_upto) in enumerate(per_component):
+    table = int(ac_table[i]) * 256
+    # AC token of nonzero j: its block's start, the DC token, the block's earlier nonzeros and
+    # the block's ZRLs up to and including its own.
+    base = start[coded] + 1 - (nz_upto - np.diff(nz_upto, prepend=0)) \
+        - (zrl_upto - np.diff(zrl_upto, prepend=0))
+    pos = base[b] + np.arange(len(b)) + zrl_cum
+    groups.append(Group(pos, table + (((run & 15) << 4) | size), magnitude_bits(v, size), size))
+    if zrl.any():
+      with_zrl = np.flatnonzero(zrl)
+      reps = zrl[with_zrl]
+      groups.append(Group(np.repeat(pos[with_zrl] - reps, reps) + ramp(reps), table + ZRL))
   eob_blocks = np.flatnonzero(eob)
-  symbol[start[eob_blocks] + count[eob_blocks] - 1] = ac_t[eob_blocks] * 256 + EOB
-  ends = segment_ends(start, layout_lib.interval_starts(layout, restart), total)
-  return Tokens(symbol, extra, nextra, ends)
+  ac_t = np.asarray(ac_table, np.int64)[layout.component[eob_blocks]]
+  groups.append(Group(start[eob_blocks] + count[eob_blocks] - 1, ac_t * 256 + EOB))
+  return ScanTokens(total, groups, _interval_ends(start, layout, restart, total))
 
 
-def _ramp(reps: np.ndarray) -> np.ndarray:
-  """0, 1, ..., reps[0]-1, 0, 1, ..., reps[1]-1, ... as one array."""
-  total = int(reps.sum())
-  starts = np.cumsum(reps) - reps
-  return np.arange(total) - np.repeat(starts, reps)
-
-
-def dc_first_tokens(blocks: np.ndarray, layout: layout_lib.ScanLayout, restart: int, al: int,
-                    dc_table: np.ndarray) -> Tokens:
-  """Tokens of a progressive DC first scan: the difference of DC >> Al (arithmetic shift)."""
-  diff = dc_differences(blocks[:, 0].astype(np.int64) >> al, layout, restart)
+def dc_first_tokens(sparse: list[Sparse], layout: layout_lib.ScanLayout, restart: int, al: int,
+                    dc_table) -> ScanTokens:
+  """Tokens of a progressive DC first scan: differences of DC >> Al (arithmetic shift)."""
+  dc = layout_lib.gather_dc(layout, [s.dc for s in sparse])
+  diff = dc_differences(dc >> al, layout, restart)
   size = nbits(diff)
   check_dc(size, diff, layout)
+  n = len(dc)
   symbol = np.asarray(dc_table, np.int64)[layout.component] * 256 + size
-  start = np.arange(len(blocks))
-  ends = segment_ends(start, layout_lib.interval_starts(layout, restart), len(blocks))
-  return Tokens(symbol, magnitude_bits(diff), size, ends)
+  start = np.arange(n)
+  return ScanTokens(n, [Group(start, symbol, magnitude_bits(diff, size), size)],
+                    _interval_ends(start, layout, restart, n))
 
 
-def dc_refine_tokens(blocks: np.ndarray, layout: layout_lib.ScanLayout, restart: int,
-                     al: int) -> Tokens:
+def dc_refine_tokens(sparse: list[Sparse], layout: layout_lib.ScanLayout, restart: int,
+                     al: int) -> ScanTokens:
   """Tokens of a progressive DC refinement scan: bit Al of each DC, raw."""
-  n = len(blocks)
-  bits = (blocks[:, 0].astype(np.int64) >> al) & 1
-  ends = segment_ends(np.arange(n), layout_lib.interval_starts(layout, restart), n)
-  return Tokens(np.full(n, RAW, np.int64), bits, np.ones(n, np.int64), ends)
+  dc = layout_lib.gather_dc(layout, [s.dc for s in sparse])
+  n = len(dc)
+  start = np.arange(n)
+  return ScanTokens(n, [Group(start, RAW, (dc >> al) & 1, 1)],
+                    _interval_ends(start, layout, restart, n))

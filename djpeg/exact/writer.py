@@ -98,36 +98,48 @@ def _selectors(scan: scans.Scan, progressive_mode: bool):
   return out
 
 
-def _tokens(scan, blocks, layout, restart, dc_local, ac_local, cap) -> scans.Tokens:
+def _tokens(scan, sparse, layout, restart, dc_local, ac_local, cap) -> scans.ScanTokens:
   if scan.ss == 0 and scan.se == 63:
-    return scans.sequential_tokens(blocks, layout, restart, dc_local, ac_local)
+    return scans.sequential_tokens(sparse, layout, restart, dc_local, ac_local)
   if scan.is_dc:
     if scan.ah == 0:
-      return scans.dc_first_tokens(blocks, layout, restart, scan.al, dc_local)
-    return scans.dc_refine_tokens(blocks, layout, restart, scan.al)
+      return scans.dc_first_tokens(sparse, layout, restart, scan.al, dc_local)
+    return scans.dc_refine_tokens(sparse, layout, restart, scan.al)
   coder = progressive.ac_first_tokens if scan.ah == 0 else progressive.ac_refine_tokens
-  return coder(blocks, layout, restart, scan.ss, scan.se, scan.al, int(ac_local[0]), cap)
+  return coder(sparse[scan.components[0]], layout, restart, scan.ss, scan.se, scan.al,
+               int(ac_local[0]), cap)
 
 
-def _resolve(tokens: scans.Tokens, tables: list[huffman.HuffmanTable]):
-  """Huffman codes for the tokens: `(values, lengths)` bit fields ready for `bitpack.pack`."""
-  n = len(tables)
-  code = np.zeros(n * 256 + 1, np.uint64)
-  length = np.zeros(n * 256 + 1, np.int64)
+def _count(tokens: scans.ScanTokens, num_tables: int) -> np.ndarray:
+  """`(num_tables, 256)` symbol counts of a scan."""
+  counts = np.zeros(num_tables * 256, np.int64)
+  for g in tokens.groups:
+    if np.ndim(g.symbol):
+      counts += np.bincount(g.symbol, minlength=num_tables * 256)
+    elif g.symbol != scans.RAW:
+      counts[g.symbol] += len(g.pos)
+  return counts.reshape(num_tables, 256)
+
+
+def _fields(tokens: scans.ScanTokens, tables: list[huffman.HuffmanTable]):
+  """Each token's code and extra bits as one bit field: `(values, lengths)` in stream order."""
+  code = np.zeros(len(tables) * 256, np.int64)
+  length = np.zeros(len(tables) * 256, np.int64)
   for t, table in enumerate(tables):
-    c, l = table.codes
-    code[t * 256:(t + 1) * 256] = c
-    length[t * 256:(t + 1) * 256] = l
-  symbol = np.where(tokens.symbol >= 0, tokens.symbol, n * 256)
-  clen = length[symbol]
-  missing = (clen == 0) & (tokens.symbol >= 0)
-  if missing.any():
-    s = int(tokens.symbol[np.argmax(missing)])
-    raise ValueError(f"Huffman table {s // 256} has no code for symbol {s % 256:#04x}.")
-  nextra = tokens.nextra.astype(np.uint64)
-  extra = tokens.extra.astype(np.uint64) & ((np.uint64(1) << nextra) - np.uint64(1))
-  values = (code[symbol] << nextra) | extra
-  return values, clen + tokens.nextra
+    code[t * 256:(t + 1) * 256], length[t * 256:(t + 1) * 256] = table.codes
+  values = np.zeros(tokens.total, np.uint32)
+  lengths = np.zeros(tokens.total, np.uint8)
+  for g in tokens.groups:
+    if np.ndim(g.symbol) == 0 and g.symbol == scans.RAW:
+      c, l = 0, 0
+    else:
+      c, l = code[g.symbol], length[g.symbol]
+      if np.any(l == 0):
+        s = int(np.asarray(g.symbol).reshape(-1)[np.argmax(np.asarray(l).reshape(-1) == 0)])
+        raise ValueError(f"Huffman table {s // 256} has no code for symbol {s % 256:#04x}.")
+    values[g.pos] = (c << g.nextra) | g.extra
+    lengths[g.pos] = l + g.nextra
+  return values, lengths
 
 
 def encode_image(components, tables, height: int, width: int, factors, *, optimize: bool = True,
@@ -145,7 +157,7 @@ def encode_image(components, tables, height: int, width: int, factors, *, optimi
   Returns:
     The file's bytes.
   """
-  zigzag = [np.ascontiguousarray(c.reshape(-1, 64)[:, ZIGZAG]) for c in components]
+  sparse = [scans.sparse_component(np.asarray(c)) for c in components]
   distinct, qslots = quant_slots(tables)
   out = [b"\xff\xd8", _JFIF]
   out += [_dqt(i, t) for i, t in enumerate(distinct)]
@@ -155,13 +167,10 @@ def encode_image(components, tables, height: int, width: int, factors, *, optimi
   cap = progressive.MAX_EOBRUN if optimize else 1
   for n, scan in enumerate(script):
     layout = layout_lib.scan_layout(height, width, factors, scan.components)
-    blocks = layout_lib.gather_blocks(layout, zigzag)
     used, dc_local, ac_local = _scan_tables(scan, progressive_mode)
-    tokens = _tokens(scan, blocks, layout, restart_interval, dc_local, ac_local, cap)
+    tokens = _tokens(scan, sparse, layout, restart_interval, dc_local, ac_local, cap)
     if optimize:
-      symbols = tokens.symbol[tokens.symbol >= 0]
-      counts = np.bincount(symbols, minlength=len(used) * 256).reshape(len(used), 256)
-      tables_now = [huffman.optimal_table(c) for c in counts]
+      tables_now = [huffman.optimal_table(c) for c in _count(tokens, len(used))]
     else:
       tables_now = [huffman.STANDARD[key] for key in used]
     for key, table in zip(used, tables_now):
@@ -171,7 +180,7 @@ def encode_image(components, tables, height: int, width: int, factors, *, optimi
     if n == 0 and restart_interval:
       out.append(_segment(0xDD, struct.pack(">H", restart_interval)))
     out.append(_sos(scan, _selectors(scan, progressive_mode)))
-    values, lengths = _resolve(tokens, tables_now)
+    values, lengths = _fields(tokens, tables_now)
     out.append(bitpack.pack(values, lengths, tokens.segment_ends).tobytes())
   out.append(b"\xff\xd9")
   return b"".join(out)
