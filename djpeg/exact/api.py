@@ -22,6 +22,12 @@ from djpeg.exact.errors import JPEGError
 __all__ = ["save", "dumps", "load_coefficients", "JPEGError"]
 
 
+def _fmt(x) -> str:
+  """A numpy scalar as a user would write it: 256, 0.5, nan."""
+  x = float(x)
+  return str(int(x)) if x.is_integer() else repr(x)
+
+
 def _tables_arg(qtables) -> np.ndarray:
   """Pillow-style `qtables` (list of 64-lists, dict, or `(k, 8, 8)`) to a `(k, 8, 8)` array."""
   if isinstance(qtables, dict):
@@ -45,7 +51,7 @@ def _check_tables(tables: np.ndarray, what: str) -> None:
     idx = tuple(int(i) for i in np.argwhere(bad)[0])
     *lead, t, u, v = idx
     where = f"table {t}" + (f" of image {tuple(lead)}" if lead else "")
-    raise ValueError(f"{what}: {where} entry [{u}, {v}] is {tables[idx]!r}; baseline JPEG "
+    raise ValueError(f"{what}: {where} entry [{u}, {v}] is {_fmt(tables[idx])}; baseline JPEG "
                      "quantization steps are integers in 1..255.")
 
 
@@ -79,7 +85,7 @@ def _integer_components(c: Coefficients) -> list[np.ndarray]:
     if a.dtype.kind == "f" and not np.array_equal(ints, a):
       idx = tuple(int(j) for j in np.argwhere(~(ints == a))[0])
       raise ValueError(
-          f"component {i} holds non-integer coefficients (entry {idx} is {a[idx]!r}); a file "
+          f"component {i} holds non-integer coefficients (entry {idx} is {_fmt(a[idx])}); a file "
           "stores integers. Coefficients from rounding='noise' or other soft roundings must be "
           "rounded (e.g. encode with rounding='ste') before saving.")
     if ints.size and (ints.max() > 1023 or ints.min() < -1023):  # rare: find out what is wrong
@@ -90,7 +96,7 @@ def _integer_components(c: Coefficients) -> list[np.ndarray]:
         limit = "|DC| <= 2047" if (u, v) == (0, 0) else "|AC| <= 1023"
         image = f" of image {tuple(lead)}" if lead else ""
         raise ValueError(f"component {i} block (row {r}, col {col}){image}: {what} is "
-                         f"{a[(*lead, r, col, u, v)]!r}; 8-bit JPEG codes {limit}.")
+                         f"{_fmt(a[(*lead, r, col, u, v)])}; 8-bit JPEG codes {limit}.")
     out.append(ints)
   return out
 

@@ -211,11 +211,11 @@ def ac_refine_tokens(sparse: Sparse, layout: layout_lib.ScanLayout, restart: int
   # where the run since the previous newly-nonzero one passes each multiple of 16.
   zeros_before = k - (idx - first_in_block[b])
   last_new_upto = np.maximum.accumulate(np.where(new, idx, -1)) if m else idx
-  prev_new = np.concatenate([[-1], last_new_upto[:-1]])
+  prev_new = np.concatenate([[-1], last_new_upto[:-1]])[:m]
   in_block = prev_new >= first_in_block[b]
   run = zeros_before - np.where(in_block, zeros_before[np.maximum(prev_new, 0)], 0)
-  same_segment = np.concatenate([[False], ~first[1:] & ~new[:-1]])
-  run_prev = np.where(same_segment, np.concatenate([[0], run[:-1]]), 0)
+  same_segment = np.concatenate([[False], ~first[1:] & ~new[:-1]])[:m]
+  run_prev = np.where(same_segment, np.concatenate([[0], run[:-1]])[:m], 0)
   zrl = np.where(head, run // 16 - run_prev // 16, 0)
   eventful = head & ((zrl > 0) | new)
 

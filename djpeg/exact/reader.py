@@ -97,6 +97,14 @@ class _Bits:
     return np.unpackbits(byte)[(p & 7):(p & 7) + count]
 
 
+def _corrupt(what: str, block: int, p: int, limit: int) -> JPEGError:
+  """The error for undecodable data: truncation if the decoder has run past the data."""
+  if p >= limit:
+    return JPEGError(f"entropy-coded data is truncated: block {block} of a scan runs past the "
+                     "end of its data.")
+  return JPEGError(f"corrupt entropy-coded data in block {block}: {what}.")
+
+
 def _u16(data: bytes, i: int) -> int:
   return (data[i] << 8) | data[i + 1]
 
@@ -459,12 +467,12 @@ class _Reader:
         x = (W[p >> 3] >> (32 - (p & 7))) & 0xFFFFFFFF
         e = dclut[x >> 16]
         if e < 0:
-          raise JPEGError(f"corrupt data: invalid DC Huffman code in block {b}.")
+          raise _corrupt("invalid DC Huffman code", b, p, limit)
         ln = e & 31
         s = e >> 5
         if s:
           if s > 11:
-            raise JPEGError(f"corrupt data: DC difference of {s} bits in block {b}.")
+            raise _corrupt(f"DC difference of {s} bits", b, p, limit)
           v = (x >> (32 - ln - s)) & ((1 << s) - 1)
           if v < (1 << (s - 1)):
             v -= (1 << s) - 1
@@ -478,15 +486,15 @@ class _Reader:
           x = (W[p >> 3] >> (32 - (p & 7))) & 0xFFFFFFFF
           e = aclut[x >> 16]
           if e < 0:
-            raise JPEGError(f"corrupt data: invalid AC Huffman code in block {b}.")
+            raise _corrupt("invalid AC Huffman code", b, p, limit)
           ln = e & 31
           rs = e >> 5
           s = rs & 15
           if s:
             k += rs >> 4
             if k > 63 or s > 10:
-              raise JPEGError(f"corrupt data: AC coefficient beyond the block (k={k}) or "
-                              f"of {s} bits in block {b}.")
+              raise _corrupt(f"AC coefficient beyond the block (k={k}) or of {s} bits",
+                             b, p, limit)
             v = (x >> (32 - ln - s)) & ((1 << s) - 1)
             if v < (1 << (s - 1)):
               v -= (1 << s) - 1
@@ -500,7 +508,7 @@ class _Reader:
               break
             k += 16
             if k > 64:
-              raise JPEGError(f"corrupt data: zero run beyond the block end in block {b}.")
+              raise _corrupt("zero run beyond the block end", b, p, limit)
         if p > limit:
           raise JPEGError(f"entropy-coded data is truncated (block {b} of a scan ends past "
                           "its data).")
@@ -528,12 +536,12 @@ class _Reader:
         x = (W[p >> 3] >> (32 - (p & 7))) & 0xFFFFFFFF
         e = dcs[j][x >> 16]
         if e < 0:
-          raise JPEGError(f"corrupt data: invalid DC Huffman code in block {b}.")
+          raise _corrupt("invalid DC Huffman code", b, p, limit)
         ln = e & 31
         s = e >> 5
         if s:
           if s > 11:
-            raise JPEGError(f"corrupt data: DC difference of {s} bits in block {b}.")
+            raise _corrupt(f"DC difference of {s} bits", b, p, limit)
           v = (x >> (32 - ln - s)) & ((1 << s) - 1)
           if v < (1 << (s - 1)):
             v -= (1 << s) - 1
@@ -576,7 +584,7 @@ class _Reader:
           x = (W[p >> 3] >> (32 - (p & 7))) & 0xFFFFFFFF
           e = aclut[x >> 16]
           if e < 0:
-            raise JPEGError(f"corrupt data: invalid AC Huffman code in block {b}.")
+            raise _corrupt("invalid AC Huffman code", b, p, limit)
           ln = e & 31
           rs = e >> 5
           s = rs & 15
@@ -584,8 +592,8 @@ class _Reader:
           if s:
             k += r
             if k > se or s > 10:
-              raise JPEGError(f"corrupt data: AC coefficient beyond the band (k={k}) or of {s} "
-                              f"bits in block {b}.")
+              raise _corrupt(f"AC coefficient beyond the band (k={k}) or of {s} bits",
+                             b, p, limit)
             v = (x >> (32 - ln - s)) & ((1 << s) - 1)
             if v < (1 << (s - 1)):
               v -= (1 << s) - 1
@@ -597,7 +605,7 @@ class _Reader:
             p += ln
             k += 16
             if k > se + 1:
-              raise JPEGError(f"corrupt data: zero run beyond the band in block {b}.")
+              raise _corrupt("zero run beyond the band", b, p, limit)
           else:
             run = (1 << r) + ((x >> (32 - ln - r)) & ((1 << r) - 1)) if r else 1
             p += ln + r
@@ -606,8 +614,8 @@ class _Reader:
           raise JPEGError("entropy-coded data is truncated (an AC scan ends past its data).")
         if run:
           if b + run > b1:
-            raise JPEGError(f"corrupt data: end-of-band run of {run} blocks passes the end of "
-                            "its restart interval or scan.")
+            raise _corrupt(f"end-of-band run of {run} blocks passes the end of its restart "
+                           "interval or scan", b, p, limit)
           b += run
         else:
           b += 1
@@ -665,14 +673,14 @@ class _Reader:
           x = (W[p >> 3] >> (32 - (p & 7))) & 0xFFFFFFFF
           e = aclut[x >> 16]
           if e < 0:
-            raise JPEGError(f"corrupt data: invalid AC Huffman code in block {b}.")
+            raise _corrupt("invalid AC Huffman code", b, p, limit)
           ln = e & 31
           rs = e >> 5
           s = rs & 15
           r = rs >> 4
           if s:
             if s != 1:
-              raise JPEGError(f"corrupt data: refinement symbol of size {s} in block {b}.")
+              raise _corrupt(f"refinement symbol of size {s}", b, p, limit)
             positive = (x >> (31 - ln)) & 1
             p += ln + 1
           elif r != 15:
@@ -687,7 +695,7 @@ class _Reader:
           for _ in range(r):
             z &= z - 1
           if z == 0:
-            raise JPEGError(f"corrupt data: refinement run beyond the band in block {b}.")
+            raise _corrupt("refinement run beyond the band", b, p, limit)
           target = (z & -z).bit_length() - 1
           passed = hist & ((1 << target) - 1) >> k << k
           p = correction_bits(p, base, passed)
@@ -701,8 +709,8 @@ class _Reader:
         if p > limit:
           raise JPEGError("entropy-coded data is truncated (an AC refinement scan).")
       if eobrun:
-        raise JPEGError("corrupt data: end-of-band run passes the end of its restart interval "
-                        "or scan.")
+        raise JPEGError("corrupt entropy-coded data: an end-of-band run passes the end of its "
+                        "restart interval or scan.")
     store = self.store
     if fixes:
       at = np.asarray(fixes, np.int64)

@@ -1,8 +1,10 @@
 """JPEG file assembly: markers, tables, and the entropy-coded scans of one image.
 
 Layout follows libjpeg (`jcmarker.c`): SOI, JFIF APP0, one DQT per table, SOF0 (baseline) or
-SOF2 (progressive), then for each scan the Huffman tables it needs (DHT, only when a slot's
-content changes), DRI before the first scan if restart markers are on, SOS and the data; EOI.
+SOF2 (progressive), then for each scan the Huffman tables it needs (DHT: optimized tables with
+every scan, standard tables once), DRI before the first scan if restart markers are on, SOS and
+the data; EOI. Identical per-component quantization tables share one DQT slot (libjpeg would
+write luma and chroma tables even when equal, e.g. at quality 100).
 Tables are assigned as libjpeg assigns them: Huffman slot 0 for Y (or gray), slot 1 shared by
 Cb and Cr; with `optimize` each table is built from the symbol counts of the components that
 share it, per scan (`huffman.optimal_table`, libjpeg's algorithm), so the output is the file
@@ -174,7 +176,8 @@ def encode_image(components, tables, height: int, width: int, factors, *, optimi
     else:
       tables_now = [huffman.STANDARD[key] for key in used]
     for key, table in zip(used, tables_now):
-      if loaded.get(key) != table:
+      # libjpeg re-sends every table it optimizes (one set per scan) and the standard tables once.
+      if optimize or loaded.get(key) != table:
         out.append(_segment(0xC4, bytes([(key[0] << 4) | key[1]]) + table.payload()))
         loaded[key] = table
     if n == 0 and restart_interval:
