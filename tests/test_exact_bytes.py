@@ -63,3 +63,18 @@ def test_dumps_of_an_image_is_pillows_file(quality):
   gray = samples.load("bear_gray", uint8=True)
   assert djpeg.dumps(gray, quality=quality, progressive=True) == pillow_file(
       gray, quality=quality, progressive=True)
+
+
+@pytest.mark.parametrize("restart", [None, 40000])
+def test_long_end_of_band_runs_are_pillows(restart):
+  """A flat 1500x1500 gray image: end-of-band runs past 4095 and libjpeg's forced flush at
+  0x7FFF blocks, byte for byte."""
+  pixels = np.full((1500, 1500, 1), 128, np.uint8)
+  pixels[700:710, 900:930] = 40  # a few blocks with AC, to break the runs
+  options = dict(quality=90, progressive=True)
+  if restart:
+    options["restart_marker_blocks"] = restart
+  data = pillow_file(pixels, **options)
+  c = jpeglib_coefficients(data)
+  assert djpeg.dumps(c, progressive=True, restart_interval=restart) == data
+  np.testing.assert_array_equal(djpeg.load_coefficients(data).components[0], c.components[0])

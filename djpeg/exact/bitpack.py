@@ -20,14 +20,13 @@ def _bytes(values: np.ndarray, lengths: np.ndarray, ends: np.ndarray, total_bits
   """ORs fields ending at bit `ends` into bytes: `(ceil(total_bits / 8),)` uint8."""
   n_words = (total_bits + 31) // 32 + 1
   word = (ends - lengths) >> 5
-  # The field's last bit sits at bit `ends - 1`; within the 64-bit window starting at word
-  # `word`, it must be shifted left by 64 - (ends - 32 * word).
-  shift = (((word + 2) << 5) - ends).astype(np.uint64)
+  # Within the 64-bit window that starts at word `word`, the field's last bit (bit ends - 1)
+  # sits at 64 - (ends - 32 * word) from the right.
+  shift = (((word + 2) << 5) - ends).view(np.uint64)
   window = values.astype(np.uint64) << shift
-  hi = (window >> np.uint64(32)).astype(np.float64)
-  lo = window.astype(np.uint32).astype(np.float64)
-  words = np.bincount(word, weights=hi, minlength=n_words)
-  words[1:] += np.bincount(word, weights=lo, minlength=n_words)[:-1]
+  halves = window.view(np.uint32)  # little-endian: (low, high) per window
+  words = np.bincount(word, weights=halves[1::2], minlength=n_words)
+  words[1:] += np.bincount(word, weights=halves[0::2], minlength=n_words)[:-1]
   return words.astype(">u4").view(np.uint8)[:(total_bits + 7) // 8]
 
 
@@ -46,33 +45,28 @@ def pack(values, lengths, segment_ends=None) -> np.ndarray:
   values = np.asarray(values)
   lengths = np.asarray(lengths)
   ends = np.cumsum(lengths, dtype=np.int64)
-  n = len(lengths)
   if segment_ends is None or len(segment_ends) <= 1:
-    bits = int(ends[-1]) if n else 0
-    pad = -bits % 8
-    values = np.append(values, (1 << pad) - 1)
-    lengths = np.append(lengths, pad)
-    ends = np.append(ends, bits + pad)
-    boundary = np.zeros(0, np.int64)
+    seg_end_bit = ends[-1:] if len(ends) else np.zeros(1, np.int64)
+    pad = -seg_end_bit % 8
+    seg_end_bit = seg_end_bit + pad
   else:
-    # Fields of interval j move right by the padding of all earlier intervals; each interval
-    # gets one padding field of 1-bits at its end.
+    # Fields of interval j move right by the padding of all earlier intervals.
     segment_ends = np.asarray(segment_ends, np.int64)
     seg_bits = np.diff(np.concatenate([[0], ends])[segment_ends], prepend=0)
     pad = -seg_bits % 8
-    pad_before = np.cumsum(pad) - pad
     seg_of_field = np.repeat(np.arange(len(segment_ends)), np.diff(segment_ends, prepend=0))
-    ends = ends + pad_before[seg_of_field]
+    ends = ends + (np.cumsum(pad) - pad)[seg_of_field]
     seg_end_bit = np.cumsum(seg_bits + pad)
-    values = np.concatenate([values, (1 << pad) - 1])
-    lengths = np.concatenate([lengths, pad])
-    ends = np.concatenate([ends, seg_end_bit])
-    boundary = seg_end_bit[:-1] // 8
-  total_bits = int(ends.max()) if len(ends) else 0
+  total_bits = int(seg_end_bit[-1])
   data = _bytes(values, lengths.astype(np.int64), ends, total_bits)
+  # Padding: the last `pad` bits of each interval (all in its last byte) are 1s.
+  last = seg_end_bit // 8 - 1
+  has = pad > 0
+  data[last[has]] |= ((1 << pad[has]) - 1).astype(np.uint8)
   # Byte stuffing: a 0x00 after every 0xFF data byte.
   ff = np.flatnonzero(data == 0xFF)
   stuffed = np.insert(data, ff + 1, 0) if ff.size else data
+  boundary = seg_end_bit[:-1] // 8
   if boundary.size:
     at = boundary + np.searchsorted(ff, boundary, side="left")
     markers = (0xD0 + np.arange(len(boundary)) % 8).astype(np.uint8)

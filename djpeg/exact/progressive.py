@@ -113,18 +113,23 @@ def _stream(block_tokens: np.ndarray, ev: _Events, ev_tokens: np.ndarray):
 
 def _eobrun_group(pos: np.ndarray, run: np.ndarray, table: int) -> Group:
   n = nbits(run) - 1
-  return Group(pos, table * 256 + (n << 4), run - (np.int64(1) << n), n)
+  return Group(pos, table * 256 + (n << 4), run - (1 << n), n)
 
 
 def _band(sparse: Sparse, ss: int, se: int, al: int):
   """Nonzero coefficients of the band after the point transform: block, band index, |c| >> Al,
   sign (True for negative)."""
-  keep = (sparse.k >= ss) & (sparse.k <= se)
-  value = sparse.value[keep]
-  mag = np.abs(value) >> al
-  nonzero = mag != 0
-  return (sparse.block[keep][nonzero], sparse.k[keep][nonzero] - ss, mag[nonzero],
-          value[nonzero] < 0)
+  b, k, value, mag = sparse.block, sparse.k, sparse.value, sparse.magnitude
+  keep = None
+  if ss > 1 or se < 63:
+    keep = (k >= ss) & (k <= se)
+  if al:
+    mag = mag >> al
+    keep = mag != 0 if keep is None else keep & (mag != 0)
+  if keep is not None:
+    keep = np.flatnonzero(keep)
+    b, k, value, mag = b[keep], k[keep], value[keep], mag[keep]
+  return b, k - ss, mag, value < 0
 
 
 def ac_first_tokens(sparse: Sparse, layout: layout_lib.ScanLayout, restart: int, ss: int,
@@ -141,7 +146,7 @@ def ac_first_tokens(sparse: Sparse, layout: layout_lib.ScanLayout, restart: int,
   n = sparse.num_blocks
   width = se - ss + 1
   b, k, t, negative = _band(sparse, ss, se, al)
-  size = nbits(t)
+  size = nbits(t, t)
   check_ac(size, b, k + ss, np.where(negative, -t, t), layout, 0)
   _, last, run = block_runs(b, k, -1)
   zrl = run >> 4
@@ -160,7 +165,7 @@ def ac_first_tokens(sparse: Sparse, layout: layout_lib.ScanLayout, restart: int,
   zrl_before = np.cumsum(zrl_block) - zrl_block
   pos = (block_start - first_nz - zrl_before)[b] + np.arange(len(b)) + zrl_cum
   groups = [Group(pos, table * 256 + (((run & 15) << 4) | size),
-                  np.where(negative, (np.int64(1) << size) - 1 - t, t), size)]
+                  np.where(negative, (1 << size) - 1 - t, t), size)]
   if zrl.any():
     with_zrl = np.flatnonzero(zrl)
     reps = zrl[with_zrl]
@@ -243,7 +248,7 @@ def ac_refine_tokens(sparse: Sparse, layout: layout_lib.ScanLayout, restart: int
   ez, enew, epend = zrl[e], new[e], pending[e]
   first_is_zrl = ez > 0
   new_symbol = table * 256 + (((run[e] & 15) << 4) | 1)
-  sign = (~negative[e]).astype(np.int64)
+  sign = (~negative[e]).astype(np.int32)
   groups = [Group(g0, np.where(first_is_zrl, table * 256 + ZRL, new_symbol),
                   np.where(first_is_zrl, 0, sign), np.where(first_is_zrl, 0, 1))]
   more_zrl = np.maximum(ez - 1, 0)

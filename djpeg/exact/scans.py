@@ -25,9 +25,8 @@ from djpeg.tables import ZIGZAG
 RAW = -1
 EOB, ZRL = 0x00, 0xF0
 
-# Magnitude category (bit length) of 0..4095; anything larger maps to the sentinel 99.
-_SIZE_LUT = np.concatenate([[0], np.floor(np.log2(np.arange(1, 4096))).astype(np.uint8) + 1,
-                            [99]]).astype(np.int32)
+# Bit length of 0..32767 (magnitude categories, EOB run classes); larger maps to the sentinel 99.
+_SIZE_LUT = np.concatenate([[0], np.floor(np.log2(np.arange(1, 32768))) + 1, [99]]).astype(np.int32)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,14 +82,15 @@ class Sparse:
 
   Attributes:
     dc: `(num_blocks,)` int64 DC values, blocks in raster order.
-    block, k, value: `(M,)` int64 block index, zigzag index (1..63) and value of every nonzero
-      AC coefficient, sorted by block, then by k.
+    block, k, value, magnitude: `(M,)` int32 block index, zigzag index (1..63), value and
+      |value| of every nonzero AC coefficient, sorted by block, then by k.
   """
 
   dc: np.ndarray
   block: np.ndarray
   k: np.ndarray
   value: np.ndarray
+  magnitude: np.ndarray
 
   @property
   def num_blocks(self) -> int:
@@ -98,13 +98,14 @@ class Sparse:
 
 
 def sparse_component(coefficients: np.ndarray) -> Sparse:
-  """`(rows, cols, 8, 8)` integer coefficients (natural order) to a `Sparse` list."""
+  """`(rows, cols, 8, 8)` int32 coefficients (natural order) to a `Sparse` list."""
   zigzag = coefficients.reshape(-1, 64)[:, ZIGZAG]
   mask = zigzag != 0
   mask[:, 0] = False
   flat = np.flatnonzero(mask)
-  return Sparse(zigzag[:, 0].astype(np.int64), flat >> 6, flat & 63,
-                zigzag.reshape(-1)[flat].astype(np.int64))
+  value = zigzag.reshape(-1)[flat].astype(np.int32, copy=False)
+  flat = flat.astype(np.int32)
+  return Sparse(zigzag[:, 0].astype(np.int64), flat >> 6, flat & 63, value, np.abs(value))
 
 
 @dataclasses.dataclass
@@ -133,14 +134,14 @@ class ScanTokens:
   segment_ends: np.ndarray
 
 
-def nbits(a: np.ndarray) -> np.ndarray:
-  """Bit length of |a| (JPEG's magnitude category SSSS); 99 where |a| > 4095."""
-  return np.take(_SIZE_LUT, np.abs(a), mode="clip")
+def nbits(a: np.ndarray, magnitude: np.ndarray | None = None) -> np.ndarray:
+  """Bit length of |a| (JPEG's magnitude category SSSS); 99 where |a| > 32767."""
+  return np.take(_SIZE_LUT, np.abs(a) if magnitude is None else magnitude, mode="clip")
 
 
 def magnitude_bits(v: np.ndarray, size: np.ndarray) -> np.ndarray:
   """The `size` extra bits JPEG sends for v: v if v > 0, else the low bits of v - 1."""
-  return np.where(v < 0, v + (np.int64(1) << size) - 1, v)
+  return np.where(v < 0, v + (1 << size) - 1, v)
 
 
 def ramp(reps: np.ndarray) -> np.ndarray:
@@ -219,7 +220,7 @@ def sequential_tokens(sparse: list[Sparse], layout: layout_lib.ScanLayout, resta
     coded = layout.coded[i]
     nb = s.num_blocks
     b, k, v = s.block, s.k, s.value
-    size = nbits(v)
+    size = nbits(v, s.magnitude)
     check_ac(size, b, k, v, layout, i)
     _, last, run = block_runs(b, k, 0)
     zrl = run >> 4
