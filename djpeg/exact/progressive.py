@@ -192,14 +192,14 @@ def ac_refine_tokens(sparse: Sparse, layout: layout_lib.ScanLayout, restart: int
   m = len(b)
   new = t == 1
   old = ~new
-  idx = np.arange(m)
+  idx = np.arange(m, dtype=np.int32)
   first, _, _ = block_runs(b, k, -1)
   per_block = np.bincount(b, minlength=n)
   first_in_block = np.cumsum(per_block) - per_block
 
   # The last newly-nonzero coefficient of each block is its end of band (EOB position).
-  new_idx = idx[new]
-  new_b = b[new]
+  new_idx = np.flatnonzero(new)
+  new_b = b[new_idx]
   last_new_mask = np.ones(len(new_idx), bool)
   last_new_mask[:-1] = new_b[:-1] != new_b[1:]
   last_new = np.full(n, -1, np.int64)
@@ -212,22 +212,28 @@ def ac_refine_tokens(sparse: Sparse, layout: layout_lib.ScanLayout, restart: int
   tail_old = old & ~head
   tail = np.bincount(b[tail_old], minlength=n)
 
-  # Runs count zero-history coefficients only; libjpeg emits ZRLs at the nonzero coefficient
-  # where the run since the previous newly-nonzero one passes each multiple of 16.
-  zeros_before = k - (idx - first_in_block[b])
-  last_new_upto = np.maximum.accumulate(np.where(new, idx, -1)) if m else idx
-  prev_new = np.concatenate([[-1], last_new_upto[:-1]])[:m]
-  in_block = prev_new >= first_in_block[b]
-  run = zeros_before - np.where(in_block, zeros_before[np.maximum(prev_new, 0)], 0)
-  same_segment = np.concatenate([[False], ~first[1:] & ~new[:-1]])[:m]
-  run_prev = np.where(same_segment, np.concatenate([[0], run[:-1]])[:m], 0)
-  zrl = np.where(head, run // 16 - run_prev // 16, 0)
+  # Runs count zero-history coefficients only. zeros(i), the zero positions of the whole band
+  # array before element i, never decreases, so the count at the start of each element's
+  # segment (after the previous newly-nonzero coefficient of its block, or at the block start)
+  # is a running maximum.
+  zeros = (b * width + k) - idx
+  segment = np.empty(m, zeros.dtype)
+  segment[1:] = np.where(new[:-1], zeros[:-1], -1)
+  segment[first] = (b[first] * width - first_in_block[b[first]]) if m else segment[first]
+  run = zeros - np.maximum.accumulate(segment) if m else zeros
+  # libjpeg emits ZRLs at the nonzero coefficient where the run passes each multiple of 16.
+  run16 = run >> 4
+  run16_prev = np.zeros_like(run16)
+  run16_prev[1:] = np.where(new[:-1], 0, run16[:-1])
+  run16_prev[first] = 0
+  zrl = np.where(head, run16 - run16_prev, 0)
   eventful = head & ((zrl > 0) | new)
 
-  # Correction bits before the EOB position go with the next eventful coefficient.
-  ev_idx = idx[eventful]
+  # Correction bits before the EOB position go with the next eventful coefficient (its owner).
+  e = np.flatnonzero(eventful)
   head_old = np.flatnonzero(old & head)
-  owner = ev_idx[np.searchsorted(ev_idx, head_old, side="right")]
+  next_eventful = np.minimum.accumulate(np.where(eventful, idx, m)[::-1])[::-1]
+  owner = np.append(next_eventful, m)[head_old + 1]
   pending = np.bincount(owner, minlength=m)
   group = np.where(eventful, zrl + new + pending, 0)
 
@@ -241,10 +247,11 @@ def ac_refine_tokens(sparse: Sparse, layout: layout_lib.ScanLayout, restart: int
   block_start, ev_start, total = _stream(block_tokens, ev, ev_tokens)
 
   # Eventful coefficients: [first symbol][pending correction bits][more ZRLs][new symbol].
-  group_start = (block_start - (group_cum - group)[np.minimum(first_in_block, max(m - 1, 0))]
-                 if m else block_start)
-  e = ev_idx
-  g0 = group_start[b[e]] + (group_cum - group)[e] if m else e
+  group_excl = group_cum - group
+  position = np.zeros(m, np.int64)  # stream position of each eventful coefficient's group
+  position[e] = (block_start - group_excl[np.minimum(first_in_block, max(m - 1, 0))])[b[e]] \
+      + group_excl[e] if m else position[e]
+  g0 = position[e]
   ez, enew, epend = zrl[e], new[e], pending[e]
   first_is_zrl = ez > 0
   new_symbol = table * 256 + (((run[e] & 15) << 4) | 1)
@@ -261,16 +268,19 @@ def ac_refine_tokens(sparse: Sparse, layout: layout_lib.ScanLayout, restart: int
   if late.size:
     groups.append(Group(g0[late] + epend[late] + ez[late], new_symbol[late], sign[late], 1))
   if head_old.size:
-    at = group_start[b[owner]] + (group_cum - group)[owner] + 1 + _group_rank(owner)
-    groups.append(Group(at, RAW, t[head_old] & 1, 1))
+    # The j-th head correction bit overall is number j - (head bits before its owner's
+    # group) inside that group, right after the group's first symbol.
+    head_cum = np.cumsum(old & head) - (old & head)
+    base = position + 1 - (head_cum - pending)
+    groups.append(Group(base[owner] + np.arange(len(head_old)), RAW, t[head_old] & 1, 1))
   # EOBRUNs, each followed by the correction bits buffered for the blocks in its run; the first
   # event past a block covers it (later events at the same boundary emit nothing).
   groups.append(_eobrun_group(ev_start[emit], ev.run[emit], table))
   tail_idx = np.flatnonzero(tail_old)
   if tail_idx.size:
     event_of = np.searchsorted(ev.pos, b[tail_idx], side="right")
-    at = ev_start[event_of] + 1 + _group_rank(event_of)
-    groups.append(Group(at, RAW, t[tail_idx] & 1, 1))
+    base = ev_start + 1 - tail_cum[ev.lo]
+    groups.append(Group(base[event_of] + np.arange(len(tail_idx)), RAW, t[tail_idx] & 1, 1))
   return ScanTokens(total, groups, (ev_start + ev_tokens)[ev.interval_end].astype(np.int64))
 
 
