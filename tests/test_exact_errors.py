@@ -218,3 +218,18 @@ def test_noise_rounding_is_refused():
   c = djpeg.encode(samples.load("bear_gray"), rounding="noise", key=jax.random.key(0))
   with pytest.raises(ValueError, match="non-integer"):
     djpeg.dumps(c)
+
+
+def test_adversarial_runs_and_scans_stay_fast():
+  """A large flat progressive frame (long end-of-band runs in every scan) reads quickly, and a
+  file whose scans claim far more blocks than its data could hold is refused quickly."""
+  c = djpeg.load_coefficients(djpeg.dumps(np.full((1200, 1600, 1), 0.5, np.float32), progressive=True))
+  assert c.components[0].shape == (150, 200, 8, 8)
+  flat = djpeg.dumps(np.full((1200, 1600, 1), 0.5, np.float32), progressive=True)
+  sos = flat.index(b"\xff\xda")
+  start = time.perf_counter()
+  with pytest.raises(JPEGError):
+    # the frame header claims 65535 x 65535 pixels
+    djpeg.load_coefficients(flat[:sos].replace(b"\x08\x04\xb0\x06\x40", b"\x08\xff\xff\xff\xff")
+                            + flat[sos:])
+  assert time.perf_counter() - start < 2.0

@@ -14,6 +14,7 @@ O(1) by an end-of-band run) and every read stays inside a zero-padded buffer.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import functools
 import math
@@ -133,6 +134,10 @@ class _Reader:
     self.frame: _Frame | None = None
     self.store: np.ndarray | None = None
     self.al_state: np.ndarray | None = None  # (C, 64) last Al per coefficient, -1: not yet coded
+    self.dest_cache: dict[tuple[int, ...], list[int]] = {}
+    # Blocks visited by all scans so far. Scans that skip blocks cheaply (end-of-band runs) could
+    # otherwise make a small corrupt file cost time quadratic in its size.
+    self.visits = 0
 
   # ------------------------------------------------------------------------------ markers
 
@@ -320,6 +325,9 @@ class _Reader:
     self._check_scan(indices, ss, se, ah, al)
     end, intervals = self._entropy_segment(pos)
     layout = layout_lib.scan_layout(frame.height, frame.width, frame.factors, tuple(indices))
+    self.visits += layout.num_blocks
+    if self.visits > 256 * len(self.data) + 4_000_000:
+      raise JPEGError("too many scans of too many blocks for the size of the file: corrupt.")
     if ns > 1 and layout.blocks_per_mcu > 10:
       raise JPEGError(f"SOS: an MCU of {layout.blocks_per_mcu} blocks (at most 10).")
     for c in indices:
@@ -363,9 +371,9 @@ class _Reader:
     for c in indices:
       if ss > 0 and state[c, 0] < 0:
         raise JPEGError(f"AC scan of component {c} before its DC scan.")
-      band = state[c, ss:se + 1]
-      expected = -1 if ah == 0 else ah
-      if (band != expected).any() and not (ah == 0 and (band == -1).all()):
+      # A first scan (Ah = 0) needs coefficients not coded yet; a refinement needs them coded
+      # down to bit Ah by the previous scan.
+      if (state[c, ss:se + 1] != (-1 if ah == 0 else ah)).any():
         raise JPEGError(f"bad progression: component {c} coefficients {ss}..{se} coded with "
                         f"Ah={ah} out of order.")
       state[c, ss:se + 1] = al
@@ -433,6 +441,8 @@ class _Reader:
 
   def _dest(self, layout) -> list[int]:
     """Store row (times 64) of each coded block; dummies go to the sink row."""
+    if layout.components in self.dest_cache:
+      return self.dest_cache[layout.components]
     frame = self.frame
     offsets = np.array([frame.components[c].offset for c in layout.components])
     sizes = np.array([frame.components[c].rows * frame.components[c].cols for c in layout.components])
@@ -440,7 +450,8 @@ class _Reader:
     src = layout.source
     comp = layout.component
     row = np.where(src < bounds[-1], offsets[comp] + src - bounds[comp], len(self.store) // 64 - 1)
-    return (row * 64).tolist()
+    self.dest_cache[layout.components] = (row * 64).tolist()
+    return self.dest_cache[layout.components]
 
   def _interval_blocks(self, layout) -> int:
     return self.restart * layout.blocks_per_mcu if self.restart else layout.num_blocks
@@ -627,7 +638,9 @@ class _Reader:
     band = np.zeros(64, bool)
     band[ss:se + 1] = True
     history = (self.store.reshape(-1, 64)[rows] != 0) & band
-    masks = np.packbits(history, axis=1, bitorder="little").view("<u8").ravel().tolist()
+    packed = np.packbits(history, axis=1, bitorder="little").view("<u8").ravel()
+    masks = packed.tolist()
+    hist_blocks = np.flatnonzero(packed).tolist()
     band_mask = ((1 << (se + 1)) - 1) ^ ((1 << ss) - 1)
     W = bits.windows
     per_interval = self._interval_blocks(layout)
@@ -657,17 +670,12 @@ class _Reader:
     for interval, b0 in enumerate(range(0, n, per_interval)):
       p = 8 * bits.interval_bytes[interval]
       limit = 8 * bits.interval_bytes[interval + 1]
-      eobrun = 0
-      for b in range(b0, min(b0 + per_interval, n)):
+      b, b1 = b0, min(b0 + per_interval, n)
+      while b < b1:
         base = dest[b]
         hist = masks[b]
-        if eobrun:
-          p = correction_bits(p, base, hist)
-          eobrun -= 1
-          if p > limit:
-            raise JPEGError("entropy-coded data is truncated (an AC refinement scan).")
-          continue
         zeros = ~hist & band_mask
+        eobrun = 0
         k = ss
         while k <= se:
           x = (W[p >> 3] >> (32 - (p & 7))) & 0xFFFFFFFF
@@ -704,13 +712,24 @@ class _Reader:
             new_v.append(p1 if positive else -p1)
           k = target + 1
         if eobrun:
+          # The rest of this block and the next eobrun - 1 blocks: only blocks with nonzero
+          # history have bits to read, so a long run over empty blocks costs nothing.
+          if b + eobrun > b1:
+            raise _corrupt(f"end-of-band run of {eobrun} blocks passes the end of its restart "
+                           "interval or scan", b, p, limit)
           p = correction_bits(p, base, hist >> k << k)
-          eobrun -= 1
+          lo = bisect.bisect_right(hist_blocks, b)
+          hi = bisect.bisect_left(hist_blocks, b + eobrun)
+          for other in hist_blocks[lo:hi]:
+            p = correction_bits(p, dest[other], masks[other])
+            if p > limit:
+              break
+          b += eobrun
+        else:
+          b += 1
         if p > limit:
-          raise JPEGError("entropy-coded data is truncated (an AC refinement scan).")
-      if eobrun:
-        raise JPEGError("corrupt entropy-coded data: an end-of-band run passes the end of its "
-                        "restart interval or scan.")
+          raise JPEGError("entropy-coded data is truncated (an AC refinement scan ends past "
+                          "its data).")
     store = self.store
     if fixes:
       at = np.asarray(fixes, np.int64)
