@@ -217,10 +217,10 @@ def ac_refine_tokens(sparse: Sparse, layout: layout_lib.ScanLayout, restart: int
   # segment (after the previous newly-nonzero coefficient of its block, or at the block start)
   # is a running maximum.
   zeros = (b * width + k) - idx
-  segment = np.empty(m, zeros.dtype)
+  segment = np.empty(m, np.int64)
   segment[1:] = np.where(new[:-1], zeros[:-1], -1)
-  segment[first] = (b[first] * width - first_in_block[b[first]]) if m else segment[first]
-  run = zeros - np.maximum.accumulate(segment) if m else zeros
+  segment[first] = b[first] * width - first_in_block[b[first]]
+  run = zeros - np.maximum.accumulate(segment)
   # libjpeg emits ZRLs at the nonzero coefficient where the run passes each multiple of 16.
   run16 = run >> 4
   run16_prev = np.zeros_like(run16)
@@ -249,8 +249,9 @@ def ac_refine_tokens(sparse: Sparse, layout: layout_lib.ScanLayout, restart: int
   # Eventful coefficients: [first symbol][pending correction bits][more ZRLs][new symbol].
   group_excl = group_cum - group
   position = np.zeros(m, np.int64)  # stream position of each eventful coefficient's group
-  position[e] = (block_start - group_excl[np.minimum(first_in_block, max(m - 1, 0))])[b[e]] \
-      + group_excl[e] if m else position[e]
+  if m:
+    block_base = block_start - group_excl[np.minimum(first_in_block, m - 1)]
+    position[e] = block_base[b[e]] + group_excl[e]
   g0 = position[e]
   ez, enew, epend = zrl[e], new[e], pending[e]
   first_is_zrl = ez > 0

@@ -61,11 +61,15 @@ def _sos(scan: scans.Scan, selectors) -> bytes:
 
 
 def _huffman_slot(component: int) -> int:
+  """libjpeg's Huffman table slot: 0 for Y (or gray), 1 shared by Cb and Cr."""
   return 0 if component == 0 else 1
 
 
 def _scan_tables(scan: scans.Scan, progressive_mode: bool):
-  """The (class, slot) tables a scan uses, and each component's local table indices."""
+  """The (class, slot) tables a scan uses, and each component's local table indices.
+
+  Tables are listed in libjpeg's DHT order: per component its DC table, then its AC table.
+  """
   slots = [_huffman_slot(c) for c in scan.components]
   used, dc_local, ac_local = [], [], []
 
@@ -82,7 +86,6 @@ def _scan_tables(scan: scans.Scan, progressive_mode: bool):
       dc_local.append(local((0, s)) if scan.ah == 0 else 0)
     else:
       ac_local.append(local((1, s)))
-  # Sequential scans list each component's DC then AC table, as libjpeg emits them.
   return used, np.array(dc_local or [0]), np.array(ac_local or [0])
 
 
@@ -101,6 +104,7 @@ def _selectors(scan: scans.Scan, progressive_mode: bool):
 
 
 def _tokens(scan, sparse, layout, restart, dc_local, ac_local, cap) -> scans.ScanTokens:
+  """Dispatches a scan to its coder: sequential, DC first/refine, AC first/refine."""
   if scan.ss == 0 and scan.se == 63:
     return scans.sequential_tokens(sparse, layout, restart, dc_local, ac_local)
   if scan.is_dc:
