@@ -165,7 +165,7 @@ def ac_first_tokens(sparse: Sparse, layout: layout_lib.ScanLayout, restart: int,
   zrl_before = np.cumsum(zrl_block) - zrl_block
   pos = (block_start - first_nz - zrl_before)[b] + np.arange(len(b)) + zrl_cum
   groups = [Group(pos, table * 256 + (((run & 15) << 4) | size),
-                  np.where(negative, (1 << size) - 1 - t, t), size)]
+                  t ^ (-negative.astype(np.int32) & ((1 << size) - 1)), size)]
   if zrl.any():
     with_zrl = np.flatnonzero(zrl)
     reps = zrl[with_zrl]
@@ -193,7 +193,9 @@ def ac_refine_tokens(sparse: Sparse, layout: layout_lib.ScanLayout, restart: int
   new = t == 1
   old = ~new
   idx = np.arange(m, dtype=np.int32)
-  first, _, _ = block_runs(b, k, -1)
+  first = np.ones(m, bool)
+  first[1:] = b[1:] != b[:-1]
+  first_idx = np.flatnonzero(first)
   per_block = np.bincount(b, minlength=n)
   first_in_block = np.cumsum(per_block) - per_block
 
@@ -217,25 +219,28 @@ def ac_refine_tokens(sparse: Sparse, layout: layout_lib.ScanLayout, restart: int
   # segment (after the previous newly-nonzero coefficient of its block, or at the block start)
   # is a running maximum.
   zeros = (b * width + k) - idx
-  segment = np.empty(m, np.int64)
-  segment[1:] = np.where(new[:-1], zeros[:-1], -1)
-  segment[first] = b[first] * width - first_in_block[b[first]]
+  after_new = new_idx[new_idx < m - 1] + 1
+  segment = np.full(m, -1, np.int64)
+  segment[after_new] = zeros[after_new - 1]
+  segment[first_idx] = b[first_idx] * width - first_in_block[b[first_idx]]
   run = zeros - np.maximum.accumulate(segment)
-  # libjpeg emits ZRLs at the nonzero coefficient where the run passes each multiple of 16.
+  # libjpeg emits ZRLs at the nonzero coefficient where the run passes each multiple of 16
+  # (only up to the EOB position: later zeros fold into the EOB).
   run16 = run >> 4
-  run16_prev = np.zeros_like(run16)
-  run16_prev[1:] = np.where(new[:-1], 0, run16[:-1])
-  run16_prev[first] = 0
-  zrl = np.where(head, run16 - run16_prev, 0)
+  zrl = run16.copy()
+  zrl[1:] -= run16[:-1]
+  zrl[after_new] = run16[after_new]
+  zrl[first_idx] = run16[first_idx]
   eventful = head & ((zrl > 0) | new)
 
-  # Correction bits before the EOB position go with the next eventful coefficient (its owner).
+  # Correction bits before the EOB position go with the next eventful coefficient (their
+  # owner): the j-th eventful one, j = number of eventful coefficients up to the bit's own.
   e = np.flatnonzero(eventful)
   head_old = np.flatnonzero(old & head)
-  next_eventful = np.minimum.accumulate(np.where(eventful, idx, m)[::-1])[::-1]
-  owner = np.append(next_eventful, m)[head_old + 1]
-  pending = np.bincount(owner, minlength=m)
-  group = np.where(eventful, zrl + new + pending, 0)
+  owner = np.cumsum(eventful)[head_old]  # index into e
+  ez, enew, epend = zrl[e], new[e], np.bincount(owner, minlength=len(e))
+  group = np.zeros(m, np.int64)
+  group[e] = ez + enew + epend
 
   ev = _events(eob, tail, has_new, layout_lib.interval_starts(layout, restart), cap,
                MAX_BUFFERED_BITS if cap > 1 else None)
@@ -248,17 +253,16 @@ def ac_refine_tokens(sparse: Sparse, layout: layout_lib.ScanLayout, restart: int
 
   # Eventful coefficients: [first symbol][pending correction bits][more ZRLs][new symbol].
   group_excl = group_cum - group
-  position = np.zeros(m, np.int64)  # stream position of each eventful coefficient's group
   if m:
     block_base = block_start - group_excl[np.minimum(first_in_block, m - 1)]
-    position[e] = block_base[b[e]] + group_excl[e]
-  g0 = position[e]
-  ez, enew, epend = zrl[e], new[e], pending[e]
+    g0 = block_base[b[e]] + group_excl[e]
+  else:
+    g0 = e
   first_is_zrl = ez > 0
   new_symbol = table * 256 + (((run[e] & 15) << 4) | 1)
   sign = (~negative[e]).astype(np.int32)
   groups = [Group(g0, np.where(first_is_zrl, table * 256 + ZRL, new_symbol),
-                  np.where(first_is_zrl, 0, sign), np.where(first_is_zrl, 0, 1))]
+                  np.where(first_is_zrl, 0, sign), (~first_is_zrl).astype(np.int64))]
   more_zrl = np.maximum(ez - 1, 0)
   if more_zrl.any():
     with_more = np.flatnonzero(more_zrl)
@@ -269,10 +273,9 @@ def ac_refine_tokens(sparse: Sparse, layout: layout_lib.ScanLayout, restart: int
   if late.size:
     groups.append(Group(g0[late] + epend[late] + ez[late], new_symbol[late], sign[late], 1))
   if head_old.size:
-    # The j-th head correction bit overall is number j - (head bits before its owner's
-    # group) inside that group, right after the group's first symbol.
-    head_cum = np.cumsum(old & head) - (old & head)
-    base = position + 1 - (head_cum - pending)
+    # Bit j (of all head correction bits) sits after its owner's first symbol, at rank j minus
+    # the bits owned by earlier eventful coefficients.
+    base = g0 + 1 - (np.cumsum(epend) - epend)
     groups.append(Group(base[owner] + np.arange(len(head_old)), RAW, t[head_old] & 1, 1))
   # EOBRUNs, each followed by the correction bits buffered for the blocks in its run; the first
   # event past a block covers it (later events at the same boundary emit nothing).

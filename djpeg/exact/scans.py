@@ -141,7 +141,7 @@ def nbits(a: np.ndarray, magnitude: np.ndarray | None = None) -> np.ndarray:
 
 def magnitude_bits(v: np.ndarray, size: np.ndarray) -> np.ndarray:
   """The `size` extra bits JPEG sends for v: v if v > 0, else the low bits of v - 1."""
-  return np.where(v < 0, v + (1 << size) - 1, v)
+  return v + ((v >> (8 * v.dtype.itemsize - 1)) & ((1 << size) - 1))  # branch-free v < 0 test
 
 
 def ramp(reps: np.ndarray) -> np.ndarray:
@@ -224,15 +224,18 @@ def sequential_tokens(sparse: list[Sparse], layout: layout_lib.ScanLayout, resta
     check_ac(size, b, k, v, layout, i)
     _, last, run = block_runs(b, k, 0)
     zrl = run >> 4
-    last_k = np.zeros(nb, np.int64)
-    last_k[b[last]] = k[last]
-    # Cumulative nonzeros and ZRLs up to and including each block (carried over empty blocks).
     zrl_cum = np.cumsum(zrl)
+    # Per block with nonzeros: its last k, and the nonzeros and ZRLs up to and including it
+    # (carried over to empty blocks by a running maximum).
+    li = np.flatnonzero(last)
+    lb = b[li]
+    last_k = np.zeros(nb, np.int64)
+    last_k[lb] = k[li]
     nz_upto = np.zeros(nb, np.int64)
-    nz_upto[b[last]] = np.flatnonzero(last) + 1
+    nz_upto[lb] = li + 1
     nz_upto = np.maximum.accumulate(nz_upto)
     zrl_upto = np.zeros(nb, np.int64)
-    zrl_upto[b[last]] = zrl_cum[last]
+    zrl_upto[lb] = zrl_cum[li]
     zrl_upto = np.maximum.accumulate(zrl_upto)
     block_eob = last_k != 63
     eob[coded] = block_eob

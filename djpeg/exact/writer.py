@@ -127,25 +127,46 @@ def _count(tokens: scans.ScanTokens, num_tables: int) -> np.ndarray:
   return counts.reshape(num_tables, 256)
 
 
-def _fields(tokens: scans.ScanTokens, tables: list[huffman.HuffmanTable]):
-  """Each token's code and extra bits as one bit field: `(values, lengths)` in stream order."""
-  code = np.zeros(len(tables) * 256, np.int64)
-  length = np.zeros(len(tables) * 256, np.int64)
-  for t, table in enumerate(tables):
-    code[t * 256:(t + 1) * 256], length[t * 256:(t + 1) * 256] = table.codes
+def _extra_bits(table_class: int) -> np.ndarray:
+  """`(256,)` extra bits that follow each symbol: DC size; AC size, or n for EOBn runs."""
+  symbol = np.arange(256)
+  if table_class == 0:
+    return symbol
+  r, s = symbol >> 4, symbol & 15
+  return np.where(s > 0, s, np.where(r < 15, r, 0))
+
+
+def _fields(tokens: scans.ScanTokens, tables: list[huffman.HuffmanTable], classes: list[int]):
+  """Each token's code and extra bits as one bit field: `(values, lengths)` in stream order.
+
+  A symbol fixes how many extra bits follow it, so one lookup gives the code already shifted
+  over its extra bits and the field's total length.
+  """
+  n = len(tables)
+  shifted = np.zeros(n * 256 + 1, np.int64)  # last entry: raw fields (no code)
+  total = np.zeros(n * 256 + 1, np.int64)
+  for t, (table, table_class) in enumerate(zip(tables, classes)):
+    code, length = table.codes
+    extra = _extra_bits(table_class)
+    shifted[t * 256:(t + 1) * 256] = code.astype(np.int64) << extra
+    total[t * 256:(t + 1) * 256] = np.where(length > 0, length + extra, 0)
   values = np.zeros(tokens.total, np.uint32)
   lengths = np.zeros(tokens.total, np.uint8)
   for g in tokens.groups:
     if np.ndim(g.symbol) == 0 and g.symbol == scans.RAW:
-      c, l = 0, 0
+      values[g.pos] = g.extra
+      lengths[g.pos] = g.nextra
     else:
-      c, l = code[g.symbol], length[g.symbol]
-      if np.any(l == 0):
-        s = int(np.asarray(g.symbol).reshape(-1)[np.argmax(np.asarray(l).reshape(-1) == 0)])
-        raise ValueError(f"Huffman table {s // 256} has no code for symbol {s % 256:#04x}.")
-    values[g.pos] = (c << g.nextra) | g.extra
-    lengths[g.pos] = l + g.nextra
+      values[g.pos] = shifted[g.symbol] | g.extra
+      lengths[g.pos] = total[g.symbol]
   return values, lengths
+
+
+def _check_codes(counts: np.ndarray, tables: list[huffman.HuffmanTable]) -> None:
+  for t, table in enumerate(tables):
+    missing = np.flatnonzero((counts[t] > 0) & (table.codes[1] == 0))
+    if missing.size:
+      raise ValueError(f"Huffman table {t} has no code for symbol {int(missing[0]):#04x}.")
 
 
 def encode_image(components, tables, height: int, width: int, factors, *, optimize: bool = True,
@@ -175,10 +196,12 @@ def encode_image(components, tables, height: int, width: int, factors, *, optimi
     layout = layout_lib.scan_layout(height, width, factors, scan.components)
     used, dc_local, ac_local = _scan_tables(scan, progressive_mode)
     tokens = _tokens(scan, sparse, layout, restart_interval, dc_local, ac_local, cap)
+    counts = _count(tokens, len(used))
     if optimize:
-      tables_now = [huffman.optimal_table(c) for c in _count(tokens, len(used))]
+      tables_now = [huffman.optimal_table(c) for c in counts]
     else:
       tables_now = [huffman.STANDARD[key] for key in used]
+      _check_codes(counts, tables_now)
     for key, table in zip(used, tables_now):
       # libjpeg re-sends every table it optimizes (one set per scan) and the standard tables once.
       if optimize or loaded.get(key) != table:
@@ -187,7 +210,7 @@ def encode_image(components, tables, height: int, width: int, factors, *, optimi
     if n == 0 and restart_interval:
       out.append(_segment(0xDD, struct.pack(">H", restart_interval)))
     out.append(_sos(scan, _selectors(scan, progressive_mode)))
-    values, lengths = _fields(tokens, tables_now)
+    values, lengths = _fields(tokens, tables_now, [key[0] for key in used])
     out.append(bitpack.pack(values, lengths, tokens.segment_ends).tobytes())
   out.append(b"\xff\xd9")
   return b"".join(out)
