@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+
 import numpy as np
 import pytest
 
 import djpeg
 from djpeg import samples
-from exact_util import PIL_SUBSAMPLING, entropy_data, jpeglib_coefficients, pillow_file
+from exact_util import (PIL_SUBSAMPLING, entropy_data, jpeglib_coefficients, pillow_file,
+                        random_coefficients)
 
 CASES = [(name, sub) for name in ("limes", "houses", "castle") for sub in PIL_SUBSAMPLING]
 CASES.append(("bear_gray", "4:2:0"))
@@ -78,3 +82,29 @@ def test_long_end_of_band_runs_are_pillows(restart):
   c = jpeglib_coefficients(data)
   assert djpeg.dumps(c, progressive=True, restart_interval=restart) == data
   np.testing.assert_array_equal(djpeg.load_coefficients(data).components[0], c.components[0])
+
+
+@pytest.mark.skipif(shutil.which("jpegtran") is None, reason="needs libjpeg-turbo's jpegtran")
+@pytest.mark.parametrize("restart", [None, 3])
+def test_files_match_jpegtran_for_any_coefficients(restart):
+  """libjpeg-turbo's own transcoder (jpegtran -optimize / -progressive) on our baseline file
+  writes our optimized and progressive files, for random dense coefficients with unusual
+  sampling, and for all-even coefficients whose last refinement scan is nothing but correction
+  bits (libjpeg's forced flush of more than 937 buffered bits)."""
+  rng = np.random.default_rng(11)
+  cases = [random_coefficients(rng, 203, 157, f, density=0.6)
+           for f in (((1, 1),), ((1, 2), (1, 1), (1, 1)), ((4, 1), (1, 1), (1, 1)))]
+  c = cases[0]
+  even = np.where(c.components[0] != 0, np.clip(2 * c.components[0].astype(np.int32), -1022, 1022), 0)
+  even[..., 0, 0] = c.components[0][..., 0, 0]
+  cases.append(djpeg.Coefficients((even,), c.tables, c.height, c.width, c.sampling))
+  for c in cases:
+    baseline = djpeg.dumps(c, optimize=False)
+    for mode, ours in (("-optimize", djpeg.dumps(c, restart_interval=restart)),
+                       ("-progressive", djpeg.dumps(c, progressive=True, restart_interval=restart))):
+      args = ["jpegtran", "-copy", "none", "-optimize", mode]
+      if restart:
+        args += ["-restart", f"{restart}B"]
+      theirs = subprocess.run(args, input=baseline, capture_output=True, check=True).stdout
+      assert ours[ours.index(b"\xff\xc0" if mode == "-optimize" else b"\xff\xc2"):] == \
+          theirs[theirs.index(b"\xff\xc0" if mode == "-optimize" else b"\xff\xc2"):]

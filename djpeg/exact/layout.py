@@ -78,7 +78,7 @@ def mcu_grid(height: int, width: int, factors: Sampling) -> tuple[int, int]:
   return math.ceil(height / (8 * v_max)), math.ceil(width / (8 * h_max))
 
 
-@functools.lru_cache(maxsize=128)
+@functools.lru_cache(maxsize=16)  # a few image sizes at a time; layouts of big ones are big
 def scan_layout(height: int, width: int, factors: Sampling, components: tuple[int, ...]) -> ScanLayout:
   """The coded block order of a scan of `components` in a `height x width` frame."""
   blocks = [sampling_lib.component_blocks(height, width, factors, c) for c in components]
@@ -146,7 +146,7 @@ def gather_dc(layout: ScanLayout, dc: list[np.ndarray]) -> np.ndarray:
   return out
 
 
-@functools.lru_cache(maxsize=128)
+@functools.lru_cache(maxsize=16)
 def dc_predecessors(layout: ScanLayout, restart_interval: int) -> np.ndarray:
   """`(N,)` coded position of the block whose DC predicts each block's DC, -1 where it is 0.
 

@@ -26,7 +26,7 @@ RAW = -1
 EOB, ZRL = 0x00, 0xF0
 
 # Bit length of 0..32767 (magnitude categories, EOB run classes); larger maps to the sentinel 99.
-_SIZE_LUT = np.concatenate([[0], np.floor(np.log2(np.arange(1, 32768))) + 1, [99]]).astype(np.int32)
+_SIZE_LUT = np.append(np.frexp(np.arange(32768.0))[1], 99).astype(np.int32)
 
 
 @dataclasses.dataclass(frozen=True)
