@@ -7,6 +7,7 @@ the quality and the quantization tables. Everything runs under `jit`, `vmap` and
 
 from djpeg.codec import decode, encode, jpeg, resolve_tables, transform
 from djpeg.coefficients import Coefficients
+from djpeg.exact import JPEGError, dumps, load_coefficients, save
 from djpeg.rounding import ROUNDINGS
 from djpeg.sampling import SUBSAMPLINGS
 from djpeg.tables import ANNEX_K, ANNEX_K_CHROMA, ANNEX_K_LUMA, ZIGZAG, quality_tables
@@ -17,3 +18,4 @@ __all__ = [
     "ANNEX_K", "ANNEX_K_CHROMA", "ANNEX_K_LUMA", "Coefficients", "ROUNDINGS", "SUBSAMPLINGS",
     "ZIGZAG", "decode", "encode", "jpeg", "quality_tables", "resolve_tables", "transform",
 ]
+__all__ += ["JPEGError", "dumps", "load_coefficients", "save"]

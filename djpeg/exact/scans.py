@@ -1,0 +1,288 @@
+"""Scans and their symbols: scan scripts, sparse coefficients, sequential and DC scans.
+
+Entropy coding is split in stages. `sparse_component` lists a component's nonzero AC
+coefficients once (block, zigzag index, value); the scan coders here and in `progressive` turn
+them into *tokens* with array operations only: a token is one Huffman symbol and the extra bits
+that follow it, or a raw bit field (DC refinement and correction bits). Tokens come in groups of
+one kind (all DC symbols of a scan, all its EOBs, ...) with their positions in the scan's token
+stream, so no stream-sized array of symbols is ever built. `writer` counts the symbols, chooses
+the tables, turns each group into codes, and `bitpack` packs them.
+
+A symbol is `table * 256 + byte`, `table` indexing the scan's list of tables; raw fields have
+symbol `RAW`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from djpeg.exact import layout as layout_lib
+from djpeg.tables import ZIGZAG
+
+#: Symbol of a token that is a raw bit field, not a Huffman code.
+RAW = -1
+EOB, ZRL = 0x00, 0xF0
+
+# Bit length of 0..32767 (magnitude categories, EOB run classes); larger maps to the sentinel 99.
+_SIZE_LUT = np.append(np.frexp(np.arange(32768.0))[1], 99).astype(np.int32)
+
+
+@dataclasses.dataclass(frozen=True)
+class Scan:
+  """One scan of a script: components (frame indices), spectral band Ss..Se, bit positions Ah, Al."""
+
+  components: tuple[int, ...]
+  ss: int = 0
+  se: int = 63
+  ah: int = 0
+  al: int = 0
+
+  @property
+  def is_dc(self) -> bool:
+    return self.ss == 0
+
+
+def sequential_script(num_components: int) -> tuple[Scan, ...]:
+  """Baseline: one scan of every component and all 64 coefficients."""
+  return (Scan(tuple(range(num_components))),)
+
+
+def progressive_script(num_components: int) -> tuple[Scan, ...]:
+  """libjpeg's `jpeg_simple_progression` for YCbCr (3 components) or one component."""
+  if num_components == 3:
+    return (
+        Scan((0, 1, 2), 0, 0, 0, 1),
+        Scan((0,), 1, 5, 0, 2),
+        Scan((2,), 1, 63, 0, 1),
+        Scan((1,), 1, 63, 0, 1),
+        Scan((0,), 6, 63, 0, 2),
+        Scan((0,), 1, 63, 2, 1),
+        Scan((0, 1, 2), 0, 0, 1, 0),
+        Scan((2,), 1, 63, 1, 0),
+        Scan((1,), 1, 63, 1, 0),
+        Scan((0,), 1, 63, 1, 0),
+    )
+  if num_components == 1:
+    return (
+        Scan((0,), 0, 0, 0, 1),
+        Scan((0,), 1, 5, 0, 2),
+        Scan((0,), 6, 63, 0, 2),
+        Scan((0,), 1, 63, 2, 1),
+        Scan((0,), 0, 0, 1, 0),
+        Scan((0,), 1, 63, 1, 0),
+    )
+  raise ValueError(f"no progressive script for {num_components} components.")
+
+
+@dataclasses.dataclass(frozen=True)
+class Sparse:
+  """The coefficients of one component, AC as a sparse list.
+
+  Attributes:
+    dc: `(num_blocks,)` int64 DC values, blocks in raster order.
+    block, k, value, magnitude: `(M,)` int32 block index, zigzag index (1..63), value and
+      |value| of every nonzero AC coefficient, sorted by block, then by k.
+  """
+
+  dc: np.ndarray
+  block: np.ndarray
+  k: np.ndarray
+  value: np.ndarray
+  magnitude: np.ndarray
+
+  @property
+  def num_blocks(self) -> int:
+    return len(self.dc)
+
+
+def sparse_component(coefficients: np.ndarray) -> Sparse:
+  """`(rows, cols, 8, 8)` int32 coefficients (natural order) to a `Sparse` list."""
+  zigzag = coefficients.reshape(-1, 64)[:, ZIGZAG]
+  mask = zigzag != 0
+  mask[:, 0] = False
+  flat = np.flatnonzero(mask)
+  value = zigzag.reshape(-1)[flat].astype(np.int32, copy=False)
+  flat = flat.astype(np.int32)
+  return Sparse(zigzag[:, 0].astype(np.int64), flat >> 6, flat & 63, value, np.abs(value))
+
+
+@dataclasses.dataclass
+class Group:
+  """Tokens of one kind at known stream positions.
+
+  Attributes:
+    pos: `(n,)` positions in the scan's token stream.
+    symbol: `table * 256 + byte` (scalar or `(n,)`), or `RAW`.
+    extra: bits after the code, already reduced to their low `nextra` bits (scalar or `(n,)`).
+    nextra: number of extra bits (scalar or `(n,)`).
+  """
+
+  pos: np.ndarray
+  symbol: int | np.ndarray
+  extra: int | np.ndarray = 0
+  nextra: int | np.ndarray = 0
+
+
+@dataclasses.dataclass
+class ScanTokens:
+  """All tokens of a scan: `total` of them in `groups`, restart intervals ending at `segment_ends`."""
+
+  total: int
+  groups: list[Group]
+  segment_ends: np.ndarray
+
+
+def nbits(a: np.ndarray, magnitude: np.ndarray | None = None) -> np.ndarray:
+  """Bit length of |a| (JPEG's magnitude category SSSS); 99 where |a| > 32767."""
+  return np.take(_SIZE_LUT, np.abs(a) if magnitude is None else magnitude, mode="clip")
+
+
+def magnitude_bits(v: np.ndarray, size: np.ndarray) -> np.ndarray:
+  """The `size` extra bits JPEG sends for v: v if v > 0, else the low bits of v - 1."""
+  return v + ((v >> (8 * v.dtype.itemsize - 1)) & ((1 << size) - 1))  # branch-free v < 0 test
+
+
+def ramp(reps: np.ndarray) -> np.ndarray:
+  """0, 1, ..., reps[0]-1, 0, 1, ..., reps[1]-1, ... as one array."""
+  starts = np.cumsum(reps) - reps
+  return np.arange(int(reps.sum())) - np.repeat(starts, reps)
+
+
+def block_runs(block: np.ndarray, k: np.ndarray, k_before_first: int):
+  """For a sorted sparse list: first-in-block and last-in-block masks and zero runs before each."""
+  first = np.ones(len(block), bool)
+  first[1:] = block[1:] != block[:-1]
+  last = np.ones(len(block), bool)
+  last[:-1] = first[1:]
+  prevk = np.empty_like(k)
+  prevk[1:] = k[:-1]
+  prevk[first] = k_before_first
+  return first, last, k - prevk - 1
+
+
+def check_dc(size: np.ndarray, diff: np.ndarray, layout: layout_lib.ScanLayout) -> None:
+  bad = np.flatnonzero(size > 11)
+  if bad.size:
+    i = int(bad[0])
+    raise ValueError(f"{layout.describe(i)}: DC difference {int(diff[i])} from the previous block "
+                     "needs more than 11 bits; 8-bit JPEG codes at most 11 (|difference| <= 2047).")
+
+
+def check_ac(size: np.ndarray, sparse_rows: np.ndarray, k: np.ndarray, value: np.ndarray,
+             layout: layout_lib.ScanLayout, index: int) -> None:
+  if size.size and size.max() > 10:
+    i = int(np.argmax(size > 10))
+    position = int(layout.coded[index][int(sparse_rows[i])])
+    raise ValueError(f"{layout.describe(position)}: AC coefficient {int(k[i])} (zigzag) is "
+                     f"{int(value[i])}; 8-bit JPEG codes |AC| <= 1023.")
+
+
+def dc_differences(dc: np.ndarray, layout: layout_lib.ScanLayout, restart: int) -> np.ndarray:
+  """`(N,)` DC differences in coding order (prediction restarts with each interval)."""
+  pred = layout_lib.dc_predecessors(layout, restart)
+  return dc - np.where(pred >= 0, dc[pred], 0)
+
+
+def _interval_ends(start: np.ndarray, layout, restart: int, total: int) -> np.ndarray:
+  return np.append(start[layout_lib.interval_starts(layout, restart)], total).astype(np.int64)
+
+
+def sequential_tokens(sparse: list[Sparse], layout: layout_lib.ScanLayout, restart: int,
+                      dc_table, ac_table) -> ScanTokens:
+  """Tokens of a sequential (baseline) scan.
+
+  Per block: the DC difference, then per nonzero AC coefficient its ZRLs (runs of 16 zeros)
+  and (run, size) symbol, then EOB unless coefficient 63 is nonzero. Dummy blocks code their DC
+  difference (0) and EOB.
+
+  Args:
+    sparse: per frame component, from `sparse_component`.
+    layout: the scan's layout.
+    restart: restart interval in MCUs (0 for none).
+    dc_table, ac_table: per scan component, its DC and AC table index.
+  Raises:
+    ValueError: a DC difference needs more than 11 bits or an AC value more than 10.
+  """
+  n = layout.num_blocks
+  dc = layout_lib.gather_dc(layout, [s.dc for s in sparse])
+  diff = dc_differences(dc, layout, restart)
+  dc_size = nbits(diff)
+  check_dc(dc_size, diff, layout)
+
+  # Tokens per coded block: dummies have DC and EOB; real blocks are filled in below.
+  count = np.full(n, 2, np.int64)
+  eob = np.ones(n, bool)
+  per_component = []
+  for i, c in enumerate(layout.components):
+    s = sparse[c]
+    coded = layout.coded[i]
+    nb = s.num_blocks
+    b, k, v = s.block, s.k, s.value
+    size = nbits(v, s.magnitude)
+    check_ac(size, b, k, v, layout, i)
+    _, last, run = block_runs(b, k, 0)
+    zrl = run >> 4
+    zrl_cum = np.cumsum(zrl)
+    # Per block with nonzeros: its last k, and the nonzeros and ZRLs up to and including it
+    # (carried over to empty blocks by a running maximum).
+    li = np.flatnonzero(last)
+    lb = b[li]
+    last_k = np.zeros(nb, np.int64)
+    last_k[lb] = k[li]
+    nz_upto = np.zeros(nb, np.int64)
+    nz_upto[lb] = li + 1
+    nz_upto = np.maximum.accumulate(nz_upto)
+    zrl_upto = np.zeros(nb, np.int64)
+    zrl_upto[lb] = zrl_cum[li]
+    zrl_upto = np.maximum.accumulate(zrl_upto)
+    block_eob = last_k != 63
+    eob[coded] = block_eob
+    count[coded] = 1 + np.diff(nz_upto, prepend=0) + np.diff(zrl_upto, prepend=0) + block_eob
+    per_component.append((coded, b, v, size, run, zrl, zrl_cum, nz_upto, zrl_upto))
+  start = np.cumsum(count) - count
+  total = int(start[-1] + count[-1])
+
+  dc_t = np.asarray(dc_table, np.int64)[layout.component]
+  groups = [Group(start, dc_t * 256 + dc_size, magnitude_bits(diff, dc_size), dc_size)]
+  for i, (coded, b, v, size, run, zrl, zrl_cum, nz_upto, zrl_upto) in enumerate(per_component):
+    table = int(ac_table[i]) * 256
+    # AC token of nonzero j: its block's start, the DC token, the block's earlier nonzeros and
+    # the block's ZRLs up to and including its own.
+    base = start[coded] + 1 - (nz_upto - np.diff(nz_upto, prepend=0)) \
+        - (zrl_upto - np.diff(zrl_upto, prepend=0))
+    pos = base[b] + np.arange(len(b)) + zrl_cum
+    groups.append(Group(pos, table + (((run & 15) << 4) | size), magnitude_bits(v, size), size))
+    if zrl.any():
+      with_zrl = np.flatnonzero(zrl)
+      reps = zrl[with_zrl]
+      groups.append(Group(np.repeat(pos[with_zrl] - reps, reps) + ramp(reps), table + ZRL))
+  eob_blocks = np.flatnonzero(eob)
+  ac_t = np.asarray(ac_table, np.int64)[layout.component[eob_blocks]]
+  groups.append(Group(start[eob_blocks] + count[eob_blocks] - 1, ac_t * 256 + EOB))
+  return ScanTokens(total, groups, _interval_ends(start, layout, restart, total))
+
+
+def dc_first_tokens(sparse: list[Sparse], layout: layout_lib.ScanLayout, restart: int, al: int,
+                    dc_table) -> ScanTokens:
+  """Tokens of a progressive DC first scan: differences of DC >> Al (arithmetic shift)."""
+  dc = layout_lib.gather_dc(layout, [s.dc for s in sparse])
+  diff = dc_differences(dc >> al, layout, restart)
+  size = nbits(diff)
+  check_dc(size, diff, layout)
+  n = len(dc)
+  symbol = np.asarray(dc_table, np.int64)[layout.component] * 256 + size
+  start = np.arange(n)
+  return ScanTokens(n, [Group(start, symbol, magnitude_bits(diff, size), size)],
+                    _interval_ends(start, layout, restart, n))
+
+
+def dc_refine_tokens(sparse: list[Sparse], layout: layout_lib.ScanLayout, restart: int,
+                     al: int) -> ScanTokens:
+  """Tokens of a progressive DC refinement scan: bit Al of each DC, raw."""
+  dc = layout_lib.gather_dc(layout, [s.dc for s in sparse])
+  n = len(dc)
+  start = np.arange(n)
+  return ScanTokens(n, [Group(start, RAW, (dc >> al) & 1, 1)],
+                    _interval_ends(start, layout, restart, n))

@@ -1,0 +1,216 @@
+"""JPEG file assembly: markers, tables, and the entropy-coded scans of one image.
+
+Layout follows libjpeg (`jcmarker.c`): SOI, JFIF APP0, one DQT per table, SOF0 (baseline) or
+SOF2 (progressive), then for each scan the Huffman tables it needs (DHT: optimized tables with
+every scan, standard tables once), DRI before the first scan if restart markers are on, SOS and
+the data; EOI. Identical per-component quantization tables share one DQT slot (libjpeg would
+write luma and chroma tables even when equal, e.g. at quality 100).
+Tables are assigned as libjpeg assigns them: Huffman slot 0 for Y (or gray), slot 1 shared by
+Cb and Cr; with `optimize` each table is built from the symbol counts of the components that
+share it, per scan (`huffman.optimal_table`, libjpeg's algorithm), so the output is the file
+libjpeg-turbo writes for the same coefficients.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+
+from djpeg.exact import bitpack, huffman, layout as layout_lib, progressive, scans
+from djpeg.tables import ZIGZAG
+
+_JFIF = b"\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
+
+
+def _segment(marker: int, payload: bytes) -> bytes:
+  return struct.pack(">BBH", 0xFF, marker, len(payload) + 2) + payload
+
+
+def quant_slots(tables: np.ndarray) -> tuple[list[np.ndarray], list[int]]:
+  """Deduplicates per-component tables: (distinct tables, slot of each component)."""
+  distinct, slots = [], []
+  for table in tables:
+    for i, seen in enumerate(distinct):
+      if np.array_equal(seen, table):
+        slots.append(i)
+        break
+    else:
+      slots.append(len(distinct))
+      distinct.append(table)
+  return distinct, slots
+
+
+def _dqt(slot: int, table: np.ndarray) -> bytes:
+  zigzag = np.asarray(table).reshape(64)[ZIGZAG].astype(np.uint8)
+  return _segment(0xDB, bytes([slot]) + zigzag.tobytes())
+
+
+def _sof(progressive_mode: bool, height: int, width: int, factors, qslots) -> bytes:
+  payload = struct.pack(">BHHB", 8, height, width, len(factors))
+  for c, ((h, v), q) in enumerate(zip(factors, qslots)):
+    payload += bytes([c + 1, (h << 4) | v, q])
+  return _segment(0xC2 if progressive_mode else 0xC0, payload)
+
+
+def _sos(scan: scans.Scan, selectors) -> bytes:
+  payload = bytes([len(scan.components)])
+  for c, (td, ta) in zip(scan.components, selectors):
+    payload += bytes([c + 1, (td << 4) | ta])
+  return _segment(0xDA, payload + bytes([scan.ss, scan.se, (scan.ah << 4) | scan.al]))
+
+
+def _huffman_slot(component: int) -> int:
+  """libjpeg's Huffman table slot: 0 for Y (or gray), 1 shared by Cb and Cr."""
+  return 0 if component == 0 else 1
+
+
+def _scan_tables(scan: scans.Scan, progressive_mode: bool):
+  """The (class, slot) tables a scan uses, and each component's local table indices.
+
+  Tables are listed in libjpeg's DHT order: per component its DC table, then its AC table.
+  """
+  slots = [_huffman_slot(c) for c in scan.components]
+  used, dc_local, ac_local = [], [], []
+
+  def local(key):
+    if key not in used:
+      used.append(key)
+    return used.index(key)
+
+  for s in slots:
+    if not progressive_mode:
+      dc_local.append(local((0, s)))
+      ac_local.append(local((1, s)))
+    elif scan.is_dc:
+      dc_local.append(local((0, s)) if scan.ah == 0 else 0)
+    else:
+      ac_local.append(local((1, s)))
+  return used, np.array(dc_local or [0]), np.array(ac_local or [0])
+
+
+def _selectors(scan: scans.Scan, progressive_mode: bool):
+  """(Td, Ta) for each component in SOS, as libjpeg writes them."""
+  out = []
+  for c in scan.components:
+    s = _huffman_slot(c)
+    if not progressive_mode:
+      out.append((s, s))
+    elif scan.is_dc:
+      out.append((s if scan.ah == 0 else 0, 0))
+    else:
+      out.append((0, s))
+  return out
+
+
+def _tokens(scan, sparse, layout, restart, dc_local, ac_local, cap) -> scans.ScanTokens:
+  """Dispatches a scan to its coder: sequential, DC first/refine, AC first/refine."""
+  if scan.ss == 0 and scan.se == 63:
+    return scans.sequential_tokens(sparse, layout, restart, dc_local, ac_local)
+  if scan.is_dc:
+    if scan.ah == 0:
+      return scans.dc_first_tokens(sparse, layout, restart, scan.al, dc_local)
+    return scans.dc_refine_tokens(sparse, layout, restart, scan.al)
+  coder = progressive.ac_first_tokens if scan.ah == 0 else progressive.ac_refine_tokens
+  return coder(sparse[scan.components[0]], layout, restart, scan.ss, scan.se, scan.al,
+               int(ac_local[0]), cap)
+
+
+def _count(tokens: scans.ScanTokens, num_tables: int) -> np.ndarray:
+  """`(num_tables, 256)` symbol counts of a scan."""
+  counts = np.zeros(num_tables * 256, np.int64)
+  for g in tokens.groups:
+    if np.ndim(g.symbol):
+      counts += np.bincount(g.symbol, minlength=num_tables * 256)
+    elif g.symbol != scans.RAW:
+      counts[g.symbol] += len(g.pos)
+  return counts.reshape(num_tables, 256)
+
+
+def _extra_bits(table_class: int) -> np.ndarray:
+  """`(256,)` extra bits that follow each symbol: DC size; AC size, or n for EOBn runs."""
+  symbol = np.arange(256)
+  if table_class == 0:
+    return symbol
+  r, s = symbol >> 4, symbol & 15
+  return np.where(s > 0, s, np.where(r < 15, r, 0))
+
+
+def _fields(tokens: scans.ScanTokens, tables: list[huffman.HuffmanTable], classes: list[int]):
+  """Each token's code and extra bits as one bit field: `(values, lengths)` in stream order.
+
+  A symbol fixes how many extra bits follow it, so one lookup gives the code already shifted
+  over its extra bits and the field's total length.
+  """
+  n = len(tables)
+  shifted = np.zeros(n * 256 + 1, np.int64)  # last entry: raw fields (no code)
+  total = np.zeros(n * 256 + 1, np.int64)
+  for t, (table, table_class) in enumerate(zip(tables, classes)):
+    code, length = table.codes
+    extra = _extra_bits(table_class)
+    shifted[t * 256:(t + 1) * 256] = code.astype(np.int64) << extra
+    total[t * 256:(t + 1) * 256] = np.where(length > 0, length + extra, 0)
+  values = np.zeros(tokens.total, np.uint32)
+  lengths = np.zeros(tokens.total, np.uint8)
+  for g in tokens.groups:
+    if np.ndim(g.symbol) == 0 and g.symbol == scans.RAW:
+      values[g.pos] = g.extra
+      lengths[g.pos] = g.nextra
+    else:
+      values[g.pos] = shifted[g.symbol] | g.extra
+      lengths[g.pos] = total[g.symbol]
+  return values, lengths
+
+
+def _check_codes(counts: np.ndarray, tables: list[huffman.HuffmanTable]) -> None:
+  for t, table in enumerate(tables):
+    missing = np.flatnonzero((counts[t] > 0) & (table.codes[1] == 0))
+    if missing.size:
+      raise ValueError(f"Huffman table {t} has no code for symbol {int(missing[0]):#04x}.")
+
+
+def encode_image(components, tables, height: int, width: int, factors, *, optimize: bool = True,
+                 progressive_mode: bool = False, restart_interval: int = 0) -> bytes:
+  """One image's JPEG file.
+
+  Args:
+    components: per component, `(rows_c, cols_c, 8, 8)` integer coefficients (natural order).
+    tables: `(C, 8, 8)` integer quantization steps in 1..255, natural order.
+    height, width, factors: frame geometry and sampling factors.
+    optimize: per-scan optimal Huffman tables; otherwise the Annex K tables (in progressive
+      scans then without end-of-band runs longer than one block, which those tables cannot code).
+    progressive_mode: SOF2 with libjpeg's default scan script.
+    restart_interval: MCUs per restart interval, 0 for none.
+  Returns:
+    The file's bytes.
+  """
+  sparse = [scans.sparse_component(np.asarray(c)) for c in components]
+  distinct, qslots = quant_slots(tables)
+  out = [b"\xff\xd8", _JFIF]
+  out += [_dqt(i, t) for i, t in enumerate(distinct)]
+  out.append(_sof(progressive_mode, height, width, factors, qslots))
+  script = (scans.progressive_script if progressive_mode else scans.sequential_script)(len(components))
+  loaded = {}
+  cap = progressive.MAX_EOBRUN if optimize else 1
+  for n, scan in enumerate(script):
+    layout = layout_lib.scan_layout(height, width, factors, scan.components)
+    used, dc_local, ac_local = _scan_tables(scan, progressive_mode)
+    tokens = _tokens(scan, sparse, layout, restart_interval, dc_local, ac_local, cap)
+    counts = _count(tokens, len(used))
+    if optimize:
+      tables_now = [huffman.optimal_table(c) for c in counts]
+    else:
+      tables_now = [huffman.STANDARD[key] for key in used]
+      _check_codes(counts, tables_now)
+    for key, table in zip(used, tables_now):
+      # libjpeg re-sends every table it optimizes (one set per scan) and the standard tables once.
+      if optimize or loaded.get(key) != table:
+        out.append(_segment(0xC4, bytes([(key[0] << 4) | key[1]]) + table.payload()))
+        loaded[key] = table
+    if n == 0 and restart_interval:
+      out.append(_segment(0xDD, struct.pack(">H", restart_interval)))
+    out.append(_sos(scan, _selectors(scan, progressive_mode)))
+    values, lengths = _fields(tokens, tables_now, [key[0] for key in used])
+    out.append(bitpack.pack(values, lengths, tokens.segment_ends).tobytes())
+  out.append(b"\xff\xd9")
+  return b"".join(out)

@@ -1,0 +1,110 @@
+"""The writer against libjpeg-turbo: same coefficients in, the same bytes out."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+import djpeg
+from djpeg import samples
+from exact_util import (PIL_SUBSAMPLING, entropy_data, jpeglib_coefficients, pillow_file,
+                        random_coefficients)
+
+CASES = [(name, sub) for name in ("limes", "houses", "castle") for sub in PIL_SUBSAMPLING]
+CASES.append(("bear_gray", "4:2:0"))
+
+
+def _pixels(name: str, crop: bool) -> np.ndarray:
+  pixels = samples.load(name, uint8=True)
+  return pixels[:37, :53] if crop else pixels
+
+
+@pytest.mark.parametrize("crop", [False, True], ids=["full", "37x53"])
+@pytest.mark.parametrize("name,sub", CASES)
+def test_standard_tables_scan_data_is_pillows(name, sub, crop):
+  """Annex K tables: the entropy-coded data after SOS is byte-identical to Pillow's.
+
+  The 37x53 crop leaves partial MCUs, so this checks libjpeg's dummy blocks too."""
+  data = pillow_file(_pixels(name, crop), quality=75, subsampling=PIL_SUBSAMPLING[sub],
+                     optimize=False)
+  ours = djpeg.dumps(jpeglib_coefficients(data), optimize=False)
+  assert entropy_data(ours) == entropy_data(data)
+  assert ours == data  # headers too: JFIF, DQT, SOF0, DHT in libjpeg's order
+
+
+@pytest.mark.parametrize("restart", [None, 1, 5])
+@pytest.mark.parametrize("mode", ["optimize", "progressive"])
+@pytest.mark.parametrize("name,sub", [("houses", "4:2:0"), ("limes", "4:2:2"), ("castle", "4:4:4"),
+                                      ("bear_gray", "4:2:0")])
+def test_optimized_and_progressive_files_are_pillows(name, sub, mode, restart):
+  """libjpeg's optimal tables, progressive script, EOB runs, correction-bit order and restart
+  handling are reproduced exactly: whole files are byte-identical to Pillow's."""
+  options = dict(quality=85, subsampling=PIL_SUBSAMPLING[sub], **{mode: True})
+  if restart:
+    options["restart_marker_blocks"] = restart
+  for crop in (False, True):
+    data = pillow_file(_pixels(name, crop), **options)
+    ours = djpeg.dumps(jpeglib_coefficients(data), progressive=mode == "progressive",
+                       restart_interval=restart)
+    assert ours == data
+
+
+@pytest.mark.parametrize("quality", [5, 50, 95, 100])
+def test_dumps_of_an_image_is_pillows_file(quality):
+  """Image -> file: djpeg's faithful transform plus this writer gives Pillow's exact bytes."""
+  pixels = samples.load("castle", uint8=True)
+  for sub in PIL_SUBSAMPLING:
+    want = pillow_file(pixels, quality=quality, subsampling=PIL_SUBSAMPLING[sub], optimize=True)
+    ours = djpeg.dumps(pixels, quality=quality, subsampling=sub)
+    if quality == 100:
+      # All tables are 1s: we store one DQT where libjpeg stores luma and chroma (69 bytes).
+      assert entropy_data(ours) == entropy_data(want) and len(ours) == len(want) - 69
+    else:
+      assert ours == want
+  gray = samples.load("bear_gray", uint8=True)
+  assert djpeg.dumps(gray, quality=quality, progressive=True) == pillow_file(
+      gray, quality=quality, progressive=True)
+
+
+@pytest.mark.parametrize("restart", [None, 40000])
+def test_long_end_of_band_runs_are_pillows(restart):
+  """A flat 1500x1500 gray image: end-of-band runs past 4095 and libjpeg's forced flush at
+  0x7FFF blocks, byte for byte."""
+  pixels = np.full((1500, 1500, 1), 128, np.uint8)
+  pixels[700:710, 900:930] = 40  # a few blocks with AC, to break the runs
+  options = dict(quality=90, progressive=True)
+  if restart:
+    options["restart_marker_blocks"] = restart
+  data = pillow_file(pixels, **options)
+  c = jpeglib_coefficients(data)
+  assert djpeg.dumps(c, progressive=True, restart_interval=restart) == data
+  np.testing.assert_array_equal(djpeg.load_coefficients(data).components[0], c.components[0])
+
+
+@pytest.mark.skipif(shutil.which("jpegtran") is None, reason="needs libjpeg-turbo's jpegtran")
+@pytest.mark.parametrize("restart", [None, 3])
+def test_files_match_jpegtran_for_any_coefficients(restart):
+  """libjpeg-turbo's own transcoder (jpegtran -optimize / -progressive) on our baseline file
+  writes our optimized and progressive files, for random dense coefficients with unusual
+  sampling, and for all-even coefficients whose last refinement scan is nothing but correction
+  bits (libjpeg's forced flush of more than 937 buffered bits)."""
+  rng = np.random.default_rng(11)
+  cases = [random_coefficients(rng, 203, 157, f, density=0.6)
+           for f in (((1, 1),), ((1, 2), (1, 1), (1, 1)), ((4, 1), (1, 1), (1, 1)))]
+  c = cases[0]
+  even = np.where(c.components[0] != 0, np.clip(2 * c.components[0].astype(np.int32), -1022, 1022), 0)
+  even[..., 0, 0] = c.components[0][..., 0, 0]
+  cases.append(djpeg.Coefficients((even,), c.tables, c.height, c.width, c.sampling))
+  for c in cases:
+    baseline = djpeg.dumps(c, optimize=False)
+    for mode, ours in (("-optimize", djpeg.dumps(c, restart_interval=restart)),
+                       ("-progressive", djpeg.dumps(c, progressive=True, restart_interval=restart))):
+      args = ["jpegtran", "-copy", "none", "-optimize", mode]
+      if restart:
+        args += ["-restart", f"{restart}B"]
+      theirs = subprocess.run(args, input=baseline, capture_output=True, check=True).stdout
+      assert ours[ours.index(b"\xff\xc0" if mode == "-optimize" else b"\xff\xc2"):] == \
+          theirs[theirs.index(b"\xff\xc0" if mode == "-optimize" else b"\xff\xc2"):]
