@@ -46,10 +46,13 @@ def concrete_finite(name: str, x: Any) -> None:
   """Raises ValueError if a concrete array `x` holds NaN or inf (checked on device, one scalar back)."""
   if not is_concrete(x):
     return
-  # Reduce on the device and fetch one flag; evaluate now even if called while tracing a
-  # function that closes over a concrete array.
-  with jax.ensure_compile_time_eval():
-    finite = bool(jnp.isfinite(jnp.asarray(x)).all())
+  if isinstance(x, np.ndarray):
+    finite = bool(np.isfinite(x).all())
+  else:
+    # Reduce on the device and fetch one flag; evaluate now even if called while tracing a
+    # function that closes over a concrete array.
+    with jax.ensure_compile_time_eval():
+      finite = bool(jnp.isfinite(jnp.asarray(x)).all())
   if not finite:
     a = np.asarray(x)
     idx = tuple(int(i) for i in np.argwhere(~np.isfinite(a))[0])

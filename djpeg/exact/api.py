@@ -110,9 +110,14 @@ def _coefficients_for(image_or_coefficients, quality, qtables, subsampling) -> C
                        "as they are, with their own tables and sampling factors.")
     return image_or_coefficients
   tables = None if qtables is None else _tables_arg(qtables)
+  subsampling = "4:2:0" if subsampling is None else subsampling
+  pixels = np.asarray(image_or_coefficients)
+  if pixels.dtype == np.uint8:
+    return codec.encode_pixels(pixels[..., None] if pixels.ndim == 2 else pixels,
+                               quality=quality, tables=tables, subsampling=subsampling)
   images = _as_images(image_or_coefficients)
-  return codec.encode(images, quality=quality, tables=tables,
-                      subsampling="4:2:0" if subsampling is None else subsampling, faithful=True)
+  return codec.encode(images, quality=quality, tables=tables, subsampling=subsampling,
+                      faithful=True)
 
 
 def _encode_all(c: Coefficients, optimize: bool, progressive: bool, restart_interval) -> list[bytes]:
