@@ -93,3 +93,18 @@ def test_rate_gradient_reaches_image_and_quality(colour_batch):
 def test_unknown_code_is_refused(colour_batch):
   with pytest.raises(ValueError, match="unknown code 'arith'"):
     rate.rate(djpeg.encode(colour_batch[0, :8, :8].astype(np.float32) / 255), code="arith")
+
+
+@pytest.mark.parametrize("subsampling", ["4:4:4", "4:2:0"])
+def test_rate_and_file_size_with_random_tables(colour_batch, subsampling):
+  """Against djpeg's own writer, whose files equal libjpeg-turbo's (tests/test_exact_*)."""
+  from conftest import scan_bits
+  rng = np.random.default_rng(7)
+  images = colour_batch.astype(np.float32) / 255
+  for _ in range(3):
+    tables = rng.integers(1, 256, (3, 3, 8, 8)).astype(np.float32)   # per image, per component
+    c = djpeg.encode(images, tables=tables, subsampling=subsampling)
+    bits, sizes = np.asarray(rate.rate(c)), np.asarray(rate.file_bytes(c))
+    for i, data in enumerate(djpeg.dumps(c)):
+      assert abs(bits[i] - scan_bits(data)) < 8
+      assert abs(sizes[i] / len(data) - 1) < 0.01
