@@ -70,9 +70,10 @@ def _upsampling_gain() -> np.ndarray:
   from djpeg.sampling import upsample
   basis = np.zeros((64, 8, 8), np.float32)
   basis[np.arange(64), np.arange(64) // 8, np.arange(64) % 8] = 1.0
-  plane = jnp.zeros((64, 24, 24)).at[:, 8:16, 8:16].set(idct(jnp.asarray(basis)))
-  up = upsample(plane, 2, 2, exact=False)
-  return np.asarray(jnp.sum(up ** 2, axis=(-2, -1))).reshape(8, 8)
+  with jax.ensure_compile_time_eval():   # a constant, even when first needed inside a trace
+    plane = jnp.zeros((64, 24, 24)).at[:, 8:16, 8:16].set(idct(jnp.asarray(basis)))
+    up = upsample(plane, 2, 2, exact=False)
+    return np.asarray(jnp.sum(up ** 2, axis=(-2, -1))).reshape(8, 8)
 
 
 @functools.lru_cache(maxsize=None)
@@ -91,6 +92,25 @@ def _distortion_weights(factors, num_pixels: int) -> tuple[np.ndarray, ...]:
 def _quantized(dct, tables):
   steps = round_tables(tables)
   return tuple(quantize(d, steps[c]) for c, d in enumerate(dct)), steps
+
+
+def rate_distortion(dct, tables, *, sampling, height: int, width: int, code: str = "huffman"):
+  """File size and RGB MSE of one image quantized by `tables`, from its DCT coefficients.
+
+  The fast model `optimize_tables` descends on, for reuse by training code: no decode.
+
+  Args:
+    dct: per component `(rows, cols, 8, 8)` coefficients from `djpeg.transform` (one image).
+    tables: `(C, 8, 8)` real-valued steps (rounded and clipped to 1..255 straight-through).
+    sampling: the components' sampling factors (`djpeg.sampling.factors_for`).
+    height, width: image size in pixels.
+    code: "huffman" (exact file bits) or "entropy" (ideal code lengths; cheaper, for gradients).
+  Returns:
+    (bits per pixel of the file, RGB MSE on the 8-bit scale, up to a per-image constant offset for
+    chroma subsampling and rounding), both differentiable with respect to `tables`.
+  """
+  weights = _distortion_weights(tuple(map(tuple, sampling)), height * width)
+  return _model(tuple(dct), tables, weights, tuple(map(tuple, sampling)), height * width, code)
 
 
 def _model(dct, tables, weights, factors, num_pixels, code="huffman"):
