@@ -1,0 +1,441 @@
+"""Feature consistency training against JPEG (Wan et al., IEEE TCSVT 2020), its baselines, and CLI.
+
+Every step draws a quality per image (uniform integers in `quality_range`, default 10..90) and
+makes the JPEG copy of the batch with `djpeg.jpeg` inside the jitted step, so it runs where the
+model runs, with libjpeg-turbo's exact arithmetic. Methods, all in one harness:
+
+* "plain": cross-entropy on the clean batch.
+* "augment": cross-entropy on the clean batch and its JPEG copy (extra samples).
+* "consistency": the same cross-entropy plus `beta` times the distance between chosen internal
+  features (`layers`, e.g. "stage3", "pooled") of the clean image and its JPEG copy, computed by
+  the same network: L2 (mean squared difference) or cosine (1 - cosine similarity, per image).
+  With `stop_clean` (default) the clean features are the target (no gradient through them), so
+  the network learns to map the JPEG copy onto what it sees in the clean image without moving
+  the clean representation. `quality_block=i` adds a quality-conditioned residual block after
+  stage i (`models.classifier.QualityBlock`); at test time it gets the quality read from the file.
+
+`model="dct"` trains `models.dct_classifier.DCTResNet` on coefficients from `djpeg.encode`
+instead; its "clean" input is quality 100.
+
+Command line (`python -m train.consistency --help`, or `djpeg-train consistency ...`):
+
+    python -m train.consistency --method consistency --epochs 8 --seed 0 --out runs/fc-s0
+
+Progress goes to stdout, metrics to `<out>/metrics.csv`, checkpoints to `<out>/checkpoints`
+(every `--checkpoint-every` steps); run the same command again to resume exactly where it
+stopped. At the end the model is evaluated on `<data>/test` compressed by Pillow at
+`--eval-qualities` and the accuracies are written to `<out>/results.json`. The test split is read
+only then.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+import djpeg
+from models.classifier import ResNet, feature_names
+from models.dct_classifier import DCTResNet
+from train import checkpoint, data, evaluate, loop, monitor, parallel
+from train import state as state_lib
+
+METHODS = ("plain", "augment", "consistency")
+DISTANCES = ("l2", "cosine")
+MODELS = ("pixel", "dct")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """Everything that defines a run (saved with its checkpoints and results)."""
+
+  method: str = "consistency"
+  model: str = "pixel"
+  data: str = "../shared/data/cifar10"
+  out: str = "runs/consistency"
+  epochs: float = 8.0
+  batch_size: int = 128
+  learning_rate: float = 3e-3
+  weight_decay: float = 5e-4
+  warmup_epochs: float = 0.5
+  seed: int = 0
+  quality_range: tuple[int, int] = (10, 90)
+  subsampling: str = "4:2:0"
+  beta: float = 1.0
+  distance: str = "l2"
+  layers: tuple[str, ...] = ("stage3",)
+  stop_clean: bool = True
+  quality_block: int | None = None
+  widths: tuple[int, ...] = (16, 32, 64)
+  blocks: tuple[int, ...] = (1, 1, 1)
+  stem: str = "cifar"
+  resize: int | None = None
+  flip: bool = True
+  pad_crop: int = 0
+  checkpoint_every: int = 200
+  log_every: int = 20
+  eval_qualities: tuple[int, ...] = evaluate.QUALITIES
+  eval_batch_size: int = 500
+  eval_limit: int | None = None
+  distributed: bool = False
+
+  def check(self) -> None:
+    """Raises ValueError naming the first bad option."""
+    choices = {"method": METHODS, "model": MODELS, "distance": DISTANCES,
+               "subsampling": djpeg.SUBSAMPLINGS}
+    for name, allowed in choices.items():
+      if getattr(self, name) not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}; got {getattr(self, name)!r}.")
+    lo, hi = self.quality_range
+    if not 1 <= lo <= hi <= 100:
+      raise ValueError(f"quality_range must be (lo, hi) with 1 <= lo <= hi <= 100; got "
+                       f"{self.quality_range}.")
+    if self.epochs <= 0 or self.batch_size < 1 or self.learning_rate <= 0:
+      raise ValueError(f"epochs, batch_size and learning_rate must be positive; got {self.epochs}, "
+                       f"{self.batch_size}, {self.learning_rate}.")
+    if self.beta < 0:
+      raise ValueError(f"beta must be >= 0; got {self.beta}.")
+    if not self.layers:
+      raise ValueError("layers must name at least one feature map.")
+    if self.model == "dct" and self.quality_block is not None:
+      raise ValueError("quality_block is only available for the pixel model.")
+    for q in self.eval_qualities:
+      if not 1 <= q <= 100:
+        raise ValueError(f"eval_qualities must be in 1..100; got {q}.")
+
+
+def build_model(cfg: Config, num_classes: int, *, in_channels: int = 3) -> nnx.Module:
+  """The network `cfg` describes, initialized from `cfg.seed`."""
+  rngs = nnx.Rngs(cfg.seed)
+  if cfg.model == "dct":
+    model = DCTResNet(num_classes, widths=cfg.widths, blocks=cfg.blocks, rngs=rngs)
+    names = feature_names(model.body)
+  else:
+    model = ResNet(num_classes, widths=cfg.widths, blocks=cfg.blocks, stem=cfg.stem,
+                   in_channels=in_channels, quality_block=cfg.quality_block, rngs=rngs)
+    names = feature_names(model)
+  unknown = [layer for layer in cfg.layers if layer not in names]
+  if unknown:
+    raise ValueError(f"layers {unknown} are not features of this model; choose from {names}.")
+  return model
+
+
+def make_optimizer(cfg: Config, total_steps: int, steps_per_epoch: int
+                   ) -> optax.GradientTransformation:
+  """AdamW with linear warm-up and cosine decay to zero over the run."""
+  warmup = min(int(cfg.warmup_epochs * steps_per_epoch), max(total_steps - 1, 0))
+  schedule = optax.warmup_cosine_decay_schedule(0.0, cfg.learning_rate, warmup,
+                                                max(total_steps, warmup + 1))
+  return optax.adamw(schedule, weight_decay=cfg.weight_decay)
+
+
+def random_qualities(key: jax.Array, batch: int, quality_range: tuple[int, int]) -> jax.Array:
+  """`(batch,)` float32 integer qualities drawn uniformly from [lo, hi]."""
+  lo, hi = quality_range
+  return jax.random.randint(key, (batch,), lo, hi + 1).astype(jnp.float32)
+
+
+def feature_distance(a: jax.Array, b: jax.Array, kind: str = "l2") -> jax.Array:
+  """Per-image distance `(B,)` between feature maps `(B, ...)`: L2 (mean squared) or cosine."""
+  a = a.reshape(a.shape[0], -1).astype(jnp.float32)
+  b = b.reshape(b.shape[0], -1).astype(jnp.float32)
+  if kind == "l2":
+    return jnp.mean((a - b) ** 2, axis=-1)
+  if kind == "cosine":
+    dot = jnp.sum(a * b, axis=-1)
+    norms = jnp.linalg.norm(a, axis=-1) * jnp.linalg.norm(b, axis=-1)
+    return 1.0 - dot / jnp.maximum(norms, 1e-8)
+  raise ValueError(f"distance must be one of {DISTANCES}; got {kind!r}.")
+
+
+def _concat(a, b):
+  return jax.tree.map(lambda x, y: jnp.concatenate([x, y]), a, b)
+
+
+def _cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+def _accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  return jnp.mean((jnp.argmax(logits, -1) == labels).astype(jnp.float32))
+
+
+def method_loss(model: nnx.Module, clean, compressed, labels: jax.Array, quality: jax.Array, *,
+                cfg: Config) -> tuple[jax.Array, dict]:
+  """The loss of `cfg.method` on a clean batch and its JPEG copy (pixels or `Coefficients`).
+
+  Args:
+    model: a `ResNet` or `DCTResNet` in training mode (batch statistics are updated).
+    clean, compressed: `(B, H, W, C)` images in [0, 1] (pixel model) or batched `Coefficients`.
+    labels: `(B,)` int.
+    quality: `(B,)` quality of each compressed image (for the quality block).
+  Returns:
+    (scalar loss, metrics {"ce", "consistency", "accuracy"}).
+  """
+  batch = labels.shape[0]
+  kwargs = {}
+  if cfg.method == "plain":
+    if cfg.quality_block is not None:
+      kwargs["quality"] = jnp.full((batch,), 100.0)
+    logits, _ = model(clean, train=True, **kwargs)
+    ce = _cross_entropy(logits, labels)
+    return ce, {"ce": ce, "consistency": jnp.zeros(()), "accuracy": _accuracy(logits, labels)}
+  # Clean and JPEG halves go through the network as one batch: one pass, shared batch statistics.
+  if cfg.quality_block is not None:
+    kwargs["quality"] = jnp.concatenate([jnp.full((batch,), 100.0), quality])
+  logits, features = model(_concat(clean, compressed), train=True, **kwargs)
+  both = jnp.concatenate([labels, labels])
+  ce = _cross_entropy(logits, both)
+  term = jnp.zeros(())
+  if cfg.method == "consistency":
+    for layer in cfg.layers:
+      f_clean, f_jpeg = features[layer][:batch], features[layer][batch:]
+      if cfg.stop_clean:
+        f_clean = jax.lax.stop_gradient(f_clean)
+      term = term + jnp.mean(feature_distance(f_clean, f_jpeg, cfg.distance))
+    term = term / len(cfg.layers)
+  loss = ce + cfg.beta * term
+  return loss, {"ce": ce, "consistency": term,
+                "accuracy": _accuracy(logits[batch:], labels)}
+
+
+def make_loss_fn(cfg: Config, *, codec: bool = True):
+  """`loss_fn(model, (images, labels), key)` for `train.state.make_train_step`.
+
+  The JPEG copy is made here, inside the step: `djpeg.jpeg` (pixel model) or `djpeg.encode`
+  (DCT model) at a random quality per image. `codec=False` uses the clean batch as its own copy
+  (same shapes and work for the network; for measuring what the codec costs, and for tests).
+  """
+  cfg.check()
+
+  def loss_fn(model, batch, key):
+    images, labels = batch
+    images = jnp.asarray(images, jnp.float32)
+    quality = random_qualities(key, labels.shape[0], cfg.quality_range)
+    if cfg.model == "dct":
+      def enc(q):
+        return djpeg.encode(images, quality=q, subsampling=cfg.subsampling)
+      clean = jax.lax.stop_gradient(enc(jnp.full_like(quality, 100.0)))
+      compressed = jax.lax.stop_gradient(enc(quality)) if codec else clean
+    else:
+      clean = images
+      compressed = (jax.lax.stop_gradient(
+          djpeg.jpeg(images, quality=quality, subsampling=cfg.subsampling)) if codec else images)
+    return method_loss(model, clean, compressed, labels, quality, cfg=cfg)
+
+  return loss_fn
+
+
+def make_predict(graphdef: nnx.GraphDef, cfg: Config):
+  """A jitted `predict(state, inputs, quality) -> logits` in inference mode."""
+
+  @jax.jit
+  def predict(state, inputs, quality):
+    model = state_lib.merge_model(graphdef, state)
+    kwargs = {"quality": quality} if cfg.quality_block is not None else {}
+    return model(inputs, train=False, **kwargs)[0]
+
+  return predict
+
+
+def split_folders(root: str) -> tuple[str, str]:
+  """(`root/train`, `root/test`), checked to exist and to be separate folders."""
+  train_dir, test_dir = os.path.join(root, "train"), os.path.join(root, "test")
+  for d in (train_dir, test_dir):
+    if not os.path.isdir(d):
+      raise ValueError(f"data folder {root!r} needs train/ and test/ subfolders (ImageFolder "
+                       f"layout); {d!r} is missing.")
+  a, b = os.path.realpath(train_dir), os.path.realpath(test_dir)
+  if a == b or a.startswith(b + os.sep) or b.startswith(a + os.sep):
+    raise ValueError(f"train {a!r} and test {b!r} overlap; they must be separate folders.")
+  return train_dir, test_dir
+
+
+@dataclasses.dataclass
+class Run:
+  """A trained run: the model structure, its final state, the data stream and timings."""
+
+  cfg: Config
+  graphdef: nnx.GraphDef
+  state: state_lib.TrainState
+  stream: data.ImageFolder
+  num_steps: int
+  train_seconds: float
+
+
+def train(cfg: Config, *, quiet: bool = False) -> Run:
+  """Trains (or resumes) the run `cfg` describes on `<cfg.data>/train`; never reads the test split.
+
+  Checkpoints go to `<cfg.out>/checkpoints`; an existing checkpoint of the same run is resumed.
+  """
+  cfg.check()
+  if cfg.distributed:
+    jax.distributed.initialize()
+  train_dir, _ = split_folders(cfg.data)
+  mesh = parallel.data_mesh()
+  parallel.check_batch_size(cfg.batch_size, mesh)
+  stream = data.ImageFolder(train_dir, batch_size=cfg.batch_size, seed=cfg.seed, shuffle=True,
+                            drop_last=True, resize=cfg.resize, flip=cfg.flip,
+                            pad_crop=cfg.pad_crop, process_index=jax.process_index(),
+                            process_count=jax.process_count())
+  num_steps = max(1, round(cfg.epochs * stream.steps_per_epoch))
+  model = build_model(cfg, stream.num_classes)
+  tx = make_optimizer(cfg, num_steps, stream.steps_per_epoch)
+  graphdef, state = state_lib.create_state(model, tx, seed=cfg.seed)
+  step = parallel.parallel_step(state_lib.make_train_step(graphdef, tx, make_loss_fn(cfg)), mesh)
+  os.makedirs(cfg.out, exist_ok=True)
+  record = {"config": _jsonable(cfg)}
+  ckpt = checkpoint.Checkpointer(os.path.join(cfg.out, "checkpoints"))
+  _check_same_run(ckpt, record)
+  state = loop.resume(ckpt, parallel.replicate(state, mesh), stream)
+  start = int(jax.device_get(state.step))
+  is_main = jax.process_index() == 0
+  if is_main and not quiet:
+    what = f"resuming at step {start}" if start else "starting"
+    print(f"[{cfg.method}/{cfg.model} seed {cfg.seed}] {what}: {num_steps} steps "
+          f"({cfg.epochs:g} epochs of {stream.steps_per_epoch}), batch {cfg.batch_size} on "
+          f"{mesh.devices.size} device(s), {len(stream)} training images, "
+          f"{stream.num_classes} classes", flush=True)
+  log = monitor.MetricsLog(os.path.join(cfg.out, "metrics.csv"), resume_step=start)
+  progress = monitor.Progress(num_steps, name=f"{cfg.method} s{cfg.seed}", start_step=start,
+                              enabled=is_main and not quiet)
+  t0 = time.perf_counter()
+  state = loop.fit(state, step, stream, num_steps=num_steps, mesh=mesh, checkpointer=ckpt,
+                   checkpoint_every=cfg.checkpoint_every, log=log, log_every=cfg.log_every,
+                   progress=progress, meta=record,
+                   progress_keys=("loss", "ce", "consistency", "accuracy"))
+  jax.block_until_ready(state)
+  seconds = time.perf_counter() - t0
+  ckpt.close()
+  return Run(cfg, graphdef, state, stream, num_steps, seconds)
+
+
+def evaluate_run(run: Run, *, quiet: bool = False) -> dict:
+  """Accuracy on `<data>/test`, clean and Pillow-compressed at `cfg.eval_qualities`."""
+  cfg = run.cfg
+  _, test_dir = split_folders(cfg.data)
+  folder = data.ImageFolder(test_dir, batch_size=cfg.eval_batch_size, shuffle=False,
+                            drop_last=False, epochs=1, resize=cfg.resize, uint8=True)
+  if folder.classes != run.stream.classes:
+    raise ValueError(f"test classes {folder.classes} differ from training classes "
+                     f"{run.stream.classes}.")
+  predict = make_predict(run.graphdef, cfg)
+  state = jax.device_get(run.state)
+  t0 = time.perf_counter()
+  acc = evaluate.jpeg_accuracy(lambda x, q: predict(state, x, q), folder, cfg.eval_qualities,
+                               subsampling=cfg.subsampling,
+                               inputs="coefficients" if cfg.model == "dct" else "pixels",
+                               limit=cfg.eval_limit)
+  if not quiet:
+    print(f"[{cfg.method}/{cfg.model} seed {cfg.seed}] test accuracy ({acc['n']} images, "
+          f"{time.perf_counter() - t0:.0f} s): " + ", ".join(
+              f"{k}: {100 * v:.1f}" for k, v in acc.items() if k != "n"), flush=True)
+  return acc
+
+
+def run_and_evaluate(cfg: Config, *, quiet: bool = False) -> dict:
+  """`train` then `evaluate_run`; writes and returns `<out>/results.json`."""
+  run = train(cfg, quiet=quiet)
+  acc = evaluate_run(run, quiet=quiet)
+  result = {"config": _jsonable(cfg), "steps": run.num_steps,
+            "train_seconds": run.train_seconds, "skipped_images": run.stream.skipped,
+            "accuracy": {str(k): v for k, v in acc.items() if k != "n"}, "test_images": acc["n"]}
+  if jax.process_index() == 0:
+    with open(os.path.join(cfg.out, "results.json"), "w") as f:
+      json.dump(result, f, indent=1)
+  return result
+
+
+def _jsonable(cfg: Config) -> dict:
+  return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def _check_same_run(ckpt: checkpoint.Checkpointer, record: dict) -> None:
+  """Refuses to resume a checkpoint written with a different configuration."""
+  if ckpt.latest_step() is None:
+    return
+  _, meta = ckpt.restore_meta()
+  saved = meta.get("config", {})
+  keys = [k for k in record["config"] if k not in ("out", "checkpoint_every", "log_every",
+                                                   "eval_qualities", "eval_batch_size",
+                                                   "eval_limit", "distributed", "data")]
+  diff = {k: (saved.get(k), record["config"][k]) for k in keys if saved.get(k) != record["config"][k]}
+  if diff:
+    raise ValueError(f"{ckpt.directory!r} holds a run with other settings {diff} (saved, now); "
+                     "use another --out or delete it.")
+
+
+def _ints(text: str) -> tuple[int, ...]:
+  return tuple(int(x) for x in text.split(",") if x.strip())
+
+
+def parser() -> argparse.ArgumentParser:
+  d = Config()
+  p = argparse.ArgumentParser(
+      prog="python -m train.consistency",
+      description="Feature consistency training against JPEG (Wan et al. 2020) and baselines.")
+  p.add_argument("--method", choices=METHODS, default=d.method)
+  p.add_argument("--model", choices=MODELS, default=d.model,
+                 help="pixel ResNet, or DCT-domain ResNet on JPEG coefficients")
+  p.add_argument("--data", default=d.data, help="folder with train/ and test/ class folders")
+  p.add_argument("--out", default=d.out, help="run folder: checkpoints, metrics.csv, results.json")
+  p.add_argument("--epochs", type=float, default=d.epochs)
+  p.add_argument("--batch-size", type=int, default=d.batch_size)
+  p.add_argument("--lr", type=float, default=d.learning_rate, dest="learning_rate")
+  p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+  p.add_argument("--seed", type=int, default=d.seed)
+  p.add_argument("--quality-range", type=_ints, default=d.quality_range,
+                 help="lo,hi of the training JPEG qualities (default 10,90)")
+  p.add_argument("--subsampling", choices=djpeg.SUBSAMPLINGS, default=d.subsampling)
+  p.add_argument("--beta", type=float, default=d.beta, help="weight of the consistency term")
+  p.add_argument("--distance", choices=DISTANCES, default=d.distance)
+  p.add_argument("--layers", type=lambda s: tuple(s.split(",")), default=d.layers,
+                 help="feature maps compared, e.g. stage2,stage3,pooled")
+  p.add_argument("--no-stop-clean", action="store_false", dest="stop_clean",
+                 help="let the consistency gradient reach the clean features too")
+  p.add_argument("--quality-block", type=int, default=None,
+                 help="add a quality-conditioned residual block after this stage")
+  p.add_argument("--widths", type=_ints, default=d.widths)
+  p.add_argument("--blocks", type=_ints, default=d.blocks)
+  p.add_argument("--stem", choices=("cifar", "imagenet"), default=d.stem)
+  p.add_argument("--resize", type=int, default=None, help="scale and centre-crop images to NxN")
+  p.add_argument("--no-flip", action="store_false", dest="flip")
+  p.add_argument("--pad-crop", type=int, default=d.pad_crop)
+  p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
+  p.add_argument("--log-every", type=int, default=d.log_every)
+  p.add_argument("--eval-qualities", type=_ints, default=d.eval_qualities)
+  p.add_argument("--eval-limit", type=int, default=None, help="test images to use (default all)")
+  p.add_argument("--distributed", action="store_true",
+                 help="call jax.distributed.initialize() (multi-host runs)")
+  return p
+
+
+def config_from_args(argv: Sequence[str] | None = None) -> Config:
+  args = vars(parser().parse_args(argv))
+  if len(args["quality_range"]) != 2:
+    raise SystemExit("--quality-range needs two numbers, lo,hi")
+  return Config(**args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  cfg = config_from_args(argv)
+  try:
+    run_and_evaluate(cfg)
+  except (ValueError, monitor.NonFiniteError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

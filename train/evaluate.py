@@ -1,0 +1,110 @@
+"""Accuracy on a labeled test folder compressed by real libjpeg-turbo (Pillow) at set qualities.
+
+`jpeg_accuracy(predict, folder, qualities=(10, 20, 30, 50, 75, 90))` streams the test images
+once; each batch is classified clean and after a Pillow JPEG round trip at every quality, giving
+`{"clean": acc, 10: acc, ...}`. `predict` sees the decoded pixels (pixel models) or, with
+`inputs="coefficients"`, the coefficients read back from the JPEG bytes by
+`djpeg.load_coefficients` (DCT-domain models; their "clean" is quality 100). It also gets the
+quality of each image, estimated from the file's quantization tables as a deployed model would
+(clean = 100), for quality-conditioned models.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from PIL import Image
+
+import djpeg
+from models.dct_classifier import stack_coefficients
+
+QUALITIES = (10, 20, 30, 50, 75, 90)
+PIL_SUBSAMPLING = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}
+_IJG_TABLES = None
+
+
+def pillow_bytes(pixels: np.ndarray, quality: int, subsampling: str = "4:2:0") -> bytes:
+  """libjpeg-turbo's JPEG file of uint8 `(H, W, 3)` pixels (Pillow, baseline, standard tables)."""
+  buf = io.BytesIO()
+  Image.fromarray(pixels).save(buf, "JPEG", quality=int(quality),
+                               subsampling=PIL_SUBSAMPLING[subsampling])
+  return buf.getvalue()
+
+
+def pillow_round_trip(pixels: np.ndarray, quality: int, subsampling: str = "4:2:0") -> np.ndarray:
+  """uint8 `(B, H, W, 3)` -> what libjpeg-turbo decodes after encoding at `quality`."""
+  return np.stack([np.asarray(Image.open(io.BytesIO(pillow_bytes(p, quality, subsampling))))
+                   for p in pixels])
+
+
+def estimate_quality(tables: np.ndarray) -> float:
+  """The IJG quality (1..100) whose luma table is nearest to `tables[0]` `(8, 8)`, natural order."""
+  global _IJG_TABLES
+  if _IJG_TABLES is None:
+    _IJG_TABLES = np.stack([np.asarray(djpeg.quality_tables(q))[0] for q in range(1, 101)])
+  luma = np.asarray(tables, np.float64).reshape(-1, 8, 8)[0]
+  return float(1 + np.argmin(np.abs(_IJG_TABLES - luma).sum(axis=(1, 2))))
+
+
+def jpeg_accuracy(predict: Callable[[object, np.ndarray], np.ndarray], folder,
+                  qualities: Sequence[int] = QUALITIES, *, subsampling: str = "4:2:0",
+                  inputs: str = "pixels", batch_size: int | None = None,
+                  limit: int | None = None) -> dict:
+  """Top-1 accuracy clean and at each JPEG quality.
+
+  Args:
+    predict: `(inputs, quality (B,) float32) -> logits (B, classes)`; inputs are float32 pixels
+      `(B, H, W, 3)` in [0, 1], or a batched `djpeg.Coefficients` with inputs="coefficients".
+      Every call has the same batch size (the last batch is padded), so a jitted predict compiles
+      once per input kind.
+    folder: a `train.data.ImageFolder` over the test split made with `shuffle=False,
+      drop_last=False, epochs=1, uint8=True`.
+    qualities: JPEG qualities for Pillow (libjpeg-turbo).
+    subsampling: chroma subsampling of the test JPEGs.
+    inputs: "pixels" or "coefficients".
+    limit: stop after this many images (None: all).
+  Returns:
+    {"clean": accuracy, quality: accuracy, ...}, accuracies in [0, 1]; "n": images used.
+  """
+  if inputs not in ("pixels", "coefficients"):
+    raise ValueError(f'inputs must be "pixels" or "coefficients"; got {inputs!r}.')
+  if not getattr(folder, "uint8", False) or folder.shuffle or folder.drop_last:
+    raise ValueError("jpeg_accuracy needs an ImageFolder made with uint8=True, shuffle=False, "
+                     "drop_last=False.")
+  size = batch_size or folder.batch_size
+  correct = {k: 0 for k in ("clean",) + tuple(qualities)}
+  seen = 0
+  for pixels, labels in folder:
+    if limit is not None and seen >= limit:
+      break
+    if limit is not None:
+      pixels, labels = pixels[:limit - seen], labels[:limit - seen]
+    n = len(labels)
+    for key in correct:
+      quality = 100 if key == "clean" else key
+      if inputs == "pixels":
+        x = pixels if key == "clean" else pillow_round_trip(pixels, quality, subsampling)
+        x = _pad(x.astype(np.float32) / 255.0, size)
+        q = np.full((size,), float(quality), np.float32)
+      else:
+        files = [pillow_bytes(p, quality, subsampling) for p in pixels]
+        coefficients = [djpeg.load_coefficients(f) for f in files]
+        q = _pad(np.asarray([estimate_quality(c.tables) for c in coefficients], np.float32), size)
+        x = stack_coefficients(coefficients + [coefficients[-1]] * (size - n))
+      logits = np.asarray(predict(x, q))[:n]
+      correct[key] += int(np.sum(np.argmax(logits, axis=-1) == labels))
+    seen += n
+  if not seen:
+    raise ValueError("the test folder yielded no images.")
+  out = {k: v / seen for k, v in correct.items()}
+  out["n"] = seen
+  return out
+
+
+def _pad(x: np.ndarray, size: int) -> np.ndarray:
+  """Pads the leading axis to `size` by repeating the last row."""
+  if len(x) == size:
+    return x
+  return np.concatenate([x, np.repeat(x[-1:], size - len(x), axis=0)])

@@ -1,0 +1,127 @@
+"""A generic, resumable training loop: batches in, steps, metrics, NaN guard, checkpoints out.
+
+Any task plugs in with a pure step `(state, batch) -> (state, metrics)` (from
+`train.state.make_train_step`) and a batch stream with `get_state`/`set_state` (from
+`train.data`):
+
+    mesh = parallel.data_mesh()
+    graphdef, state = state_lib.create_state(model, tx, seed=seed)
+    step = parallel.parallel_step(state_lib.make_train_step(graphdef, tx, loss_fn), mesh)
+    ckpt = checkpoint.Checkpointer(out + "/checkpoints")
+    state = resume(ckpt, parallel.replicate(state, mesh), stream)   # no-op on a fresh run
+    state = fit(state, step, stream, num_steps=n, mesh=mesh, checkpointer=ckpt,
+                checkpoint_every=200, log=monitor.MetricsLog(out + "/metrics.csv", ...))
+
+`fit` runs until `state.step == num_steps`; killed at any point and restarted the same way, it
+continues from the last checkpoint and ends with the same state, bit for bit, as if it had never
+stopped. Metrics are averaged over each `log_every` window; the NaN guard checks every window and
+before every save, so a checkpoint never holds a state that followed a non-finite step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from train import monitor, parallel
+from train.checkpoint import Checkpointer
+
+
+def resume(checkpointer: Checkpointer | None, state, stream=None) -> Any:
+  """The latest checkpoint's state (and the stream moved to where it was), or `state` unchanged.
+
+  `state` gives the structure and sharding to restore into (a freshly created, replicated state).
+  """
+  if checkpointer is None or checkpointer.latest_step() is None:
+    return state
+  state, meta = checkpointer.restore(state)
+  if stream is not None:
+    if "data" not in meta:
+      raise ValueError(f"checkpoint in {checkpointer.directory!r} has no data iterator state; it "
+                       "cannot resume this stream exactly.")
+    stream.set_state(meta["data"])
+  return state
+
+
+def fit(state, step_fn: Callable, stream: Iterator, *, num_steps: int, mesh,
+        checkpointer: Checkpointer | None = None, checkpoint_every: int | None = None,
+        log: monitor.MetricsLog | None = None, log_every: int = 50,
+        progress: monitor.Progress | None = None, meta: dict | None = None,
+        progress_keys: tuple[str, ...] = ("loss",), is_main: bool | None = None):
+  """Runs `step_fn` on batches of `stream` until `state.step == num_steps`.
+
+  Args:
+    state: replicated training state (`train.state.TrainState`), e.g. from `resume`.
+    step_fn: `(state, sharded batch) -> (state, metrics)`, e.g. `parallel.parallel_step(...)`.
+    stream: yields host batches (pytrees of numpy arrays); `get_state()` is saved with checkpoints.
+    num_steps: total steps of the run (not steps still to do).
+    mesh: the data mesh the batches are sharded over.
+    checkpointer, checkpoint_every: save every this many steps and at the end (None: only at the
+      end; no checkpointer: never).
+    log, log_every: CSV log of the metrics averaged over each window of `log_every` steps.
+    progress: a `monitor.Progress` to update at each window.
+    meta: extra JSON-serializable record saved with every checkpoint (configuration, ...).
+    progress_keys: metrics shown in progress lines.
+    is_main: whether this process writes logs and progress (default: process 0).
+  Returns:
+    The final state.
+  Raises:
+    monitor.NonFiniteError: a step's loss or gradients were not finite (checked per window).
+  """
+  is_main = jax.process_index() == 0 if is_main is None else is_main
+  step = int(jax.device_get(state.step))
+  last_saved = checkpointer.latest_step() if checkpointer is not None else None
+  window, count = None, 0
+
+  def flush():
+    nonlocal window, count
+    if not count:
+      return {}
+    means = {k: float(v) / count for k, v in jax.device_get(window).items()}
+    means["finite"] = float(means.get("finite", 1.0) >= 1.0)
+    window, count = None, 0
+    monitor.check_finite(means, step, checkpointer and checkpointer.directory, last_saved)
+    if is_main and log is not None:
+      log.write(step, {k: v for k, v in means.items() if k != "finite"})
+    if is_main and progress is not None:
+      progress.update(step, {k: means[k] for k in progress_keys if k in means})
+    return means
+
+  def save():
+    nonlocal last_saved
+    flush()
+    record = dict(meta or {})
+    if hasattr(stream, "get_state"):
+      record["data"] = stream.get_state()
+    checkpointer.save(step, state, record)
+    last_saved = step
+
+  while step < num_steps:
+    try:
+      batch = next(stream)
+    except StopIteration:
+      raise ValueError(f"the data stream ended after {step} of {num_steps} steps; make it endless "
+                       "(epochs=None) or lower num_steps.") from None
+    state, metrics = step_fn(state, parallel.shard_batch(batch, mesh))
+    step += 1
+    # Sums stay on the device: no host round trip (and no pipeline stall) until a window ends.
+    metrics = {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
+    window = metrics if window is None else jax.tree.map(jnp.add, window, metrics)
+    count += 1
+    if count >= log_every or step == num_steps:
+      flush()
+    if checkpointer is not None and checkpoint_every and step % checkpoint_every == 0:
+      save()
+  if checkpointer is not None and last_saved != step:
+    save()
+  flush()
+  return state
+
+
+def evaluate_batches(apply: Callable[[Any], np.ndarray], batches) -> np.ndarray:
+  """Concatenates `apply(batch)` over an evaluation pass (host arrays)."""
+  return np.concatenate([np.asarray(apply(b)) for b in batches])
