@@ -114,17 +114,33 @@ def _load_image(path: str) -> np.ndarray:
   return pixels[..., None] if pixels.ndim == 2 else pixels
 
 
+def _table_predictor():
+  """The 'learned' table predictor registered by an installed package (entry point group
+  `djpeg.table_predictors`; this distribution's `models` package provides QTableNet's)."""
+  from importlib.metadata import entry_points
+  found = entry_points(group="djpeg.table_predictors", name="learned")
+  if not found:
+    raise SystemExit("djpeg: --learned needs a table predictor; install the full package "
+                     "(pip install -e .) so that models.qtable_net is registered.")
+  return next(iter(found)).load()
+
+
 def encode_command(args: argparse.Namespace) -> int:
   import djpeg
 
   targets = {k: v for k, v in (("bpp", args.bpp), ("psnr", args.psnr), ("lmbda", args.lmbda))
              if v is not None}
-  if targets and not args.optimize_tables:
-    raise SystemExit("djpeg: --bpp, --psnr and --lmbda go with --optimize-tables.")
-  if args.optimize_tables and len(targets) != 1:
-    raise SystemExit("djpeg: --optimize-tables needs exactly one of --bpp, --psnr, --lmbda.")
-  if args.optimize_tables and args.quality is not None:
-    raise SystemExit("djpeg: --quality and --optimize-tables exclude each other.")
+  modes = [m for m, on in (("--optimize-tables", args.optimize_tables), ("--learned", args.learned),
+                           ("--tables", args.tables is not None), ("--quality", args.quality is not None))
+           if on]
+  if len(modes) > 1:
+    raise SystemExit(f"djpeg: {' and '.join(modes)} exclude each other.")
+  if targets and not (args.optimize_tables or args.learned):
+    raise SystemExit("djpeg: --bpp, --psnr and --lmbda go with --optimize-tables or --learned.")
+  if (args.optimize_tables or args.learned) and len(targets) != 1:
+    raise SystemExit(f"djpeg: {modes[0]} needs exactly one of --bpp, --psnr, --lmbda.")
+  if (args.level is None) != (args.tables is None):
+    raise SystemExit("djpeg: --tables FILE and --level K go together.")
   pixels = _load_image(args.input)
   height, width, channels = pixels.shape
   say = (lambda m: None) if args.quiet else (lambda m: print(m, flush=True))
@@ -133,7 +149,25 @@ def encode_command(args: argparse.Namespace) -> int:
   options = dict(optimize=not args.standard_huffman, progressive=args.progressive,
                  restart_interval=args.restart_interval)
   try:
-    if args.optimize_tables:
+    if args.tables is not None:
+      family = djpeg.tables.load_table_family(args.tables)
+      levels = len(family["tables"])
+      if not 1 <= args.level <= levels:
+        raise SystemExit(f"djpeg: --level must be 1..{levels} for {args.tables}; got {args.level}.")
+      tables = family["tables"][args.level - 1]
+      say(f"  tables: level {args.level} of {levels} from {args.tables} (lambda "
+          f"{family['lambdas'][args.level - 1]:.3g})")
+      djpeg.save(args.output, pixels, qtables=tables[:channels] if channels == 1 else tables,
+                 subsampling=args.subsampling, **options)
+    elif args.learned:
+      if channels != 3:
+        raise SystemExit("djpeg: --learned tables are for colour images.")
+      image = pixels.astype(np.float32) / 255
+      tables = _table_predictor()(image, subsampling=args.subsampling, **targets)
+      say(f"  tables: predicted by the learned network for {targets}")
+      coefficients = djpeg.encode(image, tables=tables, subsampling=args.subsampling)
+      djpeg.save(args.output, coefficients, **options)
+    elif args.optimize_tables:
       image = pixels.astype(np.float32) / 255
       with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -175,6 +209,12 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--restart-interval", type=int, default=None, help="RST marker every N MCUs")
   p.add_argument("--optimize-tables", action="store_true",
                  help="fit quantization tables to this image (needs --bpp, --psnr or --lmbda)")
+  p.add_argument("--learned", action="store_true",
+                 help="tables predicted by the learned network (needs --bpp, --psnr or --lmbda)")
+  p.add_argument("--tables", metavar="FILE",
+                 help='a table family file (djpeg-train tables family), or "learned" for the '
+                      "family shipped with djpeg; with --level")
+  p.add_argument("--level", type=int, help="level of the table family (1 = smallest files)")
   p.add_argument("--bpp", type=float, help="target bits per pixel of the file")
   p.add_argument("--psnr", type=float, help="target RGB PSNR in dB")
   p.add_argument("--lmbda", type=float, help="trade-off: bits/pixel + lmbda * MSE")

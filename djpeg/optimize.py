@@ -94,7 +94,8 @@ def _quantized(dct, tables):
   return tuple(quantize(d, steps[c]) for c, d in enumerate(dct)), steps
 
 
-def rate_distortion(dct, tables, *, sampling, height: int, width: int, code: str = "huffman"):
+def rate_distortion(dct, tables, *, sampling, height: int, width: int, code: str = "huffman",
+                    headers: bool = True):
   """File size and RGB MSE of one image quantized by `tables`, from its DCT coefficients.
 
   The fast model `optimize_tables` descends on, for reuse by training code: no decode.
@@ -105,23 +106,29 @@ def rate_distortion(dct, tables, *, sampling, height: int, width: int, code: str
     sampling: the components' sampling factors (`djpeg.sampling.factors_for`).
     height, width: image size in pixels.
     code: "huffman" (exact file bits) or "entropy" (ideal code lengths; cheaper, for gradients).
+    headers: count the file's headers (exact; they jump when, e.g., two tables become distinct,
+      and they dominate small crops). Training on crops should leave them out.
   Returns:
-    (bits per pixel of the file, RGB MSE on the 8-bit scale, up to a per-image constant offset for
-    chroma subsampling and rounding), both differentiable with respect to `tables`.
+    (bits per pixel of the file, or of its entropy-coded data without `headers`; RGB MSE on the
+    8-bit scale, up to a per-image constant offset for chroma subsampling and rounding), both
+    differentiable with respect to `tables`.
   """
   weights = _distortion_weights(tuple(map(tuple, sampling)), height * width)
-  return _model(tuple(dct), tables, weights, tuple(map(tuple, sampling)), height * width, code)
+  return _model(tuple(dct), tables, weights, tuple(map(tuple, sampling)), height * width, code,
+                headers)
 
 
-def _model(dct, tables, weights, factors, num_pixels, code="huffman"):
+def _model(dct, tables, weights, factors, num_pixels, code="huffman", headers=True):
   """(file bits per pixel, model MSE) of quantizing the coefficients `dct` with `tables`.
 
-  Bits are `djpeg.rate.file_bytes`'s: exact headers, counted symbols, mean stuffing.
+  Bits are `djpeg.rate.file_bytes`'s: exact headers, counted symbols, mean stuffing (or the
+  entropy-coded bits alone without `headers`).
   """
   q, steps = _quantized(dct, tables)
   bits, used = rate._image_rate(q, factors, code, with_used=True)
-  file_bytes = rate.header_bytes(steps, used) + bits / 8 * (1 + rate.STUFFING) + 0.5
-  bpp = 8 * file_bytes / num_pixels
+  if headers:
+    bits = 8 * (rate.header_bytes(steps, used) + bits / 8 * (1 + rate.STUFFING) + 0.5)
+  bpp = bits / num_pixels
   mse = sum(jnp.sum(w * (d - x * s) ** 2) for w, d, x, s in zip(weights, dct, q, steps))
   return bpp, mse
 

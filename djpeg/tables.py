@@ -125,3 +125,105 @@ def round_tables(tables: jax.Array) -> jax.Array:
   """
   t = jnp.asarray(tables, jnp.float32)
   return straight_through(jnp.clip(jnp.floor(t + 0.5), 1.0, 255.0), t)
+
+
+# ------------------------------------------------------------------ table family files
+#
+# A table family is a set of tables indexed by a quality-like level, learned for a dataset (see
+# `train/tables.py`). Its file is JSON:
+#
+#   {"format": "djpeg-table-family", "version": 1,
+#    "subsampling": "4:2:0",                       # what the tables were learned for
+#    "description": "...",                         # free text: data, steps, ...
+#    "levels": [{"level": 1,                       # 1 = smallest files, rising with quality
+#                "lambda": 0.0004,                 # bits/pixel per unit of 8-bit RGB MSE
+#                "tables": [[64 ints], [64 ints], [64 ints]],   # Y, Cb, Cr; natural order, 1..255
+#                ...}, ...]}                       # optional extra keys (training figures)
+
+FAMILY_FORMAT = "djpeg-table-family"
+
+
+def save_table_family(path: str, tables, lambdas, *, subsampling: str = "4:2:0",
+                      description: str = "", extra: list[dict] | None = None) -> None:
+  """Writes a table family file (format above), atomically.
+
+  Args:
+    path: file to write.
+    tables: `(K, C, 8, 8)` tables (rounded to integers, clipped to 1..255), level 1 first.
+    lambdas: `(K,)` the Lagrange multiplier each level was learned for.
+    subsampling, description: recorded in the file.
+    extra: optional per-level dicts merged into each level's record.
+  """
+  import json
+  import os
+  import tempfile
+  tables = np.clip(np.round(np.asarray(tables, np.float64)), 1, 255).astype(int)
+  if tables.ndim != 4 or tables.shape[1] not in (1, 3) or tables.shape[2:] != (8, 8):
+    raise ValueError(f"tables must have shape (levels, 1 or 3, 8, 8); got {tables.shape}.")
+  lambdas = np.asarray(lambdas, np.float64).reshape(-1)
+  if len(lambdas) != len(tables):
+    raise ValueError(f"{len(tables)} levels of tables but {len(lambdas)} lambdas.")
+  levels = []
+  for k, (t, lam) in enumerate(zip(tables, lambdas)):
+    record = {"level": k + 1, "lambda": float(lam), "tables": t.reshape(len(t), 64).tolist()}
+    record.update((extra or [{}] * len(tables))[k])
+    levels.append(record)
+  data = {"format": FAMILY_FORMAT, "version": 1, "subsampling": subsampling,
+          "description": description, "levels": levels}
+  directory = os.path.dirname(os.path.abspath(path))
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".djpeg-", suffix=".tmp")
+  try:
+    with os.fdopen(fd, "w") as f:
+      json.dump(data, f, indent=1)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+    raise
+
+
+def load_table_family(path: str) -> dict:
+  """Reads and checks a table family file.
+
+  Args:
+    path: a family file, or "learned" for the family shipped with djpeg (learned on the project's
+      training images for 4:2:0).
+  Returns:
+    {"tables": `(K, C, 8, 8)` float32, "lambdas": `(K,)`, "subsampling": str,
+     "description": str, "levels": the raw level records}.
+  Raises:
+    ValueError: unreadable file, wrong format or version, or tables outside 1..255.
+  """
+  import json
+  from importlib import resources
+  try:
+    if path == "learned":
+      text = resources.files("djpeg").joinpath("data/learned_tables.json").read_text()
+    else:
+      with open(path) as f:
+        text = f.read()
+    data = json.loads(text)
+  except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise ValueError(f"cannot read table family {path!r}: {e}") from None
+  if not isinstance(data, dict) or data.get("format") != FAMILY_FORMAT:
+    raise ValueError(f"{path!r} is not a djpeg table family file (format {FAMILY_FORMAT!r}).")
+  if data.get("version") != 1:
+    raise ValueError(f"{path!r} has table family version {data.get('version')!r}; this djpeg "
+                     "reads version 1.")
+  try:
+    levels = data["levels"]
+    tables = np.asarray([np.asarray(level["tables"], np.float64).reshape(-1, 8, 8)
+                         for level in levels])
+    lambdas = np.asarray([float(level["lambda"]) for level in levels])
+  except (KeyError, TypeError, ValueError) as e:
+    raise ValueError(f"{path!r}: malformed levels ({e}).") from None
+  if tables.ndim != 4 or len(tables) == 0 or tables.shape[1] not in (1, 3):
+    raise ValueError(f"{path!r}: each level needs 1 or 3 tables of 64 entries.")
+  bad = ~np.isfinite(tables) | (tables < 1) | (tables > 255) | (tables != np.round(tables))
+  if bad.any():
+    k, c, u, v = (int(i) for i in np.argwhere(bad)[0])
+    raise ValueError(f"{path!r}: level {k + 1} table {c} entry [{u}, {v}] is {tables[k, c, u, v]}; "
+                     "steps must be integers in 1..255.")
+  return {"tables": tables.astype(np.float32), "lambdas": lambdas,
+          "subsampling": data.get("subsampling", "4:2:0"),
+          "description": data.get("description", ""), "levels": levels}

@@ -83,3 +83,154 @@ class QTableNet(nnx.Module):
                                 nnx.gelu(self.knob(knob))], axis=-1)
     z = self.out(nnx.gelu(self.hidden(features))) + self.bias[...]
     return jnp.exp(_LOG_255 * jax.nn.sigmoid(z)).reshape(b, 3, 8, 8)
+
+
+class TableFamily(nnx.Module):
+  """One learned set of Y, Cb, Cr tables per rate level: `(levels,) -> (B, 3, 8, 8)`.
+
+  The dataset-level counterpart of `QTableNet`: no image input, just a table per level, trained
+  over a dataset (`train/tables.py`) and saved as a table family file (`djpeg.tables`).
+
+  Args:
+    lambdas: `(K,)` the Lagrange multiplier of each level, ascending.
+    start_qualities: `(K,)` Annex K qualities the levels start from.
+  """
+
+  def __init__(self, lambdas, start_qualities, *, rngs: nnx.Rngs | None = None):
+    from djpeg.tables import quality_tables
+    self.lambdas = nnx.Variable(jnp.asarray(lambdas, jnp.float32))
+    with jax.ensure_compile_time_eval():   # constants, also when built inside a trace
+      start = np.asarray(quality_tables(np.asarray(start_qualities, np.float32),
+                                        np.asarray(ANNEX_K)[[0, 1, 1]]))
+    fraction = np.clip(np.log(start) / _LOG_255, 1e-3, 1 - 1e-3)
+    self.logits = nnx.Param(jnp.asarray(np.log(fraction / (1 - fraction)), jnp.float32))
+
+  def __call__(self, levels: jax.Array) -> jax.Array:
+    """`(B,)` int level indices (0-based) -> `(B, 3, 8, 8)` steps in (1, 255)."""
+    return jnp.exp(_LOG_255 * jax.nn.sigmoid(self.logits[...][levels]))
+
+
+# ----------------------------------------------------------------- the shipped network
+
+PRETRAINED = "data/qtable_net.npz"
+
+
+def save_params(model: nnx.Module, path: str) -> None:
+  """Writes a model's parameters as one flat .npz (keys are '/'-joined paths), atomically."""
+  import os
+  import tempfile
+  flat = {"/".join(map(str, k)): np.asarray(v)
+          for k, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+  directory = os.path.dirname(os.path.abspath(path))
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".djpeg-", suffix=".npz")
+  os.close(fd)
+  try:
+    np.savez(tmp, **flat)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+    raise
+
+
+def load_params(model: nnx.Module, path: str) -> nnx.Module:
+  """Loads `save_params` output into `model` (same architecture); returns the model."""
+  try:
+    with np.load(path) as data:
+      stored = dict(data)
+  except (OSError, ValueError) as e:
+    raise ValueError(f"cannot read model parameters {path!r}: {e}") from None
+  flat = nnx.to_flat_state(nnx.state(model, nnx.Param))
+  missing = ["/".join(map(str, k)) for k, _ in flat if "/".join(map(str, k)) not in stored]
+  if missing or len(stored) != len(flat):
+    raise ValueError(f"{path!r} does not hold this model's parameters (missing {missing[:3]}...).")
+  for key, variable in flat:
+    value = stored["/".join(map(str, key))]
+    if value.shape != variable.shape:
+      raise ValueError(f"{path!r}: parameter {'/'.join(map(str, key))} has shape {value.shape}, "
+                       f"the model expects {variable.shape}.")
+    variable.set_value(jnp.asarray(value))
+  return model
+
+
+def pretrained(width: int = 48) -> QTableNet:
+  """The QTableNet shipped with the package (trained by `djpeg-train tables net`)."""
+  from importlib import resources
+  path = resources.files("models").joinpath(PRETRAINED)
+  if not path.is_file():
+    raise ValueError("the package has no trained QTableNet; train one with "
+                     "`djpeg-train tables net` and export it to models/data/qtable_net.npz.")
+  with resources.as_file(path) as p:
+    return load_params(QTableNet(width=width, rngs=nnx.Rngs(0)), str(p))
+
+
+# ------------------------------------------------------------------- inference helpers
+
+#: Candidate lambdas tried when a bits-per-pixel or PSNR target is given instead of lambda.
+CANDIDATE_LAMBDAS = np.geomspace(1e-4, 1.0, 24).astype(np.float32)
+
+
+@nnx.jit(static_argnames=("factors", "height", "width"))
+def _candidates(net: QTableNet, dct, log_lambdas, *, factors, height, width):
+  """Tables for each candidate lambda, and their exact (file bpp, model MSE)."""
+  from djpeg.optimize import rate_distortion
+  n = log_lambdas.shape[0]
+  tables = net(tuple(jnp.broadcast_to(d, (n,) + d.shape[1:]) for d in dct), log_lambdas)
+  rounded = jnp.clip(jnp.floor(tables + 0.5), 1, 255)
+  bpp, mse = jax.lax.map(
+      lambda t: rate_distortion(tuple(d[0] for d in dct), t, sampling=factors, height=height,
+                                width=width), rounded)
+  return rounded, bpp, mse
+
+
+_NET = {}
+
+
+def predict_tables(image, *, lmbda: float | None = None, bpp: float | None = None,
+                   psnr: float | None = None, subsampling: str = "4:2:0",
+                   net: QTableNet | None = None) -> np.ndarray:
+  """Per-image tables from QTableNet in one forward pass (a batch of candidates for targets).
+
+  Args:
+    image: `(H, W, 3)` float in [0, 1].
+    lmbda: the trade-off (bits/pixel + lmbda * 8-bit RGB MSE); or
+    bpp: bits per pixel of the file to stay within; or
+    psnr: RGB PSNR in dB to reach. For bpp/psnr the network runs on 24 candidate lambdas at once
+      and the best candidate meeting the target is kept (exact file size model; PSNR from the
+      DCT-domain MSE model, calibrated on the image).
+    subsampling: chroma subsampling to encode with.
+    net: a QTableNet (default: the one shipped with the package).
+  Returns:
+    `(3, 8, 8)` int tables, 1..255, for `djpeg.encode(image, tables=..., subsampling=...)`.
+  """
+  import djpeg
+  from djpeg import sampling
+  targets = [t for t in (lmbda, bpp, psnr) if t is not None]
+  if len(targets) != 1:
+    raise ValueError("give exactly one of lmbda, bpp and psnr.")
+  if not (np.isfinite(targets[0]) and targets[0] > 0):
+    raise ValueError(f"the target must be a positive finite number; got {targets[0]!r}.")
+  image = np.asarray(image, np.float32)
+  if image.ndim != 3 or image.shape[-1] != 3:
+    raise ValueError(f"predict_tables takes one RGB image (H, W, 3); got shape {image.shape}.")
+  if net is None:
+    net = _NET.setdefault("pretrained", pretrained())
+  height, width = image.shape[:2]
+  dct = djpeg.transform(image[None], subsampling=subsampling)
+  factors = sampling.factors_for(subsampling, 3)
+  lambdas = CANDIDATE_LAMBDAS if lmbda is None else np.array([lmbda], np.float32)
+  tables, bpp_c, mse_c = (np.asarray(v) for v in _candidates(
+      net, dct, jnp.log(jnp.asarray(lambdas)), factors=factors, height=height, width=width))
+  if lmbda is not None:
+    return tables[0].astype(np.int32)
+  if bpp is not None:
+    ok = bpp_c <= bpp
+    index = int(np.argmax(np.where(ok, lambdas, -1))) if ok.any() else int(np.argmin(bpp_c))
+  else:
+    # The DCT-domain MSE misses chroma subsampling and rounding: calibrate it once on the image.
+    c = djpeg.encode(image, tables=tables[len(tables) // 2], subsampling=subsampling)
+    real = float(djpeg.metrics.mse(jnp.round(djpeg.decode(c) * 255), jnp.round(image * 255)))
+    mse_target = 255.0 ** 2 / 10 ** (psnr / 10) - (real - float(mse_c[len(tables) // 2]))
+    ok = mse_c <= mse_target
+    index = int(np.argmin(np.where(ok, lambdas, np.inf))) if ok.any() else int(np.argmin(mse_c))
+  return tables[index].astype(np.int32)
