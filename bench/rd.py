@@ -13,6 +13,10 @@ For every image and quality this writes real JPEG files with:
   djpeg optimized        djpeg.optimize_tables per image (PSNR target = the anchor's PSNR at that
                          quality), baseline, optimized Huffman
   djpeg optimized prog.  the same tables, progressive
+  djpeg learned family   the table family shipped with djpeg (learned on the training images by
+                         `djpeg-train tables family`), every level: a curve of its own
+  djpeg QTableNet        tables predicted per image by the shipped network (`djpeg-train tables
+                         net`), PSNR target = the anchor's; baseline, and progressive
 
 Bits per pixel count the whole file; PSNR (RGB, 8-bit) and SSIM (RGB, scikit-image convention)
 are measured on Pillow's decode of the file. BD-rate is Bjontegaard's delta rate (cubic fit of
@@ -86,7 +90,8 @@ def measure(data: bytes, pixels: np.ndarray, metrics) -> tuple[float, float, flo
 
 
 CODECS = ("libjpeg-turbo", "libjpeg-turbo progressive", "mozjpeg", "jpegli", "djpeg standard",
-          "djpeg optimized", "djpeg optimized progressive")
+          "djpeg optimized", "djpeg optimized progressive", "djpeg learned family",
+          "djpeg QTableNet", "djpeg QTableNet progressive")
 
 
 def run_image(pixels, qualities, codecs, say) -> dict:
@@ -117,11 +122,27 @@ def run_image(pixels, qualities, codecs, say) -> dict:
         files["djpeg optimized"] = djpeg.dumps(c)
       if "djpeg optimized progressive" in codecs:
         files["djpeg optimized progressive"] = djpeg.dumps(c, progressive=True)
+    if "djpeg QTableNet" in codecs or "djpeg QTableNet progressive" in codecs:
+      from models.qtable_net import predict_tables
+      start = time.perf_counter()
+      tables = predict_tables(image, psnr=float(anchor[1]))
+      timing.setdefault("qtablenet_s", []).append(time.perf_counter() - start)
+      c = djpeg.encode(image, tables=tables)
+      if "djpeg QTableNet" in codecs:
+        files["djpeg QTableNet"] = djpeg.dumps(c)
+      if "djpeg QTableNet progressive" in codecs:
+        files["djpeg QTableNet progressive"] = djpeg.dumps(c, progressive=True)
     for name, data in files.items():
       points[name].append(measure(data, pixels, metrics))
     say(f"  q{q}: anchor {anchor[0]:.3f} bpp {anchor[1]:.2f} dB" + "".join(
         f" | {name} {points[name][-1][0]:.3f} bpp {points[name][-1][1]:.2f} dB"
         for name in files if name.startswith("djpeg opt")))
+  if "djpeg learned family" in codecs:
+    family = djpeg.tables.load_table_family("learned")
+    for tables in family["tables"]:
+      points["djpeg learned family"].append(
+          measure(djpeg.dumps(pixels, qtables=tables, subsampling=family["subsampling"]), pixels,
+                  metrics))
   return {"points": {k: np.asarray(v).tolist() for k, v in points.items()}, "timing": timing}
 
 
@@ -131,7 +152,7 @@ def plot(results, codecs, path):
   import matplotlib.pyplot as plt
   fig, axes = plt.subplots(1, 2, figsize=(12, 5))
   for name in codecs:
-    curves = np.array([r["points"][name] for r in results])      # (images, qualities, 3)
+    curves = np.array([r["points"][name] for r in results])      # (images, points, 3)
     mean = curves.mean(axis=0)
     style = "-" if name.startswith("djpeg") else "--"
     axes[0].plot(mean[:, 0], mean[:, 1], style, marker=".", label=name)
@@ -194,10 +215,12 @@ def main() -> int:
     summary[name] = (np.nanmean(bd_psnr), np.nanmean(bd_ssim))
     print(f"| {name} | {summary[name][0]:+.2f}% | {summary[name][1]:+.2f}% | {np.mean(bpp):.3f} "
           f"| {np.mean(psnr):.2f} |")
-  times = [t for r in results for t in r["timing"].get("optimize_s", [])]
-  if times:
-    print(f"\ndjpeg.optimize_tables: median {np.median(times):.2f} s per call "
-          f"({len(times)} calls; includes compilation on the first).")
+  for key, label in (("optimize_s", "djpeg.optimize_tables"),
+                     ("qtablenet_s", "QTableNet predict_tables")):
+    times = [t for r in results for t in r["timing"].get(key, [])]
+    if times:
+      print(f"\n{label}: median {np.median(times):.3f} s per call ({len(times)} calls; the first "
+            "of each image size includes compilation).")
   if args.plot:
     plot(results, codecs, args.plot)
     print(f"plot: {args.plot}")

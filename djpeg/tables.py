@@ -155,8 +155,7 @@ def save_table_family(path: str, tables, lambdas, *, subsampling: str = "4:2:0",
     extra: optional per-level dicts merged into each level's record.
   """
   import json
-  import os
-  import tempfile
+  from djpeg._files import write_bytes_atomic
   tables = np.clip(np.round(np.asarray(tables, np.float64)), 1, 255).astype(int)
   if tables.ndim != 4 or tables.shape[1] not in (1, 3) or tables.shape[2:] != (8, 8):
     raise ValueError(f"tables must have shape (levels, 1 or 3, 8, 8); got {tables.shape}.")
@@ -170,16 +169,7 @@ def save_table_family(path: str, tables, lambdas, *, subsampling: str = "4:2:0",
     levels.append(record)
   data = {"format": FAMILY_FORMAT, "version": 1, "subsampling": subsampling,
           "description": description, "levels": levels}
-  directory = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".djpeg-", suffix=".tmp")
-  try:
-    with os.fdopen(fd, "w") as f:
-      json.dump(data, f, indent=1)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
+  write_bytes_atomic(path, json.dumps(data, indent=1).encode())
 
 
 def load_table_family(path: str) -> dict:

@@ -62,6 +62,25 @@ class QTableNet(nnx.Module):
     start = np.log(np.asarray(ANNEX_K)[[0, 1, 1]].reshape(-1)) / _LOG_255
     self.bias = nnx.Param(jnp.asarray(np.log(start / (1 - start)), jnp.float32))
 
+  def features(self, dct: tuple[jax.Array, ...]) -> jax.Array:
+    """The image part: per component `(B, rows_c, cols_c, 8, 8)` -> `(B, 5 * width)` features."""
+    y = _magnitudes(dct[0])
+    if len(dct) == 3:
+      chroma = jnp.concatenate([_magnitudes(dct[1]), _magnitudes(dct[2])], axis=-1)
+    else:
+      chroma = jnp.zeros(y.shape[:3] + (128,), y.dtype)
+    stats = jnp.concatenate([y.mean(axis=(1, 2)), chroma.mean(axis=(1, 2))], axis=-1)
+    return jnp.concatenate([self.luma(y), self.chroma(chroma), nnx.gelu(self.stats(stats))],
+                           axis=-1)
+
+  def head(self, features: jax.Array, log_lambda: jax.Array) -> jax.Array:
+    """Features `(B, F)` and `(B,)` log lambda -> `(B, 3, 8, 8)` steps in (1, 255)."""
+    b = features.shape[0]
+    knob = (jnp.reshape(log_lambda, (b, 1)) - LOG_LAMBDA_CENTRE) / LOG_LAMBDA_SCALE
+    hidden = self.hidden(jnp.concatenate([features, nnx.gelu(self.knob(knob))], axis=-1))
+    z = self.out(nnx.gelu(hidden)) + self.bias[...]
+    return jnp.exp(_LOG_255 * jax.nn.sigmoid(z)).reshape(b, 3, 8, 8)
+
   def __call__(self, dct: tuple[jax.Array, ...], log_lambda: jax.Array) -> jax.Array:
     """
     Args:
@@ -71,18 +90,7 @@ class QTableNet(nnx.Module):
     Returns:
       `(B, 3, 8, 8)` steps (Y, Cb, Cr) in (1, 255); for gray input use the first.
     """
-    y = _magnitudes(dct[0])
-    b = y.shape[0]
-    if len(dct) == 3:
-      chroma = jnp.concatenate([_magnitudes(dct[1]), _magnitudes(dct[2])], axis=-1)
-    else:
-      chroma = jnp.zeros(y.shape[:3] + (128,), y.dtype)
-    stats = jnp.concatenate([y.mean(axis=(1, 2)), chroma.mean(axis=(1, 2))], axis=-1)
-    knob = ((jnp.reshape(log_lambda, (b, 1)) - LOG_LAMBDA_CENTRE) / LOG_LAMBDA_SCALE)
-    features = jnp.concatenate([self.luma(y), self.chroma(chroma), nnx.gelu(self.stats(stats)),
-                                nnx.gelu(self.knob(knob))], axis=-1)
-    z = self.out(nnx.gelu(self.hidden(features))) + self.bias[...]
-    return jnp.exp(_LOG_255 * jax.nn.sigmoid(z)).reshape(b, 3, 8, 8)
+    return self.head(self.features(dct), log_lambda)
 
 
 class TableFamily(nnx.Module):
@@ -117,20 +125,13 @@ PRETRAINED = "data/qtable_net.npz"
 
 def save_params(model: nnx.Module, path: str) -> None:
   """Writes a model's parameters as one flat .npz (keys are '/'-joined paths), atomically."""
-  import os
-  import tempfile
+  import io
+  from djpeg._files import write_bytes_atomic
   flat = {"/".join(map(str, k)): np.asarray(v)
           for k, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
-  directory = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".djpeg-", suffix=".npz")
-  os.close(fd)
-  try:
-    np.savez(tmp, **flat)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
+  buf = io.BytesIO()
+  np.savez(buf, **flat)
+  write_bytes_atomic(path, buf.getvalue())
 
 
 def load_params(model: nnx.Module, path: str) -> nnx.Module:
@@ -167,19 +168,40 @@ def pretrained(width: int = 48) -> QTableNet:
 # ------------------------------------------------------------------- inference helpers
 
 #: Candidate lambdas tried when a bits-per-pixel or PSNR target is given instead of lambda.
-CANDIDATE_LAMBDAS = np.geomspace(1e-4, 1.0, 24).astype(np.float32)
+CANDIDATE_LAMBDAS = np.geomspace(1e-4, 1.0, 12).astype(np.float32)
 
 
-@nnx.jit(static_argnames=("factors", "height", "width"))
-def _candidates(net: QTableNet, dct, log_lambdas, *, factors, height, width):
-  """Tables for each candidate lambda, and their exact (file bpp, model MSE)."""
+@nnx.jit
+def _features(net: QTableNet, dct):
+  return net.features(dct)
+
+
+@nnx.jit(static_argnames=("factors", "height", "width", "with_rate"))
+def _candidates(net: QTableNet, features, dct, log_lambdas, *, factors, height, width, with_rate):
+  """Tables for each candidate lambda, their model MSE, and (with_rate) their file bpp (ideal
+  code lengths: no Huffman construction per candidate)."""
   from djpeg.optimize import rate_distortion
   n = log_lambdas.shape[0]
-  tables = net(tuple(jnp.broadcast_to(d, (n,) + d.shape[1:]) for d in dct), log_lambdas)
+  tables = net.head(jnp.broadcast_to(features, (n,) + features.shape[1:]), log_lambdas)
   rounded = jnp.clip(jnp.floor(tables + 0.5), 1, 255)
-  bpp, mse = jax.lax.map(
-      lambda t: rate_distortion(tuple(d[0] for d in dct), t, sampling=factors, height=height,
-                                width=width), rounded)
+  image = tuple(d[0] for d in dct)
+
+  def one(t):
+    bpp, mse = rate_distortion(image, t, sampling=factors, height=height, width=width,
+                               code="entropy")
+    return (bpp if with_rate else jnp.float32(0.0)), mse
+
+  if with_rate:
+    bpp, mse = jax.vmap(one)(rounded)
+  else:   # the MSE model alone is cheap: no symbol counting
+    from djpeg.optimize import _distortion_weights, _quantized
+    weights = _distortion_weights(factors, height * width)
+
+    def mse_only(t):
+      q, steps = _quantized(image, t)
+      return sum(jnp.sum(w * (d - x * s) ** 2) for w, d, x, s in zip(weights, image, q, steps))
+
+    mse, bpp = jax.vmap(mse_only)(rounded), jnp.zeros(n)
   return rounded, bpp, mse
 
 
@@ -195,9 +217,10 @@ def predict_tables(image, *, lmbda: float | None = None, bpp: float | None = Non
     image: `(H, W, 3)` float in [0, 1].
     lmbda: the trade-off (bits/pixel + lmbda * 8-bit RGB MSE); or
     bpp: bits per pixel of the file to stay within; or
-    psnr: RGB PSNR in dB to reach. For bpp/psnr the network runs on 24 candidate lambdas at once
-      and the best candidate meeting the target is kept (exact file size model; PSNR from the
-      DCT-domain MSE model, calibrated on the image).
+    psnr: RGB PSNR in dB to reach. For bpp/psnr the network runs on 12 candidate lambdas at once
+      and then on 6 more between the two that bracket the target; the smallest lambda meeting
+      it wins (the network's tables get finer as lambda grows). Bits come from the exact file
+      size model, PSNR from the DCT-domain MSE model calibrated on the image.
     subsampling: chroma subsampling to encode with.
     net: a QTableNet (default: the one shipped with the package).
   Returns:
@@ -218,19 +241,42 @@ def predict_tables(image, *, lmbda: float | None = None, bpp: float | None = Non
   height, width = image.shape[:2]
   dct = djpeg.transform(image[None], subsampling=subsampling)
   factors = sampling.factors_for(subsampling, 3)
-  lambdas = CANDIDATE_LAMBDAS if lmbda is None else np.array([lmbda], np.float32)
-  tables, bpp_c, mse_c = (np.asarray(v) for v in _candidates(
-      net, dct, jnp.log(jnp.asarray(lambdas)), factors=factors, height=height, width=width))
+  features = _features(net, dct)
+  evaluate = lambda lambdas, with_rate=bpp is not None: (np.asarray(v) for v in _candidates(
+      net, features, dct, jnp.log(jnp.asarray(lambdas, jnp.float32)), factors=factors,
+      height=height, width=width, with_rate=with_rate))
   if lmbda is not None:
-    return tables[0].astype(np.int32)
-  if bpp is not None:
-    ok = bpp_c <= bpp
-    index = int(np.argmax(np.where(ok, lambdas, -1))) if ok.any() else int(np.argmin(bpp_c))
-  else:
+    return next(evaluate(np.full(1, lmbda), False))[0].astype(np.int32)
+  if psnr is not None:
+    tables, _, mse = evaluate(CANDIDATE_LAMBDAS)
     # The DCT-domain MSE misses chroma subsampling and rounding: calibrate it once on the image.
-    c = djpeg.encode(image, tables=tables[len(tables) // 2], subsampling=subsampling)
+    middle = len(tables) // 2
+    c = djpeg.encode(image, tables=tables[middle], subsampling=subsampling)
     real = float(djpeg.metrics.mse(jnp.round(djpeg.decode(c) * 255), jnp.round(image * 255)))
-    mse_target = 255.0 ** 2 / 10 ** (psnr / 10) - (real - float(mse_c[len(tables) // 2]))
-    ok = mse_c <= mse_target
-    index = int(np.argmin(np.where(ok, lambdas, np.inf))) if ok.any() else int(np.argmin(mse_c))
-  return tables[index].astype(np.int32)
+    limit = 255.0 ** 2 / 10 ** (psnr / 10) - (real - float(mse[middle]))
+    meets = lambda _, mse: mse <= limit
+  else:
+    meets = lambda bpp_c, _: bpp_c <= bpp
+    tables = None
+  lambdas = CANDIDATE_LAMBDAS
+  for _ in range(2):   # the grid, then 6 lambdas between the two around the target
+    if tables is None:
+      tables, bpp_c, mse = evaluate(lambdas)
+    else:
+      bpp_c = np.zeros(len(lambdas)) if bpp is None else bpp_c
+    ok = meets(bpp_c, mse)
+    if psnr is not None:   # smallest lambda (fewest bits) that reaches the PSNR
+      index = int(np.argmax(ok)) if ok.any() else int(np.argmin(mse))
+      low, high = lambdas[max(index - 1, 0)], lambdas[index]
+    else:                  # largest lambda (best quality) that fits the budget
+      index = int(np.flatnonzero(ok)[-1]) if ok.any() else int(np.argmin(bpp_c))
+      low, high = lambdas[index], lambdas[min(index + 1, len(lambdas) - 1)]
+    best, below = tables[index], tables[max(index - 1, 0)]
+    lambdas, tables = np.geomspace(low, high, 6).astype(np.float32), None
+  if bpp is not None:
+    # Candidates were priced with ideal code lengths; check the pick with the exact file size.
+    size = lambda t: 8 * float(djpeg.rate.file_bytes(djpeg.encode(image, tables=t,
+                                                                  subsampling=subsampling)))
+    if size(best) > bpp * height * width:
+      best = below
+  return best.astype(np.int32)

@@ -97,3 +97,14 @@ def test_coefficients_from_files_round_trip_through_save(tmp_path):
   assert (tmp_path / "y.jpg").read_bytes() == pillow_file(samples.load("houses", uint8=True),
                                                           quality=40, subsampling=1)
   assert_same_coefficients(djpeg.load_coefficients(tmp_path / "y.jpg"), c)
+
+
+def test_saved_files_get_ordinary_permissions(tmp_path):
+  """Atomic saves go through a private temporary file; the result is readable like any file."""
+  import os
+  import stat
+  path = tmp_path / "p.jpg"
+  djpeg.save(path, np.zeros((8, 8, 3), np.uint8))
+  mask = os.umask(0)
+  os.umask(mask)
+  assert stat.S_IMODE(os.stat(path).st_mode) == 0o666 & ~mask

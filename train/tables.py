@@ -87,10 +87,16 @@ def net_loss(model: QTableNet, batch, key):
 
 
 def _validation_batch(root: str, crop: int, count: int) -> np.ndarray:
-  """Centre crops of the first `count` images (a fixed set for monitoring progress)."""
+  """Centre crops of the first `count` readable images at least `crop` pixels wide (a fixed set
+  for monitoring progress)."""
   crops = []
-  for path in data.list_images(root)[:count]:
-    pixels = data.load_rgb(path)
+  for path in data.list_images(root):
+    if len(crops) == count:
+      break
+    try:
+      pixels = data.load_rgb(path)
+    except (OSError, ValueError, SyntaxError):
+      continue   # the training stream warns about and counts unreadable images
     if min(pixels.shape[:2]) < crop:
       continue
     top, left = (pixels.shape[0] - crop) // 2, (pixels.shape[1] - crop) // 2

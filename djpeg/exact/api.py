@@ -9,7 +9,6 @@ which reproduces libjpeg-turbo, so a saved image is the file Pillow would write.
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Any, Sequence
 
 import numpy as np
@@ -17,6 +16,7 @@ import numpy as np
 from djpeg import codec
 from djpeg.coefficients import Coefficients
 from djpeg.exact import reader, writer
+from djpeg._files import write_bytes_atomic
 from djpeg.exact.errors import JPEGError
 
 __all__ = ["save", "dumps", "load_coefficients", "JPEGError"]
@@ -177,19 +177,7 @@ def dumps(image_or_coefficients, *, quality=None, qtables=None, subsampling=None
 
 def _write_atomic(path, data: bytes) -> None:
   """Writes via a temporary file in the same directory and `os.replace`; leaves nothing on error."""
-  path = os.fspath(path)
-  directory = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".djpeg-", suffix=".tmp")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      f.write(data)
-    os.replace(tmp, path)
-  except BaseException:
-    try:
-      os.unlink(tmp)
-    except FileNotFoundError:
-      pass
-    raise
+  write_bytes_atomic(path, data)
 
 
 def _write(fp, data: bytes) -> None:

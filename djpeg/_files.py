@@ -1,0 +1,41 @@
+"""Writing files atomically: a temporary file in the same folder, then a rename.
+
+A reader never sees a half-written file, and a failure leaves nothing behind. The file gets the
+permissions a plain `open(path, "w")` would give (0666 less the umask), not mkstemp's 0600.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Callable
+
+
+def _umask() -> int:
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
+
+
+def write_atomic(path, write: Callable[[str], None]) -> None:
+  """Calls `write(tmp_path)` to fill a temporary file beside `path`, then renames it to `path`."""
+  path = os.fspath(path)
+  directory = os.path.dirname(os.path.abspath(path))
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".djpeg-", suffix=".tmp")
+  os.close(fd)
+  try:
+    write(tmp)
+    os.chmod(tmp, 0o666 & ~_umask())
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+    raise
+
+
+def write_bytes_atomic(path, data: bytes) -> None:
+  """Writes `data` to `path` atomically."""
+  def write(tmp):
+    with open(tmp, "wb") as f:
+      f.write(data)
+  write_atomic(path, write)
