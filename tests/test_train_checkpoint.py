@@ -101,7 +101,8 @@ def test_half_written_checkpoint_is_ignored(tmp_path, setup):
   ck = checkpoint.Checkpointer(str(tmp_path / "ck"))
   assert ck.all_steps() == [5]
   assert ck.restore(state)[1] == {"a": 1}
-  assert not glob.glob(str(tmp_path / "ck" / "*tmp*"))   # cleaned up on opening
+  ck.save(7, state)
+  assert not glob.glob(str(tmp_path / "ck" / "*tmp*"))   # cleaned up, at the latest by a save
 
 
 # orbax leaves an asyncio callback behind when a read fails; harmless.
@@ -164,3 +165,40 @@ def test_nan_guard_keeps_last_good_checkpoint(tmp_path, setup):
   assert ck.all_steps() == [4]
   good, _ = ck.restore(fresh(setup))
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(good))
+
+
+KILL_CHILD = r"""
+import sys, numpy as np
+sys.path.insert(0, sys.argv[2])
+from train.checkpoint import Checkpointer
+ck = Checkpointer(sys.argv[1], max_to_keep=3)
+for step in range(1, 10000):
+  ck.save(step, {"w": np.full((1 << 20,), step, np.float32)}, {"step": step})
+  print(step, flush=True)
+"""
+
+
+def test_killed_mid_save_leaves_only_whole_checkpoints(tmp_path):
+  import subprocess
+  import sys
+  import time
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  child = subprocess.Popen([sys.executable, "-c", KILL_CHILD, str(tmp_path / "ck"), repo],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+  try:
+    for _ in range(3):               # a few finished saves, then kill it while it writes more
+      child.stdout.readline()
+    time.sleep(0.05)
+  finally:
+    child.kill()
+    child.wait()
+  ck = checkpoint.Checkpointer(str(tmp_path / "ck"))
+  steps = ck.all_steps()
+  assert steps
+  template = {"w": np.zeros((1 << 20,), np.float32)}
+  for s in steps:
+    state, meta = ck.restore(template, step=s)
+    assert meta == {"step": s} and np.all(np.asarray(state["w"]) == s)
+  # The interrupted save's temporary folder is gone at the latest once the next save starts.
+  ck.save(steps[-1] + 1, template)
+  assert not [d for d in os.listdir(tmp_path / "ck") if "tmp" in d]
