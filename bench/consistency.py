@@ -52,7 +52,8 @@ def codec_overhead(cfg, *, steps: int) -> dict:
     model = consistency.build_model(cfg, 10)
     tx = consistency.make_optimizer(cfg, 1000, 100)
     graphdef, state = state_lib.create_state(model, tx, seed=0)
-    step = jax.jit(state_lib.make_train_step(graphdef, tx, consistency.make_loss_fn(cfg, codec=codec)))
+    loss_fn = consistency.make_loss_fn(cfg, codec=codec)
+    step = jax.jit(state_lib.make_train_step(graphdef, tx, loss_fn))
     state, _ = step(state, batch)
     jax.block_until_ready(state)
     times = []
@@ -123,7 +124,8 @@ def summarize(results: dict) -> dict:
 
 
 def markdown(table: dict, seeds: dict) -> str:
-  head = "| method | seeds | " + " | ".join("clean" if c == "clean" else f"q{c}" for c in CONDITIONS)
+  names = ["clean" if c == "clean" else f"q{c}" for c in CONDITIONS]
+  head = "| method | seeds | " + " | ".join(names)
   lines = [head + " |", "|---" * (len(CONDITIONS) + 2) + "|"]
   for method, row in table.items():
     cells = " | ".join(f"{m:.1f} ± {s:.1f}" for m, s in (row[c] for c in CONDITIONS))

@@ -9,7 +9,7 @@ from PIL import Image
 
 
 def class_image(label: int, index: int, size: int = 16) -> np.ndarray:
-  """A learnable uint8 `(size, size, 3)` image of class `label`: a coloured stripe pattern + noise."""
+  """A learnable uint8 `(size, size, 3)` image of class `label`: coloured stripes plus noise."""
   rng = np.random.default_rng([label, index])
   y, x = np.mgrid[:size, :size]
   pattern = [(x // 4) % 2, (y // 4) % 2, ((x + y) // 4) % 2][label % 3]

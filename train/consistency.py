@@ -6,9 +6,10 @@ model runs, with libjpeg-turbo's exact arithmetic. Methods, all in one harness:
 
 * "plain": cross-entropy on the clean batch.
 * "augment": cross-entropy on the clean batch and its JPEG copy (extra samples).
-* "consistency": the same cross-entropy (the JPEG copy's weighted by `jpeg_weight`) plus `beta` times the distance between chosen internal
-  features (`layers`, e.g. "stage3", "pooled") of the clean image and its JPEG copy, computed by
-  the same network: L2 (mean squared difference) or cosine (1 - cosine similarity, per image).
+* "consistency": the same cross-entropy (the JPEG copy's weighted by `jpeg_weight`) plus `beta`
+  times the distance between chosen internal features (`layers`, e.g. "stage3", "pooled") of the
+  clean image and its JPEG copy, computed by the same network: L2 (mean squared difference) or
+  cosine (1 - cosine similarity, per image).
   With `stop_clean` (default) the clean features are the target (no gradient through them), so
   the network learns to map the JPEG copy onto what it sees in the clean image without moving
   the clean representation. `quality_block=i` adds a quality-conditioned residual block after
@@ -423,7 +424,8 @@ def _check_same_run(ckpt: checkpoint.Checkpointer, record: dict) -> None:
   keys = [k for k in record["config"] if k not in ("out", "checkpoint_every", "log_every",
                                                    "eval_qualities", "eval_batch_size",
                                                    "eval_limit", "distributed", "data")]
-  diff = {k: (saved.get(k), record["config"][k]) for k in keys if saved.get(k) != record["config"][k]}
+  now = record["config"]
+  diff = {k: (saved.get(k), now[k]) for k in keys if saved.get(k) != now[k]}
   if diff:
     raise ValueError(f"{ckpt.directory!r} holds a run with other settings {diff} (saved, now); "
                      "use another --out or delete it.")
