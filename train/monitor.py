@@ -92,7 +92,7 @@ def read_log(path: str) -> dict[str, np.ndarray]:
 
 
 class Progress:
-  """Prints `[name] step/total  rate  ETA  metrics` every `every` seconds at most, and at the end."""
+  """Prints `[name] step/total  rate  ETA  metrics` every `every` seconds at most (and at end)."""
 
   def __init__(self, total: int, *, name: str = "train", every: float = 10.0, stream=None,
                start_step: int = 0, enabled: bool = True):
