@@ -81,6 +81,7 @@ def inference_speed(pixel_run, dct_run, *, n: int = 1000, quality: int = 50) -> 
   folder = data.ImageFolder(os.path.join(pixel_run.cfg.data, "test"), batch_size=n,
                             shuffle=False, drop_last=False, epochs=1, uint8=True)
   pixels, _ = next(folder)
+  n = len(pixels)
   files = [evaluate.pillow_bytes(p, quality) for p in pixels]
   q = np.full((n,), float(quality), np.float32)
   out = {}
@@ -109,6 +110,7 @@ def inference_speed(pixel_run, dct_run, *, n: int = 1000, quality: int = 50) -> 
     t_fwd = float(np.median(times))
     out[name] = {"forward_img_s": n / t_fwd, "from_bytes_img_s": n / (t_fwd + t_load),
                  "load_img_s": n / t_load}
+  out["n"] = n
   return out
 
 
@@ -179,12 +181,12 @@ def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("--data", default=os.path.join(REPO, "..", "shared", "data", "cifar10"))
   p.add_argument("--out", default=os.path.join(REPO, "bench", "out", "consistency"))
-  p.add_argument("--epochs", type=float, default=6)
+  p.add_argument("--epochs", type=float, default=8)
   p.add_argument("--seeds", type=int, default=3)
   p.add_argument("--methods", default="plain,augment,consistency")
   p.add_argument("--widths", default="16,32,64")
   p.add_argument("--batch-size", type=int, default=128)
-  p.add_argument("--beta", type=float, default=1.0)
+  p.add_argument("--beta", type=float, default=0.5)
   p.add_argument("--layers", default="stage3")
   p.add_argument("--dct-seeds", type=int, default=1, help="0 skips the DCT-domain model")
   p.add_argument("--dct-epochs", type=float, default=None, help="default: --epochs")
@@ -275,7 +277,7 @@ def main(argv=None) -> int:
   if dct_results:
     print(f"  DCT-domain {np.mean([r['train_seconds'] for r in dct_results]) / 60:.1f}")
   if speed:
-    print("\ninference (images/s, batch 1000, quality 50): "
+    print(f"\ninference (images/s, batch {speed['n']}, quality 50): "
           f"pixel ResNet forward {speed['pixel']['forward_img_s']:.0f}, from JPEG bytes (Pillow "
           f"decode + forward) {speed['pixel']['from_bytes_img_s']:.0f}; DCT ResNet forward "
           f"{speed['dct']['forward_img_s']:.0f}, from JPEG bytes (load_coefficients + forward) "

@@ -73,7 +73,7 @@ class Config:
   seed: int = 0
   quality_range: tuple[int, int] = (10, 90)
   subsampling: str = "4:2:0"
-  beta: float = 1.0
+  beta: float = 0.5
   jpeg_weight: float = 1.0
   distance: str = "l2"
   layers: tuple[str, ...] = ("stage3",)
