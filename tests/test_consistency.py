@@ -28,7 +28,7 @@ from train import state as state_lib
 from train_util import make_dataset
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = dict(widths=(4, 8), blocks=(1, 1), layers=("stage2",), batch_size=8, epochs=2,
+TINY = dict(widths=(4, 8), blocks=(1, 1), layers=("stage2",), batch_size=8, epochs=3,
             learning_rate=1e-2, warmup_epochs=0.0, eval_batch_size=6, log_every=2,
             eval_qualities=(10, 50), checkpoint_every=4)
 
@@ -73,7 +73,7 @@ def test_training_lowers_loss_and_never_reads_test(dataset, tmp_path, monkeypatc
   read = []
   original = data.load_rgb
   monkeypatch.setattr(data, "load_rgb", lambda p: read.append(p) or original(p))
-  cfg = cfg_for(dataset, tmp_path / "run", epochs=4)
+  cfg = cfg_for(dataset, tmp_path / "run")
   run = consistency.train(cfg, quiet=True)
   train_dir = os.path.realpath(os.path.join(dataset, "train")) + os.sep
   assert read and all(os.path.realpath(p).startswith(train_dir) for p in read)
