@@ -37,7 +37,7 @@ def check_finite(metrics: dict, step: int, checkpoint_dir: str | None = None,
              if checkpoint_dir and last_good is not None else
              "; no checkpoint was written" if checkpoint_dir else "")
     raise NonFiniteError(
-        f"non-finite {', '.join(sorted(set(bad)))} at step {step}{where}. Lower the learning rate "
+        f"non-finite {', '.join(sorted(set(bad)))} by step {step}{where}. Lower the learning rate "
         "or check the data; resuming restarts from the last good checkpoint.")
 
 
