@@ -359,8 +359,10 @@ def _compiled_step(cfg: Config, num_classes: int, num_steps: int, steps_per_epoc
 def make_test_set(cfg: Config, *, cache: bool = False):
   """The test split of `cfg.data` as a streaming ImageFolder, or a prepared `JpegTestSet`."""
   _, test_dir = split_folders(cfg.data)
-  folder = data.ImageFolder(test_dir, batch_size=cfg.eval_batch_size, shuffle=False,
-                            drop_last=False, epochs=1, resize=cfg.resize, uint8=True)
+  # With a limit, a fixed random subset: the sorted order would give the first classes only.
+  folder = data.ImageFolder(test_dir, batch_size=cfg.eval_batch_size, seed=0,
+                            shuffle=cfg.eval_limit is not None, drop_last=False, epochs=1,
+                            resize=cfg.resize, uint8=True)
   if not cache:
     return folder
   return evaluate.JpegTestSet(folder, cfg.eval_qualities, subsampling=cfg.subsampling,
@@ -472,7 +474,8 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
   p.add_argument("--log-every", type=int, default=d.log_every)
   p.add_argument("--eval-qualities", type=_ints, default=d.eval_qualities)
-  p.add_argument("--eval-limit", type=int, default=None, help="test images to use (default all)")
+  p.add_argument("--eval-limit", type=int, default=None,
+                 help="test images to use: a fixed random subset (default all)")
   p.add_argument("--distributed", action="store_true",
                  help="call jax.distributed.initialize() (multi-host runs)")
   return p

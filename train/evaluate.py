@@ -64,8 +64,8 @@ def _batches(folder, qualities, subsampling, inputs, batch_size, limit):
   """Yields (labels (n,), {condition: (inputs, qualities)}) per test batch."""
   if inputs not in ("pixels", "coefficients"):
     raise ValueError(f'inputs must be "pixels" or "coefficients"; got {inputs!r}.')
-  if not getattr(folder, "uint8", False) or folder.shuffle or folder.drop_last:
-    raise ValueError("the test folder must be an ImageFolder made with uint8=True, shuffle=False, "
+  if not getattr(folder, "uint8", False) or folder.drop_last or folder.epochs != 1:
+    raise ValueError("the test folder must be an ImageFolder made with uint8=True, epochs=1, "
                      "drop_last=False.")
   for q in qualities:
     if not 1 <= int(q) <= 100:
@@ -110,8 +110,9 @@ def jpeg_accuracy(predict: Callable[[object, np.ndarray], np.ndarray], folder,
       `(B, H, W, 3)` in [0, 1], or a batched `djpeg.Coefficients` with inputs="coefficients".
       Every call has the same batch size (the last batch is padded), so a jitted predict compiles
       once per input kind. `quality` is what the file's tables say (clean: 100).
-    folder: a `train.data.ImageFolder` over the test split made with `shuffle=False,
-      drop_last=False, epochs=1, uint8=True`.
+    folder: a `train.data.ImageFolder` over the test split made with `epochs=1,
+      drop_last=False, uint8=True` (and `shuffle=True` with a fixed seed if `limit` is to take a
+      random subset rather than the first classes in folder order).
     qualities: JPEG qualities for Pillow (libjpeg-turbo).
     subsampling: chroma subsampling of the test JPEGs.
     inputs: "pixels" or "coefficients".
