@@ -34,8 +34,8 @@ def stack_coefficients(items: Sequence[Coefficients]) -> Coefficients:
   for i, c in enumerate(items):
     if (c.height, c.width, c.sampling) != (first.height, first.width, first.sampling):
       raise ValueError(f"item {i} is {c.height}x{c.width} with sampling {c.sampling}; item 0 is "
-                       f"{first.height}x{first.width} with sampling {first.sampling}: a batch needs "
-                       "one geometry.")
+                       f"{first.height}x{first.width} with sampling {first.sampling}: a batch "
+                       "needs one geometry.")
     if c.batch_shape:
       raise ValueError(f"item {i} is already a batch {c.batch_shape}; stack single images.")
   return jax.tree.map(lambda *a: np.stack([np.asarray(x) for x in a]), *items)

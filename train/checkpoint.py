@@ -12,10 +12,11 @@ uninterrupted run bit for bit (on CPU; on GPUs up to XLA's non-deterministic red
 
 Atomicity: orbax writes each checkpoint into a temporary `<step>.orbax-checkpoint-tmp-*` folder
 and renames it to `<step>` only when every file is written, so a run killed mid-save leaves the
-previous checkpoints intact and a temporary folder that is ignored (and deleted when the folder is
-next opened). Saves are synchronous here: when `save` returns, the checkpoint is final. The last
-`max_to_keep` checkpoints are kept (default 2, so one good checkpoint survives a save that turns
-out bad). Unreadable or corrupt checkpoints raise `CheckpointError` naming the step and folder.
+previous checkpoints intact and a temporary folder that is ignored (and deleted in the background
+when the folder is next opened, at the latest before the next save). Saves are synchronous here:
+when `save` returns, the checkpoint is final. The last `max_to_keep` checkpoints are kept
+(default 2, so one good checkpoint survives a save that turns out bad). Unreadable or corrupt
+checkpoints raise `CheckpointError` naming the step and folder.
 """
 
 from __future__ import annotations
@@ -118,7 +119,8 @@ class Checkpointer:
       raise CheckpointError(f"no checkpoint in {self.directory!r}.")
     step = steps[-1] if step is None else int(step)
     try:
-      meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+      args = ocp.args.Composite(meta=ocp.args.JsonRestore())
+      meta = self._manager.restore(step, args=args)["meta"]
     except Exception as e:
       raise CheckpointError(f"the record of checkpoint step {step} in {self.directory!r} is "
                             f"unreadable ({type(e).__name__}: {e}).") from e

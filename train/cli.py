@@ -1,23 +1,28 @@
-"""The `djpeg-train` command: training runs of the project's models.
+"""The `djpeg-train` command: one subcommand per training task.
 
-  djpeg-train tables family|net ...     learned quantization tables (train/tables.py)
-  djpeg-train consistency ...           JPEG-aware feature-consistency training (train/consistency.py)
+  djpeg-train tables family|net ...   learned quantization tables (see train.tables)
+  djpeg-train consistency ...         JPEG-aware feature-consistency training (see train.consistency)
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
+
+TASKS = {"tables": "train.tables", "consistency": "train.consistency"}
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
-  commands = {"tables": "train.tables", "consistency": "train.consistency"}
-  if not argv or argv[0] not in commands:
-    print("usage: djpeg-train {tables,consistency} ...  (djpeg-train COMMAND --help for more)",
+  if argv and argv[0] in ("-h", "--help"):
+    print(__doc__.strip())
+    return 0
+  if not argv or argv[0] not in TASKS:
+    print(f"usage: djpeg-train {{{','.join(TASKS)}}} [options]; got {argv[:1] or 'nothing'}.",
           file=sys.stderr)
     return 2
   import importlib
-  return importlib.import_module(commands[argv[0]]).main(argv[1:])
+  return importlib.import_module(TASKS[argv[0]]).main(argv[1:])
 
 
 if __name__ == "__main__":

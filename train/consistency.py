@@ -6,9 +6,10 @@ model runs, with libjpeg-turbo's exact arithmetic. Methods, all in one harness:
 
 * "plain": cross-entropy on the clean batch.
 * "augment": cross-entropy on the clean batch and its JPEG copy (extra samples).
-* "consistency": the same cross-entropy plus `beta` times the distance between chosen internal
-  features (`layers`, e.g. "stage3", "pooled") of the clean image and its JPEG copy, computed by
-  the same network: L2 (mean squared difference) or cosine (1 - cosine similarity, per image).
+* "consistency": the same cross-entropy (the JPEG copy's weighted by `jpeg_weight`) plus `beta`
+  times the distance between chosen internal features (`layers`, e.g. "stage3", "pooled") of the
+  clean image and its JPEG copy, computed by the same network: L2 (mean squared difference) or
+  cosine (1 - cosine similarity, per image).
   With `stop_clean` (default) the clean features are the target (no gradient through them), so
   the network learns to map the JPEG copy onto what it sees in the clean image without moving
   the clean representation. `quality_block=i` adds a quality-conditioned residual block after
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import sys
@@ -40,7 +42,6 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import nnx
 
@@ -71,7 +72,8 @@ class Config:
   seed: int = 0
   quality_range: tuple[int, int] = (10, 90)
   subsampling: str = "4:2:0"
-  beta: float = 1.0
+  beta: float = 0.5
+  jpeg_weight: float = 1.0
   distance: str = "l2"
   layers: tuple[str, ...] = ("stage3",)
   stop_clean: bool = True
@@ -103,8 +105,8 @@ class Config:
     if self.epochs <= 0 or self.batch_size < 1 or self.learning_rate <= 0:
       raise ValueError(f"epochs, batch_size and learning_rate must be positive; got {self.epochs}, "
                        f"{self.batch_size}, {self.learning_rate}.")
-    if self.beta < 0:
-      raise ValueError(f"beta must be >= 0; got {self.beta}.")
+    if self.beta < 0 or self.jpeg_weight < 0:
+      raise ValueError(f"beta and jpeg_weight must be >= 0; got {self.beta}, {self.jpeg_weight}.")
     if not self.layers:
       raise ValueError("layers must name at least one feature map.")
     if self.model == "dct" and self.quality_block is not None:
@@ -116,6 +118,11 @@ class Config:
 
 def build_model(cfg: Config, num_classes: int, *, in_channels: int = 3) -> nnx.Module:
   """The network `cfg` describes, initialized from `cfg.seed`."""
+  with state_lib.fast_random():
+    return _build_model(cfg, num_classes, in_channels)
+
+
+def _build_model(cfg: Config, num_classes: int, in_channels: int) -> nnx.Module:
   rngs = nnx.Rngs(cfg.seed)
   if cfg.model == "dct":
     model = DCTResNet(num_classes, widths=cfg.widths, blocks=cfg.blocks, rngs=rngs)
@@ -142,7 +149,8 @@ def make_optimizer(cfg: Config, total_steps: int, steps_per_epoch: int
 def random_qualities(key: jax.Array, batch: int, quality_range: tuple[int, int]) -> jax.Array:
   """`(batch,)` float32 integer qualities drawn uniformly from [lo, hi]."""
   lo, hi = quality_range
-  return jax.random.randint(key, (batch,), lo, hi + 1).astype(jnp.float32)
+  with state_lib.fast_random():
+    return jax.random.randint(key, (batch,), lo, hi + 1).astype(jnp.float32)
 
 
 def feature_distance(a: jax.Array, b: jax.Array, kind: str = "l2") -> jax.Array:
@@ -152,9 +160,10 @@ def feature_distance(a: jax.Array, b: jax.Array, kind: str = "l2") -> jax.Array:
   if kind == "l2":
     return jnp.mean((a - b) ** 2, axis=-1)
   if kind == "cosine":
-    dot = jnp.sum(a * b, axis=-1)
-    norms = jnp.linalg.norm(a, axis=-1) * jnp.linalg.norm(b, axis=-1)
-    return 1.0 - dot / jnp.maximum(norms, 1e-8)
+    # 1 - cos(a, b) = |a/|a| - b/|b||^2 / 2, written so that equal features give exactly 0.
+    a = a / jnp.maximum(jnp.linalg.norm(a, axis=-1, keepdims=True), 1e-8)
+    b = b / jnp.maximum(jnp.linalg.norm(b, axis=-1, keepdims=True), 1e-8)
+    return 0.5 * jnp.sum((a - b) ** 2, axis=-1)
   raise ValueError(f"distance must be one of {DISTANCES}; got {kind!r}.")
 
 
@@ -189,13 +198,16 @@ def method_loss(model: nnx.Module, clean, compressed, labels: jax.Array, quality
       kwargs["quality"] = jnp.full((batch,), 100.0)
     logits, _ = model(clean, train=True, **kwargs)
     ce = _cross_entropy(logits, labels)
-    return ce, {"ce": ce, "consistency": jnp.zeros(()), "accuracy": _accuracy(logits, labels)}
+    return ce, {"ce": ce, "ce_jpeg": jnp.zeros(()), "consistency": jnp.zeros(()),
+                "accuracy": _accuracy(logits, labels)}
   # Clean and JPEG halves go through the network as one batch: one pass, shared batch statistics.
   if cfg.quality_block is not None:
     kwargs["quality"] = jnp.concatenate([jnp.full((batch,), 100.0), quality])
   logits, features = model(_concat(clean, compressed), train=True, **kwargs)
-  both = jnp.concatenate([labels, labels])
-  ce = _cross_entropy(logits, both)
+  ce_clean = _cross_entropy(logits[:batch], labels)
+  ce_jpeg = _cross_entropy(logits[batch:], labels)
+  w = 1.0 if cfg.method == "augment" else cfg.jpeg_weight
+  ce = (ce_clean + w * ce_jpeg) / (1.0 + w)
   term = jnp.zeros(())
   if cfg.method == "consistency":
     for layer in cfg.layers:
@@ -205,7 +217,7 @@ def method_loss(model: nnx.Module, clean, compressed, labels: jax.Array, quality
       term = term + jnp.mean(feature_distance(f_clean, f_jpeg, cfg.distance))
     term = term / len(cfg.layers)
   loss = ce + cfg.beta * term
-  return loss, {"ce": ce, "consistency": term,
+  return loss, {"ce": ce, "ce_jpeg": ce_jpeg, "consistency": term,
                 "accuracy": _accuracy(logits[batch:], labels)}
 
 
@@ -238,11 +250,16 @@ def make_loss_fn(cfg: Config, *, codec: bool = True):
 
 def make_predict(graphdef: nnx.GraphDef, cfg: Config):
   """A jitted `predict(state, inputs, quality) -> logits` in inference mode."""
+  return _predict_fn(graphdef, cfg.quality_block is not None)
 
+
+@functools.lru_cache(maxsize=8)
+def _predict_fn(graphdef: nnx.GraphDef, conditioned: bool):
+  # Cached: runs of one architecture (seeds, methods) share one compiled predict.
   @jax.jit
   def predict(state, inputs, quality):
     model = state_lib.merge_model(graphdef, state)
-    kwargs = {"quality": quality} if cfg.quality_block is not None else {}
+    kwargs = {"quality": quality} if conditioned else {}
     return model(inputs, train=False, **kwargs)[0]
 
   return predict
@@ -290,9 +307,9 @@ def train(cfg: Config, *, quiet: bool = False) -> Run:
                             process_count=jax.process_count())
   num_steps = max(1, round(cfg.epochs * stream.steps_per_epoch))
   model = build_model(cfg, stream.num_classes)
-  tx = make_optimizer(cfg, num_steps, stream.steps_per_epoch)
+  tx, step = _compiled_step(_structural(cfg), stream.num_classes, num_steps,
+                            stream.steps_per_epoch, tuple(mesh.devices.flat))
   graphdef, state = state_lib.create_state(model, tx, seed=cfg.seed)
-  step = parallel.parallel_step(state_lib.make_train_step(graphdef, tx, make_loss_fn(cfg)), mesh)
   os.makedirs(cfg.out, exist_ok=True)
   record = {"config": _jsonable(cfg)}
   ckpt = checkpoint.Checkpointer(os.path.join(cfg.out, "checkpoints"))
@@ -320,22 +337,60 @@ def train(cfg: Config, *, quiet: bool = False) -> Run:
   return Run(cfg, graphdef, state, stream, num_steps, seconds)
 
 
-def evaluate_run(run: Run, *, quiet: bool = False) -> dict:
-  """Accuracy on `<data>/test`, clean and Pillow-compressed at `cfg.eval_qualities`."""
-  cfg = run.cfg
+def _structural(cfg: Config) -> Config:
+  """`cfg` without the settings that do not change the compiled step (seed, paths, logging)."""
+  d = Config()
+  return dataclasses.replace(cfg, seed=0, data="", out="", checkpoint_every=d.checkpoint_every,
+                             log_every=d.log_every, eval_qualities=d.eval_qualities,
+                             eval_batch_size=d.eval_batch_size, eval_limit=None)
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled_step(cfg: Config, num_classes: int, num_steps: int, steps_per_epoch: int,
+                   devices: tuple) -> tuple[optax.GradientTransformation, object]:
+  """(optimizer, parallel step), shared by runs that differ only in seed or paths (one compile)."""
+  mesh = parallel.data_mesh(devices)
+  graphdef = state_lib.split_model(build_model(cfg, num_classes))[0]
+  tx = make_optimizer(cfg, num_steps, steps_per_epoch)
+  return tx, parallel.parallel_step(state_lib.make_train_step(graphdef, tx, make_loss_fn(cfg)),
+                                    mesh)
+
+
+def make_test_set(cfg: Config, *, cache: bool = False):
+  """The test split of `cfg.data` as a streaming ImageFolder, or a prepared `JpegTestSet`."""
   _, test_dir = split_folders(cfg.data)
-  folder = data.ImageFolder(test_dir, batch_size=cfg.eval_batch_size, shuffle=False,
-                            drop_last=False, epochs=1, resize=cfg.resize, uint8=True)
-  if folder.classes != run.stream.classes:
-    raise ValueError(f"test classes {folder.classes} differ from training classes "
-                     f"{run.stream.classes}.")
+  # With a limit, a fixed random subset: the sorted order would give the first classes only.
+  folder = data.ImageFolder(test_dir, batch_size=cfg.eval_batch_size, seed=0,
+                            shuffle=cfg.eval_limit is not None, drop_last=False, epochs=1,
+                            resize=cfg.resize, uint8=True)
+  if not cache:
+    return folder
+  return evaluate.JpegTestSet(folder, cfg.eval_qualities, subsampling=cfg.subsampling,
+                              inputs="coefficients" if cfg.model == "dct" else "pixels",
+                              limit=cfg.eval_limit)
+
+
+def evaluate_run(run: Run, *, test_set: evaluate.JpegTestSet | None = None,
+                 quiet: bool = False) -> dict:
+  """Accuracy on `<data>/test`, clean and Pillow-compressed at `cfg.eval_qualities`.
+
+  `test_set`: a prepared `JpegTestSet` to reuse across runs (default: stream the folder).
+  """
+  cfg = run.cfg
   predict = make_predict(run.graphdef, cfg)
   state = jax.device_get(run.state)
   t0 = time.perf_counter()
-  acc = evaluate.jpeg_accuracy(lambda x, q: predict(state, x, q), folder, cfg.eval_qualities,
-                               subsampling=cfg.subsampling,
-                               inputs="coefficients" if cfg.model == "dct" else "pixels",
-                               limit=cfg.eval_limit)
+  fn = lambda x, q: predict(state, x, q)  # noqa: E731
+  if test_set is not None:
+    acc = test_set.accuracy(fn)
+  else:
+    folder = make_test_set(cfg)
+    if folder.classes != run.stream.classes:
+      raise ValueError(f"test classes {folder.classes} differ from training classes "
+                       f"{run.stream.classes}.")
+    acc = evaluate.jpeg_accuracy(fn, folder, cfg.eval_qualities, subsampling=cfg.subsampling,
+                                 inputs="coefficients" if cfg.model == "dct" else "pixels",
+                                 limit=cfg.eval_limit)
   if not quiet:
     print(f"[{cfg.method}/{cfg.model} seed {cfg.seed}] test accuracy ({acc['n']} images, "
           f"{time.perf_counter() - t0:.0f} s): " + ", ".join(
@@ -343,10 +398,11 @@ def evaluate_run(run: Run, *, quiet: bool = False) -> dict:
   return acc
 
 
-def run_and_evaluate(cfg: Config, *, quiet: bool = False) -> dict:
+def run_and_evaluate(cfg: Config, *, test_set: evaluate.JpegTestSet | None = None,
+                     quiet: bool = False) -> dict:
   """`train` then `evaluate_run`; writes and returns `<out>/results.json`."""
   run = train(cfg, quiet=quiet)
-  acc = evaluate_run(run, quiet=quiet)
+  acc = evaluate_run(run, test_set=test_set, quiet=quiet)
   result = {"config": _jsonable(cfg), "steps": run.num_steps,
             "train_seconds": run.train_seconds, "skipped_images": run.stream.skipped,
             "accuracy": {str(k): v for k, v in acc.items() if k != "n"}, "test_images": acc["n"]}
@@ -369,7 +425,8 @@ def _check_same_run(ckpt: checkpoint.Checkpointer, record: dict) -> None:
   keys = [k for k in record["config"] if k not in ("out", "checkpoint_every", "log_every",
                                                    "eval_qualities", "eval_batch_size",
                                                    "eval_limit", "distributed", "data")]
-  diff = {k: (saved.get(k), record["config"][k]) for k in keys if saved.get(k) != record["config"][k]}
+  now = record["config"]
+  diff = {k: (saved.get(k), now[k]) for k in keys if saved.get(k) != now[k]}
   if diff:
     raise ValueError(f"{ckpt.directory!r} holds a run with other settings {diff} (saved, now); "
                      "use another --out or delete it.")
@@ -398,6 +455,9 @@ def parser() -> argparse.ArgumentParser:
                  help="lo,hi of the training JPEG qualities (default 10,90)")
   p.add_argument("--subsampling", choices=djpeg.SUBSAMPLINGS, default=d.subsampling)
   p.add_argument("--beta", type=float, default=d.beta, help="weight of the consistency term")
+  p.add_argument("--jpeg-weight", type=float, default=d.jpeg_weight,
+                 help="weight of the JPEG copy's cross-entropy beside the clean one's "
+                      "(consistency; augment always uses 1)")
   p.add_argument("--distance", choices=DISTANCES, default=d.distance)
   p.add_argument("--layers", type=lambda s: tuple(s.split(",")), default=d.layers,
                  help="feature maps compared, e.g. stage2,stage3,pooled")
@@ -414,7 +474,8 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
   p.add_argument("--log-every", type=int, default=d.log_every)
   p.add_argument("--eval-qualities", type=_ints, default=d.eval_qualities)
-  p.add_argument("--eval-limit", type=int, default=None, help="test images to use (default all)")
+  p.add_argument("--eval-limit", type=int, default=None,
+                 help="test images to use: a fixed random subset (default all)")
   p.add_argument("--distributed", action="store_true",
                  help="call jax.distributed.initialize() (multi-host runs)")
   return p

@@ -48,59 +48,97 @@ def estimate_quality(tables: np.ndarray) -> float:
   return float(1 + np.argmin(np.abs(_IJG_TABLES - luma).sum(axis=(1, 2))))
 
 
-def jpeg_accuracy(predict: Callable[[object, np.ndarray], np.ndarray], folder,
-                  qualities: Sequence[int] = QUALITIES, *, subsampling: str = "4:2:0",
-                  inputs: str = "pixels", batch_size: int | None = None,
-                  limit: int | None = None) -> dict:
-  """Top-1 accuracy clean and at each JPEG quality.
+def _inputs_for(pixels: np.ndarray, key, size: int, subsampling: str, inputs: str):
+  """One padded batch of model inputs and qualities for condition `key` ("clean" or a quality)."""
+  quality = 100 if key == "clean" else key
+  if inputs == "pixels":
+    x = pixels if key == "clean" else pillow_round_trip(pixels, quality, subsampling)
+    return _pad(x, size), np.full((size,), float(quality), np.float32)
+  coefficients = [djpeg.load_coefficients(pillow_bytes(p, quality, subsampling)) for p in pixels]
+  q = np.asarray([estimate_quality(c.tables) for c in coefficients], np.float32)
+  return (stack_coefficients(coefficients + [coefficients[-1]] * (size - len(pixels))),
+          _pad(q, size))
 
-  Args:
-    predict: `(inputs, quality (B,) float32) -> logits (B, classes)`; inputs are float32 pixels
-      `(B, H, W, 3)` in [0, 1], or a batched `djpeg.Coefficients` with inputs="coefficients".
-      Every call has the same batch size (the last batch is padded), so a jitted predict compiles
-      once per input kind.
-    folder: a `train.data.ImageFolder` over the test split made with `shuffle=False,
-      drop_last=False, epochs=1, uint8=True`.
-    qualities: JPEG qualities for Pillow (libjpeg-turbo).
-    subsampling: chroma subsampling of the test JPEGs.
-    inputs: "pixels" or "coefficients".
-    limit: stop after this many images (None: all).
-  Returns:
-    {"clean": accuracy, quality: accuracy, ...}, accuracies in [0, 1]; "n": images used.
-  """
+
+def _batches(folder, qualities, subsampling, inputs, batch_size, limit):
+  """Yields (labels (n,), {condition: (inputs, qualities)}) per test batch."""
   if inputs not in ("pixels", "coefficients"):
     raise ValueError(f'inputs must be "pixels" or "coefficients"; got {inputs!r}.')
-  if not getattr(folder, "uint8", False) or folder.shuffle or folder.drop_last:
-    raise ValueError("jpeg_accuracy needs an ImageFolder made with uint8=True, shuffle=False, "
+  if not getattr(folder, "uint8", False) or folder.drop_last or folder.epochs != 1:
+    raise ValueError("the test folder must be an ImageFolder made with uint8=True, epochs=1, "
                      "drop_last=False.")
+  for q in qualities:
+    if not 1 <= int(q) <= 100:
+      raise ValueError(f"qualities must be in 1..100; got {q}.")
   size = batch_size or folder.batch_size
-  correct = {k: 0 for k in ("clean",) + tuple(qualities)}
   seen = 0
   for pixels, labels in folder:
-    if limit is not None and seen >= limit:
-      break
     if limit is not None:
+      if seen >= limit:
+        break
       pixels, labels = pixels[:limit - seen], labels[:limit - seen]
+    seen += len(labels)
+    yield labels, {key: _inputs_for(pixels, key, size, subsampling, inputs)
+                   for key in ("clean",) + tuple(qualities)}
+
+
+def _score(predict, batches) -> dict:
+  correct, seen = {}, 0
+  for labels, conditions in batches:
     n = len(labels)
-    for key in correct:
-      quality = 100 if key == "clean" else key
-      if inputs == "pixels":
-        x = pixels if key == "clean" else pillow_round_trip(pixels, quality, subsampling)
-        x = _pad(x.astype(np.float32) / 255.0, size)
-        q = np.full((size,), float(quality), np.float32)
-      else:
-        files = [pillow_bytes(p, quality, subsampling) for p in pixels]
-        coefficients = [djpeg.load_coefficients(f) for f in files]
-        q = _pad(np.asarray([estimate_quality(c.tables) for c in coefficients], np.float32), size)
-        x = stack_coefficients(coefficients + [coefficients[-1]] * (size - n))
+    for key, (x, q) in conditions.items():
+      if isinstance(x, np.ndarray) and x.dtype == np.uint8:
+        x = x.astype(np.float32) / 255.0
       logits = np.asarray(predict(x, q))[:n]
-      correct[key] += int(np.sum(np.argmax(logits, axis=-1) == labels))
+      correct[key] = correct.get(key, 0) + int(np.sum(np.argmax(logits, axis=-1) == labels))
     seen += n
   if not seen:
     raise ValueError("the test folder yielded no images.")
   out = {k: v / seen for k, v in correct.items()}
   out["n"] = seen
   return out
+
+
+def jpeg_accuracy(predict: Callable[[object, np.ndarray], np.ndarray], folder,
+                  qualities: Sequence[int] = QUALITIES, *, subsampling: str = "4:2:0",
+                  inputs: str = "pixels", batch_size: int | None = None,
+                  limit: int | None = None) -> dict:
+  """Top-1 accuracy clean and at each JPEG quality, streaming the test folder once.
+
+  Args:
+    predict: `(inputs, quality (B,) float32) -> logits (B, classes)`; inputs are float32 pixels
+      `(B, H, W, 3)` in [0, 1], or a batched `djpeg.Coefficients` with inputs="coefficients".
+      Every call has the same batch size (the last batch is padded), so a jitted predict compiles
+      once per input kind. `quality` is what the file's tables say (clean: 100).
+    folder: a `train.data.ImageFolder` over the test split made with `epochs=1,
+      drop_last=False, uint8=True` (and `shuffle=True` with a fixed seed if `limit` is to take a
+      random subset rather than the first classes in folder order).
+    qualities: JPEG qualities for Pillow (libjpeg-turbo).
+    subsampling: chroma subsampling of the test JPEGs.
+    inputs: "pixels" or "coefficients".
+    batch_size: predict's batch size (default: the folder's).
+    limit: stop after this many images (None: all).
+  Returns:
+    {"clean": accuracy, quality: accuracy, ...}, accuracies in [0, 1]; "n": images used.
+  """
+  return _score(predict, _batches(folder, qualities, subsampling, inputs, batch_size, limit))
+
+
+class JpegTestSet:
+  """The test split clean and Pillow-compressed, prepared once to evaluate many models.
+
+  Same arguments as `jpeg_accuracy`; holds every condition in memory (uint8 pixels or int16
+  coefficients: ~3 KB per image and condition for 32x32 RGB), so only for test sets that fit.
+  """
+
+  def __init__(self, folder, qualities: Sequence[int] = QUALITIES, *, subsampling: str = "4:2:0",
+               inputs: str = "pixels", batch_size: int | None = None, limit: int | None = None):
+    self.qualities, self.inputs = tuple(qualities), inputs
+    self.batches = list(_batches(folder, qualities, subsampling, inputs, batch_size, limit))
+
+  def accuracy(self, predict: Callable[[object, np.ndarray], np.ndarray]) -> dict:
+    """{"clean": accuracy, quality: accuracy, ..., "n": images}, as `jpeg_accuracy`."""
+    return _score(predict, self.batches)
 
 
 def _pad(x: np.ndarray, size: int) -> np.ndarray:

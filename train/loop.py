@@ -25,7 +25,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from train import monitor, parallel
 from train.checkpoint import Checkpointer
@@ -120,8 +119,3 @@ def fit(state, step_fn: Callable, stream: Iterator, *, num_steps: int, mesh,
     save()
   flush()
   return state
-
-
-def evaluate_batches(apply: Callable[[Any], np.ndarray], batches) -> np.ndarray:
-  """Concatenates `apply(batch)` over an evaluation pass (host arrays)."""
-  return np.concatenate([np.asarray(apply(b)) for b in batches])

@@ -37,7 +37,7 @@ def check_finite(metrics: dict, step: int, checkpoint_dir: str | None = None,
              if checkpoint_dir and last_good is not None else
              "; no checkpoint was written" if checkpoint_dir else "")
     raise NonFiniteError(
-        f"non-finite {', '.join(sorted(set(bad)))} at step {step}{where}. Lower the learning rate "
+        f"non-finite {', '.join(sorted(set(bad)))} by step {step}{where}. Lower the learning rate "
         "or check the data; resuming restarts from the last good checkpoint.")
 
 
@@ -92,7 +92,7 @@ def read_log(path: str) -> dict[str, np.ndarray]:
 
 
 class Progress:
-  """Prints `[name] step/total  rate  ETA  metrics` at most every `every` seconds (and at the end)."""
+  """Prints `[name] step/total  rate  ETA  metrics` every `every` seconds at most (and at end)."""
 
   def __init__(self, total: int, *, name: str = "train", every: float = 10.0, stream=None,
                start_step: int = 0, enabled: bool = True):
