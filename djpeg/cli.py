@@ -3,7 +3,9 @@
   djpeg demo                       the bundled samples: per-image optimized tables against
                                    libjpeg-turbo at the same quality, and the differentiable
                                    codec's agreement with libjpeg-turbo and its gradients
-  djpeg encode IN OUT [options]    an image file to a JPEG file (see `djpeg encode --help`)
+  djpeg encode IN OUT [options]    an image file to a JPEG file (see `djpeg encode --help`):
+                                   --quality, or --optimize-tables with --bpp/--psnr/--lmbda;
+                                   --trellis; --saliency auto|MASK.png; --progressive
 """
 
 from __future__ import annotations
@@ -119,8 +121,10 @@ def encode_command(args: argparse.Namespace) -> int:
 
   targets = {k: v for k, v in (("bpp", args.bpp), ("psnr", args.psnr), ("lmbda", args.lmbda))
              if v is not None}
-  if targets and not args.optimize_tables:
-    raise SystemExit("djpeg: --bpp, --psnr and --lmbda go with --optimize-tables.")
+  trellis = args.trellis or args.saliency is not None
+  if targets and not args.optimize_tables and not (trellis and set(targets) == {"lmbda"}):
+    raise SystemExit("djpeg: --bpp, --psnr and --lmbda go with --optimize-tables (--lmbda also "
+                     "with --trellis, as the trellis lambda).")
   if args.optimize_tables and len(targets) != 1:
     raise SystemExit("djpeg: --optimize-tables needs exactly one of --bpp, --psnr, --lmbda.")
   if args.optimize_tables and args.quality is not None:
@@ -133,26 +137,42 @@ def encode_command(args: argparse.Namespace) -> int:
   options = dict(optimize=not args.standard_huffman, progressive=args.progressive,
                  restart_interval=args.restart_interval)
   try:
-    if args.optimize_tables:
-      image = pixels.astype(np.float32) / 255
-      with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with warnings.catch_warnings(record=True) as caught:
+      warnings.simplefilter("always")
+      if trellis:
+        from djpeg.encoder import compress
+        settings = dict(targets) if args.optimize_tables else dict(
+            quality=75 if args.quality is None else args.quality, **targets)
+        result = compress(pixels, subsampling=args.subsampling, steps=args.steps,
+                          saliency=args.saliency, background=args.background,
+                          progress=lambda m: say(f"  {m}"), **settings)
+        djpeg.save(args.output, result.coefficients, **options)
+      elif args.optimize_tables:
+        image = pixels.astype(np.float32) / 255
         result = djpeg.optimize_tables(image, subsampling=args.subsampling, steps=args.steps,
                                        progress=lambda m: say(f"  {m}"), **targets)
-      for w in caught:
-        print(f"djpeg: warning: {w.message}", file=sys.stderr)
-      coefficients = djpeg.encode(image, tables=result.tables, subsampling=args.subsampling)
-      djpeg.save(args.output, coefficients, **options)
-    else:
-      quality = 75 if args.quality is None else args.quality
-      djpeg.save(args.output, pixels, quality=quality, subsampling=args.subsampling, **options)
+        coefficients = djpeg.encode(image, tables=result.tables, subsampling=args.subsampling)
+        djpeg.save(args.output, coefficients, **options)
+      else:
+        quality = 75 if args.quality is None else args.quality
+        djpeg.save(args.output, pixels, quality=quality, subsampling=args.subsampling, **options)
+    for w in caught:
+      print(f"djpeg: warning: {w.message}", file=sys.stderr)
   except ValueError as e:
+    raise SystemExit(f"djpeg: {e}")
+  except NotImplementedError as e:
     raise SystemExit(f"djpeg: {e}")
   with open(args.output, "rb") as f:
     data = f.read()
   decoded = _decode_file(data, channels)
   say(f"{args.output}: {len(data)} bytes, {8 * len(data) / (height * width):.3f} bits/pixel, "
       f"PSNR {psnr(decoded, pixels):.2f} dB ({time.perf_counter() - start:.1f} s)")
+  if trellis and args.saliency is not None and result.saliency is not None:
+    inside = result.saliency >= 0.5
+    if inside.any() and (~inside).any():
+      say(f"  PSNR inside the region of interest (map >= 0.5): "
+          f"{psnr(decoded[inside], pixels[inside]):.2f} dB, outside: "
+          f"{psnr(decoded[~inside], pixels[~inside]):.2f} dB")
   return 0
 
 
@@ -179,6 +199,15 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--psnr", type=float, help="target RGB PSNR in dB")
   p.add_argument("--lmbda", type=float, help="trade-off: bits/pixel + lmbda * MSE")
   p.add_argument("--steps", type=int, default=100, help="gradient steps for --optimize-tables")
+  p.add_argument("--trellis", action="store_true",
+                 help="trellis quantization: per block, the values that minimise real bits + "
+                      "lambda * distortion (lambda: the tables' own slope, or --lmbda)")
+  p.add_argument("--saliency", metavar="auto|MASK",
+                 help="region of interest: a mask image (white = important, same size) or "
+                      "'auto' (a saliency model; implies --trellis)")
+  p.add_argument("--background", type=float, default=0.1,
+                 help="with --saliency: weight of unimportant pixels' errors relative to "
+                      "important ones (default 0.1)")
   p.add_argument("--quiet", action="store_true")
   p.set_defaults(func=encode_command)
   args = parser.parse_args(argv)

@@ -130,7 +130,7 @@ _INF = np.int64(1) << 56
 def _fixed(bits) -> np.ndarray:
   """Costs in bits to packed fixed-point int64. Costs are clipped to +-2**30 bits: one that
   large (an invalid symbol, a missing option) decides nothing, and sums stay far from overflow."""
-  clipped = np.clip(np.asarray(bits, np.float64), -2.0 ** 30, 2.0 ** 30)
+  clipped = np.clip(np.nan_to_num(np.asarray(bits, np.float64), nan=np.inf), -2.0 ** 30, 2.0 ** 30)
   return np.rint(clipped * (_ONE / 64)).astype(np.int64) << _SHIFT
 
 
@@ -142,7 +142,8 @@ def _transition_table(lengths: np.ndarray) -> np.ndarray:
   run = np.maximum(d - 1, 0)
   out = np.full((2, 64, 16), np.inf)
   for t in range(2):
-    cost = lengths[t][((run & 15) << 4) + s] + (run >> 4) * lengths[t][_ZRL]
+    zrl = np.where(run >= 16, np.maximum(run >> 4, 1) * lengths[t][_ZRL], 0.0)  # no inf * 0
+    cost = lengths[t][((run & 15) << 4) + s] + zrl
     out[t] = np.where((d >= 1) & (s >= 1), cost, np.inf)
   return _fixed(out.reshape(-1))
 
