@@ -117,7 +117,7 @@ def _trellis_coefficients(images, quality, tables, subsampling, trellis, salienc
   quality_of = np.broadcast_to(np.asarray(quality if quality is not None else 75), batch.shape[:1])
   results = [compress(image, quality=None if tables is not None and quality is None else
                       float(quality_of[i]), tables=tables, lmbda=lmbda, saliency=saliency,
-                      subsampling=subsampling).coefficients
+                      subsampling=subsampling, measure=False).coefficients
              for i, image in enumerate(batch)]
   if images.ndim == 3:
     return results[0]
@@ -150,8 +150,13 @@ def _coefficients_for(image_or_coefficients, quality, qtables, subsampling, trel
                       faithful=True)
 
 
-def _encode_all(c: Coefficients, optimize: bool, progressive: bool, restart_interval) -> list[bytes]:
+def _encode_all(c: Coefficients, optimize: bool, progressive, restart_interval) -> list[bytes]:
   c.check()
+  if progressive not in (True, False, "optimize"):
+    raise ValueError(f'progressive must be False, True or "optimize"; got {progressive!r}.')
+  if progressive == "optimize" and not optimize:
+    raise ValueError('progressive="optimize" chooses scans by their optimal Huffman tables: it '
+                     "needs optimize=True.")
   if len(c.batch_shape) > 1:
     raise ValueError(f"a batch of coefficients must have one batch axis; got {c.batch_shape}.")
   if restart_interval is None:
@@ -164,18 +169,22 @@ def _encode_all(c: Coefficients, optimize: bool, progressive: bool, restart_inte
   _check_tables(tables, "Coefficients.tables")
   components = _integer_components(c)
   tables = tables.astype(np.int64)
+  def one(comps, tabs):
+    script = None
+    if progressive == "optimize":
+      from djpeg.exact import scripts
+      script = scripts.choose(comps, c.height, c.width, c.sampling)
+    return writer.encode_image(comps, tabs, c.height, c.width, c.sampling, optimize=optimize,
+                               progressive_mode=bool(progressive),
+                               restart_interval=int(restart_interval), script=script)
+
   if not c.batch_shape:
-    return [writer.encode_image(components, tables, c.height, c.width, c.sampling,
-                                optimize=optimize, progressive_mode=progressive,
-                                restart_interval=int(restart_interval))]
-  return [writer.encode_image([comp[i] for comp in components], tables[i], c.height, c.width,
-                              c.sampling, optimize=optimize, progressive_mode=progressive,
-                              restart_interval=int(restart_interval))
-          for i in range(c.batch_shape[0])]
+    return [one(components, tables)]
+  return [one([comp[i] for comp in components], tables[i]) for i in range(c.batch_shape[0])]
 
 
 def dumps(image_or_coefficients, *, quality=None, qtables=None, subsampling=None,
-          optimize: bool = True, progressive: bool = False, restart_interval: int | None = None,
+          optimize: bool = True, progressive=False, restart_interval: int | None = None,
           trellis=False, saliency=None):
   """JPEG file bytes of an image or of quantized coefficients.
 
@@ -192,7 +201,9 @@ def dumps(image_or_coefficients, *, quality=None, qtables=None, subsampling=None
     optimize: optimal Huffman tables per image, built exactly as libjpeg-turbo does (default);
       False uses the Annex K tables.
     progressive: progressive JPEG (SOF2) with libjpeg's default scan script and per-scan
-      optimal tables (with `optimize=False`: Annex K tables, end-of-band runs of one block).
+      optimal tables (with `optimize=False`: Annex K tables, end-of-band runs of one block);
+      "optimize": the smallest script of a family of standard ones for this image
+      (`djpeg.exact.scripts`, like mozjpeg's optimize_scans), never larger than libjpeg's.
     restart_interval: emit RST markers every this many MCUs (None or 0: none).
     trellis: images only: trellis quantization (`djpeg.exact.trellis`): per block, the values
       that minimise real bits + lambda * RGB-MSE distortion for these tables; True uses the
@@ -240,7 +251,7 @@ def _write(fp, data: bytes) -> None:
 
 
 def save(fp, image_or_coefficients, *, quality=None, qtables=None, subsampling=None,
-         optimize: bool = True, progressive: bool = False, restart_interval: int | None = None,
+         optimize: bool = True, progressive=False, restart_interval: int | None = None,
          trellis=False, saliency=None) -> None:
   """Writes a JPEG file; arguments as for `dumps`.
 
