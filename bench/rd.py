@@ -13,6 +13,13 @@ For every image and quality this writes real JPEG files with:
   djpeg optimized        djpeg.optimize_tables per image (PSNR target = the anchor's PSNR at that
                          quality), baseline, optimized Huffman
   djpeg optimized prog.  the same tables, progressive
+  djpeg standard + trellis  Annex K tables at the anchor's quality, trellis quantization with the
+                         tables' own lambda (djpeg.dumps(..., trellis=True)), baseline
+  djpeg optimized + trellis  djpeg.encoder.compress(psnr=the anchor's PSNR): the optimized tables
+                         above, then the trellis with the tables' slope, the table scale fitted to
+                         the Lagrangian and moved until the decoded PSNR meets the target, baseline
+  djpeg optimized + trellis prog.  the same coefficients, progressive with the smallest of a
+                         family of standard scan scripts (progressive="optimize")
 
 Bits per pixel count the whole file; PSNR (RGB, 8-bit) and SSIM (RGB, scikit-image convention)
 are measured on Pillow's decode of the file. BD-rate is Bjontegaard's delta rate (cubic fit of
@@ -86,12 +93,14 @@ def measure(data: bytes, pixels: np.ndarray, metrics) -> tuple[float, float, flo
 
 
 CODECS = ("libjpeg-turbo", "libjpeg-turbo progressive", "mozjpeg", "jpegli", "djpeg standard",
-          "djpeg optimized", "djpeg optimized progressive")
+          "djpeg optimized", "djpeg optimized progressive", "djpeg standard + trellis",
+          "djpeg optimized + trellis", "djpeg optimized + trellis progressive")
 
 
 def run_image(pixels, qualities, codecs, say) -> dict:
   import djpeg
   from djpeg import metrics
+  from djpeg.encoder import compress
   image = pixels.astype(np.float32) / 255
   points = {name: [] for name in codecs}
   timing = {}
@@ -108,7 +117,10 @@ def run_image(pixels, qualities, codecs, say) -> dict:
       files["jpegli"] = jpegli(pixels, q)
     if "djpeg standard" in codecs:
       files["djpeg standard"] = djpeg.dumps(pixels, quality=q)
-    if "djpeg optimized" in codecs or "djpeg optimized progressive" in codecs:
+    if "djpeg standard + trellis" in codecs:
+      files["djpeg standard + trellis"] = djpeg.dumps(pixels, quality=q, trellis=True)
+    trellis_rows = ("djpeg optimized + trellis", "djpeg optimized + trellis progressive")
+    if any(name.startswith("djpeg optimized") for name in codecs):
       start = time.perf_counter()
       result = djpeg.optimize_tables(image, psnr=float(anchor[1]))
       timing.setdefault("optimize_s", []).append(time.perf_counter() - start)
@@ -117,6 +129,15 @@ def run_image(pixels, qualities, codecs, say) -> dict:
         files["djpeg optimized"] = djpeg.dumps(c)
       if "djpeg optimized progressive" in codecs:
         files["djpeg optimized progressive"] = djpeg.dumps(c, progressive=True)
+      if any(name in codecs for name in trellis_rows):
+        start = time.perf_counter()
+        trellis = compress(pixels, psnr=float(anchor[1]), optimization=result, measure=False)
+        timing.setdefault("trellis_s", []).append(time.perf_counter() - start)
+        if "djpeg optimized + trellis" in codecs:
+          files["djpeg optimized + trellis"] = djpeg.dumps(trellis.coefficients)
+        if "djpeg optimized + trellis progressive" in codecs:
+          files["djpeg optimized + trellis progressive"] = djpeg.dumps(
+              trellis.coefficients, progressive="optimize")
     for name, data in files.items():
       points[name].append(measure(data, pixels, metrics))
     say(f"  q{q}: anchor {anchor[0]:.3f} bpp {anchor[1]:.2f} dB" + "".join(
@@ -198,6 +219,10 @@ def main() -> int:
   if times:
     print(f"\ndjpeg.optimize_tables: median {np.median(times):.2f} s per call "
           f"({len(times)} calls; includes compilation on the first).")
+  times = [t for r in results for t in r["timing"].get("trellis_s", [])]
+  if times:
+    print(f"trellis with the PSNR target met (after the table optimization): median "
+          f"{np.median(times):.2f} s per call.")
   if args.plot:
     plot(results, codecs, args.plot)
     print(f"plot: {args.plot}")

@@ -49,7 +49,8 @@ class Compressed:
       the trellis.
     bits_per_pixel: bits per pixel of the baseline file (exact symbol counts and headers, mean
       byte stuffing).
-    psnr: RGB PSNR (dB) of the decoded image, libjpeg-turbo's decoder (exact).
+    psnr: RGB PSNR (dB) of the decoded image, libjpeg-turbo's decoder (exact); None when not
+      measured.
     weighted_psnr: with a saliency map, the PSNR of the importance-weighted MSE; else None.
     saliency: the `(H, W)` map used, or None.
   """
@@ -57,21 +58,24 @@ class Compressed:
   tables: np.ndarray
   lmbda: float | None
   bits_per_pixel: float
-  psnr: float
+  psnr: float | None
   weighted_psnr: float | None
   saliency: np.ndarray | None
 
 
-def _as_image(image) -> np.ndarray:
+def _as_image(image) -> tuple[np.ndarray, np.ndarray | None]:
+  """(float32 image in [0, 1], the uint8 pixels when given as such)."""
   a = np.asarray(image)
   if a.ndim == 2:
     a = a[..., None]
   if a.dtype == np.uint8:
-    return a.astype(np.float32) / 255
+    if a.ndim != 3 or a.shape[-1] not in (1, 3) or min(a.shape[:2]) < 1:
+      raise ValueError(f"compress takes one image (H, W, C) with C = 1 or 3; got shape {a.shape}.")
+    return a.astype(np.float32) / 255, a
   shape = _checks.check_images(a)
   if len(shape) != 3:
     raise ValueError(f"compress takes one image (H, W, C); got shape {shape}.")
-  return a.astype(np.float32)
+  return a.astype(np.float32), None
 
 
 def _header_bytes(tables: np.ndarray) -> int:
@@ -89,12 +93,16 @@ def _file_bytes(result: trellis_lib.TrellisResult, tables) -> float:
 class _Problem:
   """One image prepared for the trellis: DCT, frequency weights, block weights."""
 
-  def __init__(self, image, subsampling, weights_map):
+  def __init__(self, image, subsampling, weights_map, pixels=None):
     height, width, channels = image.shape
     self.height, self.width = height, width
     self.num_pixels = height * width
     self.factors = sampling.factors_for(subsampling, channels)
-    self.dct = [np.asarray(d) for d in codec.transform(image, subsampling=subsampling)]
+    if pixels is not None:   # the file writer's 8-bit path: the same DCT, less to move
+      dct = codec._transform(jnp.asarray(pixels)[None], factors=self.factors, faithful=True)
+      self.dct = [np.asarray(d[0]) for d in dct]
+    else:
+      self.dct = [np.asarray(d) for d in codec.transform(image, subsampling=subsampling)]
     # Per-pixel MSE weights times the pixel count: distortion per image, like bits per image.
     self.weights = [np.asarray(w, np.float64) * self.num_pixels
                     for w in _distortion_weights(self.factors, self.num_pixels)]
@@ -175,7 +183,8 @@ def _search(evaluate, kind, target):
 def compress(image, *, quality=None, tables=None, bpp: float | None = None,
              psnr: float | None = None, lmbda: float | None = None, trellis: bool = True,
              saliency=None, background: float = roi.BACKGROUND, subsampling: str = "4:2:0",
-             rounds: int = 2, steps: int = 100, progress=None) -> Compressed:
+             rounds: int = 2, steps: int = 100, optimization=None, measure: bool = True,
+             progress=None) -> Compressed:
   """Chooses tables and coefficients for one image's JPEG file.
 
   Tables: `quality` (IJG scaling of the Annex K tables, default 75) or `tables`; or, with a
@@ -196,6 +205,9 @@ def compress(image, *, quality=None, tables=None, bpp: float | None = None,
     subsampling: "4:2:0", "4:2:2" or "4:4:4".
     rounds: trellis rounds (each re-prices symbols with the previous result's Huffman tables).
     steps: gradient steps of the table optimization.
+    optimization: a `TableOptimization` already run for this image and target (same
+      subsampling and map): its tables are the start, and the optimization is not run again.
+    measure: decode the result to report its PSNR (False: `psnr` is None; saves a decode).
     progress: optional callable(str) for progress messages.
   Returns:
     `Compressed`: `djpeg.dumps(result.coefficients, progressive=...)` is the file.
@@ -204,7 +216,7 @@ def compress(image, *, quality=None, tables=None, bpp: float | None = None,
     NotImplementedError: saliency="auto" without a saliency model installed.
   """
   say = progress or (lambda message: None)
-  image = _as_image(image)
+  image, pixels = _as_image(image)
   height, width, channels = image.shape
   targets = {k: v for k, v in (("bpp", bpp), ("psnr", psnr)) if v is not None}
   if len(targets) > 1:
@@ -225,14 +237,15 @@ def compress(image, *, quality=None, tables=None, bpp: float | None = None,
     raise ValueError("a saliency map acts through the trellis (the only per-block control of a "
                      "standard JPEG): it needs trellis=True.")
   weights_map = None if sal is None else roi.pixel_weights(sal, background)
-  problem = _Problem(image, subsampling, weights_map)
+  problem = _Problem(image, subsampling, weights_map, pixels)
   optimize = bool(targets) or (lmbda is not None and quality is None and tables is None)
 
   if optimize:
     (kind, target), = (targets or {"lmbda": lmbda}).items()
-    result = optimize_tables(image, subsampling=subsampling, steps=steps, importance=weights_map,
-                             progress=progress, **{kind: target})
-    base = result.tables.astype(np.float64)
+    result = optimization or optimize_tables(image, subsampling=subsampling, steps=steps,
+                                             importance=weights_map, progress=progress,
+                                             **{kind: target})
+    base = np.asarray(result.tables, np.float64)
   else:
     kind = None
     base = np.asarray(codec.resolve_tables(
@@ -242,20 +255,19 @@ def compress(image, *, quality=None, tables=None, bpp: float | None = None,
   if not trellis:
     chosen = trellis_lib.trellis_quantize(problem.dct, base, problem.factors, height, width,
                                           lmbda=0.0, weights=problem.weights, rounds=0)
-    return _finish(image, problem, base, chosen, None, sal, weights_map)
+    return _finish(image, problem, base, chosen, None, sal, weights_map, measure)
 
   if kind in ("bpp", "psnr"):
     lmbda0 = problem.slope(base)
     say(f"trellis: lambda {lmbda0:.4g} (the tables' slope); meeting the {kind} target")
     tables_out, chosen, lmbda_out = _meet_target(image, problem, base, lmbda0, kind, target,
                                                  rounds, weights_map, say)
-    return _finish(image, problem, tables_out, chosen, lmbda_out, sal, weights_map)
+    return _finish(image, problem, tables_out, chosen, lmbda_out, sal, weights_map, measure)
 
-  lmbda_out = lmbda if lmbda is not None else problem.slope(base)
-  chosen = problem.trellis(base, lmbda_out, rounds)
-  say(f"trellis: lambda {lmbda_out:.4g}, {chosen.bits / 8:.0f} bytes of data "
+  chosen = problem.trellis(base, lmbda, rounds)      # lmbda None: the tables' own slope
+  say(f"trellis: lambda {chosen.lmbda:.4g}, {chosen.bits / 8:.0f} bytes of data "
       f"({chosen.rounding_bits / 8:.0f} rounded)")
-  return _finish(image, problem, base, chosen, lmbda_out, sal, weights_map)
+  return _finish(image, problem, base, chosen, chosen.lmbda, sal, weights_map, measure)
 
 
 def _weighted_mse(image, coefficients, weights_map) -> float:
@@ -374,14 +386,15 @@ def _meet_target(image, problem, base, lmbda0, kind, target, rounds, weights_map
   return tables, chosen, lmbda0 / t ** 2
 
 
-def _finish(image, problem, tables, chosen, lmbda, sal, weights_map) -> Compressed:
+def _finish(image, problem, tables, chosen, lmbda, sal, weights_map, measure) -> Compressed:
   coefficients = _coefficients(problem, tables, chosen)
-  mse = _weighted_mse(image, coefficients, None)
+  mse = _weighted_mse(image, coefficients, None) if measure else None
   weighted = None
-  if weights_map is not None:
+  if weights_map is not None and measure:
     weighted = 10 * math.log10(255.0 ** 2 / max(_weighted_mse(image, coefficients, weights_map),
                                                  1e-12))
   return Compressed(
       coefficients=coefficients, tables=np.asarray(tables, np.int32), lmbda=lmbda,
       bits_per_pixel=8 * _file_bytes(chosen, tables) / problem.num_pixels,
-      psnr=10 * math.log10(255.0 ** 2 / max(mse, 1e-12)), weighted_psnr=weighted, saliency=sal)
+      psnr=None if mse is None else 10 * math.log10(255.0 ** 2 / max(mse, 1e-12)),
+      weighted_psnr=weighted, saliency=sal)

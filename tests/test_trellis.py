@@ -242,3 +242,23 @@ def test_compress_meets_a_psnr_target_with_fewer_bytes():
   assert real >= 34.0 and real == pytest.approx(result.psnr, abs=1e-6)
   assert len(data) < 0.97 * len(plain_file)
   assert 8 * len(data) / (128 * 192) == pytest.approx(result.bits_per_pixel, rel=0.01)
+
+
+@pytest.mark.parametrize("name", ["houses", "bear_gray"])
+def test_optimized_progressive_scripts(name):
+  pixels = samples.load(name, uint8=True)
+  for quality in (30, 90):
+    c = djpeg.load_coefficients(djpeg.dumps(pixels, quality=quality, trellis=True))
+    default = djpeg.dumps(c, progressive=True)
+    chosen = djpeg.dumps(c, progressive="optimize")
+    assert chosen[:2] == b"\xff\xd8" and b"\xff\xc2" in chosen      # SOF2: progressive
+    assert len(chosen) <= 1.002 * len(default)
+    gray = name == "bear_gray"
+    simplejpeg.decode_jpeg(chosen, colorspace="GRAY" if gray else "RGB", strict=True)
+    for got in (jpeglib_coefficients(chosen), djpeg.load_coefficients(chosen)):
+      for a, b in zip(got.components, c.components):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  with pytest.raises(ValueError, match="progressive must be"):
+    djpeg.dumps(c, progressive="fast")
+  with pytest.raises(ValueError, match="needs optimize=True"):
+    djpeg.dumps(c, progressive="optimize", optimize=False)

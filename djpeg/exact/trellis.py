@@ -148,104 +148,142 @@ def _transition_table(lengths: np.ndarray) -> np.ndarray:
   return _fixed(out.reshape(-1))
 
 
-def _solve(x: np.ndarray, rounded: np.ndarray, dmul: np.ndarray, table: np.ndarray,
-           lengths: np.ndarray) -> np.ndarray:
-  """The dynamic program over all blocks.
+class _Candidates:
+  """The dynamic program's inputs for one set of tables and lambda, prepared once per round set.
 
   Args:
-    x: `(N, 63)` float64 |coefficient| / step of the AC coefficients in zigzag order.
+    x: `(N, 63)` |coefficient| / step of the AC coefficients in zigzag order.
     rounded: `(N, 63)` int32 round(x), >= 0.
-    dmul: `(N, 63)` float64 bits per squared step of error (lambda * weight * importance * step^2).
+    scale: `(N, 63)` weighted error per squared step (weight * importance * step^2); times
+      `lmbda`, the bits a squared step of error costs.
     table: `(N,)` AC Huffman table of each block (0 or 1).
-    lengths: `(2, 256)` float64 code lengths of the AC symbols of each table (inf: not codable).
-  Returns:
-    `(N, 63)` int32 chosen magnitudes (0 <= value <= rounded).
   """
-  x, rounded, dmul = (np.ascontiguousarray(a) for a in (x, rounded, dmul))
-  n_blocks = x.shape[0]
-  count = np.count_nonzero(rounded, axis=1)
-  kmax = int(count.max()) if n_blocks else 0
-  out = np.zeros(rounded.shape, np.int32)
-  if kmax == 0:
-    return out
-  # Blocks are visited in order of decreasing candidate count, so that the blocks with a j-th
-  # candidate are a prefix. Candidates (non-zero rounded values) stay in flat lists in natural
-  # order; candidate j (1-based) of block b is entry first[b] + j - 1.
-  order = np.argsort(-count, kind="stable")
-  rank_of = np.empty(n_blocks, np.int64)
-  rank_of[order] = np.arange(n_blocks)
-  count_sorted = count[order]
-  src = np.flatnonzero(rounded)
-  rows, ks = np.divmod(src, 63)
-  first_natural = np.cumsum(count) - count
-  first = first_natural[order]
-  v1 = rounded.reshape(-1)[src]
-  v2 = v1 - 1
-  xs, dm = x.reshape(-1)[src], dmul.reshape(-1)[src]
-  size1, size2 = _SIZE[v1], _SIZE[v2]
-  # Own cost of a value relative to zeroing it: magnitude bits + dm * ((x - v)^2 - x^2).
-  own1 = size1 + dm * v1 * (v1 - 2 * xs)
-  own2 = np.where(v2 > 0, size2 + dm * v2 * (v2 - 2 * xs), np.inf)
-  # v - 1 has the same size as v unless v is a power of two: then both share every symbol and
-  # the cheaper one wins whatever precedes it. Only powers of two need a second candidate.
-  same = size2 == size1
-  lower_a = same & (own2 < own1)
-  own_a = _fixed(np.minimum(own1, np.where(same, own2, np.inf)))
-  split = ~same & (v2 > 0)
-  own_b = _fixed(own2)
-  tab = table.astype(np.int32)
-  key_a = (tab[rows] * 1024 + 16 * (ks + 1) + size1).astype(np.int32)
-  key_b = (tab[rows] * 1024 + 16 * (ks + 1) + size2).astype(np.int32)
-  width = kmax + 1                       # column 0 is the DC: the start of every block
-  pos16 = np.zeros((width, n_blocks), np.int32)
-  np.put(pos16, (np.arange(len(src)) - first_natural[rows] + 1) * n_blocks + rank_of[rows],
-         16 * (ks + 1))
-  transition = _transition_table(lengths)
 
-  cost = np.full((width, n_blocks), _INF, np.int64)   # (candidate, sorted block), transposed
-  cost[0] = 0
-  pred = np.zeros(len(rows), np.int8)
-  lower = lower_a.copy()
-  index = np.arange(width, dtype=np.int64)[:, None]
-  active = np.searchsorted(-count_sorted, -np.arange(width), side="right")
-  for j in range(1, width):
-    n = int(active[j])
-    f = first[:n] + (j - 1)
-    t = cost[:j, :n] + np.take(transition, key_a[f] - pos16[:j, :n])
-    t += index[:j]
-    m = t.min(axis=0)
-    p = m & 63
-    best = (m - p) + own_a[f]
-    sp = np.flatnonzero(split[f])
-    if sp.size:
-      fs = f[sp]
-      t2 = cost[:j, sp] + np.take(transition, key_b[fs] - pos16[:j, sp])
-      t2 += index[:j]
-      m2 = t2.min(axis=0)
-      p2 = m2 & 63
-      best2 = (m2 - p2) + own_b[fs]
-      win = best2 < best[sp]
-      w = sp[win]
-      best[w] = best2[win]
-      p[w] = p2[win]
-      lower[fs[win]] = True
-    cost[j, :n] = best
-    pred[f] = p
-  # Where the block ends: after candidate j (EOB unless it is position 63), or right after DC.
-  eob = _fixed(lengths[tab[order], _EOB])
-  valid = index <= count_sorted[None, :]
-  end = np.where(valid, cost + np.where(pos16 == 16 * 63, 0, eob[None, :]), _INF)
-  end[0] = eob
-  cur = end.argmin(axis=0)
-  chosen = np.zeros(len(rows), np.int32)
-  live = np.flatnonzero(cur > 0)
-  while live.size:
-    fi = first[live] + cur[live] - 1
-    chosen[fi] = v1[fi] - lower[fi]
-    cur[live] = pred[fi]
-    live = live[cur[live] > 0]
-  out.reshape(-1)[src] = chosen
-  return out
+  def __init__(self, x, rounded, scale, lmbda, table):
+    rounded = np.ascontiguousarray(rounded)
+    self.shape = rounded.shape
+    n_blocks = rounded.shape[0]
+    count = np.count_nonzero(rounded, axis=1)
+    self.kmax = int(count.max()) if n_blocks else 0
+    if self.kmax == 0:
+      return
+    # Blocks are visited in order of decreasing candidate count, so that the blocks with a j-th
+    # candidate are a prefix. Candidates (non-zero rounded values) stay in flat lists in natural
+    # order; candidate j (1-based) of block b is entry first[b] + j - 1.
+    order = np.argsort(-count, kind="stable")
+    rank_of = np.empty(n_blocks, np.int64)
+    rank_of[order] = np.arange(n_blocks)
+    self.count_sorted = count[order]
+    self.src = np.flatnonzero(rounded)
+    rows, ks = np.divmod(self.src, 63)
+    first_natural = np.cumsum(count) - count
+    self.first = first_natural[order]
+    v1 = rounded.reshape(-1)[self.src]
+    v2 = v1 - 1
+    xs = np.ascontiguousarray(x).reshape(-1)[self.src].astype(np.float64)
+    dm = np.ascontiguousarray(scale).reshape(-1)[self.src].astype(np.float64) * lmbda
+    size1, size2 = _SIZE[v1], _SIZE[v2]
+    # Own cost of a value relative to zeroing it: magnitude bits + dm * ((x - v)^2 - x^2).
+    own1 = size1 + dm * v1 * (v1 - 2 * xs)
+    own2 = np.where(v2 > 0, size2 + dm * v2 * (v2 - 2 * xs), np.inf)
+    # v - 1 has the same size as v unless v is a power of two: then both share every symbol and
+    # the cheaper one wins whatever precedes it. Only powers of two need a second candidate.
+    same = size2 == size1
+    self.lower_a = same & (own2 < own1)
+    self.own_a = _fixed(np.minimum(own1, np.where(same, own2, np.inf)))
+    self.split = ~same & (v2 > 0)
+    self.own_b = _fixed(own2)
+    self.v1 = v1
+    tab = np.asarray(table, np.int32)
+    self.tab_sorted = tab[order]
+    self.key_a = (tab[rows] * 1024 + 16 * (ks + 1) + size1).astype(np.int32)
+    self.key_b = (tab[rows] * 1024 + 16 * (ks + 1) + size2).astype(np.int32)
+    width = self.kmax + 1                  # column 0 is the DC: the start of every block
+    self.pos16 = np.zeros((width, n_blocks), np.int32)
+    np.put(self.pos16, (np.arange(len(rows)) - first_natural[rows] + 1) * n_blocks
+           + rank_of[rows], 16 * (ks + 1))
+    self.active = np.searchsorted(-self.count_sorted, -np.arange(width), side="right")
+
+  def solve(self, lengths: np.ndarray) -> np.ndarray:
+    """`(N, 63)` int32 chosen magnitudes for AC code lengths `(2, 256)` (inf: not codable)."""
+    out = np.zeros(self.shape, np.int32)
+    if self.kmax == 0:
+      return out
+    n_blocks, width = self.shape[0], self.kmax + 1
+    first, pos16 = self.first, self.pos16
+    transition = _transition_table(lengths)
+    cost = np.full((width, n_blocks), _INF, np.int64)   # (candidate, sorted block), transposed
+    cost[0] = 0
+    pred = np.zeros(len(self.src), np.int8)
+    lower = self.lower_a.copy()
+    index = np.arange(width, dtype=np.int64)[:, None]
+    for j in range(1, width):
+      n = int(self.active[j])
+      f = first[:n] + (j - 1)
+      t = cost[:j, :n] + np.take(transition, self.key_a[f] - pos16[:j, :n])
+      t += index[:j]
+      m = t.min(axis=0)
+      p = m & 63
+      best = (m - p) + self.own_a[f]
+      sp = np.flatnonzero(self.split[f])
+      if sp.size:
+        fs = f[sp]
+        t2 = cost[:j, sp] + np.take(transition, self.key_b[fs] - pos16[:j, sp])
+        t2 += index[:j]
+        m2 = t2.min(axis=0)
+        p2 = m2 & 63
+        best2 = (m2 - p2) + self.own_b[fs]
+        win = best2 < best[sp]
+        w = sp[win]
+        best[w] = best2[win]
+        p[w] = p2[win]
+        lower[fs[win]] = True
+      cost[j, :n] = best
+      pred[f] = p
+    # Where the block ends: after candidate j (EOB unless it is position 63), or right after DC.
+    eob = _fixed(lengths[self.tab_sorted, _EOB])
+    valid = index <= self.count_sorted[None, :]
+    end = np.where(valid, cost + np.where(pos16 == 16 * 63, 0, eob[None, :]), _INF)
+    end[0] = eob
+    cur = end.argmin(axis=0)
+    chosen = np.zeros(len(self.src), np.int32)
+    live = np.flatnonzero(cur > 0)
+    while live.size:
+      fi = first[live] + cur[live] - 1
+      chosen[fi] = self.v1[fi] - lower[fi]
+      cur[live] = pred[fi]
+      live = live[cur[live] > 0]
+    out.reshape(-1)[self.src] = chosen
+    return out
+
+
+def _solve(x, rounded, dmul, table, lengths) -> np.ndarray:
+  """The dynamic program over all blocks (`_Candidates`): `(N, 63)` int32 chosen magnitudes,
+  with `dmul` the bits a squared step of error costs, `(N, 63)`."""
+  return _Candidates(x, rounded, dmul, 1.0, table).solve(lengths)
+
+
+def _ac_histograms(magnitudes: np.ndarray, table: np.ndarray) -> np.ndarray:
+  """`(2, 256)` AC symbol counts per table of blocks `(N, 63)` (zigzag magnitudes)."""
+  flat = np.flatnonzero(magnitudes)
+  b = flat // 63
+  k = flat - 63 * b
+  first = np.ones(len(b), bool)
+  first[1:] = b[1:] != b[:-1]
+  prev = np.empty_like(k)
+  prev[1:] = k[:-1]
+  prev[first] = -1
+  run = k - prev - 1
+  size = _SIZE[magnitudes.reshape(-1)[flat]]
+  tab = table[b]
+  ac = np.bincount(tab * 256 + ((run & 15) << 4) + size, minlength=512).reshape(2, 256)
+  long_runs = run >= 16
+  if long_runs.any():
+    ac[:, _ZRL] += np.bincount(tab[long_runs], weights=run[long_runs] >> 4,
+                               minlength=2).astype(np.int64)
+  ends = magnitudes[:, 62] == 0                        # the last coefficient is zero: EOB
+  ac[:, _EOB] += np.bincount(table[ends], minlength=2)
+  return ac
 
 
 class _Counter:
@@ -271,19 +309,8 @@ class _Counter:
     self.dummy_eob = np.bincount(slot[layout.dummy], minlength=2)
 
   def counts(self, magnitudes: np.ndarray) -> dict:
-    b, k = np.divmod(np.flatnonzero(magnitudes), 63)
-    first = np.ones(len(b), bool)
-    first[1:] = b[1:] != b[:-1]
-    prev = np.empty_like(k)
-    prev[1:] = k[:-1]
-    prev[first] = -1
-    run = k - prev - 1
-    size = _SIZE[magnitudes[b, k]]
-    tab = self.table[b]
-    ac = np.bincount(tab * 256 + ((run & 15) << 4) + size, minlength=512).reshape(2, 256)
-    ac[:, _ZRL] += np.bincount(tab, weights=run >> 4, minlength=2).astype(np.int64)
-    ends = magnitudes[:, 62] == 0                      # the last coefficient is zero: EOB
-    ac[:, _EOB] += np.bincount(self.table[ends], minlength=2) + self.dummy_eob
+    ac = _ac_histograms(magnitudes, self.table)
+    ac[:, _EOB] += self.dummy_eob
     by_key = {(0, 0): self.dc[0], (1, 0): ac[0], (0, 1): self.dc[1], (1, 1): ac[1]}
     return {key: by_key[key] for key in self.keys}
 
@@ -291,46 +318,77 @@ class _Counter:
 class _Problem:
   """One image's coefficients and tables, prepared for rounding, the trellis and their costs.
 
-  AC coefficients of all components are stacked as `(N, 63)` rows in zigzag order; DC values
-  are rounded once.
+  AC coefficients of all components are stacked as `(N, 63)` rows in zigzag order (float32:
+  coefficients are multiples of 1/8 and steps integers, so |F| / Q and its rounding are exact);
+  DC values are rounded once.
   """
 
   def __init__(self, dct, tables, sampling, height, width, weights, importance):
     num = len(dct)
     self.shapes = [np.shape(d) for d in dct]
-    xs, scales, tabs, self.dc = [], [], [], []
+    xs, scales, tabs, comps, self.dc = [], [], [], [], []
+    self.ac_steps = np.empty((num, 63), np.float32)
     self.distortion_const = 0.0
     for c in range(num):
-      flat = np.asarray(dct[c], np.float64).reshape(-1, 64)[:, ZIGZAG]
-      steps = np.asarray(tables[c], np.float64).reshape(64)[ZIGZAG]
-      w = np.asarray(weights[c], np.float64).reshape(64)[ZIGZAG]
-      imp = 1.0 if importance is None else np.asarray(importance[c], np.float64).reshape(-1, 1)
+      flat = np.asarray(dct[c], np.float32).reshape(-1, 64)[:, ZIGZAG]
+      steps = np.asarray(tables[c], np.float32).reshape(64)[ZIGZAG]
+      w = np.asarray(weights[c], np.float32).reshape(64)[ZIGZAG]
+      imp = (np.float32(1.0) if importance is None
+             else np.asarray(importance[c], np.float32).reshape(-1, 1))
       ratio = flat / steps
       dc = round_half_away(ratio[:, 0])
       self.dc.append(dc.reshape(self.shapes[c][:-2]))
       # The DC's distortion is the same for every choice: counted, never optimized.
       self.distortion_const += float(np.sum(
-          imp * (w[0] * steps[0] ** 2) * (ratio[:, :1] - dc[:, None]) ** 2))
+          imp * (w[0] * steps[0] ** 2) * (ratio[:, :1] - dc[:, None]) ** 2, dtype=np.float64))
       xs.append(ratio[:, 1:])
       scales.append(np.broadcast_to(imp * (w[1:] * steps[1:] ** 2), (flat.shape[0], 63)))
       tabs.append(np.full(flat.shape[0], _ac_table(num)[c]))
+      comps.append(np.full(flat.shape[0], c))
+      self.ac_steps[c] = steps[1:]
     self.signed = np.ascontiguousarray(np.concatenate(xs))
     self.x = np.abs(self.signed)
     self.scale = np.ascontiguousarray(np.concatenate(scales))  # weighted error per step^2
     self.table = np.concatenate(tabs)
-    self.rounded = np.floor(self.x + 0.5).astype(np.int32)
+    self.component = np.concatenate(comps)
+    self.rounded = np.floor(self.x + np.float32(0.5)).astype(np.int32)
     self.counter = _Counter(self.dc, self.table, height, width, sampling)
+
+  def distortion(self, magnitudes) -> float:
+    return self.distortion_const + float(np.sum(self.scale * (self.x - magnitudes) ** 2,
+                                                dtype=np.float64))
 
   def evaluate(self, magnitudes):
     """(symbol counts, bits, distortion) of a choice of AC magnitudes `(N, 63)`."""
     counts = self.counter.counts(magnitudes)
-    distortion = self.distortion_const + float(np.sum(self.scale * (self.x - magnitudes) ** 2))
-    return counts, coded_bits(counts), distortion
+    return counts, coded_bits(counts), self.distortion(magnitudes)
 
-  def solve(self, counts, lmbda):
-    lengths = np.stack([_pricing_lengths(counts[(1, s)]) if (1, s) in counts
-                        else np.full(256, np.inf) for s in (0, 1)])
-    return _solve(self.x, self.rounded, lmbda * self.scale, self.table, lengths)
+  def candidates(self, lmbda) -> _Candidates:
+    return _Candidates(self.x, self.rounded, self.scale, lmbda, self.table)
+
+  def slope(self, sample: int = 2048) -> float:
+    """Bits saved per unit of distortion added by coarser AC steps (`table_slope`).
+
+    Measured on AC coefficients of a subsample of blocks (every k-th, at least `sample`
+    blocks), rounded with every AC step moved 10% (at least 1) down and up, and priced with the
+    optimal Huffman tables of each choice's own symbol counts.
+    """
+    rows = np.arange(0, self.x.shape[0], max(1, self.x.shape[0] // sample))
+    x, table = self.x[rows], self.table[rows]
+    steps = self.ac_steps[self.component[rows]]
+    weight = self.scale[rows] / steps ** 2             # importance * frequency weight
+    points = []
+    for direction in (-1.0, 1.0):
+      new = np.clip(steps + direction * np.maximum(1.0, np.round(0.1 * steps)), 1.0, 255.0)
+      y = x * (steps / new)
+      r = np.floor(y + np.float32(0.5))
+      counts = _ac_histograms(r.astype(np.int32), table)
+      bits = coded_bits({(1, t): counts[t] for t in range(2) if counts[t].any()})
+      points.append((bits, float(np.sum(weight * new ** 2 * (y - r) ** 2, dtype=np.float64))))
+    (r_fine, d_fine), (r_coarse, d_coarse) = points
+    if d_coarse <= d_fine or r_fine <= r_coarse:
+      return 0.0
+    return (r_fine - r_coarse) / (d_coarse - d_fine)
 
   def components(self, magnitudes) -> list[np.ndarray]:
     values = np.where(np.signbit(self.signed), -magnitudes, magnitudes)
@@ -380,23 +438,15 @@ def table_slope(dct, tables, sampling, height: int, width: int, *, weights,
                 importance=None) -> float:
   """The rate-distortion slope the tables already balance, in bits per unit of distortion.
 
-  Plain rounding is priced (exact bits, optimal Huffman tables) with every step moved down and
-  up by 10% (at least one unit); the slope is the bits saved per unit of distortion added
-  between the two. A table optimized for bits + lambda * distortion has this slope lambda, and
-  for a quality-scaled table it is the lambda that quality trades at, which makes it the
-  trellis's natural lambda for given tables. Arguments as for `trellis_quantize`.
+  Plain rounding of the AC coefficients (of a subsample of blocks) is priced with every AC step
+  moved down and up by 10% (at least one unit): exact bits with each choice's optimal Huffman
+  tables; the slope is the bits saved per unit of distortion added between the two. A table
+  optimized for bits + lambda * distortion has this slope lambda, and for a quality-scaled
+  table it is the lambda that quality trades at, which makes it the trellis's natural lambda
+  for given tables. Arguments as for `trellis_quantize`.
   """
-  tables = np.asarray(tables, np.float64)
-  delta = np.maximum(1.0, np.round(0.1 * tables))
-  points = []
-  for t in (np.maximum(tables - delta, 1.0), np.minimum(tables + delta, 255.0)):
-    problem = _Problem(dct, t, sampling, height, width, weights, importance)
-    _, bits, distortion = problem.evaluate(problem.rounded)
-    points.append((bits, distortion))
-  (r_fine, d_fine), (r_coarse, d_coarse) = points
-  if d_coarse <= d_fine or r_fine <= r_coarse:
-    return 0.0
-  return (r_fine - r_coarse) / (d_coarse - d_fine)
+  importance = _check_importance(importance, [np.shape(d) for d in dct])
+  return _Problem(dct, tables, sampling, height, width, weights, importance).slope()
 
 
 def trellis_quantize(dct, tables, sampling, height: int, width: int, *, lmbda=None, weights,
@@ -420,16 +470,19 @@ def trellis_quantize(dct, tables, sampling, height: int, width: int, *, lmbda=No
     ValueError: a negative or non-finite lmbda; importance of the wrong shape, NaN or negative.
   """
   importance = _check_importance(importance, [np.shape(d) for d in dct])
-  if lmbda is None:
-    lmbda = table_slope(dct, tables, sampling, height, width, weights=weights,
-                        importance=importance)
-  lmbda = _check_lmbda(lmbda)
+  if lmbda is not None:
+    lmbda = _check_lmbda(lmbda)
   problem = _Problem(dct, tables, sampling, height, width, weights, importance)
+  if lmbda is None:
+    lmbda = problem.slope()
   counts, bits, distortion = problem.evaluate(problem.rounded)
   rounding = (bits, distortion, bits + lmbda * distortion)
   best = (rounding[2], problem.rounded, bits, distortion, 0)
+  candidates = problem.candidates(lmbda) if rounds else None
   for r in range(1, rounds + 1):
-    magnitudes = problem.solve(counts, lmbda)
+    lengths = np.stack([_pricing_lengths(counts[(1, s)]) if (1, s) in counts
+                        else np.full(256, np.inf) for s in (0, 1)])
+    magnitudes = candidates.solve(lengths)
     counts, bits, distortion = problem.evaluate(magnitudes)
     cost = bits + lmbda * distortion
     if cost < best[0]:
