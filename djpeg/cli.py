@@ -134,7 +134,8 @@ def encode_command(args: argparse.Namespace) -> int:
   say = (lambda m: None) if args.quiet else (lambda m: print(m, flush=True))
   say(f"{args.input}: {width}x{height}, {'RGB' if channels == 3 else 'gray'}")
   start = time.perf_counter()
-  options = dict(optimize=not args.standard_huffman, progressive=args.progressive,
+  progressive = "optimize" if args.optimize_scans else args.progressive
+  options = dict(optimize=not args.standard_huffman, progressive=progressive,
                  restart_interval=args.restart_interval)
   try:
     with warnings.catch_warnings(record=True) as caught:
@@ -189,7 +190,10 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("output")
   p.add_argument("--quality", type=int, help="IJG quality 1..100 with the Annex K tables (default 75)")
   p.add_argument("--subsampling", default="4:2:0", choices=["4:4:4", "4:2:2", "4:2:0"])
-  p.add_argument("--progressive", action="store_true", help="progressive JPEG (SOF2)")
+  p.add_argument("--progressive", action="store_true",
+                 help="progressive JPEG (SOF2) with libjpeg's scan script")
+  p.add_argument("--optimize-scans", action="store_true",
+                 help="progressive JPEG with the smallest of a family of standard scan scripts")
   p.add_argument("--standard-huffman", action="store_true",
                  help="Annex K Huffman tables instead of optimized ones")
   p.add_argument("--restart-interval", type=int, default=None, help="RST marker every N MCUs")

@@ -287,7 +287,7 @@ def test_cli_trellis_and_saliency(pixels, mask, tmp_path, capsys):
   assert cli.main(["encode", str(source), str(tmp_path / "t.jpg"), "--quality", "70",
                    "--trellis", "--quiet"]) == 0
   assert cli.main(["encode", str(source), str(tmp_path / "r.jpg"), "--quality", "70",
-                   "--saliency", str(tmp_path / "mask.png"), "--progressive"]) == 0
+                   "--saliency", str(tmp_path / "mask.png"), "--optimize-scans"]) == 0
   out = capsys.readouterr().out
   assert "inside the region of interest" in out
   plain = djpeg.dumps(pixels, quality=70)

@@ -207,6 +207,7 @@ def test_dumps_and_save_with_trellis(tmp_path):
   # A given lambda: larger keeps more.
   sizes = [len(djpeg.dumps(pixels, quality=60, trellis=lm)) for lm in (0.005, 0.05, 0.5)]
   assert sizes[0] < sizes[1] < sizes[2] <= len(plain)
+  assert djpeg.dumps(np.stack([pixels, pixels]), quality=60, trellis=True) == [data, data]
   with pytest.raises(ValueError, match="pass the image"):
     djpeg.dumps(djpeg.encode(samples.load("castle")), trellis=True)
   with pytest.raises(ValueError, match="positive lambda"):
