@@ -35,8 +35,9 @@ BACKGROUND = 0.1
 
 #: Bits the dead-zone model assumes a +-1 coefficient costs (its symbol and magnitude bit, less
 #: what zeroing it adds to the next symbol's run). Fitted on training images (BSDS, DIV2K) at
-#: qualities 50..90 with the tables' own lambda: the dead-zone's rate is then within 2% of the
-#: trellis's, its distortion 4-14% higher (the trellis also weighs runs and the EOB).
+#: qualities 50..90 with the tables' own lambda: the dead-zone's exact bits are then within 4%
+#: of the trellis's, uniform or with a mask, its distortion 2-15% higher, 5% on average (the
+#: trellis also weighs runs and the EOB). `bench/deadzone.py` measures it.
 DEADZONE_BITS = 4.0
 
 _saliency_model: Callable | None = None
