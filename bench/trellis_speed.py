@@ -6,7 +6,8 @@ Export: megapixels per second from 8-bit RGB pixels to JPEG bytes at one quality
 
   djpeg trellis            djpeg.dumps(pixels, quality=q, trellis=True): the JAX transform, the
                            tables' slope, two trellis rounds and the entropy coder (baseline)
-  djpeg trellis prog.      the same, progressive
+  djpeg trellis prog.      the same, progressive (libjpeg's scan script)
+  djpeg trellis opt. scans the same, progressive with the smallest of a family of scripts
   djpeg (no trellis)       djpeg.dumps(pixels, quality=q)
   mozjpeg 4.0.3            jpeglib's bundled mozjpeg, defaults (trellis, progressive), to a file
                            in a temporary directory and read back, as bench/rd.py calls it
@@ -72,6 +73,8 @@ def main() -> None:
   rows = {"djpeg trellis": lambda x: djpeg.dumps(x, quality=q, trellis=True),
           "djpeg trellis progressive": lambda x: djpeg.dumps(x, quality=q, trellis=True,
                                                              progressive=True),
+          "djpeg trellis progressive, optimized scans": lambda x: djpeg.dumps(
+              x, quality=q, trellis=True, progressive="optimize"),
           "djpeg (no trellis)": lambda x: djpeg.dumps(x, quality=q),
           "mozjpeg 4.0.3 (trellis, progressive)": lambda x: mozjpeg(x, q),
           "libjpeg-turbo (Pillow, optimize)": lambda x: pillow(x, quality=q, subsampling=2,
