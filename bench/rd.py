@@ -13,6 +13,13 @@ For every image and quality this writes real JPEG files with:
   djpeg optimized        djpeg.optimize_tables per image (PSNR target = the anchor's PSNR at that
                          quality), baseline, optimized Huffman
   djpeg optimized prog.  the same tables, progressive
+  djpeg standard + trellis  Annex K tables at the anchor's quality, trellis quantization with the
+                         tables' own lambda (djpeg.dumps(..., trellis=True)), baseline
+  djpeg optimized + trellis  djpeg.encoder.compress(psnr=the anchor's PSNR): the optimized tables
+                         above, then the trellis with the tables' slope, the table scale fitted to
+                         the Lagrangian and moved until the decoded PSNR meets the target, baseline
+  djpeg optimized + trellis prog.  the same coefficients, progressive with the smallest of a
+                         family of standard scan scripts (progressive="optimize")
   djpeg learned family   the table family shipped with djpeg (learned on the training images by
                          `djpeg-train tables family`), every level: a curve of its own
   djpeg QTableNet        tables predicted per image by the shipped network (`djpeg-train tables
@@ -90,13 +97,15 @@ def measure(data: bytes, pixels: np.ndarray, metrics) -> tuple[float, float, flo
 
 
 CODECS = ("libjpeg-turbo", "libjpeg-turbo progressive", "mozjpeg", "jpegli", "djpeg standard",
-          "djpeg optimized", "djpeg optimized progressive", "djpeg learned family",
-          "djpeg QTableNet", "djpeg QTableNet progressive")
+          "djpeg optimized", "djpeg optimized progressive", "djpeg standard + trellis",
+          "djpeg optimized + trellis", "djpeg optimized + trellis progressive",
+          "djpeg learned family", "djpeg QTableNet", "djpeg QTableNet progressive")
 
 
 def run_image(pixels, qualities, codecs, say) -> dict:
   import djpeg
   from djpeg import metrics
+  from djpeg.encoder import compress
   image = pixels.astype(np.float32) / 255
   points = {name: [] for name in codecs}
   timing = {}
@@ -113,7 +122,10 @@ def run_image(pixels, qualities, codecs, say) -> dict:
       files["jpegli"] = jpegli(pixels, q)
     if "djpeg standard" in codecs:
       files["djpeg standard"] = djpeg.dumps(pixels, quality=q)
-    if "djpeg optimized" in codecs or "djpeg optimized progressive" in codecs:
+    if "djpeg standard + trellis" in codecs:
+      files["djpeg standard + trellis"] = djpeg.dumps(pixels, quality=q, trellis=True)
+    trellis_rows = ("djpeg optimized + trellis", "djpeg optimized + trellis progressive")
+    if any(name.startswith("djpeg optimized") for name in codecs):
       start = time.perf_counter()
       result = djpeg.optimize_tables(image, psnr=float(anchor[1]))
       timing.setdefault("optimize_s", []).append(time.perf_counter() - start)
@@ -122,6 +134,15 @@ def run_image(pixels, qualities, codecs, say) -> dict:
         files["djpeg optimized"] = djpeg.dumps(c)
       if "djpeg optimized progressive" in codecs:
         files["djpeg optimized progressive"] = djpeg.dumps(c, progressive=True)
+      if any(name in codecs for name in trellis_rows):
+        start = time.perf_counter()
+        trellis = compress(pixels, psnr=float(anchor[1]), optimization=result, measure=False)
+        timing.setdefault("trellis_s", []).append(time.perf_counter() - start)
+        if "djpeg optimized + trellis" in codecs:
+          files["djpeg optimized + trellis"] = djpeg.dumps(trellis.coefficients)
+        if "djpeg optimized + trellis progressive" in codecs:
+          files["djpeg optimized + trellis progressive"] = djpeg.dumps(
+              trellis.coefficients, progressive="optimize")
     if "djpeg QTableNet" in codecs or "djpeg QTableNet progressive" in codecs:
       from models.qtable_net import predict_tables
       start = time.perf_counter()
@@ -216,6 +237,7 @@ def main() -> int:
     print(f"| {name} | {summary[name][0]:+.2f}% | {summary[name][1]:+.2f}% | {np.mean(bpp):.3f} "
           f"| {np.mean(psnr):.2f} |")
   for key, label in (("optimize_s", "djpeg.optimize_tables"),
+                     ("trellis_s", "trellis with the PSNR target met (after the table optimization)"),
                      ("qtablenet_s", "QTableNet predict_tables")):
     times = [t for r in results for t in r["timing"].get(key, [])]
     if times:

@@ -3,7 +3,9 @@
   djpeg demo                       the bundled samples: per-image optimized tables against
                                    libjpeg-turbo at the same quality, and the differentiable
                                    codec's agreement with libjpeg-turbo and its gradients
-  djpeg encode IN OUT [options]    an image file to a JPEG file (see `djpeg encode --help`)
+  djpeg encode IN OUT [options]    an image file to a JPEG file (see `djpeg encode --help`):
+                                   --quality, or --optimize-tables with --bpp/--psnr/--lmbda;
+                                   --trellis; --saliency auto|MASK.png; --progressive
 """
 
 from __future__ import annotations
@@ -130,15 +132,18 @@ def encode_command(args: argparse.Namespace) -> int:
 
   targets = {k: v for k, v in (("bpp", args.bpp), ("psnr", args.psnr), ("lmbda", args.lmbda))
              if v is not None}
+  trellis = args.trellis or args.saliency is not None
   modes = [m for m, on in (("--optimize-tables", args.optimize_tables), ("--learned", args.learned),
                            ("--tables", args.tables is not None), ("--quality", args.quality is not None))
            if on]
   if len(modes) > 1:
     raise SystemExit(f"djpeg: {' and '.join(modes)} exclude each other.")
-  if targets and not (args.optimize_tables or args.learned):
-    raise SystemExit("djpeg: --bpp, --psnr and --lmbda go with --optimize-tables or --learned.")
   if (args.optimize_tables or args.learned) and len(targets) != 1:
     raise SystemExit(f"djpeg: {modes[0]} needs exactly one of --bpp, --psnr, --lmbda.")
+  if targets and not (args.optimize_tables or args.learned) and not (
+      trellis and set(targets) == {"lmbda"}):
+    raise SystemExit("djpeg: --bpp, --psnr and --lmbda go with --optimize-tables or --learned "
+                     "(--lmbda also with --trellis, as the trellis lambda).")
   if (args.level is None) != (args.tables is None):
     raise SystemExit("djpeg: --tables FILE and --level K go together.")
   pixels = _load_image(args.input)
@@ -146,47 +151,72 @@ def encode_command(args: argparse.Namespace) -> int:
   say = (lambda m: None) if args.quiet else (lambda m: print(m, flush=True))
   say(f"{args.input}: {width}x{height}, {'RGB' if channels == 3 else 'gray'}")
   start = time.perf_counter()
-  options = dict(optimize=not args.standard_huffman, progressive=args.progressive,
+  progressive = "optimize" if args.optimize_scans else args.progressive
+  options = dict(optimize=not args.standard_huffman, progressive=progressive,
                  restart_interval=args.restart_interval)
   try:
-    if args.tables is not None:
-      family = djpeg.tables.load_table_family(args.tables)
-      levels = len(family["tables"])
-      if not 1 <= args.level <= levels:
-        raise SystemExit(f"djpeg: --level must be 1..{levels} for {args.tables}; got {args.level}.")
-      tables = family["tables"][args.level - 1]
-      say(f"  tables: level {args.level} of {levels} from {args.tables} (lambda "
-          f"{family['lambdas'][args.level - 1]:.3g})")
-      djpeg.save(args.output, pixels, qtables=tables[:channels] if channels == 1 else tables,
-                 subsampling=args.subsampling, **options)
-    elif args.learned:
-      if channels != 3:
-        raise SystemExit("djpeg: --learned tables are for colour images.")
-      image = pixels.astype(np.float32) / 255
-      tables = _table_predictor()(image, subsampling=args.subsampling, **targets)
-      say(f"  tables: predicted by the learned network for {targets}")
-      coefficients = djpeg.encode(image, tables=tables, subsampling=args.subsampling)
-      djpeg.save(args.output, coefficients, **options)
-    elif args.optimize_tables:
-      image = pixels.astype(np.float32) / 255
-      with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with warnings.catch_warnings(record=True) as caught:
+      warnings.simplefilter("always")
+      tables = None
+      if args.tables is not None:
+        family = djpeg.tables.load_table_family(args.tables)
+        levels = len(family["tables"])
+        if not 1 <= args.level <= levels:
+          raise SystemExit(f"djpeg: --level must be 1..{levels} for {args.tables}; got "
+                           f"{args.level}.")
+        tables = np.asarray(family["tables"][args.level - 1])
+        tables = tables[:channels] if channels == 1 else tables
+        say(f"  tables: level {args.level} of {levels} from {args.tables} (lambda "
+            f"{family['lambdas'][args.level - 1]:.3g})")
+      elif args.learned:
+        if channels != 3:
+          raise SystemExit("djpeg: --learned tables are for colour images.")
+        tables = _table_predictor()(pixels.astype(np.float32) / 255,
+                                    subsampling=args.subsampling, **targets)
+        say(f"  tables: predicted by the learned network for {targets}")
+      if trellis:
+        from djpeg.encoder import compress
+        if args.optimize_tables:
+          settings = dict(targets)
+        elif tables is not None:
+          settings = dict(tables=tables)
+        else:
+          settings = dict(quality=75 if args.quality is None else args.quality,
+                          lmbda=targets.get("lmbda"))
+        result = compress(pixels, subsampling=args.subsampling, steps=args.steps,
+                          saliency=args.saliency, background=args.background,
+                          progress=lambda m: say(f"  {m}"), **settings)
+        djpeg.save(args.output, result.coefficients, **options)
+      elif tables is not None:
+        coefficients = djpeg.encode(pixels.astype(np.float32) / 255, tables=tables,
+                                    subsampling=args.subsampling)
+        djpeg.save(args.output, coefficients, **options)
+      elif args.optimize_tables:
+        image = pixels.astype(np.float32) / 255
         result = djpeg.optimize_tables(image, subsampling=args.subsampling, steps=args.steps,
                                        progress=lambda m: say(f"  {m}"), **targets)
-      for w in caught:
-        print(f"djpeg: warning: {w.message}", file=sys.stderr)
-      coefficients = djpeg.encode(image, tables=result.tables, subsampling=args.subsampling)
-      djpeg.save(args.output, coefficients, **options)
-    else:
-      quality = 75 if args.quality is None else args.quality
-      djpeg.save(args.output, pixels, quality=quality, subsampling=args.subsampling, **options)
+        coefficients = djpeg.encode(image, tables=result.tables, subsampling=args.subsampling)
+        djpeg.save(args.output, coefficients, **options)
+      else:
+        quality = 75 if args.quality is None else args.quality
+        djpeg.save(args.output, pixels, quality=quality, subsampling=args.subsampling, **options)
+    for w in caught:
+      print(f"djpeg: warning: {w.message}", file=sys.stderr)
   except ValueError as e:
+    raise SystemExit(f"djpeg: {e}")
+  except NotImplementedError as e:
     raise SystemExit(f"djpeg: {e}")
   with open(args.output, "rb") as f:
     data = f.read()
   decoded = _decode_file(data, channels)
   say(f"{args.output}: {len(data)} bytes, {8 * len(data) / (height * width):.3f} bits/pixel, "
       f"PSNR {psnr(decoded, pixels):.2f} dB ({time.perf_counter() - start:.1f} s)")
+  if trellis and args.saliency is not None and result.saliency is not None:
+    inside = result.saliency >= 0.5
+    if inside.any() and (~inside).any():
+      say(f"  PSNR inside the region of interest (map >= 0.5): "
+          f"{psnr(decoded[inside], pixels[inside]):.2f} dB, outside: "
+          f"{psnr(decoded[~inside], pixels[~inside]):.2f} dB")
   return 0
 
 
@@ -203,7 +233,10 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("output")
   p.add_argument("--quality", type=int, help="IJG quality 1..100 with the Annex K tables (default 75)")
   p.add_argument("--subsampling", default="4:2:0", choices=["4:4:4", "4:2:2", "4:2:0"])
-  p.add_argument("--progressive", action="store_true", help="progressive JPEG (SOF2)")
+  p.add_argument("--progressive", action="store_true",
+                 help="progressive JPEG (SOF2) with libjpeg's scan script")
+  p.add_argument("--optimize-scans", action="store_true",
+                 help="progressive JPEG with the smallest of a family of standard scan scripts")
   p.add_argument("--standard-huffman", action="store_true",
                  help="Annex K Huffman tables instead of optimized ones")
   p.add_argument("--restart-interval", type=int, default=None, help="RST marker every N MCUs")
@@ -219,6 +252,15 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--psnr", type=float, help="target RGB PSNR in dB")
   p.add_argument("--lmbda", type=float, help="trade-off: bits/pixel + lmbda * MSE")
   p.add_argument("--steps", type=int, default=100, help="gradient steps for --optimize-tables")
+  p.add_argument("--trellis", action="store_true",
+                 help="trellis quantization: per block, the values that minimise real bits + "
+                      "lambda * distortion (lambda: the tables' own slope, or --lmbda)")
+  p.add_argument("--saliency", metavar="auto|MASK",
+                 help="region of interest: a mask image (white = important, same size) or "
+                      "'auto' (a saliency model; implies --trellis)")
+  p.add_argument("--background", type=float, default=0.1,
+                 help="with --saliency: weight of unimportant pixels' errors relative to "
+                      "important ones (default 0.1)")
   p.add_argument("--quiet", action="store_true")
   p.set_defaults(func=encode_command)
   args = parser.parse_args(argv)

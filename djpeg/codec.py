@@ -130,12 +130,48 @@ def _transform(images, *, factors, faithful):
 
 
 @functools.partial(jax.jit, static_argnames=("factors", "rounding", "faithful"))
-def _encode(images, steps, key, *, factors, rounding, faithful):
-  """images `(N, H, W, C)` in [0, 1], steps `(N, C, 8, 8)` -> quantized components."""
+def _encode(images, steps, key, deadzone=None, *, factors, rounding, faithful):
+  """images `(N, H, W, C)` in [0, 1], steps `(N, C, 8, 8)` -> quantized components.
+
+  `deadzone`: None, or per component `(N, rows, cols, 1, 1)` or `(N, rows, cols, 8, 8)`.
+  """
   dct = _transform(images, factors=factors, faithful=faithful)
   keys = [None] * len(dct) if key is None else list(jax.random.split(key, len(dct)))
-  return tuple(quantize(d, steps[:, c, None, None, :, :], rounding=rounding, key=keys[c])
+  zones = [None] * len(dct) if deadzone is None else deadzone
+  return tuple(quantize(d, steps[:, c, None, None, :, :], rounding=rounding, key=keys[c],
+                        deadzone=zones[c])
                for c, d in enumerate(dct))
+
+
+def _deadzone_arg(deadzone, batch_shape, height, width, factors):
+  """Per-component dead-zone maps to `(N, rows, cols, 1, 1)` or `(N, rows, cols, 8, 8)` arrays.
+
+  Each component's map is per block, `(rows, cols)`, or per coefficient, `(rows, cols, 8, 8)`,
+  optionally with the batch axes in front; values are offsets >= 0 in steps.
+  """
+  if deadzone is None:
+    return None
+  if isinstance(deadzone, (jax.Array, np.ndarray)) or not hasattr(deadzone, "__len__"):
+    raise ValueError(f"deadzone must be a sequence of {len(factors)} arrays, one per component "
+                     "(their block grids differ with subsampling); see djpeg.roi.deadzone.")
+  if len(deadzone) != len(factors):
+    raise ValueError(f"deadzone needs one array per component ({len(factors)}); got {len(deadzone)}.")
+  out = []
+  for c, zone in enumerate(deadzone):
+    rows, cols = sampling.component_blocks(height, width, factors, c)
+    shape = tuple(np.shape(zone))
+    if shape[-4:] == (rows, cols, 8, 8) and shape[:-4] in ((), batch_shape):
+      zone = jnp.asarray(zone, jnp.float32)
+    elif shape[-2:] == (rows, cols) and shape[:-2] in ((), batch_shape):
+      zone = jnp.asarray(zone, jnp.float32)[..., None, None]
+    else:
+      raise ValueError(
+          f"deadzone of component {c} must have shape {batch_shape + (rows, cols)} (per block) or "
+          f"{batch_shape + (rows, cols, 8, 8)} (per coefficient), batch axes optional; got {shape}.")
+    _checks.concrete_range(f"deadzone of component {c}", zone, 0.0, np.inf)
+    zone = jnp.broadcast_to(zone, batch_shape + zone.shape[-4:])
+    out.append(zone.reshape((-1,) + zone.shape[len(batch_shape):]))
+  return tuple(out)
 
 
 def transform(images, *, subsampling: str = "4:2:0", faithful: bool = True) -> tuple[jax.Array, ...]:
@@ -180,7 +216,7 @@ def encode_pixels(pixels: np.ndarray, *, quality=None, tables=None,
 
 
 def encode(images, *, quality=None, tables=None, subsampling: str = "4:2:0", rounding: str = "ste",
-           faithful: bool = True, key: jax.Array | None = None) -> Coefficients:
+           faithful: bool = True, key: jax.Array | None = None, deadzone=None) -> Coefficients:
   """JPEG-encodes images to quantized DCT coefficients, differentiably.
 
   Args:
@@ -197,11 +233,17 @@ def encode(images, *, quality=None, tables=None, subsampling: str = "4:2:0", rou
     faithful: reproduce libjpeg-turbo's integer arithmetic exactly (default); False runs the same
       pipeline in float32.
     key: `jax.random` key, required with rounding="noise".
+    deadzone: optional per-block quality map, the differentiable stand-in for the exporter's
+      trellis (`djpeg.quantization`): one array per component of dead-zone offsets >= 0 in
+      steps, `(rows_c, cols_c)` per block or `(rows_c, cols_c, 8, 8)` per coefficient (batch
+      axes optional in front); 0 is plain rounding, larger zeroes more. `djpeg.roi.deadzone`
+      derives it from an importance map as the trellis would act. Differentiable (sigmoid
+      surrogate); needs rounding "ste" or "ste_cubic". None (default): the exact codec.
   Returns:
     `Coefficients` with batch shape `()` or `(B,)`, C components, and the tables used.
   Raises:
     ValueError: bad shapes, dtypes or option names, or (when concrete) NaN/inf images, quality
-      outside [1, 100], or tables outside 1..255.
+      outside [1, 100], tables outside 1..255, or negative or NaN dead-zone offsets.
   """
   shape = _checks.check_images(images)
   _checks.check_choice("rounding", rounding, ROUNDINGS)
@@ -211,8 +253,12 @@ def encode(images, *, quality=None, tables=None, subsampling: str = "4:2:0", rou
   batch_shape, (height, width, channels) = shape[:-3], shape[-3:]
   factors = sampling.factors_for(subsampling, channels)
   steps = resolve_tables(quality, tables, batch_shape, channels)
+  zones = _deadzone_arg(deadzone, batch_shape, height, width, factors)
+  if zones is not None and rounding not in ("ste", "ste_cubic"):
+    raise ValueError(f'deadzone needs an exact-forward rounding ("ste" or "ste_cubic"); got '
+                     f'rounding={rounding!r}.')
   images = jnp.asarray(images, jnp.float32).reshape((-1, height, width, channels))
-  components = _encode(images, steps.reshape((-1, channels, 8, 8)), key,
+  components = _encode(images, steps.reshape((-1, channels, 8, 8)), key, zones,
                        factors=factors, rounding=rounding, faithful=faithful)
   components = tuple(c.reshape(batch_shape + c.shape[1:]) for c in components)
   return Coefficients(components, steps, height, width, factors)
@@ -258,11 +304,11 @@ def decode(coefficients: Coefficients, *, faithful: bool = True) -> jax.Array:
 
 
 def jpeg(images, *, quality=None, tables=None, subsampling: str = "4:2:0", rounding: str = "ste",
-         faithful: bool = True, key: jax.Array | None = None) -> jax.Array:
+         faithful: bool = True, key: jax.Array | None = None, deadzone=None) -> jax.Array:
   """`decode(encode(images, ...))`: what a JPEG round trip makes of `images`, differentiably.
 
   Arguments as for `encode`; returns images of the input's shape, float32 in [0, 1].
   """
   coefficients = encode(images, quality=quality, tables=tables, subsampling=subsampling,
-                        rounding=rounding, faithful=faithful, key=key)
+                        rounding=rounding, faithful=faithful, key=key, deadzone=deadzone)
   return decode(coefficients, faithful=faithful)

@@ -198,7 +198,7 @@ def _full_codec_descent(image, tables, lmbda, subsampling, steps, learning_rate)
 def optimize_tables(image, *, bpp: float | None = None, psnr: float | None = None,
                     lmbda: float | None = None, subsampling: str = "4:2:0",
                     distortion: str = "mse", steps: int = 100, learning_rate: float = 0.05,
-                    progress=None) -> TableOptimization:
+                    importance=None, progress=None) -> TableOptimization:
   """Finds quantization tables for one image that minimise rate + lambda * distortion.
 
   Exactly one target:
@@ -213,6 +213,9 @@ def optimize_tables(image, *, bpp: float | None = None, psnr: float | None = Non
     distortion: "mse" (fast, DCT-domain model of RGB MSE) or "ms-ssim" (full codec each step).
     steps: gradient steps (Adam on log-tables).
     learning_rate: Adam's learning rate in log-table units.
+    importance: optional `(H, W)` non-negative per-pixel weights of the squared error (e.g.
+      `djpeg.roi.pixel_weights` of a saliency map, mean 1): the MSE and PSNR targets then mean
+      the weighted MSE (the reported `psnr` stays the plain one). "mse" distortion only.
     progress: optional callable(str) for progress messages.
   Returns:
     `TableOptimization` with valid baseline tables (`djpeg.encode(image, tables=result.tables,
@@ -242,6 +245,13 @@ def optimize_tables(image, *, bpp: float | None = None, psnr: float | None = Non
   num_pixels = height * width
   dct = transform(image, subsampling=subsampling)
   weights = _distortion_weights(factors, num_pixels)
+  if importance is not None:
+    if distortion != "mse":
+      raise ValueError('importance weights go with distortion="mse".')
+    from djpeg import roi
+    importance = roi.check_importance(importance, height, width)
+    weights = tuple(jnp.asarray(w) * b[..., None, None]
+                    for w, b in zip(weights, roi.block_means(importance, height, width, factors)))
   standard = np.asarray(ANNEX_K)[[0, 1, 1]][:channels]
 
   # Start from the Annex K tables at the quality closest to the target.
@@ -252,7 +262,7 @@ def optimize_tables(image, *, bpp: float | None = None, psnr: float | None = Non
   first = encode(image, tables=start[reference], subsampling=subsampling)
   bpp_curve, mse_curve = (np.asarray(v) for v in _evaluate(
       jnp.asarray(start), dct, weights, factors=factors, num_pixels=num_pixels))
-  measured = _mse_offset(first, image, mse_curve[reference])
+  measured = _mse_offset(first, image, mse_curve[reference], importance)
   if kind == "bpp":
     index = int(np.argmin(np.abs(bpp_curve - target)))
     dual_target = float(target)
@@ -308,10 +318,17 @@ def optimize_tables(image, *, bpp: float | None = None, psnr: float | None = Non
   return result
 
 
-def _mse_offset(coefficients, image, model_mse) -> float:
-  """Decoded RGB MSE minus the model's, for one set of tables (chroma subsampling and rounding)."""
+def _mse_offset(coefficients, image, model_mse, importance=None) -> float:
+  """Decoded RGB MSE minus the model's, for one set of tables (chroma subsampling and rounding).
+
+  With per-pixel `importance` `(H, W)`, the MSE is weighted by it.
+  """
   decoded = decode(coefficients)
-  real = float(metrics.mse(jnp.round(decoded * 255), jnp.round(image * 255)))
+  error = (jnp.round(decoded * 255) - jnp.round(image * 255)) ** 2
+  if importance is None:
+    real = float(jnp.mean(error))
+  else:
+    real = float(jnp.mean(error * jnp.asarray(importance)[..., None]))
   return real - float(model_mse)
 
 

@@ -101,16 +101,46 @@ def _integer_components(c: Coefficients) -> list[np.ndarray]:
   return out
 
 
-def _coefficients_for(image_or_coefficients, quality, qtables, subsampling) -> Coefficients:
+def _trellis_coefficients(images, quality, tables, subsampling, trellis, saliency) -> Coefficients:
+  """Coefficients chosen by `djpeg.encoder.compress` (trellis, region of interest), per image."""
+  import jax
+
+  from djpeg.encoder import compress
+  images = np.asarray(images)
+  if images.ndim == 2:
+    images = images[..., None]
+  lmbda = None if trellis is True else trellis
+  if lmbda is not None and not (isinstance(lmbda, (int, float)) and np.isfinite(lmbda) and lmbda > 0):
+    raise ValueError(f"trellis must be True, False or a positive lambda (bits per pixel per unit "
+                     f"of RGB MSE); got {trellis!r}.")
+  batch = images[None] if images.ndim == 3 else images
+  quality_of = np.broadcast_to(np.asarray(quality if quality is not None else 75), batch.shape[:1])
+  results = [compress(image, quality=None if tables is not None and quality is None else
+                      float(quality_of[i]), tables=tables, lmbda=lmbda, saliency=saliency,
+                      subsampling=subsampling, measure=False).coefficients
+             for i, image in enumerate(batch)]
+  if images.ndim == 3:
+    return results[0]
+  return jax.tree.map(lambda *a: np.stack(a), *results)
+
+
+def _coefficients_for(image_or_coefficients, quality, qtables, subsampling, trellis=False,
+                      saliency=None) -> Coefficients:
   if isinstance(image_or_coefficients, Coefficients):
     given = [n for n, v in (("quality", quality), ("qtables", qtables), ("subsampling", subsampling))
              if v is not None]
     if given:
       raise ValueError(f"{', '.join(given)} cannot be given with Coefficients: they are written "
                        "as they are, with their own tables and sampling factors.")
+    if trellis is not False or saliency is not None:
+      raise ValueError("trellis and saliency choose coefficients from the image: pass the image, "
+                       "not Coefficients (djpeg.encoder.compress gives both).")
     return image_or_coefficients
   tables = None if qtables is None else _tables_arg(qtables)
   subsampling = "4:2:0" if subsampling is None else subsampling
+  if trellis is not False or saliency is not None:
+    return _trellis_coefficients(image_or_coefficients, quality, tables, subsampling,
+                                 True if trellis is False else trellis, saliency)
   pixels = np.asarray(image_or_coefficients)
   if pixels.dtype == np.uint8:
     return codec.encode_pixels(pixels[..., None] if pixels.ndim == 2 else pixels,
@@ -120,8 +150,13 @@ def _coefficients_for(image_or_coefficients, quality, qtables, subsampling) -> C
                       faithful=True)
 
 
-def _encode_all(c: Coefficients, optimize: bool, progressive: bool, restart_interval) -> list[bytes]:
+def _encode_all(c: Coefficients, optimize: bool, progressive, restart_interval) -> list[bytes]:
   c.check()
+  if progressive not in (True, False, "optimize"):
+    raise ValueError(f'progressive must be False, True or "optimize"; got {progressive!r}.')
+  if progressive == "optimize" and not optimize:
+    raise ValueError('progressive="optimize" chooses scans by their optimal Huffman tables: it '
+                     "needs optimize=True.")
   if len(c.batch_shape) > 1:
     raise ValueError(f"a batch of coefficients must have one batch axis; got {c.batch_shape}.")
   if restart_interval is None:
@@ -134,18 +169,23 @@ def _encode_all(c: Coefficients, optimize: bool, progressive: bool, restart_inte
   _check_tables(tables, "Coefficients.tables")
   components = _integer_components(c)
   tables = tables.astype(np.int64)
+  def one(comps, tabs):
+    script = None
+    if progressive == "optimize":
+      from djpeg.exact import scripts
+      script = scripts.choose(comps, c.height, c.width, c.sampling)
+    return writer.encode_image(comps, tabs, c.height, c.width, c.sampling, optimize=optimize,
+                               progressive_mode=bool(progressive),
+                               restart_interval=int(restart_interval), script=script)
+
   if not c.batch_shape:
-    return [writer.encode_image(components, tables, c.height, c.width, c.sampling,
-                                optimize=optimize, progressive_mode=progressive,
-                                restart_interval=int(restart_interval))]
-  return [writer.encode_image([comp[i] for comp in components], tables[i], c.height, c.width,
-                              c.sampling, optimize=optimize, progressive_mode=progressive,
-                              restart_interval=int(restart_interval))
-          for i in range(c.batch_shape[0])]
+    return [one(components, tables)]
+  return [one([comp[i] for comp in components], tables[i]) for i in range(c.batch_shape[0])]
 
 
 def dumps(image_or_coefficients, *, quality=None, qtables=None, subsampling=None,
-          optimize: bool = True, progressive: bool = False, restart_interval: int | None = None):
+          optimize: bool = True, progressive=False, restart_interval: int | None = None,
+          trellis=False, saliency=None):
   """JPEG file bytes of an image or of quantized coefficients.
 
   Args:
@@ -161,8 +201,17 @@ def dumps(image_or_coefficients, *, quality=None, qtables=None, subsampling=None
     optimize: optimal Huffman tables per image, built exactly as libjpeg-turbo does (default);
       False uses the Annex K tables.
     progressive: progressive JPEG (SOF2) with libjpeg's default scan script and per-scan
-      optimal tables (with `optimize=False`: Annex K tables, end-of-band runs of one block).
+      optimal tables (with `optimize=False`: Annex K tables, end-of-band runs of one block);
+      "optimize": the smallest script of a family of standard ones for this image
+      (`djpeg.exact.scripts`, like mozjpeg's optimize_scans), never larger than libjpeg's.
     restart_interval: emit RST markers every this many MCUs (None or 0: none).
+    trellis: images only: trellis quantization (`djpeg.exact.trellis`): per block, the values
+      that minimise real bits + lambda * RGB-MSE distortion for these tables; True uses the
+      tables' own rate-distortion slope as lambda, a number is lambda itself (bits per pixel
+      per unit of MSE). The file is as standard as any other.
+    saliency: images only: a region of interest (implies `trellis`): an `(H, W)` map in
+      [0, 1], a mask image path, a callable or "auto" (`djpeg.roi.saliency_map`); important
+      blocks keep more of their coefficients.
   Returns:
     `bytes`, or a list of `bytes` for a batch.
   Raises:
@@ -170,7 +219,7 @@ def dumps(image_or_coefficients, *, quality=None, qtables=None, subsampling=None
       DC differences beyond 11 bits), or tables outside 1..255; the message names the
       component, block or table entry.
   """
-  c = _coefficients_for(image_or_coefficients, quality, qtables, subsampling)
+  c = _coefficients_for(image_or_coefficients, quality, qtables, subsampling, trellis, saliency)
   files = _encode_all(c, optimize, progressive, restart_interval)
   return files if c.batch_shape else files[0]
 
@@ -190,7 +239,8 @@ def _write(fp, data: bytes) -> None:
 
 
 def save(fp, image_or_coefficients, *, quality=None, qtables=None, subsampling=None,
-         optimize: bool = True, progressive: bool = False, restart_interval: int | None = None) -> None:
+         optimize: bool = True, progressive=False, restart_interval: int | None = None,
+         trellis=False, saliency=None) -> None:
   """Writes a JPEG file; arguments as for `dumps`.
 
   Args:
@@ -199,7 +249,7 @@ def save(fp, image_or_coefficients, *, quality=None, qtables=None, subsampling=N
   All files are encoded before anything is written; a path is written atomically (temporary
   file in the same directory, then `os.replace`), so on any error no file is left behind.
   """
-  c = _coefficients_for(image_or_coefficients, quality, qtables, subsampling)
+  c = _coefficients_for(image_or_coefficients, quality, qtables, subsampling, trellis, saliency)
   if c.batch_shape:
     if isinstance(fp, (str, os.PathLike)) or not isinstance(fp, Sequence) or len(fp) != c.batch_shape[0]:
       raise ValueError(f"a batch of {c.batch_shape[0]} images needs a sequence of "

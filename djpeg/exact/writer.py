@@ -170,7 +170,8 @@ def _check_codes(counts: np.ndarray, tables: list[huffman.HuffmanTable]) -> None
 
 
 def encode_image(components, tables, height: int, width: int, factors, *, optimize: bool = True,
-                 progressive_mode: bool = False, restart_interval: int = 0) -> bytes:
+                 progressive_mode: bool = False, restart_interval: int = 0,
+                 script=None) -> bytes:
   """One image's JPEG file.
 
   Args:
@@ -181,6 +182,8 @@ def encode_image(components, tables, height: int, width: int, factors, *, optimi
       scans then without end-of-band runs longer than one block, which those tables cannot code).
     progressive_mode: SOF2 with libjpeg's default scan script.
     restart_interval: MCUs per restart interval, 0 for none.
+    script: progressive mode only: the scans to write instead of libjpeg's (e.g. from
+      `djpeg.exact.scripts.choose`).
   Returns:
     The file's bytes.
   """
@@ -189,7 +192,8 @@ def encode_image(components, tables, height: int, width: int, factors, *, optimi
   out = [b"\xff\xd8", _JFIF]
   out += [_dqt(i, t) for i, t in enumerate(distinct)]
   out.append(_sof(progressive_mode, height, width, factors, qslots))
-  script = (scans.progressive_script if progressive_mode else scans.sequential_script)(len(components))
+  if script is None or not progressive_mode:
+    script = (scans.progressive_script if progressive_mode else scans.sequential_script)(len(components))
   loaded = {}
   cap = progressive.MAX_EOBRUN if optimize else 1
   for n, scan in enumerate(script):

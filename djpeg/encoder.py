@@ -1,0 +1,400 @@
+"""The complete encoder: quantization tables, trellis quantization, regions of interest.
+
+`compress(image, ...)` chooses the integer coefficients of a standard JPEG file; `djpeg.dumps`
+or `djpeg.save` then write them, baseline or progressive. Three choices are made:
+
+1. tables: IJG `quality` (or given `tables`), or tables optimized for this image
+   (`djpeg.optimize_tables`) for a `bpp`, `psnr` or `lmbda` target;
+2. coefficients: trellis quantization (`djpeg.exact.trellis`): per block, the values that
+   minimise real bits + lambda * distortion, with distortion the DCT-domain model of RGB MSE.
+   Lambda is the tables' own rate-distortion slope (`table_slope`) unless given;
+3. targets: the trellis trades distortion for bits, so with a `bpp` or `psnr` target the
+   optimized tables are scaled (finer or coarser, with the trellis lambda scaled by 1 / s^2 to
+   keep its strength relative to the steps) until the trellis result meets the target, checked
+   on the real file size or the decoded image.
+
+A region of interest (`saliency`: a map, a mask file, or "auto") weighs each block's distortion
+(`djpeg.roi.block_weights`): blocks that matter keep more coefficients, the rest give up bits.
+With a map, the table optimization weighs its distortion the same way, and PSNR targets and
+lambda refer to the importance-weighted MSE.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+
+import jax.numpy as jnp
+import numpy as np
+
+from djpeg import _checks, codec, roi, sampling
+from djpeg.coefficients import Coefficients
+from djpeg.exact import trellis as trellis_lib
+from djpeg.optimize import _distortion_weights, optimize_tables
+from djpeg.rate import STUFFING
+
+#: Default quality when neither tables nor a target are given (libjpeg's default).
+DEFAULT_QUALITY = 75
+
+
+@dataclasses.dataclass(frozen=True)
+class Compressed:
+  """The result of `compress`.
+
+  Attributes:
+    coefficients: `Coefficients` with int32 components, ready for `djpeg.dumps` / `djpeg.save`.
+    tables: `(C, 8, 8)` int quantization tables.
+    lmbda: the trellis lambda in bits per pixel per unit of (weighted) RGB MSE; None without
+      the trellis.
+    bits_per_pixel: bits per pixel of the baseline file (exact symbol counts and headers, mean
+      byte stuffing).
+    psnr: RGB PSNR (dB) of the decoded image, libjpeg-turbo's decoder (exact); None when not
+      measured.
+    weighted_psnr: with a saliency map, the PSNR of the importance-weighted MSE; else None.
+    saliency: the `(H, W)` map used, or None.
+  """
+  coefficients: Coefficients
+  tables: np.ndarray
+  lmbda: float | None
+  bits_per_pixel: float
+  psnr: float | None
+  weighted_psnr: float | None
+  saliency: np.ndarray | None
+
+
+def _as_image(image) -> tuple[np.ndarray, np.ndarray | None]:
+  """(float32 image in [0, 1], the uint8 pixels when given as such)."""
+  a = np.asarray(image)
+  if a.ndim == 2:
+    a = a[..., None]
+  if a.dtype == np.uint8:
+    if a.ndim != 3 or a.shape[-1] not in (1, 3) or min(a.shape[:2]) < 1:
+      raise ValueError(f"compress takes one image (H, W, C) with C = 1 or 3; got shape {a.shape}.")
+    return a.astype(np.float32) / 255, a
+  shape = _checks.check_images(a)
+  if len(shape) != 3:
+    raise ValueError(f"compress takes one image (H, W, C); got shape {shape}.")
+  return a.astype(np.float32), None
+
+
+def _header_bytes(tables: np.ndarray) -> int:
+  """Bytes of a baseline file besides the entropy-coded data and the DHT segments."""
+  num = len(tables)
+  distinct = len({t.tobytes() for t in np.asarray(tables, np.int64)})
+  return 2 + 18 + 69 * distinct + (10 + 3 * num) + (8 + 2 * num) + 2
+
+
+def _file_bytes(result: trellis_lib.TrellisResult, tables) -> float:
+  """Baseline file size for a trellis result: exact bits plus headers and mean stuffing."""
+  return _header_bytes(tables) + result.bits / 8 * (1 + STUFFING) + 0.5
+
+
+class _Problem:
+  """One image prepared for the trellis: DCT, frequency weights, block weights."""
+
+  def __init__(self, image, subsampling, weights_map, pixels=None):
+    height, width, channels = image.shape
+    self.height, self.width = height, width
+    self.num_pixels = height * width
+    self.factors = sampling.factors_for(subsampling, channels)
+    if pixels is not None:   # the file writer's 8-bit path: the same DCT, less to move
+      dct = codec._transform(jnp.asarray(pixels)[None], factors=self.factors, faithful=True)
+      self.dct = [np.asarray(d[0]) for d in dct]
+    else:
+      self.dct = [np.asarray(d) for d in codec.transform(image, subsampling=subsampling)]
+    # Per-pixel MSE weights times the pixel count: distortion per image, like bits per image.
+    self.weights = [np.asarray(w, np.float64) * self.num_pixels
+                    for w in _distortion_weights(self.factors, self.num_pixels)]
+    self.blocks = None if weights_map is None else [
+        np.asarray(b, np.float64) for b in roi.block_means(weights_map, height, width, self.factors)]
+
+  def slope(self, tables) -> float:
+    """The tables' slope in bits per pixel per unit of MSE (`table_slope`, per pixel)."""
+    return trellis_lib.table_slope(self.dct, tables, self.factors, self.height, self.width,
+                                   weights=self.weights, importance=self.blocks)
+
+  def trellis(self, tables, lmbda, rounds) -> trellis_lib.TrellisResult:
+    # lmbda is per pixel: bits + lmbda * (N * MSE) = N * (bpp + lmbda * MSE).
+    return trellis_lib.trellis_quantize(self.dct, tables, self.factors, self.height, self.width,
+                                        lmbda=lmbda, weights=self.weights,
+                                        importance=self.blocks, rounds=rounds)
+
+
+def _scaled(tables, s):
+  return np.clip(np.floor(np.asarray(tables, np.float64) * s + 0.5), 1, 255)
+
+
+def _search(evaluate, kind, target):
+  """Scale s of the tables for which `evaluate(s)` -> (bpp, mse) meets the target.
+
+  kind "psnr" (target: an MSE): the largest s whose MSE is at most the target (fewest bits);
+  kind "bpp": the smallest s whose bpp is at most the target (best quality). Brackets the
+  target by factors of 1.25 and bisects in log s; returns (s, meets).
+  """
+  def meets(point):
+    bpp, mse = point
+    return mse <= target if kind == "psnr" else bpp <= target
+
+  def better(a, b):          # among points that meet the target
+    return a[1][0] < b[1][0] if kind == "psnr" else a[1][1] < b[1][1]
+
+  seen = {}
+
+  def at(log_s):
+    if log_s not in seen:
+      seen[log_s] = evaluate(math.exp(log_s))
+    return seen[log_s]
+
+  step = math.log(1.25)
+  # Coarser scales (larger s) meet a bpp target and miss an MSE target.
+  coarser_meets = kind == "bpp"
+  ok = meets(at(0.0))
+  direction = (1 if ok else -1) if not coarser_meets else (-1 if ok else 1)
+  lo = hi = 0.0
+  for i in range(1, 12):
+    log_s = direction * step * i
+    if abs(log_s) > math.log(256):
+      break
+    if meets(at(log_s)) != ok:
+      lo, hi = sorted((log_s, log_s - direction * step))
+      break
+  else:
+    lo = hi = None
+  if lo is not None:
+    for _ in range(5):
+      mid = 0.5 * (lo + hi)
+      # Keep the half that still straddles the target.
+      if meets(at(mid)) == meets(at(lo)):
+        lo = mid
+      else:
+        hi = mid
+  good = [(k, v) for k, v in seen.items() if meets(v)]
+  if not good:
+    nearest = min(seen.items(), key=lambda kv: (kv[1][1] if kind == "psnr" else kv[1][0]))
+    return math.exp(nearest[0]), False
+  best = good[0]
+  for item in good[1:]:
+    if better(item, best):
+      best = item
+  return math.exp(best[0]), True
+
+
+def compress(image, *, quality=None, tables=None, bpp: float | None = None,
+             psnr: float | None = None, lmbda: float | None = None, trellis: bool = True,
+             saliency=None, background: float = roi.BACKGROUND, subsampling: str = "4:2:0",
+             rounds: int = 2, steps: int = 100, optimization=None, measure: bool = True,
+             progress=None) -> Compressed:
+  """Chooses tables and coefficients for one image's JPEG file.
+
+  Tables: `quality` (IJG scaling of the Annex K tables, default 75) or `tables`; or, with a
+  target `bpp` (bits per pixel of the file), `psnr` (dB) or `lmbda` alone, tables optimized for
+  this image (`djpeg.optimize_tables`).
+
+  Args:
+    image: `(H, W, C)` float in [0, 1] or uint8, C = 3 or 1.
+    quality, tables: as for `djpeg.encode` (one image).
+    bpp, psnr: targets met by the final file (checked on the real size / decoded image).
+    lmbda: the trade-off in bits per pixel per unit of RGB MSE (8-bit scale): alone, the
+      tables are optimized for it; with `quality` or `tables` it is the trellis lambda. By
+      default the trellis uses the tables' own slope.
+    trellis: trellis quantization (default); False rounds as libjpeg does.
+    saliency: region of interest (`djpeg.roi.saliency_map`): an `(H, W)` map in [0, 1], a mask
+      image path, a callable, or "auto". Needs the trellis.
+    background: weight of the least important pixels relative to the most important.
+    subsampling: "4:2:0", "4:2:2" or "4:4:4".
+    rounds: trellis rounds (each re-prices symbols with the previous result's Huffman tables).
+    steps: gradient steps of the table optimization.
+    optimization: a `TableOptimization` already run for this image and target (same
+      subsampling and map): its tables are the start, and the optimization is not run again.
+    measure: decode the result to report its PSNR (False: `psnr` is None; saves a decode).
+    progress: optional callable(str) for progress messages.
+  Returns:
+    `Compressed`: `djpeg.dumps(result.coefficients, progressive=...)` is the file.
+  Raises:
+    ValueError: conflicting or invalid options, a bad image or saliency map.
+    NotImplementedError: saliency="auto" without a saliency model installed.
+  """
+  say = progress or (lambda message: None)
+  image, pixels = _as_image(image)
+  height, width, channels = image.shape
+  targets = {k: v for k, v in (("bpp", bpp), ("psnr", psnr)) if v is not None}
+  if len(targets) > 1:
+    raise ValueError(f"give at most one of bpp and psnr; got {sorted(targets)}.")
+  if targets and (quality is not None or tables is not None):
+    raise ValueError("a bpp or psnr target optimizes the tables: it cannot be combined with "
+                     "quality or tables.")
+  if targets and lmbda is not None:
+    raise ValueError("give lmbda or a bpp/psnr target, not both.")
+  for name, value in (("bpp", bpp), ("psnr", psnr), ("lmbda", lmbda)):
+    if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)
+                                  and value > 0):
+      raise ValueError(f"{name} must be a positive finite number; got {value!r}.")
+  if rounds < 0:
+    raise ValueError(f"rounds must be >= 0; got {rounds}.")
+  sal = roi.saliency_map(saliency, image)
+  if sal is not None and not trellis:
+    raise ValueError("a saliency map acts through the trellis (the only per-block control of a "
+                     "standard JPEG): it needs trellis=True.")
+  weights_map = None if sal is None else roi.pixel_weights(sal, background)
+  problem = _Problem(image, subsampling, weights_map, pixels)
+  optimize = bool(targets) or (lmbda is not None and quality is None and tables is None)
+
+  if optimize:
+    (kind, target), = (targets or {"lmbda": lmbda}).items()
+    result = optimization or optimize_tables(image, subsampling=subsampling, steps=steps,
+                                             importance=weights_map, progress=progress,
+                                             **{kind: target})
+    base = np.asarray(result.tables, np.float64)
+  else:
+    kind = None
+    base = np.asarray(codec.resolve_tables(
+        DEFAULT_QUALITY if quality is None and tables is None else quality, tables, (),
+        channels)).astype(np.float64)
+
+  if not trellis:
+    chosen = trellis_lib.trellis_quantize(problem.dct, base, problem.factors, height, width,
+                                          lmbda=0.0, weights=problem.weights, rounds=0)
+    return _finish(image, problem, base, chosen, None, sal, weights_map, measure)
+
+  if kind in ("bpp", "psnr"):
+    lmbda0 = problem.slope(base)
+    say(f"trellis: lambda {lmbda0:.4g} (the tables' slope); meeting the {kind} target")
+    tables_out, chosen, lmbda_out = _meet_target(image, problem, base, lmbda0, kind, target,
+                                                 rounds, weights_map, say)
+    return _finish(image, problem, tables_out, chosen, lmbda_out, sal, weights_map, measure)
+
+  chosen = problem.trellis(base, lmbda, rounds)      # lmbda None: the tables' own slope
+  say(f"trellis: lambda {chosen.lmbda:.4g}, {chosen.bits / 8:.0f} bytes of data "
+      f"({chosen.rounding_bits / 8:.0f} rounded)")
+  return _finish(image, problem, base, chosen, chosen.lmbda, sal, weights_map, measure)
+
+
+def _weighted_mse(image, coefficients, weights_map) -> float:
+  decoded = np.asarray(codec.decode(coefficients), np.float64)
+  error = (np.round(decoded * 255) - np.round(image.astype(np.float64) * 255)) ** 2
+  if weights_map is None:
+    return float(error.mean())
+  return float((error * weights_map[..., None]).mean())
+
+
+def _coefficients(problem, tables, chosen) -> Coefficients:
+  return Coefficients(tuple(chosen.components), np.asarray(tables, np.float32), problem.height,
+                      problem.width, problem.factors)
+
+
+def _golden(f, lo, hi, evaluations=7):
+  """Minimum of `f` over [lo, hi] by golden-section search; returns (x, f(x)) of the best seen."""
+  ratio = (math.sqrt(5) - 1) / 2
+  a, b = lo + (1 - ratio) * (hi - lo), lo + ratio * (hi - lo)
+  fa, fb = f(a), f(b)
+  seen = [(fa, a), (fb, b)]
+  for _ in range(evaluations - 2):
+    if fa <= fb:
+      hi, b, fb = b, a, fa
+      a = lo + (1 - ratio) * (hi - lo)
+      fa = f(a)
+      seen.append((fa, a))
+    else:
+      lo, a, fa = a, b, fb
+      b = lo + ratio * (hi - lo)
+      fb = f(b)
+      seen.append((fb, b))
+  best = min(seen)
+  return best[1], best[0]
+
+
+class _Family:
+  """Tables kappa * t * base with trellis lambda lmbda0 / t^2: one scale for the target.
+
+  Scaling the steps by t scales the tables' own slope by about 1 / t^2, so t moves along the
+  rate-distortion curve keeping the trellis as strong relative to the steps. kappa is chosen
+  once, at t = 1, by minimising the Lagrangian bits + lmbda0 * distortion over the table scale:
+  with the trellis zeroing what does not pay, slightly finer tables than the ones optimized for
+  plain rounding usually pay (and with a region of interest, much finer ones).
+  """
+
+  def __init__(self, problem, base, lmbda0, rounds):
+    self.problem, self.base, self.lmbda0, self.rounds = problem, base, lmbda0, rounds
+    self.cache = {}
+    self.kappa = 1.0
+
+  def run(self, scale, lmbda):
+    key = (round(scale, 9), round(lmbda, 12))
+    if key not in self.cache:
+      tables = _scaled(self.base, scale)
+      self.cache[key] = (tables, self.problem.trellis(tables, lmbda, self.rounds))
+    return self.cache[key]
+
+  def fit_kappa(self, lo=0.3, hi=1.3):
+    def lagrangian(log_kappa):
+      return self.run(math.exp(log_kappa), self.lmbda0)[1].cost
+    log_kappa, _ = _golden(lagrangian, math.log(lo), math.log(hi))
+    if lagrangian(log_kappa) < lagrangian(0.0):
+      self.kappa = math.exp(log_kappa)
+    return self.kappa
+
+  def at(self, t):
+    return self.run(self.kappa * t, self.lmbda0 / t ** 2)
+
+
+def _meet_target(image, problem, base, lmbda0, kind, target, rounds, weights_map, say):
+  """Scales the tables, trellis in the loop, until the real file meets a bpp or PSNR target."""
+  n = problem.num_pixels
+  family = _Family(problem, base, lmbda0, rounds)
+  kappa = family.fit_kappa()
+  say(f"  table scale {kappa:.3f} minimises bits + lambda * distortion with the trellis")
+  if kind == "psnr":
+    goal = 255.0 ** 2 / 10 ** (target / 10)
+    # The DCT-domain model misses chroma subsampling and pixel rounding: calibrate its offset
+    # on the plain rounding of the starting tables, then on each result checked.
+    rounded = trellis_lib.trellis_quantize(problem.dct, base, problem.factors, problem.height,
+                                           problem.width, lmbda=0.0, weights=problem.weights,
+                                           importance=problem.blocks, rounds=0)
+    offset = _weighted_mse(image, _coefficients(problem, base, rounded), weights_map) \
+        - rounded.distortion / n
+  else:
+    goal = float(target)
+    offset = 0.0
+  met = False
+  for attempt in range(3):
+    def evaluate(t, offset=offset):
+      tables, chosen = family.at(t)
+      return 8 * _file_bytes(chosen, tables) / n, chosen.distortion / n + offset
+    t, met = _search(evaluate, kind, goal)
+    tables, chosen = family.at(t)
+    coefficients = _coefficients(problem, tables, chosen)
+    # Check on the real file / the decoded image, and correct the model if it missed.
+    if kind == "bpp":
+      from djpeg.exact import dumps
+      real = 8 * len(dumps(coefficients)) / n
+      model = evaluate(t)[0]
+      say(f"  scale {kappa * t:.3f}: {real:.4f} bpp (model {model:.4f}), target {goal:.4f}")
+      if real <= goal or not met:
+        break
+      goal -= (real - model) + 1e-4
+    else:
+      real = _weighted_mse(image, coefficients, weights_map)
+      model = evaluate(t)[1]
+      say(f"  scale {kappa * t:.3f}: MSE {real:.3f} (model {model:.3f}), target {goal:.3f}")
+      if real <= goal or not met:
+        break
+      offset += real - model
+  if not met:
+    warnings.warn(f"the {kind} target {target} cannot be met with the trellis; returning the "
+                  "nearest result.", stacklevel=3)
+  return tables, chosen, lmbda0 / t ** 2
+
+
+def _finish(image, problem, tables, chosen, lmbda, sal, weights_map, measure) -> Compressed:
+  coefficients = _coefficients(problem, tables, chosen)
+  mse = _weighted_mse(image, coefficients, None) if measure else None
+  weighted = None
+  if weights_map is not None and measure:
+    weighted = 10 * math.log10(255.0 ** 2 / max(_weighted_mse(image, coefficients, weights_map),
+                                                 1e-12))
+  return Compressed(
+      coefficients=coefficients, tables=np.asarray(tables, np.int32), lmbda=lmbda,
+      bits_per_pixel=8 * _file_bytes(chosen, tables) / problem.num_pixels,
+      psnr=None if mse is None else 10 * math.log10(255.0 ** 2 / max(mse, 1e-12)),
+      weighted_psnr=weighted, saliency=sal)

@@ -1,0 +1,101 @@
+"""Progressive scan scripts chosen per image: the smallest of a family of standard scripts.
+
+libjpeg's default progressive script (successive approximation on every band, ten scans, each
+with its own Huffman tables) is tuned for display, not size: on small or sparse images (trellis
+output) its table and refinement overhead makes the file larger than the baseline one. Like
+mozjpeg's `optimize_scans`, `choose` prices candidate scans one by one (exact symbol counts with
+each scan's optimal tables, extra and correction bits, DHT and SOS bytes; byte stuffing left
+out) and picks, independently for the DC and for each component's AC coefficients, the cheapest
+of a few structures:
+
+  DC:          one interleaved scan, or Al = 1 plus a refinement scan;
+  luma AC:     bands 1-63, 1-5 + 6-63 or 1-8 + 9-63, at Al = 0, 1 or 2 (with refinements);
+  chroma AC:   1-63 at Al = 0 or 1 (with a refinement).
+
+libjpeg's own script is one of the combinations, so the choice is never larger than it by the
+estimate. Every script is a valid progressive JPEG: DC scans first, then spectral bands, each
+successive-approximation chain refined down to Al = 0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from djpeg.exact import huffman, layout as layout_lib, progressive, scans, writer
+
+Scan = scans.Scan
+
+_LUMA_BANDS = ((1, 63), (1, 5, 63), (1, 8, 63))
+
+
+def _scan_bytes(scan: Scan, sparse, height: int, width: int, factors) -> float:
+  """Estimated bytes of one optimized progressive scan: entropy-coded data, its DHT and SOS."""
+  layout = layout_lib.scan_layout(height, width, factors, scan.components)
+  used, dc_local, ac_local = writer._scan_tables(scan, True)
+  tokens = writer._tokens(scan, sparse, layout, 0, dc_local, ac_local, progressive.MAX_EOBRUN)
+  counts = writer._count(tokens, len(used))
+  bits = 0.0
+  header = 2 + 2 + 1 + 2 * len(scan.components) + 3          # SOS
+  for (table_class, _), c in zip(used, counts):
+    if not c.any():
+      continue
+    table = huffman.optimal_table(c)
+    bits += float(np.sum(c * (table.codes[1] + writer._extra_bits(table_class))))
+    header += 2 + 2 + 1 + 16 + len(table.values)                 # DHT
+  for g in tokens.groups:
+    if np.ndim(g.symbol) == 0 and g.symbol == scans.RAW:
+      bits += float(np.sum(np.broadcast_to(g.nextra, np.shape(g.pos))))
+  return header + bits / 8
+
+
+def _chain(component: int, bands, al: int) -> tuple[list[Scan], list[Scan]]:
+  """First scans of `bands` at `al`, and the refinement scans over 1-63 down to Al = 0."""
+  edges = list(bands)
+  first = [Scan((component,), lo, hi, 0, al)
+           for lo, hi in zip([edges[0]] + [e + 1 for e in edges[1:-1]], edges[1:])]
+  refine = [Scan((component,), 1, 63, a + 1, a) for a in range(al - 1, -1, -1)]
+  return first, refine
+
+
+def _options(component: int, luma: bool):
+  """Candidate (first scans, refinement scans) for one component's AC coefficients."""
+  if luma:
+    return [_chain(component, bands, al) for bands in _LUMA_BANDS for al in (0, 1, 2)]
+  return [_chain(component, (1, 63), al) for al in (0, 1)]
+
+
+def choose(components, height: int, width: int, factors) -> tuple[Scan, ...]:
+  """The cheapest script of the family for these coefficients (module docstring).
+
+  Args:
+    components: per component, `(rows_c, cols_c, 8, 8)` integer coefficients.
+    height, width, factors: frame geometry and sampling factors.
+  """
+  sparse = [scans.sparse_component(np.asarray(c)) for c in components]
+  factors = tuple(map(tuple, factors))
+  every = tuple(range(len(components)))
+  cache = {}
+
+  def cost(scan_list):
+    total = 0.0
+    for scan in scan_list:
+      if scan not in cache:
+        cache[scan] = _scan_bytes(scan, sparse, height, width, factors)
+      total += cache[scan]
+    return total
+
+  dc_options = [([Scan(every, 0, 0, 0, 0)], []),
+                ([Scan(every, 0, 0, 0, 1)], [Scan(every, 0, 0, 1, 0)])]
+  dc_first, dc_refine = min(dc_options, key=lambda o: cost(o[0] + o[1]))
+  firsts, refines = [], []
+  for c in range(len(components)):
+    first, refine = min(_options(c, c == 0), key=lambda o: cost(o[0] + o[1]))
+    firsts.append(first)
+    refines.append(refine)
+  # libjpeg's order: DC, the luma's low band, chroma (Cr before Cb), the other luma bands, then
+  # the refinements from the coarsest bit down, the DC's last.
+  luma_first = firsts[0]
+  order = [dc_first, luma_first[:1]] + firsts[1:][::-1] + [luma_first[1:]]
+  script = [s for part in order for s in part]
+  tail = sorted((s for r in refines for s in r), key=lambda s: (-s.ah, s.components[0] != 0))
+  return tuple(script + tail + dc_refine)

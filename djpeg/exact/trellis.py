@@ -1,0 +1,493 @@
+"""Trellis quantization: per block, the AC values that minimise real bits + lambda * distortion.
+
+For each 8x8 block a dynamic program over the zigzag positions chooses, for every coefficient
+whose rounded value is non-zero, one of three values: the rounded value r, its neighbour toward
+zero r - sign(r), or zero (mozjpeg's candidates; values are never moved away from zero), and
+with them where the block ends (its EOB). Costs are real bits: the Huffman code length of each
+(run, size) symbol, of the ZRLs a long run needs and of the EOB, plus the magnitude bits, with
+the code lengths of the tables the writer will build. Distortion is the squared coefficient
+error times a weight per component and frequency (`djpeg.optimize`'s model of RGB MSE) and an
+optional importance per block, so lambda may differ from block to block.
+
+Symbols interact through the Huffman tables, so the program runs a few rounds: price symbols
+with the optimal tables of the current choice (plain rounding first), solve every block, rebuild
+the tables. The result is the best of the candidates by their real cost (exact symbol counts
+priced with libjpeg's optimal tables, DHT bytes included), plain rounding among them, so the
+trellis never does worse than rounding by that measure.
+
+DC coefficients stay rounded as libjpeg rounds them: a DC difference couples neighbouring
+blocks, and its share of the rate is small. The program is vectorized over blocks: Python loops
+run over the candidate positions of a block (at most 63) and over rounds, never over blocks.
+
+The state of the program is the last non-zero candidate. `cost[j]` is the cheapest way to code a
+block up to and including its j-th candidate as its last non-zero coefficient, relative to
+zeroing every candidate: a min over the previous non-zero candidate (or the DC) of its cost plus
+the (run, size) symbol, ZRLs and the candidate's own magnitude bits and distortion change. Blocks
+are sorted by their number of candidates so that step j touches only blocks that have one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from djpeg.exact import huffman, layout as layout_lib, scans, writer
+from djpeg.tables import ZIGZAG
+
+_EOB, _ZRL = 0x00, 0xF0
+_SIZE = scans._SIZE_LUT  # bit length of 0..32767
+
+# AC symbols a baseline coder may use: EOB, ZRL and (run, size) for size 1..10.
+_AC_VALID = np.zeros(256, bool)
+_AC_VALID[[_EOB, _ZRL]] = True
+_AC_VALID[(np.arange(16)[:, None] * 16 + np.arange(1, 11)[None, :]).ravel()] = True
+
+
+@dataclasses.dataclass(frozen=True)
+class TrellisResult:
+  """What `trellis_quantize` chose and what it costs.
+
+  Attributes:
+    components: per component, `(rows, cols, 8, 8)` int32 quantized values (natural order).
+    bits: entropy-coded bits of the baseline scan with optimal Huffman tables, plus the bits of
+      the DHT segments (exact symbol counts; byte stuffing and final padding excluded).
+    distortion: sum over coefficients of lambda-free weighted squared error (weights times
+      importance), in the units of the weights.
+    cost: `bits + lmbda * distortion`, the objective.
+    lmbda: the lambda used (bits per unit of distortion).
+    rounding_bits, rounding_distortion, rounding_cost: the same for plain rounding.
+    rounds: trellis rounds run; `chosen`: the round whose result was kept (0 = plain rounding).
+  """
+  components: list[np.ndarray]
+  bits: float
+  distortion: float
+  cost: float
+  lmbda: float
+  rounding_bits: float
+  rounding_distortion: float
+  rounding_cost: float
+  rounds: int
+  chosen: int
+
+
+def round_half_away(x: np.ndarray) -> np.ndarray:
+  """libjpeg's rounding of quantized values, ties away from zero, as int32."""
+  return (np.sign(x) * np.floor(np.abs(x) + 0.5)).astype(np.int32)
+
+
+def _ac_table(num_components: int) -> np.ndarray:
+  """AC Huffman table slot of each component: 0 (luma) for Y or gray, 1 shared by Cb and Cr."""
+  return np.array([0] + [1] * (num_components - 1))
+
+
+def symbol_counts(components, height: int, width: int, sampling) -> dict:
+  """Symbol histograms of the baseline scan the writer would code: `{(class, slot): (256,)}`.
+
+  Args:
+    components: per component, `(rows, cols, 8, 8)` integer coefficients.
+  """
+  sparse = [scans.sparse_component(np.asarray(c, np.int32)) for c in components]
+  scan = scans.sequential_script(len(components))[0]
+  layout = layout_lib.scan_layout(height, width, tuple(map(tuple, sampling)), scan.components)
+  used, dc_local, ac_local = writer._scan_tables(scan, False)
+  tokens = scans.sequential_tokens(sparse, layout, 0, dc_local, ac_local)
+  counts = writer._count(tokens, len(used))
+  return dict(zip(used, counts))
+
+
+def _code_lengths(table: huffman.HuffmanTable) -> np.ndarray:
+  return table.codes[1].astype(np.float64)
+
+
+def coded_bits(counts: dict) -> float:
+  """Bits of a baseline scan with the optimal tables for `counts`, plus their DHT segments."""
+  total = 0.0
+  for (table_class, _), c in counts.items():
+    table = huffman.optimal_table(c)
+    total += float(np.sum(c * (_code_lengths(table) + writer._extra_bits(table_class))))
+    total += 8 * (5 + 16 + len(table.values))   # DHT marker, length, class/slot, counts, values
+  return total
+
+
+def _pricing_lengths(counts: np.ndarray) -> np.ndarray:
+  """`(256,)` AC code lengths to price symbols with: the optimal table of the counts, every
+  valid symbol counted at least once so that symbols the current choice does not use have a
+  (long) finite length; invalid symbols cost infinity."""
+  prior = np.where(_AC_VALID, 1, 0)
+  table = huffman.optimal_table(np.asarray(counts, np.int64) * 4 + prior)
+  return np.where(_AC_VALID, _code_lengths(table), np.inf)
+
+
+# Costs are fixed-point integers (1/2**16 bit) shifted left by 6 bits, leaving room to pack the
+# index of a predecessor (< 64) into the low bits: one `min` then yields both the cheapest
+# predecessor's cost and its index (numpy's argmin over short rows is far slower than min).
+_ONE = float(1 << 22)
+_SHIFT = 6
+_INF = np.int64(1) << 56
+
+
+def _fixed(bits) -> np.ndarray:
+  """Costs in bits to packed fixed-point int64. Costs are clipped to +-2**30 bits: one that
+  large (an invalid symbol, a missing option) decides nothing, and sums stay far from overflow."""
+  clipped = np.clip(np.nan_to_num(np.asarray(bits, np.float64), nan=np.inf), -2.0 ** 30, 2.0 ** 30)
+  return np.rint(clipped * (_ONE / 64)).astype(np.int64) << _SHIFT
+
+
+def _transition_table(lengths: np.ndarray) -> np.ndarray:
+  """`(2 * 64 * 16,)` fixed-point cost of coding a non-zero of size s after d - 1 zeros, per
+  table: entry `t * 1024 + d * 16 + s` is the (run mod 16, s) code plus one ZRL per 16 zeros."""
+  d = np.arange(64)[:, None]
+  s = np.arange(16)[None, :]
+  run = np.maximum(d - 1, 0)
+  out = np.full((2, 64, 16), np.inf)
+  for t in range(2):
+    zrl = np.where(run >= 16, np.maximum(run >> 4, 1) * lengths[t][_ZRL], 0.0)  # no inf * 0
+    cost = lengths[t][((run & 15) << 4) + s] + zrl
+    out[t] = np.where((d >= 1) & (s >= 1), cost, np.inf)
+  return _fixed(out.reshape(-1))
+
+
+class _Candidates:
+  """The dynamic program's inputs for one set of tables and lambda, prepared once per round set.
+
+  Args:
+    x: `(N, 63)` |coefficient| / step of the AC coefficients in zigzag order.
+    rounded: `(N, 63)` int32 round(x), >= 0.
+    scale: `(N, 63)` weighted error per squared step (weight * importance * step^2); times
+      `lmbda`, the bits a squared step of error costs.
+    table: `(N,)` AC Huffman table of each block (0 or 1).
+  """
+
+  def __init__(self, x, rounded, scale, lmbda, table):
+    rounded = np.ascontiguousarray(rounded)
+    self.shape = rounded.shape
+    n_blocks = rounded.shape[0]
+    count = np.count_nonzero(rounded, axis=1)
+    self.kmax = int(count.max()) if n_blocks else 0
+    if self.kmax == 0:
+      return
+    # Blocks are visited in order of decreasing candidate count, so that the blocks with a j-th
+    # candidate are a prefix. Candidates (non-zero rounded values) stay in flat lists in natural
+    # order; candidate j (1-based) of block b is entry first[b] + j - 1.
+    order = np.argsort(-count, kind="stable")
+    rank_of = np.empty(n_blocks, np.int64)
+    rank_of[order] = np.arange(n_blocks)
+    self.count_sorted = count[order]
+    self.src = np.flatnonzero(rounded)
+    rows, ks = np.divmod(self.src, 63)
+    first_natural = np.cumsum(count) - count
+    self.first = first_natural[order]
+    v1 = rounded.reshape(-1)[self.src]
+    v2 = v1 - 1
+    xs = np.ascontiguousarray(x).reshape(-1)[self.src].astype(np.float64)
+    dm = np.ascontiguousarray(scale).reshape(-1)[self.src].astype(np.float64) * lmbda
+    size1, size2 = _SIZE[v1], _SIZE[v2]
+    # Own cost of a value relative to zeroing it: magnitude bits + dm * ((x - v)^2 - x^2).
+    own1 = size1 + dm * v1 * (v1 - 2 * xs)
+    own2 = np.where(v2 > 0, size2 + dm * v2 * (v2 - 2 * xs), np.inf)
+    # v - 1 has the same size as v unless v is a power of two: then both share every symbol and
+    # the cheaper one wins whatever precedes it. Only powers of two need a second candidate.
+    same = size2 == size1
+    self.lower_a = same & (own2 < own1)
+    self.own_a = _fixed(np.minimum(own1, np.where(same, own2, np.inf)))
+    self.split = ~same & (v2 > 0)
+    self.own_b = _fixed(own2)
+    self.v1 = v1
+    tab = np.asarray(table, np.int32)
+    self.tab_sorted = tab[order]
+    self.key_a = (tab[rows] * 1024 + 16 * (ks + 1) + size1).astype(np.int32)
+    self.key_b = (tab[rows] * 1024 + 16 * (ks + 1) + size2).astype(np.int32)
+    width = self.kmax + 1                  # column 0 is the DC: the start of every block
+    self.pos16 = np.zeros((width, n_blocks), np.int32)
+    np.put(self.pos16, (np.arange(len(rows)) - first_natural[rows] + 1) * n_blocks
+           + rank_of[rows], 16 * (ks + 1))
+    self.active = np.searchsorted(-self.count_sorted, -np.arange(width), side="right")
+
+  def solve(self, lengths: np.ndarray) -> np.ndarray:
+    """`(N, 63)` int32 chosen magnitudes for AC code lengths `(2, 256)` (inf: not codable)."""
+    out = np.zeros(self.shape, np.int32)
+    if self.kmax == 0:
+      return out
+    n_blocks, width = self.shape[0], self.kmax + 1
+    first, pos16 = self.first, self.pos16
+    transition = _transition_table(lengths)
+    cost = np.full((width, n_blocks), _INF, np.int64)   # (candidate, sorted block), transposed
+    cost[0] = 0
+    pred = np.zeros(len(self.src), np.int8)
+    lower = self.lower_a.copy()
+    index = np.arange(width, dtype=np.int64)[:, None]
+    for j in range(1, width):
+      n = int(self.active[j])
+      f = first[:n] + (j - 1)
+      t = cost[:j, :n] + np.take(transition, self.key_a[f] - pos16[:j, :n])
+      t += index[:j]
+      m = t.min(axis=0)
+      p = m & 63
+      best = (m - p) + self.own_a[f]
+      sp = np.flatnonzero(self.split[f])
+      if sp.size:
+        fs = f[sp]
+        t2 = cost[:j, sp] + np.take(transition, self.key_b[fs] - pos16[:j, sp])
+        t2 += index[:j]
+        m2 = t2.min(axis=0)
+        p2 = m2 & 63
+        best2 = (m2 - p2) + self.own_b[fs]
+        win = best2 < best[sp]
+        w = sp[win]
+        best[w] = best2[win]
+        p[w] = p2[win]
+        lower[fs[win]] = True
+      cost[j, :n] = best
+      pred[f] = p
+    # Where the block ends: after candidate j (EOB unless it is position 63), or right after DC.
+    eob = _fixed(lengths[self.tab_sorted, _EOB])
+    valid = index <= self.count_sorted[None, :]
+    end = np.where(valid, cost + np.where(pos16 == 16 * 63, 0, eob[None, :]), _INF)
+    end[0] = eob
+    cur = end.argmin(axis=0)
+    chosen = np.zeros(len(self.src), np.int32)
+    live = np.flatnonzero(cur > 0)
+    while live.size:
+      fi = first[live] + cur[live] - 1
+      chosen[fi] = self.v1[fi] - lower[fi]
+      cur[live] = pred[fi]
+      live = live[cur[live] > 0]
+    out.reshape(-1)[self.src] = chosen
+    return out
+
+
+def _solve(x, rounded, dmul, table, lengths) -> np.ndarray:
+  """The dynamic program over all blocks (`_Candidates`): `(N, 63)` int32 chosen magnitudes,
+  with `dmul` the bits a squared step of error costs, `(N, 63)`."""
+  return _Candidates(x, rounded, dmul, 1.0, table).solve(lengths)
+
+
+def _ac_histograms(magnitudes: np.ndarray, table: np.ndarray) -> np.ndarray:
+  """`(2, 256)` AC symbol counts per table of blocks `(N, 63)` (zigzag magnitudes)."""
+  flat = np.flatnonzero(magnitudes)
+  b = flat // 63
+  k = flat - 63 * b
+  first = np.ones(len(b), bool)
+  first[1:] = b[1:] != b[:-1]
+  prev = np.empty_like(k)
+  prev[1:] = k[:-1]
+  prev[first] = -1
+  run = k - prev - 1
+  size = _SIZE[magnitudes.reshape(-1)[flat]]
+  tab = table[b]
+  ac = np.bincount(tab * 256 + ((run & 15) << 4) + size, minlength=512).reshape(2, 256)
+  long_runs = run >= 16
+  if long_runs.any():
+    ac[:, _ZRL] += np.bincount(tab[long_runs], weights=run[long_runs] >> 4,
+                               minlength=2).astype(np.int64)
+  ends = magnitudes[:, 62] == 0                        # the last coefficient is zero: EOB
+  ac[:, _EOB] += np.bincount(table[ends], minlength=2)
+  return ac
+
+
+class _Counter:
+  """Exact symbol counts of the baseline scan for any choice of AC magnitudes, fast.
+
+  The DC coefficients are fixed, so their symbols and the EOBs of libjpeg's dummy blocks (which
+  pad interleaved MCUs) are counted once from the scan layout; AC symbols come from the non-zero
+  magnitudes, `(N, 63)` in zigzag order, with the blocks of all components stacked.
+  """
+
+  def __init__(self, dc, table, height, width, sampling):
+    num = len(dc)
+    self.table = table
+    self.keys = [(0, 0), (1, 0), (0, 1), (1, 1)] if num > 1 else [(0, 0), (1, 0)]
+    scan = scans.sequential_script(num)[0]
+    layout = layout_lib.scan_layout(height, width, tuple(map(tuple, sampling)), scan.components)
+    coded = layout_lib.gather_dc(layout, [d.reshape(-1) for d in dc])
+    diff = scans.dc_differences(coded, layout, 0)
+    size = scans.nbits(diff)
+    scans.check_dc(size, diff, layout)
+    slot = np.minimum(layout.component, 1)           # Y (or gray) 0, Cb and Cr 1
+    self.dc = np.bincount(slot * 256 + size, minlength=512).reshape(2, 256)
+    self.dummy_eob = np.bincount(slot[layout.dummy], minlength=2)
+
+  def counts(self, magnitudes: np.ndarray) -> dict:
+    ac = _ac_histograms(magnitudes, self.table)
+    ac[:, _EOB] += self.dummy_eob
+    by_key = {(0, 0): self.dc[0], (1, 0): ac[0], (0, 1): self.dc[1], (1, 1): ac[1]}
+    return {key: by_key[key] for key in self.keys}
+
+
+class _Problem:
+  """One image's coefficients and tables, prepared for rounding, the trellis and their costs.
+
+  AC coefficients of all components are stacked as `(N, 63)` rows in zigzag order (float32:
+  coefficients are multiples of 1/8 and steps integers, so |F| / Q and its rounding are exact);
+  DC values are rounded once.
+  """
+
+  def __init__(self, dct, tables, sampling, height, width, weights, importance):
+    num = len(dct)
+    self.shapes = [np.shape(d) for d in dct]
+    xs, scales, tabs, comps, self.dc = [], [], [], [], []
+    self.ac_steps = np.empty((num, 63), np.float32)
+    self.distortion_const = 0.0
+    for c in range(num):
+      flat = np.asarray(dct[c], np.float32).reshape(-1, 64)[:, ZIGZAG]
+      steps = np.asarray(tables[c], np.float32).reshape(64)[ZIGZAG]
+      w = np.asarray(weights[c], np.float32).reshape(64)[ZIGZAG]
+      imp = (np.float32(1.0) if importance is None
+             else np.asarray(importance[c], np.float32).reshape(-1, 1))
+      ratio = flat / steps
+      dc = round_half_away(ratio[:, 0])
+      self.dc.append(dc.reshape(self.shapes[c][:-2]))
+      # The DC's distortion is the same for every choice: counted, never optimized.
+      self.distortion_const += float(np.sum(
+          imp * (w[0] * steps[0] ** 2) * (ratio[:, :1] - dc[:, None]) ** 2, dtype=np.float64))
+      xs.append(ratio[:, 1:])
+      scales.append(np.broadcast_to(imp * (w[1:] * steps[1:] ** 2), (flat.shape[0], 63)))
+      tabs.append(np.full(flat.shape[0], _ac_table(num)[c]))
+      comps.append(np.full(flat.shape[0], c))
+      self.ac_steps[c] = steps[1:]
+    self.signed = np.ascontiguousarray(np.concatenate(xs))
+    self.x = np.abs(self.signed)
+    self.scale = np.ascontiguousarray(np.concatenate(scales))  # weighted error per step^2
+    self.table = np.concatenate(tabs)
+    self.component = np.concatenate(comps)
+    self.rounded = np.floor(self.x + np.float32(0.5)).astype(np.int32)
+    self.counter = _Counter(self.dc, self.table, height, width, sampling)
+
+  def distortion(self, magnitudes) -> float:
+    return self.distortion_const + float(np.sum(self.scale * (self.x - magnitudes) ** 2,
+                                                dtype=np.float64))
+
+  def evaluate(self, magnitudes):
+    """(symbol counts, bits, distortion) of a choice of AC magnitudes `(N, 63)`."""
+    counts = self.counter.counts(magnitudes)
+    return counts, coded_bits(counts), self.distortion(magnitudes)
+
+  def candidates(self, lmbda) -> _Candidates:
+    return _Candidates(self.x, self.rounded, self.scale, lmbda, self.table)
+
+  def slope(self, sample: int = 2048) -> float:
+    """Bits saved per unit of distortion added by coarser AC steps (`table_slope`).
+
+    Measured on AC coefficients of a subsample of blocks (every k-th, at least `sample`
+    blocks), rounded with every AC step moved 10% (at least 1) down and up, and priced with the
+    optimal Huffman tables of each choice's own symbol counts.
+    """
+    rows = np.arange(0, self.x.shape[0], max(1, self.x.shape[0] // sample))
+    x, table = self.x[rows], self.table[rows]
+    steps = self.ac_steps[self.component[rows]]
+    weight = self.scale[rows] / steps ** 2             # importance * frequency weight
+    points = []
+    for direction in (-1.0, 1.0):
+      new = np.clip(steps + direction * np.maximum(1.0, np.round(0.1 * steps)), 1.0, 255.0)
+      y = x * (steps / new)
+      r = np.floor(y + np.float32(0.5))
+      counts = _ac_histograms(r.astype(np.int32), table)
+      bits = coded_bits({(1, t): counts[t] for t in range(2) if counts[t].any()})
+      points.append((bits, float(np.sum(weight * new ** 2 * (y - r) ** 2, dtype=np.float64))))
+    (r_fine, d_fine), (r_coarse, d_coarse) = points
+    if d_coarse <= d_fine or r_fine <= r_coarse:
+      return 0.0
+    return (r_fine - r_coarse) / (d_coarse - d_fine)
+
+  def components(self, magnitudes) -> list[np.ndarray]:
+    values = np.where(np.signbit(self.signed), -magnitudes, magnitudes)
+    out, start = [], 0
+    for c, shape in enumerate(self.shapes):
+      n = int(np.prod(shape[:-2]))
+      z = np.empty((n, 64), np.int32)
+      z[:, 0] = self.dc[c].reshape(-1)
+      z[:, 1:] = values[start:start + n]
+      natural = np.empty_like(z)
+      natural[:, ZIGZAG] = z
+      out.append(natural.reshape(shape))
+      start += n
+    return out
+
+
+def _check_lmbda(lmbda) -> float:
+  if not (isinstance(lmbda, (int, float, np.floating, np.integer)) and np.isfinite(lmbda)
+          and lmbda >= 0):
+    raise ValueError(f"lmbda must be a finite number >= 0 (bits per unit of weighted squared "
+                     f"error); got {lmbda!r}.")
+  return float(lmbda)
+
+
+def _check_importance(importance, shapes):
+  if importance is None:
+    return None
+  if len(importance) != len(shapes):
+    raise ValueError(f"importance needs one array per component ({len(shapes)}); got "
+                     f"{len(importance)}.")
+  out = []
+  for c, (imp, shape) in enumerate(zip(importance, shapes)):
+    imp = np.asarray(imp, np.float64)
+    if imp.shape != tuple(shape[:-2]):
+      raise ValueError(f"importance of component {c} must have shape {tuple(shape[:-2])} (one "
+                       f"value per block); got {imp.shape}.")
+    if not np.all(np.isfinite(imp)):
+      raise ValueError(f"importance of component {c} holds NaN or infinite values.")
+    if np.any(imp < 0):
+      raise ValueError(f"importance of component {c} holds negative values (min {imp.min():g}); "
+                       "block weights must be >= 0.")
+    out.append(imp)
+  return out
+
+
+def table_slope(dct, tables, sampling, height: int, width: int, *, weights,
+                importance=None) -> float:
+  """The rate-distortion slope the tables already balance, in bits per unit of distortion.
+
+  Plain rounding of the AC coefficients (of a subsample of blocks) is priced with every AC step
+  moved down and up by 10% (at least one unit): exact bits with each choice's optimal Huffman
+  tables; the slope is the bits saved per unit of distortion added between the two. A table
+  optimized for bits + lambda * distortion has this slope lambda, and for a quality-scaled
+  table it is the lambda that quality trades at, which makes it the trellis's natural lambda
+  for given tables. Arguments as for `trellis_quantize`.
+  """
+  importance = _check_importance(importance, [np.shape(d) for d in dct])
+  return _Problem(dct, tables, sampling, height, width, weights, importance).slope()
+
+
+def trellis_quantize(dct, tables, sampling, height: int, width: int, *, lmbda=None, weights,
+                     importance=None, rounds: int = 2) -> TrellisResult:
+  """Chooses quantized values for DCT coefficients by minimising bits + lmbda * distortion.
+
+  Args:
+    dct: per component, `(rows, cols, 8, 8)` DCT coefficients in orthonormal units (what
+      `djpeg.transform` returns for one image).
+    tables: `(C, 8, 8)` integer quantization steps, 1..255.
+    sampling: `((h, v), ...)` sampling factors; `height`, `width`: the image size in pixels.
+    lmbda: bits per unit of weighted squared error (>= 0; 0 zeroes every AC coefficient), or
+      None for the tables' own slope (`table_slope`).
+    weights: per component `(8, 8)` distortion weight of a squared coefficient error.
+    importance: optional per component `(rows, cols)` non-negative multiplier of each block's
+      distortion (an importance map: larger keeps more of the block).
+    rounds: trellis passes, each with the Huffman tables of the previous result (0: rounding).
+  Returns:
+    `TrellisResult`; its components carry the rounded DC and the chosen AC values.
+  Raises:
+    ValueError: a negative or non-finite lmbda; importance of the wrong shape, NaN or negative.
+  """
+  importance = _check_importance(importance, [np.shape(d) for d in dct])
+  if lmbda is not None:
+    lmbda = _check_lmbda(lmbda)
+  problem = _Problem(dct, tables, sampling, height, width, weights, importance)
+  if lmbda is None:
+    lmbda = problem.slope()
+  counts, bits, distortion = problem.evaluate(problem.rounded)
+  rounding = (bits, distortion, bits + lmbda * distortion)
+  best = (rounding[2], problem.rounded, bits, distortion, 0)
+  candidates = problem.candidates(lmbda) if rounds else None
+  for r in range(1, rounds + 1):
+    lengths = np.stack([_pricing_lengths(counts[(1, s)]) if (1, s) in counts
+                        else np.full(256, np.inf) for s in (0, 1)])
+    magnitudes = candidates.solve(lengths)
+    counts, bits, distortion = problem.evaluate(magnitudes)
+    cost = bits + lmbda * distortion
+    if cost < best[0]:
+      best = (cost, magnitudes, bits, distortion, r)
+  return TrellisResult(components=problem.components(best[1]), bits=best[2],
+                       distortion=best[3], cost=best[0], lmbda=lmbda, rounding_bits=rounding[0],
+                       rounding_distortion=rounding[1], rounding_cost=rounding[2], rounds=rounds,
+                       chosen=best[4])
