@@ -230,6 +230,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--checkpoint-every", type=int, default=500)
   parser.add_argument("--log-every", type=int, default=50)
   parser.add_argument("--val-images", type=int, default=16)
+  parser.add_argument("--distributed", action="store_true",
+                      help="call jax.distributed.initialize() first (multi-host runs)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -238,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
   args = parser.parse_args(argv)
   if args.learning_rate is None:
     args.learning_rate = 5.0 if args.kind == "family" else 1e-3
+  if args.distributed:
+    jax.distributed.initialize()
   try:
     run(args)
   except (ValueError, monitor.NonFiniteError) as e:
