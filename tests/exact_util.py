@@ -2,32 +2,18 @@
 
 from __future__ import annotations
 
-import io
 import os
 import tempfile
 
 import numpy as np
-from PIL import Image
 
 from djpeg import sampling
 from djpeg.coefficients import Coefficients
 
-#: Pillow's `subsampling` option for each name.
-PIL_SUBSAMPLING = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}
-
-
-def pillow_file(pixels: np.ndarray, **options) -> bytes:
-  """libjpeg-turbo's file for uint8 `(H, W, C)` pixels (C = 1 or 3), Pillow save options."""
-  image = Image.fromarray(np.ascontiguousarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels))
-  buf = io.BytesIO()
-  image.save(buf, "JPEG", **options)
-  return buf.getvalue()
-
-
-def pillow_pixels(data: bytes) -> np.ndarray:
-  """libjpeg-turbo's decode as uint8 `(H, W, C)`."""
-  pixels = np.asarray(Image.open(io.BytesIO(data)))
-  return pixels[..., None] if pixels.ndim == 2 else pixels
+# The Pillow (libjpeg-turbo) oracles are shared with the codec tests.
+from conftest import PIL_SUBSAMPLING  # noqa: F401
+from conftest import pillow_decode as pillow_pixels  # noqa: F401
+from conftest import pillow_encode as pillow_file  # noqa: F401
 
 
 def jpeglib_coefficients(data: bytes) -> Coefficients:
