@@ -62,6 +62,16 @@ def resolve_tables(quality, tables, batch_shape: tuple[int, ...], num_components
   images, or `batch_shape + (k, 8, 8)`, with k = 1 (all components), 2 (luma, chroma) or
   3 (Y, Cb, Cr).
   """
+  quality, base = _table_arguments(quality, tables, batch_shape)
+  return _steps(quality, base, batch_shape=batch_shape, num_components=num_components)
+
+
+def _table_arguments(quality, tables, batch_shape: tuple[int, ...]):
+  """Checks `resolve_tables`' arguments; returns `(quality, base)` as `_steps` takes them.
+
+  `quality` comes back as float32 (None when only tables are given), `base` as the float32
+  tables to scale or round; numpy stays numpy, so a jitted consumer transfers both at once.
+  """
   if quality is not None:
     _checks.concrete_range("quality", quality, 1, 100)
     q_shape = np.shape(quality)
@@ -69,7 +79,7 @@ def resolve_tables(quality, tables, batch_shape: tuple[int, ...], num_components
       raise ValueError(f"quality must be a scalar or have one value per image, shape {batch_shape}; "
                        f"got shape {q_shape}.")
   if tables is None:
-    base = jnp.asarray(ANNEX_K)
+    base = ANNEX_K
   else:
     t_shape = np.shape(tables)
     if len(t_shape) == 2:
@@ -82,11 +92,11 @@ def resolve_tables(quality, tables, batch_shape: tuple[int, ...], num_components
           f"or 3 (all components; luma and chroma; Y, Cb and Cr); got shape {t_shape}.")
     hi = 32767 if quality is not None else 255
     _checks.concrete_range("tables", tables, 1, hi, what="entries")
-    base = jnp.asarray(tables, jnp.float32)
+    base = tables
   if quality is None and tables is None:
     quality = DEFAULT_QUALITY
-  return _steps(None if quality is None else jnp.asarray(quality, jnp.float32), base,
-                batch_shape=batch_shape, num_components=num_components)
+  as_f32 = lambda x: jnp.asarray(x, jnp.float32) if isinstance(x, jax.Array) else np.asarray(x, np.float32)
+  return (None if quality is None else as_f32(quality)), as_f32(base)
 
 
 @functools.partial(jax.jit, static_argnames=("batch_shape", "num_components"))
@@ -199,7 +209,9 @@ def encode_pixels(pixels: np.ndarray, *, quality=None, tables=None,
                   subsampling: str = "4:2:0") -> Coefficients:
   """`encode` for 8-bit pixels `(H, W, C)` or `(B, H, W, C)` uint8, as the file writer needs it.
 
-  Equal to `encode(pixels / 255, ...)` with exact rounding, without the float round trip.
+  Equal to `encode(pixels / 255, ...)` with exact rounding, without the float round trip, and
+  in one compiled call (tables, transform, quantization and reshapes), since at one image the
+  dispatch of separate steps costs as much as the arithmetic.
   """
   shape = np.shape(pixels)
   if len(shape) not in (3, 4) or shape[-1] not in (1, 3) or min(shape[-3:-1]) < 1:
@@ -207,12 +219,21 @@ def encode_pixels(pixels: np.ndarray, *, quality=None, tables=None,
   _checks.check_choice("subsampling", subsampling, sampling.SUBSAMPLINGS)
   batch_shape, (height, width, channels) = shape[:-3], shape[-3:]
   factors = sampling.factors_for(subsampling, channels)
-  steps = resolve_tables(quality, tables, batch_shape, channels)
-  flat = jnp.asarray(pixels, jnp.uint8).reshape((-1, height, width, channels))
+  quality, base = _table_arguments(quality, tables, batch_shape)
+  components, steps = _encode_pixels(np.asarray(pixels, np.uint8), quality, base,
+                                     batch_shape=batch_shape, factors=factors)
+  return Coefficients(components, steps, height, width, factors)
+
+
+@functools.partial(jax.jit, static_argnames=("batch_shape", "factors"))
+def _encode_pixels(pixels, quality, base, *, batch_shape, factors):
+  """uint8 pixels `batch_shape + (H, W, C)` -> (quantized components, steps), both batch-shaped."""
+  height, width, channels = pixels.shape[-3:]
+  steps = _steps(quality, base, batch_shape=batch_shape, num_components=channels)
+  flat = pixels.reshape((-1, height, width, channels))
   components = _encode(flat, steps.reshape((-1, channels, 8, 8)), None, factors=factors,
                        rounding="ste", faithful=True)
-  components = tuple(c.reshape(batch_shape + c.shape[1:]) for c in components)
-  return Coefficients(components, steps, height, width, factors)
+  return tuple(c.reshape(batch_shape + c.shape[1:]) for c in components), steps
 
 
 def encode(images, *, quality=None, tables=None, subsampling: str = "4:2:0", rounding: str = "ste",

@@ -105,19 +105,18 @@ def ycbcr_to_rgb(ycc: jax.Array, *, exact: bool = True) -> jax.Array:
 
 # ------------------------------------------------------------ whole images, as 8-pixel tiles
 #
-# The codec works on planes, but images are channels-last. Splitting (…, W, 3) into planes and
-# interleaving planes back are strided copies that XLA's CPU code handles badly; as 8-pixel
-# tiles, (…, W / 8, 24) with R, G, B interleaved, both become one small matmul that also does the
-# colour arithmetic. The integer versions are exact in float32: every partial sum stays below 2^24.
+# The codec works on planes, but images are channels-last. Interleaving planes back into RGB is a
+# strided copy that XLA's CPU code handles badly; as 8-pixel tiles, (…, W / 8, 24) with R, G, B
+# interleaved, it becomes one small matmul that also does the colour arithmetic (the integer
+# version is exact in float32: every partial sum stays below 2^24). The float forward conversion
+# uses the same tiles. The exact forward conversion reads the channels elementwise instead: its
+# integer arithmetic is cheap enough that XLA fuses it into the downsampling and the DCT, which
+# is faster than the matmul and its separate pass.
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 _FLOAT_TO_YCC = np.array([[0.299, 0.587, 0.114],
                           [-0.168735892, -0.331264108, 0.5],
                           [0.5, -0.418687589, -0.081312411]])
-_FIX_TO_YCC = np.array([[_fix(0.29900), _fix(0.58700), _fix(0.11400)],
-                        [-_fix(0.16874), -_fix(0.33126), _fix(0.5)],
-                        [_fix(0.5), -_fix(0.41869), -_fix(0.08131)]])
-_YCC_OFFSETS = np.array([_ONE_HALF, _CBCR_OFFSET + _ONE_HALF - 1, _CBCR_OFFSET + _ONE_HALF - 1])
 
 
 def _rgb_tile_matrix(weights: np.ndarray) -> np.ndarray:
@@ -139,9 +138,7 @@ def _scatter_matrix(channel_weights) -> np.ndarray:
   return m
 
 
-_RGB_TO_YCC_FIX = _rgb_tile_matrix(_FIX_TO_YCC)
 _RGB_TO_YCC_FLOAT = _rgb_tile_matrix(_FLOAT_TO_YCC)
-_YCC_OFFSETS_TILE = np.repeat(_YCC_OFFSETS, 8).astype(np.float32)
 _FLOAT_OFFSETS_TILE = np.repeat([0.0, 128.0, 128.0], 8).astype(np.float32)
 _TO_ALL = _scatter_matrix((1.0, 1.0, 1.0))
 _TO_R, _TO_G, _TO_B = (_scatter_matrix(np.eye(3)[c]) for c in range(3))
@@ -155,10 +152,9 @@ def _tiles(x: jax.Array, n: int) -> jax.Array:
 
 
 def _image_to_planes_exact(image):
-  *lead, h, w, _ = image.shape
-  sums = jnp.matmul(_tiles(image, 24), _RGB_TO_YCC_FIX, precision=_HIGHEST)
-  ycc = jnp.floor((sums + _YCC_OFFSETS_TILE) / 65536.0)   # >> 16, exact: power of two
-  return tuple(ycc[..., 8 * c:8 * c + 8].reshape(*lead, h, w) for c in range(3))
+  # Elementwise on the channel slices (see above): a 768x512 image converts in ~0.5 ms, against
+  # ~2 ms for the tile matmul on a 2-core CPU.
+  return _rgb_to_ycbcr_exact(image[..., 0], image[..., 1], image[..., 2])
 
 
 def _image_to_planes_float(image):

@@ -5,7 +5,8 @@ units, which is JPEG's definition (T.81 A.3.3): F[0, 0] = 8 * mean. libjpeg's ac
 DCT (`jfdctint.c`, `jidctint.c`, "islow", the default of libjpeg-turbo and of Pillow) computes the
 same transform in 13-bit fixed point with a rounding after each of its two passes; `fdct_islow`
 and `idct_islow` reproduce it bit for bit with int32 arithmetic and take the float transform's
-gradient. Being elementwise butterflies, they vectorize across any number of blocks.
+gradient. The forward DCT runs each pass as an exact integer matrix product (the butterfly's
+matrix), the inverse as elementwise butterflies; both vectorize across any number of blocks.
 """
 
 from __future__ import annotations
@@ -64,12 +65,14 @@ _FIX_2_562915447 = 20995
 _FIX_3_072711336 = 25172
 
 
-def _descale(x: jax.Array, n: int) -> jax.Array:
-  return (x + (1 << (n - 1))) >> n
+def _descale(x: jax.Array, n: int | None) -> jax.Array:
+  """libjpeg's DESCALE: x / 2**n rounded half up (an arithmetic shift); None leaves x as it is."""
+  return x if n is None else (x + (1 << (n - 1))) >> n
 
 
 def _fdct_pass(d: list, shift: int) -> list:
-  """One 1-D pass of jpeg_fdct_islow on 8 int32 arrays, each output descaled by `shift` bits.
+  """One 1-D pass of jpeg_fdct_islow on 8 int32 arrays, each output descaled by `shift` bits
+  (None: not descaled, which makes the pass linear; `_FDCT_MATRIX` is built from it).
 
   The two DC-like outputs are exact left shifts in libjpeg; writing them as (x << 13) descaled by
   `shift` gives the same value and lets both passes share this code.
@@ -156,13 +159,34 @@ def _two_passes(x: jax.Array, one_pass, axes: tuple[int, int], shifts: tuple[int
   return jnp.moveaxis(x, -1, -3) if x.ndim >= 3 else x
 
 
+def _pass_matrix(one_pass) -> np.ndarray:
+  """`(8, 8)` int64 M with one_pass(d)[u] == sum_j M[u, j] d[j] before descaling.
+
+  Before its final descale a pass is an integer linear map; applying it to the unit vectors
+  gives its matrix, so the matrix form computes exactly libjpeg's sums.
+  """
+  return np.stack(one_pass(list(np.eye(8, dtype=np.int64)), None))
+
+
+#: jpeg_fdct_islow's 1-D pass as a matrix: entries |m| <= 11363, every row's |m| sums to <= 2**16.
+_FDCT_MATRIX = _pass_matrix(_fdct_pass)
+
+
 def _fdct_islow_exact(samples: jax.Array) -> jax.Array:
+  # Each pass as multiply-and-reduce with the pass matrix: XLA's CPU code runs a reduction over a
+  # small axis several times faster than the butterflies' 8 outputs stacked back into a block
+  # (each output of a stack is computed by its own loop). int32 is exact: with |x| <= 128 and
+  # row sums of |m| <= 2**16, pass 1 sums stay below 2**23 and its outputs below 2**12, so
+  # pass 2 sums stay below 2**28.
+  m = jnp.asarray(_FDCT_MATRIX, jnp.int32)
   x = samples.astype(jnp.int32) - 128
+  # Pass 1 along each row (x[..., r, c] -> y[..., r, u]), pass 2 along each column
+  # (y[..., r, u] -> z[..., v, u]), as in jpeg_fdct_islow.
+  y = _descale((x[..., :, None, :] * m).sum(-1), _CONST_BITS - _PASS1_BITS)
+  z = _descale((y[..., None, :, :] * m[:, :, None]).sum(-2), _CONST_BITS + _PASS1_BITS)
   # libjpeg's output is 8x the orthonormal DCT; its quantizer divides by 8 * step. Dividing by 8
   # here is exact in float32 and keeps the coefficients in orthonormal units.
-  # Pass 1 along each row, pass 2 along each column, as in jpeg_fdct_islow.
-  out = _two_passes(x, _fdct_pass, (-1, -2), (_CONST_BITS - _PASS1_BITS, _CONST_BITS + _PASS1_BITS))
-  return out.astype(jnp.float32) / 8.0
+  return z.astype(jnp.float32) / 8.0
 
 
 def _fdct_float_shifted(samples: jax.Array) -> jax.Array:
