@@ -72,33 +72,53 @@ _LIMIT[0, 0] = 2047
 
 
 def _integer_components(c: Coefficients) -> list[np.ndarray]:
-  """The components as int32 numpy arrays, refusing non-integer or out-of-range values."""
+  """The components as integer numpy arrays, refusing non-integer or out-of-range values."""
   out = []
   for i, comp in enumerate(c.components):
     a = np.asarray(comp)
-    if np.issubdtype(a.dtype, np.integer):
-      a = a.astype(np.int64) if a.dtype.itemsize > 4 or a.dtype == np.uint32 else a
-    elif not np.issubdtype(a.dtype, np.floating):
-      raise ValueError(f"component {i} has dtype {a.dtype}; coefficients must be integers.")
-    with np.errstate(invalid="ignore"):
-      ints = a.astype(np.int32) if a.dtype != np.int32 else a
-    if a.dtype.kind == "f" and not np.array_equal(ints, a):
-      idx = tuple(int(j) for j in np.argwhere(~(ints == a))[0])
-      raise ValueError(
-          f"component {i} holds non-integer coefficients (entry {idx} is {_fmt(a[idx])}); a file "
-          "stores integers. Coefficients from rounding='noise' or other soft roundings must be "
-          "rounded (e.g. encode with rounding='ste') before saving.")
-    if ints.size and (ints.max() > 1023 or ints.min() < -1023):  # rare: find out what is wrong
-      bad = np.abs(a.astype(np.float64)) > _LIMIT
-      if bad.any():
-        *lead, r, col, u, v = (int(j) for j in np.argwhere(bad)[0])
-        what = "DC" if (u, v) == (0, 0) else f"AC coefficient [{u}, {v}]"
-        limit = "|DC| <= 2047" if (u, v) == (0, 0) else "|AC| <= 1023"
-        image = f" of image {tuple(lead)}" if lead else ""
-        raise ValueError(f"component {i} block (row {r}, col {col}){image}: {what} is "
-                         f"{_fmt(a[(*lead, r, col, u, v)])}; 8-bit JPEG codes {limit}.")
-    out.append(ints)
+    small = _small_integers(a)
+    out.append(small if small is not None else _checked_integers(i, a))
   return out
+
+
+def _small_integers(a: np.ndarray) -> np.ndarray | None:
+  """`a` as int16 when every entry is an integer in -1023..1023 (what 8-bit images give), else
+  None. Three cheap passes, against the full check's several; a None sends `a` to that check."""
+  if a.dtype not in (np.float32, np.float64, np.int16, np.int32):
+    return None
+  with np.errstate(invalid="ignore"):
+    ints = a.astype(np.int16)  # NaN, inf and values beyond int16 come out different from `a`
+  if a.dtype != np.int16 and not np.array_equal(ints, a):
+    return None
+  if ints.size and (ints.max() > 1023 or ints.min() < -1023):
+    return None
+  return ints
+
+
+def _checked_integers(i: int, a: np.ndarray) -> np.ndarray:
+  """Component `i` as int32, or a ValueError naming its first bad entry."""
+  if np.issubdtype(a.dtype, np.integer):
+    a = a.astype(np.int64) if a.dtype.itemsize > 4 or a.dtype == np.uint32 else a
+  elif not np.issubdtype(a.dtype, np.floating):
+    raise ValueError(f"component {i} has dtype {a.dtype}; coefficients must be integers.")
+  with np.errstate(invalid="ignore"):
+    ints = a.astype(np.int32) if a.dtype != np.int32 else a
+  if a.dtype.kind == "f" and not np.array_equal(ints, a):
+    idx = tuple(int(j) for j in np.argwhere(~(ints == a))[0])
+    raise ValueError(
+        f"component {i} holds non-integer coefficients (entry {idx} is {_fmt(a[idx])}); a file "
+        "stores integers. Coefficients from rounding='noise' or other soft roundings must be "
+        "rounded (e.g. encode with rounding='ste') before saving.")
+  if ints.size and (ints.max() > 1023 or ints.min() < -1023):  # rare: find out what is wrong
+    bad = np.abs(a.astype(np.float64)) > _LIMIT
+    if bad.any():
+      *lead, r, col, u, v = (int(j) for j in np.argwhere(bad)[0])
+      what = "DC" if (u, v) == (0, 0) else f"AC coefficient [{u}, {v}]"
+      limit = "|DC| <= 2047" if (u, v) == (0, 0) else "|AC| <= 1023"
+      image = f" of image {tuple(lead)}" if lead else ""
+      raise ValueError(f"component {i} block (row {r}, col {col}){image}: {what} is "
+                       f"{_fmt(a[(*lead, r, col, u, v)])}; 8-bit JPEG codes {limit}.")
+  return ints
 
 
 def _trellis_coefficients(images, quality, tables, subsampling, trellis, saliency) -> Coefficients:

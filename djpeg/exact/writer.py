@@ -143,22 +143,26 @@ def _fields(tokens: scans.ScanTokens, tables: list[huffman.HuffmanTable], classe
   over its extra bits and the field's total length.
   """
   n = len(tables)
-  shifted = np.zeros(n * 256 + 1, np.int64)  # last entry: raw fields (no code)
-  total = np.zeros(n * 256 + 1, np.int64)
+  shifted = np.zeros(n * 256, np.uint32)
+  total = np.zeros(n * 256, np.uint8)
   for t, (table, table_class) in enumerate(zip(tables, classes)):
     code, length = table.codes
     extra = _extra_bits(table_class)
-    shifted[t * 256:(t + 1) * 256] = code.astype(np.int64) << extra
+    shifted[t * 256:(t + 1) * 256] = code << extra.astype(np.uint32)
     total[t * 256:(t + 1) * 256] = np.where(length > 0, length + extra, 0)
   values = np.zeros(tokens.total, np.uint32)
   lengths = np.zeros(tokens.total, np.uint8)
   for g in tokens.groups:
+    extra = np.asarray(g.extra).astype(np.uint32, copy=False)
     if np.ndim(g.symbol) == 0 and g.symbol == scans.RAW:
-      values[g.pos] = g.extra
+      values[g.pos] = extra
       lengths[g.pos] = g.nextra
-    else:
-      values[g.pos] = shifted[g.symbol] | g.extra
+    elif np.ndim(g.symbol) == 0:
+      values[g.pos] = shifted[g.symbol] | extra
       lengths[g.pos] = total[g.symbol]
+    else:
+      values[g.pos] = np.take(shifted, g.symbol) | extra
+      lengths[g.pos] = np.take(total, g.symbol)
   return values, lengths
 
 
