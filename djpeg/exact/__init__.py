@@ -5,9 +5,10 @@ JPEG (optimal or Annex K Huffman tables, optional restart markers) with a vector
 coder whose output is byte-identical to libjpeg-turbo's for the same coefficients;
 `load_coefficients` reads the quantized coefficients of baseline and progressive files.
 
-Modules: `api` (the public functions), `writer` (file layout), `scans` and `progressive`
-(symbols of each scan), `layout` (block order, dummy blocks), `huffman` (tables), `bitpack`
-(bits to bytes), `reader` (parser and decoder), `errors` (`JPEGError`).
+Modules: `api` (the public functions), `writer` (file layout), `sequential` (the baseline scan),
+`scans` and `progressive` (symbols of progressive scans), `layout` (block order, dummy blocks),
+`huffman` (tables), `bitpack` (bits to bytes), `reader` (parser and decoder), `errors`
+(`JPEGError`).
 """
 
 from djpeg.exact.api import dumps, load_coefficients, save

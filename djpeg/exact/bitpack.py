@@ -1,46 +1,82 @@
 """Vectorized bit packing for entropy-coded segments: bits to bytes, 0xFF stuffing, RST markers.
 
-The scan coders produce bit fields (value, length) in output order. This module packs them MSB
-first into bytes with array operations only: each field is placed at its cumulative bit offset
-inside a 64-bit window over two 32-bit words, and the windows that start in the same word, which
-are adjacent in stream order, are summed with `np.add.reduceat` (the fields never overlap, so a
-sum is an OR).
-Restart intervals are padded to a byte boundary with 1-bits, every 0xFF data byte gets a 0x00
-stuffed after it, and RST0..RST7 markers go between intervals.
+The scan coders produce bit fields (value, length, end bit) and this module packs them MSB first
+into bytes with array operations only. A field of at most 32 bits that starts in 32-bit word w
+lies inside the 64-bit window [32 w, 32 w + 64) of the segment; each field is shifted into place
+in its window and added to the window's accumulator with `np.add.at` (the fields never overlap,
+so a sum is an OR, and the order of the fields does not matter). Word w is then the high half of
+window w plus the low half of window w - 1. Restart intervals are padded to a byte boundary with
+1-bits, every 0xFF data byte gets a 0x00 stuffed after it, and RST0..RST7 markers go between
+intervals.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-#: Longest field `pack` accepts, in bits.
+#: Longest field `add_fields` accepts, in bits.
 MAX_FIELD_BITS = 32
 
 
-def _bytes(values: np.ndarray, lengths: np.ndarray, ends: np.ndarray, total_bits: int) -> np.ndarray:
-  """ORs fields ending at bit `ends` (increasing) into bytes: `(ceil(total_bits / 8),)` uint8."""
-  n_words = (total_bits + 31) // 32 + 1
-  if not len(ends):
-    return np.zeros((total_bits + 7) // 8, np.uint8)
+def windows(total_bits: int) -> np.ndarray:
+  """Zeroed accumulators for a segment of `total_bits` bits: `(ceil(total_bits / 32) + 1,)` uint64."""
+  return np.zeros((total_bits + 31) // 32 + 1, np.uint64)
+
+
+def add_fields(acc: np.ndarray, values, lengths, ends) -> None:
+  """ORs bit fields into the window accumulators `acc` (from `windows`).
+
+  Args:
+    acc: the segment's accumulators, updated in place.
+    values: `(n,)` unsigned field values, each below `2 ** lengths[i]` (or a scalar).
+    lengths: `(n,)` field lengths in bits, 0..32 (or a scalar).
+    ends: `(n,)` int64 bit position just after each field, in any order.
+  """
+  ends = np.asarray(ends, np.int64)
   word = (ends - lengths) >> 5
-  # Within the 64-bit window that starts at word `word`, the field's last bit (bit ends - 1)
-  # sits at 64 - (ends - 32 * word) from the right.
-  shift = (((word + 2) << 5) - ends).astype(np.uint64)
-  window = values.astype(np.uint64) << shift
-  # Fields come in stream order, so the windows of one word are adjacent: one reduceat sums
-  # them (a sum of disjoint bits is their OR), far cheaper than a weighted bincount.
-  first = np.flatnonzero(word[1:] != word[:-1]) + 1
-  first = np.concatenate([[0], first])
-  sums = np.add.reduceat(window, first)
-  at = word[first]
-  words = np.zeros(n_words + 1, np.uint64)
-  words[at] = sums >> np.uint64(32)
-  words[at + 1] += sums & np.uint64(0xFFFFFFFF)   # `at` is increasing: no index repeats
-  return words[:n_words].astype(">u4").view(np.uint8)[:(total_bits + 7) // 8]
+  # Within the window of `word`, the field's last bit (bit ends - 1) sits at
+  # 64 - (ends - 32 * word) from the right. (A view, not a cast: numpy's int64 -> uint64 cast
+  # is several times slower than the arithmetic.)
+  shift = (((word + 2) << 5) - ends).view(np.uint64)
+  window = np.asarray(values).astype(np.uint64) << shift
+  np.add.at(acc, word, np.broadcast_to(window, np.shape(word)))
+
+
+def finish(acc: np.ndarray, seg_end_bit: np.ndarray, pad: np.ndarray) -> np.ndarray:
+  """The stuffed segment from its accumulators.
+
+  Args:
+    acc: accumulators holding every field (`add_fields`).
+    seg_end_bit: `(m,)` byte-aligned end bit of each restart interval (padding included); the
+      last is the segment's length.
+    pad: `(m,)` bits of 1-padding just before each of those ends (0..7).
+  Returns:
+    `(bytes,)` uint8: the segment as it goes after SOS, stuffed, with RST(j mod 8) after every
+    interval j but the last.
+  """
+  total_bits = int(seg_end_bit[-1])
+  low = acc & np.uint64(0xFFFFFFFF)
+  words = acc >> np.uint64(32)
+  words[1:] += low[:-1]
+  data = words.astype(">u4").view(np.uint8)[:(total_bits + 7) // 8]
+  # Padding: the last `pad` bits of each interval (all in its last byte) are 1s.
+  last = seg_end_bit // 8 - 1
+  has = pad > 0
+  data[last[has]] |= ((1 << pad[has]) - 1).astype(np.uint8)
+  # Byte stuffing: a 0x00 after every 0xFF data byte.
+  ff = np.flatnonzero(data == 0xFF)
+  stuffed = np.insert(data, ff + 1, 0) if ff.size else data
+  boundary = seg_end_bit[:-1] // 8
+  if boundary.size:
+    at = boundary + np.searchsorted(ff, boundary, side="left")
+    markers = (0xD0 + np.arange(len(boundary)) % 8).astype(np.uint8)
+    marker_bytes = np.stack([np.full_like(markers, 0xFF), markers], axis=1).ravel()
+    stuffed = np.insert(stuffed, np.repeat(at, 2), marker_bytes)
+  return stuffed
 
 
 def pack(values, lengths, segment_ends=None) -> np.ndarray:
-  """Packs bit fields into an entropy-coded segment.
+  """Packs bit fields that follow each other into an entropy-coded segment.
 
   Args:
     values: `(n,)` unsigned field values, each below `2 ** lengths[i]`.
@@ -66,19 +102,6 @@ def pack(values, lengths, segment_ends=None) -> np.ndarray:
     seg_of_field = np.repeat(np.arange(len(segment_ends)), np.diff(segment_ends, prepend=0))
     ends = ends + (np.cumsum(pad) - pad)[seg_of_field]
     seg_end_bit = np.cumsum(seg_bits + pad)
-  total_bits = int(seg_end_bit[-1])
-  data = _bytes(values, lengths, ends, total_bits)
-  # Padding: the last `pad` bits of each interval (all in its last byte) are 1s.
-  last = seg_end_bit // 8 - 1
-  has = pad > 0
-  data[last[has]] |= ((1 << pad[has]) - 1).astype(np.uint8)
-  # Byte stuffing: a 0x00 after every 0xFF data byte.
-  ff = np.flatnonzero(data == 0xFF)
-  stuffed = np.insert(data, ff + 1, 0) if ff.size else data
-  boundary = seg_end_bit[:-1] // 8
-  if boundary.size:
-    at = boundary + np.searchsorted(ff, boundary, side="left")
-    markers = (0xD0 + np.arange(len(boundary)) % 8).astype(np.uint8)
-    marker_bytes = np.stack([np.full_like(markers, 0xFF), markers], axis=1).ravel()
-    stuffed = np.insert(stuffed, np.repeat(at, 2), marker_bytes)
-  return stuffed
+  acc = windows(int(seg_end_bit[-1]))
+  add_fields(acc, values, lengths, ends)
+  return finish(acc, seg_end_bit, pad)

@@ -1,7 +1,8 @@
-"""Scans and their symbols: scan scripts, sparse coefficients, sequential and DC scans.
+"""Scans and their symbols: scan scripts, sparse coefficients, progressive DC scans.
 
 Entropy coding is split in stages. `sparse_component` lists a component's nonzero AC
-coefficients once (block, zigzag index, value); the scan coders here and in `progressive` turn
+coefficients once (block, zigzag index, value). The sequential scan (`sequential`) goes from
+there straight to bit positions; the progressive scan coders here and in `progressive` turn
 them into *tokens* with array operations only: a token is one Huffman symbol and the extra bits
 that follow it, or a raw bit field (DC refinement and correction bits). Tokens come in groups of
 one kind (all DC symbols of a scan, all its EOBs, ...) with their positions in the scan's token
@@ -192,81 +193,6 @@ def dc_differences(dc: np.ndarray, layout: layout_lib.ScanLayout, restart: int) 
 
 def _interval_ends(start: np.ndarray, layout, restart: int, total: int) -> np.ndarray:
   return np.append(start[layout_lib.interval_starts(layout, restart)], total).astype(np.int64)
-
-
-def sequential_tokens(sparse: list[Sparse], layout: layout_lib.ScanLayout, restart: int,
-                      dc_table, ac_table) -> ScanTokens:
-  """Tokens of a sequential (baseline) scan.
-
-  Per block: the DC difference, then per nonzero AC coefficient its ZRLs (runs of 16 zeros)
-  and (run, size) symbol, then EOB unless coefficient 63 is nonzero. Dummy blocks code their DC
-  difference (0) and EOB.
-
-  Args:
-    sparse: per frame component, from `sparse_component`.
-    layout: the scan's layout.
-    restart: restart interval in MCUs (0 for none).
-    dc_table, ac_table: per scan component, its DC and AC table index.
-  Raises:
-    ValueError: a DC difference needs more than 11 bits or an AC value more than 10.
-  """
-  n = layout.num_blocks
-  dc = layout_lib.gather_dc(layout, [s.dc for s in sparse])
-  diff = dc_differences(dc, layout, restart)
-  dc_size = nbits(diff)
-  check_dc(dc_size, diff, layout)
-
-  # Tokens per coded block: dummies have DC and EOB; real blocks are filled in below.
-  count = np.full(n, 2, np.int64)
-  eob = np.ones(n, bool)
-  per_component = []
-  for i, c in enumerate(layout.components):
-    s = sparse[c]
-    coded = layout.coded[i]
-    nb = s.num_blocks
-    b, k, v = s.block, s.k, s.value
-    size = nbits(v, s.magnitude)
-    check_ac(size, b, k, v, layout, i)
-    _, last, run = block_runs(b, k, 0)
-    zrl = run >> 4
-    zrl_cum = np.cumsum(zrl)
-    # Per block with nonzeros: its last k, and the nonzeros and ZRLs up to and including it
-    # (carried over to empty blocks by a running maximum).
-    li = np.flatnonzero(last)
-    lb = b[li]
-    last_k = np.zeros(nb, np.int64)
-    last_k[lb] = k[li]
-    nz_upto = np.zeros(nb, np.int64)
-    nz_upto[lb] = li + 1
-    nz_upto = np.maximum.accumulate(nz_upto)
-    zrl_upto = np.zeros(nb, np.int64)
-    zrl_upto[lb] = zrl_cum[li]
-    zrl_upto = np.maximum.accumulate(zrl_upto)
-    block_eob = last_k != 63
-    eob[coded] = block_eob
-    count[coded] = 1 + np.diff(nz_upto, prepend=0) + np.diff(zrl_upto, prepend=0) + block_eob
-    per_component.append((coded, b, v, size, run, zrl, zrl_cum, nz_upto, zrl_upto))
-  start = np.cumsum(count) - count
-  total = int(start[-1] + count[-1])
-
-  dc_t = np.asarray(dc_table, np.int64)[layout.component]
-  groups = [Group(start, dc_t * 256 + dc_size, magnitude_bits(diff, dc_size), dc_size)]
-  for i, (coded, b, v, size, run, zrl, zrl_cum, nz_upto, zrl_upto) in enumerate(per_component):
-    table = int(ac_table[i]) * 256
-    # AC token of nonzero j: its block's start, the DC token, the block's earlier nonzeros and
-    # the block's ZRLs up to and including its own.
-    base = start[coded] + 1 - (nz_upto - np.diff(nz_upto, prepend=0)) \
-        - (zrl_upto - np.diff(zrl_upto, prepend=0))
-    pos = base[b] + np.arange(len(b)) + zrl_cum
-    groups.append(Group(pos, table + (((run & 15) << 4) | size), magnitude_bits(v, size), size))
-    if zrl.any():
-      with_zrl = np.flatnonzero(zrl)
-      reps = zrl[with_zrl]
-      groups.append(Group(np.repeat(pos[with_zrl] - reps, reps) + ramp(reps), table + ZRL))
-  eob_blocks = np.flatnonzero(eob)
-  ac_t = np.asarray(ac_table, np.int64)[layout.component[eob_blocks]]
-  groups.append(Group(start[eob_blocks] + count[eob_blocks] - 1, ac_t * 256 + EOB))
-  return ScanTokens(total, groups, _interval_ends(start, layout, restart, total))
 
 
 def dc_first_tokens(sparse: list[Sparse], layout: layout_lib.ScanLayout, restart: int, al: int,

@@ -32,7 +32,7 @@ import dataclasses
 
 import numpy as np
 
-from djpeg.exact import huffman, layout as layout_lib, scans, writer
+from djpeg.exact import huffman, layout as layout_lib, scans, sequential, writer
 from djpeg.tables import ZIGZAG
 
 _EOB, _ZRL = 0x00, 0xF0
@@ -91,8 +91,7 @@ def symbol_counts(components, height: int, width: int, sampling) -> dict:
   scan = scans.sequential_script(len(components))[0]
   layout = layout_lib.scan_layout(height, width, tuple(map(tuple, sampling)), scan.components)
   used, dc_local, ac_local = writer._scan_tables(scan, False)
-  tokens = scans.sequential_tokens(sparse, layout, 0, dc_local, ac_local)
-  counts = writer._count(tokens, len(used))
+  counts = sequential.counts(sequential.symbols(sparse, layout, 0, dc_local, ac_local), len(used))
   return dict(zip(used, counts))
 
 

@@ -17,7 +17,7 @@ import struct
 
 import numpy as np
 
-from djpeg.exact import bitpack, huffman, layout as layout_lib, progressive, scans
+from djpeg.exact import bitpack, huffman, layout as layout_lib, progressive, scans, sequential
 from djpeg.tables import ZIGZAG
 
 _JFIF = b"\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
@@ -104,9 +104,7 @@ def _selectors(scan: scans.Scan, progressive_mode: bool):
 
 
 def _tokens(scan, sparse, layout, restart, dc_local, ac_local, cap) -> scans.ScanTokens:
-  """Dispatches a scan to its coder: sequential, DC first/refine, AC first/refine."""
-  if scan.ss == 0 and scan.se == 63:
-    return scans.sequential_tokens(sparse, layout, restart, dc_local, ac_local)
+  """Dispatches a progressive scan to its token coder: DC first/refine, AC first/refine."""
   if scan.is_dc:
     if scan.ah == 0:
       return scans.dc_first_tokens(sparse, layout, restart, scan.al, dc_local)
@@ -136,11 +134,11 @@ def _extra_bits(table_class: int) -> np.ndarray:
   return np.where(s > 0, s, np.where(r < 15, r, 0))
 
 
-def _fields(tokens: scans.ScanTokens, tables: list[huffman.HuffmanTable], classes: list[int]):
-  """Each token's code and extra bits as one bit field: `(values, lengths)` in stream order.
+def _code_luts(tables: list[huffman.HuffmanTable], classes: list[int]):
+  """Per symbol `table * 256 + byte`: its code shifted left over its extra bits (uint32) and the
+  field's total length (uint8; 0 where the symbol has no code).
 
-  A symbol fixes how many extra bits follow it, so one lookup gives the code already shifted
-  over its extra bits and the field's total length.
+  A symbol fixes how many extra bits follow it, so one lookup gives both for a whole field.
   """
   n = len(tables)
   shifted = np.zeros(n * 256, np.uint32)
@@ -150,6 +148,12 @@ def _fields(tokens: scans.ScanTokens, tables: list[huffman.HuffmanTable], classe
     extra = _extra_bits(table_class)
     shifted[t * 256:(t + 1) * 256] = code << extra.astype(np.uint32)
     total[t * 256:(t + 1) * 256] = np.where(length > 0, length + extra, 0)
+  return shifted, total
+
+
+def _fields(tokens: scans.ScanTokens, tables: list[huffman.HuffmanTable], classes: list[int]):
+  """Each token's code and extra bits as one bit field: `(values, lengths)` in stream order."""
+  shifted, total = _code_luts(tables, classes)
   values = np.zeros(tokens.total, np.uint32)
   lengths = np.zeros(tokens.total, np.uint8)
   for g in tokens.groups:
@@ -203,8 +207,12 @@ def encode_image(components, tables, height: int, width: int, factors, *, optimi
   for n, scan in enumerate(script):
     layout = layout_lib.scan_layout(height, width, factors, scan.components)
     used, dc_local, ac_local = _scan_tables(scan, progressive_mode)
-    tokens = _tokens(scan, sparse, layout, restart_interval, dc_local, ac_local, cap)
-    counts = _count(tokens, len(used))
+    if progressive_mode:
+      tokens = _tokens(scan, sparse, layout, restart_interval, dc_local, ac_local, cap)
+      counts = _count(tokens, len(used))
+    else:
+      symbols = sequential.symbols(sparse, layout, restart_interval, dc_local, ac_local)
+      counts = sequential.counts(symbols, len(used))
     if optimize:
       tables_now = [huffman.optimal_table(c) for c in counts]
     else:
@@ -218,7 +226,11 @@ def encode_image(components, tables, height: int, width: int, factors, *, optimi
     if n == 0 and restart_interval:
       out.append(_segment(0xDD, struct.pack(">H", restart_interval)))
     out.append(_sos(scan, _selectors(scan, progressive_mode)))
-    values, lengths = _fields(tokens, tables_now, [key[0] for key in used])
-    out.append(bitpack.pack(values, lengths, tokens.segment_ends).tobytes())
+    classes = [key[0] for key in used]
+    if progressive_mode:
+      values, lengths = _fields(tokens, tables_now, classes)
+      out.append(bitpack.pack(values, lengths, tokens.segment_ends).tobytes())
+    else:
+      out.append(sequential.segment(symbols, *_code_luts(tables_now, classes)).tobytes())
   out.append(b"\xff\xd9")
   return b"".join(out)

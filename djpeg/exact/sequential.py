@@ -1,0 +1,198 @@
+"""The sequential (baseline) scan, coded straight to bit positions.
+
+Per coded block the scan holds its DC difference, then per nonzero AC coefficient its ZRLs (runs
+of 16 zeros) and its (run, size) symbol, then EOB unless coefficient 63 is nonzero; dummy blocks
+code their DC difference (0) and EOB. Unlike the token coders of `scans` and `progressive`, this
+one never orders tokens into a stream: once the tables are known, each block's length in bits
+follows from its symbols, a cumulative sum over blocks gives where each block starts, and one
+over each component's nonzeros (already in block order) gives where each AC field ends inside its
+block. Every field then goes to `bitpack` with its own end bit, so the scan costs a few passes
+over the nonzero coefficients and none over a stream of tokens.
+
+Two stages, as the tables need the counts first: `symbols` (symbols and their extra bits) and
+`segment` (bits, given the code tables); `counts` is the histogram in between.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from djpeg.exact import bitpack, layout as layout_lib
+from djpeg.exact.scans import (EOB, ZRL, Sparse, block_runs, check_ac, check_dc, dc_differences,
+                                magnitude_bits, nbits, ramp)
+
+
+@dataclasses.dataclass
+class ComponentSymbols:
+  """AC symbols of one scan component, its nonzero coefficients in block order.
+
+  Attributes:
+    coded: `(nb,)` coded position of each of the component's blocks (raster order).
+    block: `(M,)` block (raster index) of each nonzero coefficient.
+    symbol: `(M,)` int32 `table * 256 + ((run & 15) << 4 | size)`.
+    size, bits: `(M,)` magnitude category and the extra bits (uint32) that follow the symbol.
+    zrl: `(M,)` ZRLs coded just before each coefficient, or None when there are none.
+    start: `(nb + 1,)` block b's coefficients are `start[b]:start[b + 1]`.
+  """
+
+  coded: np.ndarray
+  block: np.ndarray
+  symbol: np.ndarray
+  size: np.ndarray
+  bits: np.ndarray
+  zrl: np.ndarray | None
+  start: np.ndarray
+
+
+@dataclasses.dataclass
+class ScanSymbols:
+  """Symbols of a sequential scan before its tables are chosen.
+
+  Attributes:
+    layout, restart: the scan's block order and restart interval (MCUs, 0 for none).
+    dc_symbol, dc_size, dc_bits: `(N,)` per coded block, its DC symbol (`table * 256 + size`),
+      size and extra bits (uint32).
+    eob_symbol: `(E,)` the EOB symbol (`table * 256`) of each block that ends with one, and
+      `eob_blocks`, `(E,)` their coded positions.
+    parts: per scan component, its AC symbols.
+    zrl_table: per scan component, `table * 256` of its AC table (for the ZRL symbol).
+  """
+
+  layout: layout_lib.ScanLayout
+  restart: int
+  dc_symbol: np.ndarray
+  dc_size: np.ndarray
+  dc_bits: np.ndarray
+  eob_symbol: np.ndarray
+  eob_blocks: np.ndarray
+  parts: list[ComponentSymbols]
+  zrl_table: list[int]
+
+
+def _component(sparse: Sparse, coded: np.ndarray, table: int, layout, index: int):
+  """AC symbols of one component and which of its blocks end with EOB: `(ComponentSymbols, (nb,) bool)`."""
+  b, k, v = sparse.block, sparse.k, sparse.value
+  size = nbits(v, sparse.magnitude)
+  check_ac(size, b, k, v, layout, index)
+  _, last, run = block_runs(b, k, 0)
+  zrl = run >> 4
+  symbol = table * 256 + (((run & 15) << 4) | size)
+  # Per block: where its coefficients end (carried over empty blocks) and its last k.
+  nb = sparse.num_blocks
+  li = np.flatnonzero(last)
+  ends = np.zeros(nb, np.int64)
+  ends[b[li]] = li + 1
+  start = np.concatenate([[0], np.maximum.accumulate(ends)])
+  last_k = np.zeros(nb, np.int32)
+  last_k[b[li]] = k[li]
+  part = ComponentSymbols(coded, b, symbol, size, magnitude_bits(v, size).view(np.uint32),
+                          zrl if zrl.any() else None, start)
+  return part, last_k != 63
+
+
+def symbols(sparse: list[Sparse], layout: layout_lib.ScanLayout, restart: int, dc_table,
+            ac_table) -> ScanSymbols:
+  """The symbols of a sequential scan.
+
+  Args:
+    sparse: per frame component, from `scans.sparse_component`.
+    layout: the scan's layout.
+    restart: restart interval in MCUs (0 for none).
+    dc_table, ac_table: per scan component, its DC and AC table index.
+  Raises:
+    ValueError: a DC difference needs more than 11 bits or an AC value more than 10.
+  """
+  dc = layout_lib.gather_dc(layout, [s.dc for s in sparse])
+  diff = dc_differences(dc, layout, restart)
+  dc_size = nbits(diff)
+  check_dc(dc_size, diff, layout)
+  dc_symbol = np.asarray(dc_table, np.int32)[layout.component] * 256 + dc_size
+  eob = np.ones(layout.num_blocks, bool)   # dummy blocks: DC and EOB
+  parts = []
+  for i, c in enumerate(layout.components):
+    part, block_eob = _component(sparse[c], layout.coded[i], int(ac_table[i]), layout, i)
+    eob[part.coded] = block_eob
+    parts.append(part)
+  eob_blocks = np.flatnonzero(eob)
+  eob_symbol = np.asarray(ac_table, np.int32)[layout.component[eob_blocks]] * 256 + EOB
+  return ScanSymbols(layout, restart, dc_symbol, dc_size,
+                     magnitude_bits(diff, dc_size).astype(np.uint32), eob_symbol, eob_blocks,
+                     parts, [int(t) * 256 for t in ac_table])
+
+
+def counts(syms: ScanSymbols, num_tables: int) -> np.ndarray:
+  """`(num_tables, 256)` symbol counts of the scan."""
+  n = num_tables * 256
+  total = np.bincount(syms.dc_symbol, minlength=n) + np.bincount(syms.eob_symbol, minlength=n)
+  for part, table in zip(syms.parts, syms.zrl_table):
+    total += np.bincount(part.symbol, minlength=n)
+    if part.zrl is not None:
+      total[table + ZRL] += int(part.zrl.sum())
+  return total.reshape(num_tables, 256)
+
+
+def _block_starts(bits: np.ndarray, layout: layout_lib.ScanLayout, restart: int):
+  """Start bit of every coded block, with each restart interval padded to a byte.
+
+  Returns:
+    `(starts (N,), seg_end_bit (m,), pad (m,))` for `bitpack.finish`.
+  """
+  ends = np.cumsum(bits)
+  if not restart:
+    pad = -ends[-1:] % 8
+    return ends - bits, ends[-1:] + pad, pad
+  first = np.concatenate([[0], layout_lib.interval_starts(layout, restart)])
+  seg_bits = np.add.reduceat(bits, first)
+  pad = -seg_bits % 8
+  # Blocks of interval j move right by the padding of all earlier intervals.
+  interval = np.repeat(np.arange(len(first)), np.diff(np.append(first, len(bits))))
+  return ends - bits + (np.cumsum(pad) - pad)[interval], np.cumsum(seg_bits + pad), pad
+
+
+def segment(syms: ScanSymbols, shifted: np.ndarray, total: np.ndarray) -> np.ndarray:
+  """The scan's entropy-coded segment.
+
+  Args:
+    syms: from `symbols`.
+    shifted, total: `(num_tables * 256,)` per symbol its code shifted left over its extra bits
+      (uint32) and the field's total length (code and extra bits; uint8).
+  Returns:
+    `(bytes,)` uint8: the segment as it goes after SOS, stuffed, with its RST markers.
+  """
+  dc_len = np.take(total, syms.dc_symbol)
+  bits = dc_len.astype(np.int64)
+  eob_len = np.take(total, syms.eob_symbol)
+  bits[syms.eob_blocks] += eob_len
+  ac = []
+  for part, table in zip(syms.parts, syms.zrl_table):
+    length = np.take(total, part.symbol)
+    field = length.astype(np.int32)
+    if part.zrl is not None:
+      field += part.zrl * int(total[table + ZRL])
+    inside = np.concatenate([[0], np.cumsum(field, dtype=np.int64)])  # bits before each coefficient
+    bits[part.coded] += inside[part.start[1:]] - inside[part.start[:-1]]
+    ac.append((part, table, length, field, inside))
+  starts, seg_end_bit, pad = _block_starts(bits, syms.layout, syms.restart)
+
+  acc = bitpack.windows(int(seg_end_bit[-1]))
+  dc_end = starts + dc_len
+  bitpack.add_fields(acc, np.take(shifted, syms.dc_symbol) | syms.dc_bits, dc_len, dc_end)
+  bitpack.add_fields(acc, np.take(shifted, syms.eob_symbol), eob_len,
+                     starts[syms.eob_blocks] + bits[syms.eob_blocks])
+  for part, table, length, field, inside in ac:
+    # A coefficient's field ends after its block's DC and the fields up to its own.
+    base = dc_end[part.coded] - inside[part.start[:-1]]
+    end = np.take(base, part.block) + inside[1:]
+    bitpack.add_fields(acc, np.take(shifted, part.symbol) | part.bits, length, end)
+    if part.zrl is not None:
+      # The ZRLs open the coefficient's field: ZRL r of z ends (z - r) codes before its symbol.
+      with_zrl = np.flatnonzero(part.zrl)
+      reps = part.zrl[with_zrl]
+      z_len = int(total[table + ZRL])
+      back = np.repeat(reps, reps) - ramp(reps)
+      zrl_end = np.repeat(end[with_zrl] - length[with_zrl], reps) - (back - 1) * z_len
+      bitpack.add_fields(acc, shifted[table + ZRL], z_len, zrl_end)
+  return bitpack.finish(acc, seg_end_bit, pad)
+
