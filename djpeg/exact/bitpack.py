@@ -42,6 +42,14 @@ def add_fields(acc: np.ndarray, values, lengths, ends) -> None:
   np.add.at(acc, word, np.broadcast_to(window, np.shape(word)))
 
 
+def add_bits(acc: np.ndarray, bits: np.ndarray, positions: np.ndarray) -> None:
+  """ORs single bits into the accumulators: `bits[i]` (0 or 1, uint8) at bit `positions[i]`."""
+  shift = 63 - (positions & 31)                  # in the window of the bit's own word
+  window = bits.astype(np.uint64)
+  window <<= shift.astype(np.uint8)
+  np.add.at(acc, positions >> 5, window)
+
+
 def finish(acc: np.ndarray, seg_end_bit: np.ndarray, pad: np.ndarray) -> np.ndarray:
   """The stuffed segment from its accumulators.
 

@@ -17,7 +17,7 @@ import dataclasses
 
 import numpy as np
 
-from djpeg.exact import layout as layout_lib
+from djpeg.exact import bitpack, layout as layout_lib
 from djpeg.exact.scans import (RAW, ZRL, Group, ScanTokens, Sparse, block_runs, check_ac, nbits,
                                 ramp)
 
@@ -118,7 +118,7 @@ def _eobrun_group(pos: np.ndarray, run: np.ndarray, table: int) -> Group:
 
 def _band(sparse: Sparse, ss: int, se: int, al: int):
   """Nonzero coefficients of the band after the point transform: block, band index, |c| >> Al,
-  sign (True for negative)."""
+  value."""
   b, k, value, mag = sparse.block, sparse.k, sparse.value, sparse.magnitude
   keep = None
   if ss > 1 or se < 63:
@@ -129,7 +129,7 @@ def _band(sparse: Sparse, ss: int, se: int, al: int):
   if keep is not None:
     keep = np.flatnonzero(keep)
     b, k, value, mag = b[keep], k[keep], value[keep], mag[keep]
-  return b, k - ss, mag, value < 0
+  return b, k - ss, mag, value
 
 
 def ac_first_tokens(sparse: Sparse, layout: layout_lib.ScanLayout, restart: int, ss: int,
@@ -145,7 +145,8 @@ def ac_first_tokens(sparse: Sparse, layout: layout_lib.ScanLayout, restart: int,
   """
   n = sparse.num_blocks
   width = se - ss + 1
-  b, k, t, negative = _band(sparse, ss, se, al)
+  b, k, t, value = _band(sparse, ss, se, al)
+  negative = value < 0
   size = nbits(t, t)
   check_ac(size, b, k + ss, np.where(negative, -t, t), layout, 0)
   _, last, run = block_runs(b, k, -1)
@@ -175,9 +176,163 @@ def ac_first_tokens(sparse: Sparse, layout: layout_lib.ScanLayout, restart: int,
   return ScanTokens(total, groups, (ev_start + ev_tokens)[ev.interval_end].astype(np.int64))
 
 
-def ac_refine_tokens(sparse: Sparse, layout: layout_lib.ScanLayout, restart: int, ss: int,
-                     se: int, al: int, table: int, cap: int = MAX_EOBRUN) -> ScanTokens:
-  """Tokens of a progressive AC refinement scan (Ah = Al + 1) of one component.
+def _padded(block_start, ev_start, ev_bits, ev: _Events):
+  """Unit starts moved right by the 1-padding that ends each restart interval at a byte.
+
+  The events that close an interval (`ev.interval_end`, the last one closing the scan) end it;
+  an interval's padding shifts every later block and event.
+  Returns:
+    `(block_start, ev_start, seg_end_bit, pad)`.
+  """
+  closing = np.flatnonzero(ev.interval_end)
+  seg_end = ev_start[closing] + ev_bits[closing]
+  pad = -np.diff(seg_end, prepend=0) % 8
+  shift = np.cumsum(pad) - pad                                    # per interval
+  ev_interval = np.cumsum(ev.interval_end) - ev.interval_end
+  block_interval = np.searchsorted(ev.pos[closing], np.arange(len(block_start)), side="right")
+  return (block_start + shift[block_interval], ev_start + shift[ev_interval],
+          seg_end + np.cumsum(pad), pad)
+
+
+@dataclasses.dataclass
+class RefineScan:
+  """A progressive AC refinement scan, coded as eventful coefficients and correction bits.
+
+  Eventful coefficients are those that emit symbols: every newly-nonzero one (|c| >> Al == 1),
+  and the rare previously-nonzero ones where a run passes 16 zeros (ZRL). Each has a *chunk* in
+  the stream, [first symbol][pending correction bits][further ZRLs][its new symbol if the first
+  was a ZRL], where the first symbol is a ZRL if it emits any, else its new symbol and sign bit.
+  The pending bits are those of the previously-nonzero coefficients since the block's previous
+  eventful one; the ones after the block's last newly-nonzero coefficient (its EOB position), its
+  *tail*, go with the EOBRUN that covers the block instead. Either way a run of consecutive
+  coefficients sends its bits to consecutive stream bits, so each bit's position is its
+  coefficient's index plus an offset of its run.
+
+  Attributes (M band coefficients, E eventful ones, n blocks):
+    table: the scan's AC table index.
+    t: `(M,)` |c| >> Al (1 for newly nonzero, more for previously nonzero).
+    eventful: `(E,)` int32 indices of the eventful coefficients; `block`: their blocks.
+    new_e, run, sign: `(E,)` is it newly nonzero, its run (0..15) and sign bit (1 positive).
+    zrl: `(E,)` ZRLs it emits, or None when no coefficient does.
+    pstart: `(E,)` index of its first pending coefficient (its pending ones are pstart:eventful).
+    ev: EOBRUN events; `tail`, `tail_first`: `(n,)` each block's tail length and first index.
+  """
+
+  table: int
+  t: np.ndarray
+  eventful: np.ndarray
+  block: np.ndarray
+  new_e: np.ndarray
+  run: np.ndarray
+  sign: np.ndarray
+  zrl: np.ndarray | None
+  pstart: np.ndarray
+  ev: _Events
+  tail: np.ndarray
+  tail_first: np.ndarray
+
+  def _symbols(self):
+    """Newly-nonzero symbols, and EOBRUN symbols and their extra bits (emitting events)."""
+    new_symbol = self.table * 256 + ((self.run[self.new_e] << 4) | 1)
+    emit = self.ev.run > 0
+    nb = nbits(self.ev.run[emit]) - 1
+    return new_symbol, self.table * 256 + (nb << 4), self.ev.run[emit] - (1 << nb), emit
+
+  def counts(self, num_tables: int) -> np.ndarray:
+    """`(num_tables, 256)` symbol counts."""
+    new_symbol, eob_symbol, _, _ = self._symbols()
+    n = num_tables * 256
+    counts = np.bincount(new_symbol, minlength=n) + np.bincount(eob_symbol, minlength=n)
+    if self.zrl is not None:
+      counts[self.table * 256 + ZRL] += int(self.zrl.sum())
+    return counts.reshape(num_tables, 256)
+
+  def raw_bits(self) -> int:
+    """Correction bits: one per previously-nonzero coefficient."""
+    return int(len(self.t) - np.count_nonzero(self.new_e))
+
+  def segment(self, shifted: np.ndarray, total: np.ndarray) -> np.ndarray:
+    """The entropy-coded segment, given per symbol its shifted code and field length."""
+    new_symbol, eob_symbol, eob_extra, emit = self._symbols()
+    n, e = len(self.tail), len(self.eventful)
+    zrl_symbol = self.table * 256 + ZRL
+    z_len = int(total[zrl_symbol])
+    # Chunks of the eventful coefficients.
+    if self.zrl is None:   # all new: every chunk is [new symbol and sign][pending bits]
+      new_len = np.take(total, new_symbol).astype(np.int64)
+      new_value = np.take(shifted, new_symbol) | self.sign
+      first_len = new_len
+      chunk = new_len + (self.eventful - self.pstart)
+    else:
+      new_len = np.zeros(e, np.int64)
+      new_len[self.new_e] = np.take(total, new_symbol)
+      new_value = np.zeros(e, np.uint32)
+      new_value[self.new_e] = np.take(shifted, new_symbol) | self.sign[self.new_e]
+      has_zrl = self.zrl > 0
+      more = np.maximum(self.zrl - 1, 0)
+      first_len = np.where(has_zrl, z_len, new_len)
+      chunk = (first_len + (self.eventful - self.pstart) + more * z_len
+               + np.where(has_zrl, new_len, 0))
+    after = np.cumsum(chunk)                       # bits of all chunks up to each one's end
+    # Per block: the chunks' bits, and those of the chunks of earlier blocks.
+    first = np.ones(e, bool)
+    first[1:] = self.block[1:] != self.block[:-1]
+    first = np.flatnonzero(first)
+    last = np.append(first[1:] - 1, e - 1) if e else first
+    block_bits = np.zeros(n, np.int64)
+    block_before = np.zeros(n, np.int64)
+    block_before[self.block[first]] = after[first] - chunk[first]
+    block_bits[self.block[last]] = after[last]
+    block_bits -= block_before
+    # EOBRUN events: the symbol and its extra bits, then the tail bits of the blocks they cover.
+    tail_cum = np.concatenate([[0], np.cumsum(self.tail)])
+    eob_field = np.take(total, eob_symbol)
+    eob_len = np.zeros(len(self.ev.pos), np.int64)
+    eob_len[emit] = eob_field
+    ev_bits = eob_len.copy()
+    ev_bits[emit] += tail_cum[self.ev.pos[emit]] - tail_cum[self.ev.lo[emit]]
+    block_start, ev_start, _ = _stream(block_bits, self.ev, ev_bits)
+    block_start, ev_start, seg_end_bit, pad = _padded(block_start, ev_start, ev_bits, self.ev)
+
+    acc = bitpack.windows(int(seg_end_bit[-1]))
+    chunk_start = np.take(block_start - block_before, self.block) + (after - chunk)
+    if self.zrl is None:
+      bitpack.add_fields(acc, new_value, new_len, chunk_start + new_len)
+    else:
+      bitpack.add_fields(acc, np.where(has_zrl, shifted[zrl_symbol], new_value), first_len,
+                         chunk_start + first_len)
+      after_pending = chunk_start + first_len + (self.eventful - self.pstart)
+      with_more = np.flatnonzero(more)
+      reps = more[with_more]
+      bitpack.add_fields(acc, shifted[zrl_symbol], z_len,
+                         np.repeat(after_pending[with_more], reps) + (ramp(reps) + 1) * z_len)
+      late = np.flatnonzero(has_zrl & self.new_e)
+      bitpack.add_fields(acc, new_value[late], new_len[late],
+                         after_pending[late] + more[late] * z_len + new_len[late])
+    bitpack.add_fields(acc, np.take(shifted, eob_symbol) | eob_extra.astype(np.uint32),
+                       eob_field, ev_start[emit] + eob_field)
+    # Correction bits, as runs of consecutive coefficients at consecutive bits: the pending
+    # ones of each chunk after its first symbol, and each block's tail after the EOBRUN that
+    # covers it (the first event past the block; later ones at that boundary emit nothing) and
+    # the tails of the earlier blocks it covers.
+    covering = np.searchsorted(self.ev.pos, np.arange(n), side="right")
+    tail_at = (ev_start[covering] + eob_len[covering] + tail_cum[:-1]
+               - tail_cum[self.ev.lo[covering]])
+    start = np.concatenate([self.pstart, self.tail_first])
+    at = np.concatenate([chunk_start + first_len, tail_at])
+    length = np.concatenate([self.eventful - self.pstart, self.tail])
+    before = np.cumsum(length) - length            # bits of the earlier runs
+    count = int(before[-1] + length[-1]) if len(length) else 0
+    iota = np.arange(count, dtype=np.int64)
+    index = np.repeat(start - before, length) + iota
+    position = np.repeat(at - before, length) + iota
+    bitpack.add_bits(acc, (np.take(self.t, index) & 1).astype(np.uint8), position)
+    return bitpack.finish(acc, seg_end_bit, pad)
+
+
+def ac_refine(sparse: Sparse, layout: layout_lib.ScanLayout, restart: int, ss: int, se: int,
+              al: int, table: int, cap: int = MAX_EOBRUN) -> RefineScan:
+  """A progressive AC refinement scan (Ah = Al + 1) of one component.
 
   A coefficient with |c| >> Al == 1 is newly nonzero: coded as symbol (run << 4) | 1 and a sign
   bit, where the run counts only coefficients still zero. One with |c| >> Al > 1 was nonzero
@@ -188,104 +343,84 @@ def ac_refine_tokens(sparse: Sparse, layout: layout_lib.ScanLayout, restart: int
   """
   n = sparse.num_blocks
   width = se - ss + 1
-  b, k, t, negative = _band(sparse, ss, se, al)
-  m = len(b)
-  new = t == 1
-  old = ~new
-  idx = np.arange(m, dtype=np.int32)
-  first = np.ones(m, bool)
-  first[1:] = b[1:] != b[:-1]
-  first_idx = np.flatnonzero(first)
+  b, k, t, value = _band(sparse, ss, se, al)
   per_block = np.bincount(b, minlength=n)
-  first_in_block = np.cumsum(per_block) - per_block
-
-  # The last newly-nonzero coefficient of each block is its end of band (EOB position).
-  new_idx = np.flatnonzero(new)
-  new_b = b[new_idx]
-  last_new_mask = np.ones(len(new_idx), bool)
-  last_new_mask[:-1] = new_b[:-1] != new_b[1:]
-  last_new = np.full(n, -1, np.int64)
-  last_new[new_b[last_new_mask]] = new_idx[last_new_mask]
-  head = idx <= last_new[b]  # at or before the block's EOB position
-  has_new = last_new >= 0
+  first_b = np.cumsum(per_block) - per_block
+  ni = np.flatnonzero(t == 1).astype(np.int32)   # the newly-nonzero coefficients
+  nb = np.take(b, ni)
+  nk = np.take(k, ni)
+  first_new = np.ones(len(ni), bool)
+  first_new[1:] = nb[1:] != nb[:-1]
+  starts = np.flatnonzero(first_new)
+  ends = np.append(starts[1:] - 1, len(ni) - 1) if len(ni) else starts
+  # Zero-history positions before each new coefficient since the previous new one of its block
+  # (or the band's start): d = k - index grows by one per such position.
+  d = nk - ni
+  anchor = np.empty_like(d)
+  anchor[1:] = d[:-1]
+  anchor[starts] = -first_b[nb[starts]]
+  zeros = d - anchor
+  # The last new coefficient of each block is its EOB position; after it comes the tail.
+  has_new = np.zeros(n, bool)
+  has_new[nb[ends]] = True
+  tail_first = first_b.copy()
+  tail_first[nb[ends]] = ni[ends] + 1
   last_new_k = np.full(n, -1, np.int64)
-  last_new_k[has_new] = k[last_new[has_new]]
+  last_new_k[nb[ends]] = nk[ends]
   eob = ~has_new | (last_new_k < width - 1)
-  tail_old = old & ~head
-  tail = np.bincount(b[tail_old], minlength=n)
+  tail = first_b + per_block - tail_first
 
-  # Runs count zero-history coefficients only. zeros(i), the zero positions of the whole band
-  # array before element i, never decreases, so the count at the start of each element's
-  # segment (after the previous newly-nonzero coefficient of its block, or at the block start)
-  # is a running maximum.
-  zeros = (b * width + k) - idx
-  after_new = new_idx[new_idx < m - 1] + 1
-  segment = np.full(m, -1, np.int64)
-  segment[after_new] = zeros[after_new - 1]
-  segment[first_idx] = b[first_idx] * width - first_in_block[b[first_idx]]
-  run = zeros - np.maximum.accumulate(segment)
-  # libjpeg emits ZRLs at the nonzero coefficient where the run passes each multiple of 16
-  # (only up to the EOB position: later zeros fold into the EOB).
-  run16 = run >> 4
-  zrl = run16.copy()
-  zrl[1:] -= run16[:-1]
-  zrl[after_new] = run16[after_new]
-  zrl[first_idx] = run16[first_idx]
-  eventful = head & ((zrl > 0) | new)
-
-  # Correction bits before the EOB position go with the next eventful coefficient (their
-  # owner): the j-th eventful one, j = number of eventful coefficients up to the bit's own.
-  e = np.flatnonzero(eventful)
-  head_old = np.flatnonzero(old & head)
-  owner = np.cumsum(eventful)[head_old]  # index into e
-  ez, enew, epend = zrl[e], new[e], np.bincount(owner, minlength=len(e))
-  group = np.zeros(m, np.int64)
-  group[e] = ez + enew + epend
-
+  big = np.flatnonzero(zeros >= 16)
+  if not big.size:
+    eventful, block, new_e, zrl = ni, nb, np.ones(len(ni), bool), None
+    run, sign = zeros, (np.take(value, ni) > 0).astype(np.uint32)
+  else:
+    eventful, zrl = _zrl_events(b, k, t, ni, first_new, first_b, anchor, big)
+    block = np.take(b, eventful)
+    new_e = np.take(t, eventful) == 1
+    run = np.zeros(len(eventful), np.int64)
+    run[new_e] = zeros & 15
+    sign = np.zeros(len(eventful), np.uint32)
+    sign[new_e] = np.take(value, ni) > 0
+  # Pending bits of an eventful coefficient start after the previous one of its block (at it,
+  # if that one was not new: its own bit is pending), or at the block's first coefficient.
+  pstart = np.zeros(len(eventful), np.int64)
+  pstart[1:] = eventful[:-1] + new_e[:-1]
+  first_e = np.ones(len(eventful), bool)
+  first_e[1:] = block[1:] != block[:-1]
+  first_e = np.flatnonzero(first_e)
+  pstart[first_e] = first_b[block[first_e]]
   ev = _events(eob, tail, has_new, layout_lib.interval_starts(layout, restart), cap,
                MAX_BUFFERED_BITS if cap > 1 else None)
-  emit = ev.run > 0
-  tail_cum = np.concatenate([[0], np.cumsum(tail)])
-  ev_tokens = np.where(emit, 1 + tail_cum[ev.pos] - tail_cum[ev.lo], 0)
-  group_cum = np.cumsum(group)
-  block_tokens = np.diff(np.concatenate([[0], group_cum])[first_in_block + per_block], prepend=0)
-  block_start, ev_start, total = _stream(block_tokens, ev, ev_tokens)
+  return RefineScan(table, t, eventful, block, new_e, run, sign, zrl, pstart, ev, tail,
+                    tail_first)
 
-  # Eventful coefficients: [first symbol][pending correction bits][more ZRLs][new symbol].
-  group_excl = group_cum - group
-  if m:
-    block_base = block_start - group_excl[np.minimum(first_in_block, m - 1)]
-    g0 = block_base[b[e]] + group_excl[e]
-  else:
-    g0 = e
-  first_is_zrl = ez > 0
-  new_symbol = table * 256 + (((run[e] & 15) << 4) | 1)
-  sign = (~negative[e]).astype(np.int32)
-  groups = [Group(g0, np.where(first_is_zrl, table * 256 + ZRL, new_symbol),
-                  np.where(first_is_zrl, 0, sign), (~first_is_zrl).astype(np.int64))]
-  more_zrl = np.maximum(ez - 1, 0)
-  if more_zrl.any():
-    with_more = np.flatnonzero(more_zrl)
-    reps = more_zrl[with_more]
-    groups.append(Group(np.repeat(g0[with_more] + 1 + epend[with_more], reps) + ramp(reps),
-                        table * 256 + ZRL))
-  late = np.flatnonzero(first_is_zrl & enew)
-  if late.size:
-    groups.append(Group(g0[late] + epend[late] + ez[late], new_symbol[late], sign[late], 1))
-  if head_old.size:
-    # Bit j (of all head correction bits) sits after its owner's first symbol, at rank j minus
-    # the bits owned by earlier eventful coefficients.
-    base = g0 + 1 - (np.cumsum(epend) - epend)
-    groups.append(Group(base[owner] + np.arange(len(head_old)), RAW, t[head_old] & 1, 1))
-  # EOBRUNs, each followed by the correction bits buffered for the blocks in its run; the first
-  # event past a block covers it (later events at the same boundary emit nothing).
-  groups.append(_eobrun_group(ev_start[emit], ev.run[emit], table))
-  tail_idx = np.flatnonzero(tail_old)
-  if tail_idx.size:
-    event_of = np.searchsorted(ev.pos, b[tail_idx], side="right")
-    base = ev_start + 1 - tail_cum[ev.lo]
-    groups.append(Group(base[event_of] + np.arange(len(tail_idx)), RAW, t[tail_idx] & 1, 1))
-  return ScanTokens(total, groups, (ev_start + ev_tokens)[ev.interval_end].astype(np.int64))
+
+def _zrl_events(b, k, t, ni, first_new, first_b, anchor, big):
+  """Eventful coefficients and their ZRLs when some runs reach 16 zeros.
+
+  Only the segments (the coefficients after the previous new one of a block, up to a new one)
+  whose run reaches 16 are walked: at each coefficient, as many ZRLs as the run has passed new
+  multiples of 16 since the last coefficient (libjpeg emits them there, before the EOB position).
+  Returns:
+    `(eventful (E,), zrl (E,))`.
+  """
+  seg_first = np.concatenate([[0], ni[:-1] + 1])
+  seg_first[first_new] = first_b[b[ni[first_new]]]
+  lens = ni[big] - seg_first[big] + 1
+  idx = np.repeat(seg_first[big], lens) + ramp(lens)
+  passed = ((k[idx] - idx) - np.repeat(anchor[big], lens)) >> 4
+  here = passed.copy()
+  here[1:] -= passed[:-1]
+  seg_start = np.cumsum(lens) - lens
+  here[seg_start] = passed[seg_start]
+  hit = here > 0
+  mask = t == 1
+  mask[idx[hit]] = True
+  eventful = np.flatnonzero(mask)
+  zrl = np.zeros(len(eventful), np.int64)
+  zrl[np.searchsorted(eventful, idx[hit])] = here[hit]
+  return eventful, zrl
 
 
 def _group_rank(group: np.ndarray) -> np.ndarray:

@@ -19,7 +19,7 @@ import dataclasses
 
 import numpy as np
 
-from djpeg.exact import layout as layout_lib
+from djpeg.exact import bitpack, layout as layout_lib
 from djpeg.tables import ZIGZAG
 
 #: Symbol of a token that is a raw bit field, not a Huffman code.
@@ -133,11 +133,52 @@ class Group:
 
 @dataclasses.dataclass
 class ScanTokens:
-  """All tokens of a scan: `total` of them in `groups`, restart intervals ending at `segment_ends`."""
+  """All tokens of a scan: `total` of them in `groups`, restart intervals ending at `segment_ends`.
+
+  Like every coded scan (`sequential.ScanSymbols`, `progressive.RefineScan`) it gives its symbol
+  `counts`, its `raw_bits` and, once the tables are chosen, its entropy-coded `segment`.
+  """
 
   total: int
   groups: list[Group]
   segment_ends: np.ndarray
+
+  def counts(self, num_tables: int) -> np.ndarray:
+    """`(num_tables, 256)` symbol counts."""
+    counts = np.zeros(num_tables * 256, np.int64)
+    for g in self.groups:
+      if np.ndim(g.symbol):
+        counts += np.bincount(g.symbol, minlength=num_tables * 256)
+      elif g.symbol != RAW:
+        counts[g.symbol] += len(g.pos)
+    return counts.reshape(num_tables, 256)
+
+  def raw_bits(self) -> int:
+    """Bits of the raw fields (no Huffman code)."""
+    return int(sum(np.sum(np.broadcast_to(g.nextra, np.shape(g.pos)))
+                   for g in self.groups if np.ndim(g.symbol) == 0 and g.symbol == RAW))
+
+  def segment(self, shifted: np.ndarray, total: np.ndarray) -> np.ndarray:
+    """The entropy-coded segment.
+
+    Args:
+      shifted, total: `(num_tables * 256,)` per symbol its code shifted left over its extra
+        bits (uint32) and the field's total length (code and extra bits; uint8).
+    """
+    values = np.zeros(self.total, np.uint32)
+    lengths = np.zeros(self.total, np.uint8)
+    for g in self.groups:
+      extra = np.asarray(g.extra).astype(np.uint32, copy=False)
+      if np.ndim(g.symbol) == 0 and g.symbol == RAW:
+        values[g.pos] = extra
+        lengths[g.pos] = g.nextra
+      elif np.ndim(g.symbol) == 0:
+        values[g.pos] = shifted[g.symbol] | extra
+        lengths[g.pos] = total[g.symbol]
+      else:
+        values[g.pos] = np.take(shifted, g.symbol) | extra
+        lengths[g.pos] = np.take(total, g.symbol)
+    return bitpack.pack(values, lengths, self.segment_ends)
 
 
 def nbits(a: np.ndarray, magnitude: np.ndarray | None = None) -> np.ndarray:

@@ -32,8 +32,8 @@ def _scan_bytes(scan: Scan, sparse, height: int, width: int, factors) -> float:
   """Estimated bytes of one optimized progressive scan: entropy-coded data, its DHT and SOS."""
   layout = layout_lib.scan_layout(height, width, factors, scan.components)
   used, dc_local, ac_local = writer._scan_tables(scan, True)
-  tokens = writer._tokens(scan, sparse, layout, 0, dc_local, ac_local, progressive.MAX_EOBRUN)
-  counts = writer._count(tokens, len(used))
+  coded = writer._code(scan, sparse, layout, 0, dc_local, ac_local, progressive.MAX_EOBRUN)
+  counts = coded.counts(len(used))
   bits = 0.0
   header = 2 + 2 + 1 + 2 * len(scan.components) + 3          # SOS
   for (table_class, _), c in zip(used, counts):
@@ -42,10 +42,7 @@ def _scan_bytes(scan: Scan, sparse, height: int, width: int, factors) -> float:
     table = huffman.optimal_table(c)
     bits += float(np.sum(c * (table.codes[1] + writer._extra_bits(table_class))))
     header += 2 + 2 + 1 + 16 + len(table.values)                 # DHT
-  for g in tokens.groups:
-    if np.ndim(g.symbol) == 0 and g.symbol == scans.RAW:
-      bits += float(np.sum(np.broadcast_to(g.nextra, np.shape(g.pos))))
-  return header + bits / 8
+  return header + (bits + coded.raw_bits()) / 8
 
 
 def _chain(component: int, bands, al: int) -> tuple[list[Scan], list[Scan]]:

@@ -10,7 +10,8 @@ block. Every field then goes to `bitpack` with its own end bit, so the scan cost
 over the nonzero coefficients and none over a stream of tokens.
 
 Two stages, as the tables need the counts first: `symbols` (symbols and their extra bits) and
-`segment` (bits, given the code tables); `counts` is the histogram in between.
+`segment` (bits, given the code tables); `counts` is the histogram in between. `ScanSymbols`
+offers both as methods, like the progressive scans' coders.
 """
 
 from __future__ import annotations
@@ -69,6 +70,15 @@ class ScanSymbols:
   eob_blocks: np.ndarray
   parts: list[ComponentSymbols]
   zrl_table: list[int]
+
+  def counts(self, num_tables: int) -> np.ndarray:
+    return counts(self, num_tables)
+
+  def raw_bits(self) -> int:
+    return 0
+
+  def segment(self, shifted: np.ndarray, total: np.ndarray) -> np.ndarray:
+    return segment(self, shifted, total)
 
 
 def _component(sparse: Sparse, coded: np.ndarray, table: int, layout, index: int):

@@ -91,7 +91,7 @@ def symbol_counts(components, height: int, width: int, sampling) -> dict:
   scan = scans.sequential_script(len(components))[0]
   layout = layout_lib.scan_layout(height, width, tuple(map(tuple, sampling)), scan.components)
   used, dc_local, ac_local = writer._scan_tables(scan, False)
-  counts = sequential.counts(sequential.symbols(sparse, layout, 0, dc_local, ac_local), len(used))
+  counts = sequential.symbols(sparse, layout, 0, dc_local, ac_local).counts(len(used))
   return dict(zip(used, counts))
 
 

@@ -17,7 +17,7 @@ import struct
 
 import numpy as np
 
-from djpeg.exact import bitpack, huffman, layout as layout_lib, progressive, scans, sequential
+from djpeg.exact import huffman, layout as layout_lib, progressive, scans, sequential
 from djpeg.tables import ZIGZAG
 
 _JFIF = b"\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
@@ -103,26 +103,21 @@ def _selectors(scan: scans.Scan, progressive_mode: bool):
   return out
 
 
-def _tokens(scan, sparse, layout, restart, dc_local, ac_local, cap) -> scans.ScanTokens:
-  """Dispatches a progressive scan to its token coder: DC first/refine, AC first/refine."""
+def _code(scan, sparse, layout, restart, dc_local, ac_local, cap):
+  """Dispatches a scan to its coder: sequential, DC first/refine, AC first/refine.
+
+  Every coder returns an object with `counts(num_tables)`, `raw_bits()` and
+  `segment(shifted, total)` (`scans.ScanTokens`).
+  """
+  if scan.ss == 0 and scan.se == 63:
+    return sequential.symbols(sparse, layout, restart, dc_local, ac_local)
   if scan.is_dc:
     if scan.ah == 0:
       return scans.dc_first_tokens(sparse, layout, restart, scan.al, dc_local)
     return scans.dc_refine_tokens(sparse, layout, restart, scan.al)
-  coder = progressive.ac_first_tokens if scan.ah == 0 else progressive.ac_refine_tokens
+  coder = progressive.ac_first_tokens if scan.ah == 0 else progressive.ac_refine
   return coder(sparse[scan.components[0]], layout, restart, scan.ss, scan.se, scan.al,
                int(ac_local[0]), cap)
-
-
-def _count(tokens: scans.ScanTokens, num_tables: int) -> np.ndarray:
-  """`(num_tables, 256)` symbol counts of a scan."""
-  counts = np.zeros(num_tables * 256, np.int64)
-  for g in tokens.groups:
-    if np.ndim(g.symbol):
-      counts += np.bincount(g.symbol, minlength=num_tables * 256)
-    elif g.symbol != scans.RAW:
-      counts[g.symbol] += len(g.pos)
-  return counts.reshape(num_tables, 256)
 
 
 def _extra_bits(table_class: int) -> np.ndarray:
@@ -149,25 +144,6 @@ def _code_luts(tables: list[huffman.HuffmanTable], classes: list[int]):
     shifted[t * 256:(t + 1) * 256] = code << extra.astype(np.uint32)
     total[t * 256:(t + 1) * 256] = np.where(length > 0, length + extra, 0)
   return shifted, total
-
-
-def _fields(tokens: scans.ScanTokens, tables: list[huffman.HuffmanTable], classes: list[int]):
-  """Each token's code and extra bits as one bit field: `(values, lengths)` in stream order."""
-  shifted, total = _code_luts(tables, classes)
-  values = np.zeros(tokens.total, np.uint32)
-  lengths = np.zeros(tokens.total, np.uint8)
-  for g in tokens.groups:
-    extra = np.asarray(g.extra).astype(np.uint32, copy=False)
-    if np.ndim(g.symbol) == 0 and g.symbol == scans.RAW:
-      values[g.pos] = extra
-      lengths[g.pos] = g.nextra
-    elif np.ndim(g.symbol) == 0:
-      values[g.pos] = shifted[g.symbol] | extra
-      lengths[g.pos] = total[g.symbol]
-    else:
-      values[g.pos] = np.take(shifted, g.symbol) | extra
-      lengths[g.pos] = np.take(total, g.symbol)
-  return values, lengths
 
 
 def _check_codes(counts: np.ndarray, tables: list[huffman.HuffmanTable]) -> None:
@@ -207,12 +183,8 @@ def encode_image(components, tables, height: int, width: int, factors, *, optimi
   for n, scan in enumerate(script):
     layout = layout_lib.scan_layout(height, width, factors, scan.components)
     used, dc_local, ac_local = _scan_tables(scan, progressive_mode)
-    if progressive_mode:
-      tokens = _tokens(scan, sparse, layout, restart_interval, dc_local, ac_local, cap)
-      counts = _count(tokens, len(used))
-    else:
-      symbols = sequential.symbols(sparse, layout, restart_interval, dc_local, ac_local)
-      counts = sequential.counts(symbols, len(used))
+    coded = _code(scan, sparse, layout, restart_interval, dc_local, ac_local, cap)
+    counts = coded.counts(len(used))
     if optimize:
       tables_now = [huffman.optimal_table(c) for c in counts]
     else:
@@ -226,11 +198,7 @@ def encode_image(components, tables, height: int, width: int, factors, *, optimi
     if n == 0 and restart_interval:
       out.append(_segment(0xDD, struct.pack(">H", restart_interval)))
     out.append(_sos(scan, _selectors(scan, progressive_mode)))
-    classes = [key[0] for key in used]
-    if progressive_mode:
-      values, lengths = _fields(tokens, tables_now, classes)
-      out.append(bitpack.pack(values, lengths, tokens.segment_ends).tobytes())
-    else:
-      out.append(sequential.segment(symbols, *_code_luts(tables_now, classes)).tobytes())
+    luts = _code_luts(tables_now, [key[0] for key in used])
+    out.append(coded.segment(*luts).tobytes())
   out.append(b"\xff\xd9")
   return b"".join(out)
