@@ -23,28 +23,31 @@ def windows(total_bits: int) -> np.ndarray:
   return np.zeros((total_bits + 31) // 32 + 1, np.uint64)
 
 
-def add_fields(acc: np.ndarray, values, lengths, ends) -> None:
+def add_fields(acc: np.ndarray, values, lengths, ends: np.ndarray) -> None:
   """ORs bit fields into the window accumulators `acc` (from `windows`).
 
   Args:
     acc: the segment's accumulators, updated in place.
     values: `(n,)` unsigned field values, each below `2 ** lengths[i]` (or a scalar).
     lengths: `(n,)` field lengths in bits, 0..32 (or a scalar).
-    ends: `(n,)` int64 bit position just after each field, in any order.
+    ends: `(n,)` int32 or int64 bit position just after each field, in any order.
   """
-  ends = np.asarray(ends, np.int64)
-  word = (ends - lengths) >> 5
-  # Within the window of `word`, the field's last bit (bit ends - 1) sits at
-  # 64 - (ends - 32 * word) from the right. (A view, not a cast: numpy's int64 -> uint64 cast
-  # is several times slower than the arithmetic.)
-  shift = (((word + 2) << 5) - ends).view(np.uint64)
-  window = np.asarray(values).astype(np.uint64) << shift
-  np.add.at(acc, word, np.broadcast_to(window, np.shape(word)))
+  start = ends - lengths
+  # The field's last bit sits at (start & 31) + lengths - 1 in the window of its first word,
+  # so the field moves left by 64 minus that plus one.
+  shift = start & 31
+  shift += lengths
+  np.subtract(64, shift, out=shift)
+  np.right_shift(start, 5, out=start)              # the window
+  window = np.broadcast_to(values, start.shape).astype(np.uint64)
+  window <<= shift.astype(np.uint8)
+  np.add.at(acc, start, window)
 
 
 def add_bits(acc: np.ndarray, bits: np.ndarray, positions: np.ndarray) -> None:
   """ORs single bits into the accumulators: `bits[i]` (0 or 1, uint8) at bit `positions[i]`."""
-  shift = 63 - (positions & 31)                  # in the window of the bit's own word
+  shift = positions & 31
+  np.subtract(63, shift, out=shift)                # in the window of the bit's own word
   window = bits.astype(np.uint64)
   window <<= shift.astype(np.uint8)
   np.add.at(acc, positions >> 5, window)

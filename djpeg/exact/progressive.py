@@ -34,13 +34,22 @@ class _Events:
 
   pos: `(E,)` block boundary of each event (it is emitted before block `pos`'s own tokens);
   run: `(E,)` blocks in the run it emits (0: nothing to emit); lo: `(E,)` first block of the
-  run (its blocks are lo..pos-1); interval_end: `(E,)` whether it closes a restart interval.
+  run (its blocks are lo..pos-1); interval_end: `(E,)` whether it closes a restart interval;
+  up_to: `(N,)` per block, the events at or before its boundary (the index of the first event
+  past it).
   """
 
   pos: np.ndarray
   run: np.ndarray
   lo: np.ndarray
   interval_end: np.ndarray
+  up_to: np.ndarray
+
+
+def _sorted_events(pos: np.ndarray, kind: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Events ordered by boundary, then kind (one sort of a combined integer key)."""
+  key = np.sort(pos * 4 + kind)
+  return key >> 2, key & 3
 
 
 def _events(eob: np.ndarray, tail: np.ndarray, codes: np.ndarray, starts: np.ndarray,
@@ -60,22 +69,25 @@ def _events(eob: np.ndarray, tail: np.ndarray, codes: np.ndarray, starts: np.nda
   bit_cum = np.concatenate([[0], np.cumsum(tail)])
   # Base events: before every coding block, and at every interval end (kind 1 sorts before a
   # coding block's kind 2 at the same boundary; forced flushes, kind 0, come first).
-  base_pos = np.concatenate([np.flatnonzero(codes), starts, [n]]).astype(np.int64)
-  base_kind = np.concatenate([np.full(int(codes.sum()), 2), np.ones(len(starts) + 1, np.int64)])
-  order = np.lexsort((base_kind, base_pos))
-  base_pos, base_kind = base_pos[order], base_kind[order]
+  coding = np.flatnonzero(codes)
+  base_pos = np.concatenate([coding, starts, [n]]).astype(np.int64)
+  base_kind = np.concatenate([np.full(len(coding), 2), np.ones(len(starts) + 1, np.int64)])
+  if len(starts):
+    base_pos, base_kind = _sorted_events(base_pos, base_kind)
   prev = np.concatenate([[0], base_pos[:-1]])
   if cap == 1:
     forced = np.flatnonzero(eob) + 1  # every EOB block flushes at once
   else:
     forced = _forced_flushes(prev, base_pos, eob_cum, bit_cum, cap, bit_limit)
-  pos = np.concatenate([base_pos, forced])
-  kind = np.concatenate([base_kind, np.zeros(len(forced), np.int64)])
-  order = np.lexsort((kind, pos))
-  pos, kind = pos[order], kind[order]
+  if len(forced):
+    pos, kind = _sorted_events(np.concatenate([base_pos, forced]),
+                               np.concatenate([base_kind, np.zeros(len(forced), np.int64)]))
+  else:
+    pos, kind = base_pos, base_kind
   lo = np.concatenate([[0], pos[:-1]])
   run = eob_cum[pos] - eob_cum[lo]
-  return _Events(pos, run, lo, kind == 1)
+  up_to = np.cumsum(np.bincount(pos, minlength=n + 1)[:n])
+  return _Events(pos, run, lo, kind == 1, up_to)
 
 
 def _forced_flushes(seg_lo, seg_hi, eob_cum, bit_cum, cap, bit_limit) -> np.ndarray:
@@ -105,8 +117,7 @@ def _stream(block_tokens: np.ndarray, ev: _Events, ev_tokens: np.ndarray):
   n = len(block_tokens)
   blk_cum = np.concatenate([[0], np.cumsum(block_tokens)])
   ev_cum = np.concatenate([[0], np.cumsum(ev_tokens)])
-  events_up_to = np.searchsorted(ev.pos, np.arange(n), side="right")
-  block_start = blk_cum[:-1] + ev_cum[events_up_to]
+  block_start = blk_cum[:-1] + ev_cum[ev.up_to]
   ev_start = ev_cum[:-1] + blk_cum[ev.pos]
   return block_start, ev_start, int(blk_cum[-1] + ev_cum[-1])
 
@@ -119,17 +130,11 @@ def _eobrun_group(pos: np.ndarray, run: np.ndarray, table: int) -> Group:
 def _band(sparse: Sparse, ss: int, se: int, al: int):
   """Nonzero coefficients of the band after the point transform: block, band index, |c| >> Al,
   value."""
-  b, k, value, mag = sparse.block, sparse.k, sparse.value, sparse.magnitude
-  keep = None
+  b, k, value, t = sparse.shifted_list(al)
   if ss > 1 or se < 63:
-    keep = (k >= ss) & (k <= se)
-  if al:
-    mag = mag >> al
-    keep = mag != 0 if keep is None else keep & (mag != 0)
-  if keep is not None:
-    keep = np.flatnonzero(keep)
-    b, k, value, mag = b[keep], k[keep], value[keep], mag[keep]
-  return b, k - ss, mag, value
+    keep = np.flatnonzero((k >= ss) & (k <= se))
+    b, k, value, t = (np.take(a, keep) for a in (b, k, value, t))
+  return b, k - ss, t, value
 
 
 def ac_first_tokens(sparse: Sparse, layout: layout_lib.ScanLayout, restart: int, ss: int,
@@ -168,7 +173,7 @@ def ac_first_tokens(sparse: Sparse, layout: layout_lib.ScanLayout, restart: int,
   groups = [Group(pos, table * 256 + (((run & 15) << 4) | size),
                   t ^ (-negative.astype(np.int32) & ((1 << size) - 1)), size)]
   if zrl.any():
-    with_zrl = np.flatnonzero(zrl)
+    with_zrl = np.flatnonzero(zrl > 0)
     reps = zrl[with_zrl]
     groups.append(Group(np.repeat(pos[with_zrl] - reps, reps) + ramp(reps), table * 256 + ZRL))
   emit = ev.run > 0
@@ -189,7 +194,9 @@ def _padded(block_start, ev_start, ev_bits, ev: _Events):
   pad = -np.diff(seg_end, prepend=0) % 8
   shift = np.cumsum(pad) - pad                                    # per interval
   ev_interval = np.cumsum(ev.interval_end) - ev.interval_end
-  block_interval = np.searchsorted(ev.pos[closing], np.arange(len(block_start)), side="right")
+  if len(closing) == 1:
+    return block_start, ev_start, seg_end + pad, pad
+  block_interval = np.cumsum(np.bincount(ev.pos[closing], minlength=len(block_start) + 1)[:-1])
   return (block_start + shift[block_interval], ev_start + shift[ev_interval],
           seg_end + np.cumsum(pad), pad)
 
@@ -200,21 +207,23 @@ class RefineScan:
 
   Eventful coefficients are those that emit symbols: every newly-nonzero one (|c| >> Al == 1),
   and the rare previously-nonzero ones where a run passes 16 zeros (ZRL). Each has a *chunk* in
-  the stream, [first symbol][pending correction bits][further ZRLs][its new symbol if the first
-  was a ZRL], where the first symbol is a ZRL if it emits any, else its new symbol and sign bit.
-  The pending bits are those of the previously-nonzero coefficients since the block's previous
-  eventful one; the ones after the block's last newly-nonzero coefficient (its EOB position), its
-  *tail*, go with the EOBRUN that covers the block instead. Either way a run of consecutive
-  coefficients sends its bits to consecutive stream bits, so each bit's position is its
-  coefficient's index plus an offset of its run.
+  the stream: [new symbol and sign bit][pending correction bits] when it emits no ZRL, else
+  [ZRL][pending correction bits][its other ZRLs][its new symbol, if it is new]. The pending bits
+  are those of the previously-nonzero coefficients since the block's previous eventful one; the
+  ones after the block's last newly-nonzero coefficient (its EOB position), its *tail*, go with
+  the EOBRUN that covers the block instead. Either way a run of consecutive coefficients sends
+  its bits to consecutive stream bits, so each bit's position is its coefficient's index plus an
+  offset of its run.
 
   Attributes (M band coefficients, E eventful ones, n blocks):
     table: the scan's AC table index.
     t: `(M,)` |c| >> Al (1 for newly nonzero, more for previously nonzero).
-    eventful: `(E,)` int32 indices of the eventful coefficients; `block`: their blocks.
-    new_e, run, sign: `(E,)` is it newly nonzero, its run (0..15) and sign bit (1 positive).
-    zrl: `(E,)` ZRLs it emits, or None when no coefficient does.
-    pstart: `(E,)` index of its first pending coefficient (its pending ones are pstart:eventful).
+    eventful: `(E,)` indices of the eventful coefficients; `block`: their blocks.
+    symbol: `(E,)` int32 `table * 256 + (run << 4 | 1)` for new ones, -1 for the others.
+    sign: `(E,)` uint32 sign bit of new ones (1 positive), else 0.
+    zrl: `(E,)` ZRLs each emits, or None when none does.
+    pending: `(E,)` its pending correction bits, those of coefficients eventful - pending ...
+      eventful - 1.
     ev: EOBRUN events; `tail`, `tail_first`: `(n,)` each block's tail length and first index.
   """
 
@@ -222,72 +231,62 @@ class RefineScan:
   t: np.ndarray
   eventful: np.ndarray
   block: np.ndarray
-  new_e: np.ndarray
-  run: np.ndarray
+  symbol: np.ndarray
   sign: np.ndarray
   zrl: np.ndarray | None
-  pstart: np.ndarray
+  pending: np.ndarray
   ev: _Events
   tail: np.ndarray
   tail_first: np.ndarray
 
-  def _symbols(self):
-    """Newly-nonzero symbols, and EOBRUN symbols and their extra bits (emitting events)."""
-    new_symbol = self.table * 256 + ((self.run[self.new_e] << 4) | 1)
+  def _eobruns(self):
+    """EOBRUN symbols and extra bits of the events that emit one, and which those are."""
     emit = self.ev.run > 0
     nb = nbits(self.ev.run[emit]) - 1
-    return new_symbol, self.table * 256 + (nb << 4), self.ev.run[emit] - (1 << nb), emit
+    return self.table * 256 + (nb << 4), self.ev.run[emit] - (1 << nb), emit
 
   def counts(self, num_tables: int) -> np.ndarray:
     """`(num_tables, 256)` symbol counts."""
-    new_symbol, eob_symbol, _, _ = self._symbols()
     n = num_tables * 256
-    counts = np.bincount(new_symbol, minlength=n) + np.bincount(eob_symbol, minlength=n)
+    counts = (np.bincount(self.symbol[self.symbol >= 0], minlength=n)
+              + np.bincount(self._eobruns()[0], minlength=n))
     if self.zrl is not None:
       counts[self.table * 256 + ZRL] += int(self.zrl.sum())
     return counts.reshape(num_tables, 256)
 
   def raw_bits(self) -> int:
     """Correction bits: one per previously-nonzero coefficient."""
-    return int(len(self.t) - np.count_nonzero(self.new_e))
+    return int(len(self.t) - np.count_nonzero(self.symbol >= 0))
 
   def segment(self, shifted: np.ndarray, total: np.ndarray) -> np.ndarray:
     """The entropy-coded segment, given per symbol its shifted code and field length."""
-    new_symbol, eob_symbol, eob_extra, emit = self._symbols()
+    eob_symbol, eob_extra, emit = self._eobruns()
     n, e = len(self.tail), len(self.eventful)
+    # Bit positions in int32 unless a scan could reach 2**31 bits (fields are <= 32 bits).
+    dt = np.int32 if 32 * (len(self.t) + e + len(emit)) < 2**31 else np.int64
     zrl_symbol = self.table * 256 + ZRL
     z_len = int(total[zrl_symbol])
-    # Chunks of the eventful coefficients.
-    if self.zrl is None:   # all new: every chunk is [new symbol and sign][pending bits]
-      new_len = np.take(total, new_symbol).astype(np.int64)
-      new_value = np.take(shifted, new_symbol) | self.sign
-      first_len = new_len
-      chunk = new_len + (self.eventful - self.pstart)
-    else:
-      new_len = np.zeros(e, np.int64)
-      new_len[self.new_e] = np.take(total, new_symbol)
-      new_value = np.zeros(e, np.uint32)
-      new_value[self.new_e] = np.take(shifted, new_symbol) | self.sign[self.new_e]
-      has_zrl = self.zrl > 0
-      more = np.maximum(self.zrl - 1, 0)
-      first_len = np.where(has_zrl, z_len, new_len)
-      chunk = (first_len + (self.eventful - self.pstart) + more * z_len
-               + np.where(has_zrl, new_len, 0))
-    after = np.cumsum(chunk)                       # bits of all chunks up to each one's end
+    sym_len = np.take(np.append(total, 0), self.symbol)          # -1: no symbol, no bits
+    sym_value = np.take(np.append(shifted, 0), self.symbol) | self.sign
+    chunk = sym_len + self.pending.astype(dt)
+    zi = np.flatnonzero(self.zrl > 0) if self.zrl is not None else np.zeros(0, np.int64)
+    if zi.size:
+      chunk[zi] += self.zrl[zi].astype(dt) * z_len
+    after = np.cumsum(chunk, dtype=dt)            # bits of all chunks up to each one's end
     # Per block: the chunks' bits, and those of the chunks of earlier blocks.
     first = np.ones(e, bool)
     first[1:] = self.block[1:] != self.block[:-1]
     first = np.flatnonzero(first)
     last = np.append(first[1:] - 1, e - 1) if e else first
-    block_bits = np.zeros(n, np.int64)
     block_before = np.zeros(n, np.int64)
     block_before[self.block[first]] = after[first] - chunk[first]
+    block_bits = np.zeros(n, np.int64)
     block_bits[self.block[last]] = after[last]
     block_bits -= block_before
     # EOBRUN events: the symbol and its extra bits, then the tail bits of the blocks they cover.
     tail_cum = np.concatenate([[0], np.cumsum(self.tail)])
     eob_field = np.take(total, eob_symbol)
-    eob_len = np.zeros(len(self.ev.pos), np.int64)
+    eob_len = np.zeros(len(emit), np.int64)
     eob_len[emit] = eob_field
     ev_bits = eob_len.copy()
     ev_bits[emit] += tail_cum[self.ev.pos[emit]] - tail_cum[self.ev.lo[emit]]
@@ -295,38 +294,46 @@ class RefineScan:
     block_start, ev_start, seg_end_bit, pad = _padded(block_start, ev_start, ev_bits, self.ev)
 
     acc = bitpack.windows(int(seg_end_bit[-1]))
-    chunk_start = np.take(block_start - block_before, self.block) + (after - chunk)
-    if self.zrl is None:
-      bitpack.add_fields(acc, new_value, new_len, chunk_start + new_len)
-    else:
-      bitpack.add_fields(acc, np.where(has_zrl, shifted[zrl_symbol], new_value), first_len,
-                         chunk_start + first_len)
-      after_pending = chunk_start + first_len + (self.eventful - self.pstart)
-      with_more = np.flatnonzero(more)
-      reps = more[with_more]
-      bitpack.add_fields(acc, shifted[zrl_symbol], z_len,
-                         np.repeat(after_pending[with_more], reps) + (ramp(reps) + 1) * z_len)
-      late = np.flatnonzero(has_zrl & self.new_e)
-      bitpack.add_fields(acc, new_value[late], new_len[late],
-                         after_pending[late] + more[late] * z_len + new_len[late])
+    chunk_start = np.take((block_start - block_before).astype(dt), self.block)
+    chunk_start += after
+    chunk_start -= chunk
+    # The new symbol opens its chunk, or closes it after ZRLs; pending bits follow the first
+    # symbol.
+    sym_end = chunk_start + sym_len
+    sym_end[zi] = chunk_start[zi] + chunk[zi]
+    bitpack.add_fields(acc, sym_value, sym_len, sym_end)
+    pending_at = chunk_start + sym_len
+    pending_at[zi] = chunk_start[zi] + z_len
+    if zi.size:
+      reps = self.zrl[zi]
+      zrl_start = np.repeat(pending_at[zi] + self.pending[zi] - z_len, reps) + ramp(reps) * z_len
+      zrl_start[np.cumsum(reps) - reps] = chunk_start[zi]
+      bitpack.add_fields(acc, np.full(len(zrl_start), shifted[zrl_symbol]), z_len,
+                         zrl_start + z_len)
     bitpack.add_fields(acc, np.take(shifted, eob_symbol) | eob_extra.astype(np.uint32),
                        eob_field, ev_start[emit] + eob_field)
     # Correction bits, as runs of consecutive coefficients at consecutive bits: the pending
-    # ones of each chunk after its first symbol, and each block's tail after the EOBRUN that
-    # covers it (the first event past the block; later ones at that boundary emit nothing) and
-    # the tails of the earlier blocks it covers.
-    covering = np.searchsorted(self.ev.pos, np.arange(n), side="right")
+    # ones of each chunk, and each block's tail after the EOBRUN that covers it (the first event
+    # past the block; later ones at that boundary emit nothing) and the tails of the earlier
+    # blocks it covers. In coefficient order, block by block (its chunks, then its tail), the
+    # runs list every previously-nonzero coefficient once, in order.
+    covering = self.ev.up_to
     tail_at = (ev_start[covering] + eob_len[covering] + tail_cum[:-1]
                - tail_cum[self.ev.lo[covering]])
-    start = np.concatenate([self.pstart, self.tail_first])
-    at = np.concatenate([chunk_start + first_len, tail_at])
-    length = np.concatenate([self.eventful - self.pstart, self.tail])
-    before = np.cumsum(length) - length            # bits of the earlier runs
-    count = int(before[-1] + length[-1]) if len(length) else 0
-    iota = np.arange(count, dtype=np.int64)
-    index = np.repeat(start - before, length) + iota
-    position = np.repeat(at - before, length) + iota
-    bitpack.add_bits(acc, (np.take(self.t, index) & 1).astype(np.uint8), position)
+    chunk_rank = np.arange(e) + self.block
+    tail_rank = np.cumsum(np.bincount(self.block, minlength=n)) + np.arange(n)
+    at = np.empty(e + n, dt)
+    at[chunk_rank] = pending_at
+    at[tail_rank] = tail_at
+    length = np.empty(e + n, dt)
+    length[chunk_rank] = self.pending
+    length[tail_rank] = self.tail
+    at -= np.cumsum(length, dtype=dt) - length     # minus the bits of the earlier runs
+    position = np.repeat(at, length)
+    position += np.arange(len(position), dtype=dt)
+    bits = np.take(self.t, np.flatnonzero(self.t != 1))
+    bits &= 1
+    bitpack.add_bits(acc, bits.astype(np.uint8), position)
     return bitpack.finish(acc, seg_end_bit, pad)
 
 
@@ -370,30 +377,36 @@ def ac_refine(sparse: Sparse, layout: layout_lib.ScanLayout, restart: int, ss: i
   eob = ~has_new | (last_new_k < width - 1)
   tail = first_b + per_block - tail_first
 
+  symbol = table * 256 + ((zeros & 15) << 4) + 1
+  sign = (np.take(value, ni) > 0).astype(np.uint32)
   big = np.flatnonzero(zeros >= 16)
   if not big.size:
-    eventful, block, new_e, zrl = ni, nb, np.ones(len(ni), bool), None
-    run, sign = zeros, (np.take(value, ni) > 0).astype(np.uint32)
+    eventful, block, zrl = ni, nb, None
   else:
     eventful, zrl = _zrl_events(b, k, t, ni, first_new, first_b, anchor, big)
     block = np.take(b, eventful)
-    new_e = np.take(t, eventful) == 1
-    run = np.zeros(len(eventful), np.int64)
-    run[new_e] = zeros & 15
-    sign = np.zeros(len(eventful), np.uint32)
-    sign[new_e] = np.take(value, ni) > 0
+    is_new = np.take(t, eventful) == 1
+    symbol, sign = _spread(symbol, is_new, -1), _spread(sign, is_new, 0)
   # Pending bits of an eventful coefficient start after the previous one of its block (at it,
   # if that one was not new: its own bit is pending), or at the block's first coefficient.
-  pstart = np.zeros(len(eventful), np.int64)
-  pstart[1:] = eventful[:-1] + new_e[:-1]
+  pstart = np.empty_like(eventful)
+  pstart[:1] = 0
+  pstart[1:] = eventful[:-1] + (symbol[:-1] >= 0)
   first_e = np.ones(len(eventful), bool)
   first_e[1:] = block[1:] != block[:-1]
   first_e = np.flatnonzero(first_e)
   pstart[first_e] = first_b[block[first_e]]
   ev = _events(eob, tail, has_new, layout_lib.interval_starts(layout, restart), cap,
                MAX_BUFFERED_BITS if cap > 1 else None)
-  return RefineScan(table, t, eventful, block, new_e, run, sign, zrl, pstart, ev, tail,
-                    tail_first)
+  return RefineScan(table, t, eventful, block, symbol.astype(np.int32), sign, zrl,
+                    eventful - pstart, ev, tail, tail_first)
+
+
+def _spread(values: np.ndarray, where: np.ndarray, fill) -> np.ndarray:
+  """`values` at the True entries of `where`, `fill` elsewhere."""
+  out = np.full(len(where), fill, values.dtype)
+  out[where] = values
+  return out
 
 
 def _zrl_events(b, k, t, ni, first_new, first_b, anchor, big):
@@ -405,10 +418,10 @@ def _zrl_events(b, k, t, ni, first_new, first_b, anchor, big):
   Returns:
     `(eventful (E,), zrl (E,))`.
   """
-  seg_first = np.concatenate([[0], ni[:-1] + 1])
-  seg_first[first_new] = first_b[b[ni[first_new]]]
-  lens = ni[big] - seg_first[big] + 1
-  idx = np.repeat(seg_first[big], lens) + ramp(lens)
+  after_previous = ni[np.maximum(big - 1, 0)] + 1
+  seg_first = np.where(first_new[big], first_b[b[ni[big]]], after_previous)
+  lens = ni[big] - seg_first + 1
+  idx = np.repeat(seg_first, lens) + ramp(lens)
   passed = ((k[idx] - idx) - np.repeat(anchor[big], lens)) >> 4
   here = passed.copy()
   here[1:] -= passed[:-1]

@@ -85,6 +85,7 @@ class Sparse:
     dc: `(num_blocks,)` int64 DC values, blocks in raster order.
     block, k, value, magnitude: `(M,)` int32 block index, zigzag index (1..63), value and
       |value| of every nonzero AC coefficient, sorted by block, then by k.
+    shifted: cache of `shifted_list` per point transform Al, shared by the scans of a file.
   """
 
   dc: np.ndarray
@@ -92,10 +93,25 @@ class Sparse:
   k: np.ndarray
   value: np.ndarray
   magnitude: np.ndarray
+  shifted: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
   @property
   def num_blocks(self) -> int:
     return len(self.dc)
+
+  def shifted_list(self, al: int):
+    """`(block, k, value, |value| >> al)` of the coefficients with |value| >> al nonzero.
+
+    Progressive scans at Al > 0 see only these; several scans of a script share an Al (the
+    first scans of two bands, a first scan and a refinement), so the list is made once.
+    """
+    if not al:
+      return self.block, self.k, self.value, self.magnitude
+    if al not in self.shifted:
+      keep = np.flatnonzero(self.magnitude >= (1 << al))   # a bool mask: far faster to search
+      self.shifted[al] = (np.take(self.block, keep), np.take(self.k, keep),
+                          np.take(self.value, keep), np.take(self.magnitude, keep) >> al)
+    return self.shifted[al]
 
 
 def sparse_component(coefficients: np.ndarray) -> Sparse:

@@ -198,7 +198,7 @@ def segment(syms: ScanSymbols, shifted: np.ndarray, total: np.ndarray) -> np.nda
     bitpack.add_fields(acc, np.take(shifted, part.symbol) | part.bits, length, end)
     if part.zrl is not None:
       # The ZRLs open the coefficient's field: ZRL r of z ends (z - r) codes before its symbol.
-      with_zrl = np.flatnonzero(part.zrl)
+      with_zrl = np.flatnonzero(part.zrl > 0)
       reps = part.zrl[with_zrl]
       z_len = int(total[table + ZRL])
       back = np.repeat(reps, reps) - ramp(reps)
