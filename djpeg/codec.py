@@ -211,7 +211,8 @@ def encode_pixels(pixels: np.ndarray, *, quality=None, tables=None,
 
   Equal to `encode(pixels / 255, ...)` with exact rounding, without the float round trip, and
   in one compiled call (tables, transform, quantization and reshapes), since at one image the
-  dispatch of separate steps costs as much as the arithmetic.
+  dispatch of separate steps costs as much as the arithmetic. The components come back as int16
+  (what a file stores; 8-bit samples give |values| <= 1024), so the writer needs no conversion.
   """
   shape = np.shape(pixels)
   if len(shape) not in (3, 4) or shape[-1] not in (1, 3) or min(shape[-3:-1]) < 1:
@@ -233,7 +234,7 @@ def _encode_pixels(pixels, quality, base, *, batch_shape, factors):
   flat = pixels.reshape((-1, height, width, channels))
   components = _encode(flat, steps.reshape((-1, channels, 8, 8)), None, factors=factors,
                        rounding="ste", faithful=True)
-  return tuple(c.reshape(batch_shape + c.shape[1:]) for c in components), steps
+  return tuple(c.astype(jnp.int16).reshape(batch_shape + c.shape[1:]) for c in components), steps
 
 
 def encode(images, *, quality=None, tables=None, subsampling: str = "4:2:0", rounding: str = "ste",

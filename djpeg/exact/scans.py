@@ -121,7 +121,9 @@ def sparse_component(coefficients: np.ndarray) -> Sparse:
   the writer passes them, halves their memory traffic against int32.
   """
   blocks = coefficients.reshape(-1, 64)
-  zigzag = blocks[:, ZIGZAG]
+  # np.take, not blocks[:, ZIGZAG]: fancy indexing along the last axis returns a transposed
+  # (Fortran-ordered) array, and every later pass would copy it back.
+  zigzag = np.take(blocks, ZIGZAG, axis=1)
   mask = zigzag != 0
   mask[:, 0] = False
   flat = np.flatnonzero(mask)
