@@ -21,7 +21,7 @@ import dataclasses
 import numpy as np
 
 from djpeg.exact import bitpack, layout as layout_lib
-from djpeg.exact.scans import (EOB, ZRL, Sparse, block_runs, check_ac, check_dc, dc_differences,
+from djpeg.exact.scans import (EOB, ZRL, Sparse, check_ac, check_dc, dc_differences,
                                 magnitude_bits, nbits, ramp)
 
 
@@ -33,18 +33,20 @@ class ComponentSymbols:
     coded: `(nb,)` coded position of each of the component's blocks (raster order).
     block: `(M,)` block (raster index) of each nonzero coefficient.
     symbol: `(M,)` int32 `table * 256 + ((run & 15) << 4 | size)`.
-    size, bits: `(M,)` magnitude category and the extra bits (uint32) that follow the symbol.
+    bits: `(M,)` uint32 extra bits that follow each symbol (its magnitude).
     zrl: `(M,)` ZRLs coded just before each coefficient, or None when there are none.
-    start: `(nb + 1,)` block b's coefficients are `start[b]:start[b + 1]`.
+    nonempty, first, last: `(B,)` the blocks with nonzero AC coefficients and the indices of
+      their first and last one.
   """
 
   coded: np.ndarray
   block: np.ndarray
   symbol: np.ndarray
-  size: np.ndarray
   bits: np.ndarray
   zrl: np.ndarray | None
-  start: np.ndarray
+  nonempty: np.ndarray
+  first: np.ndarray
+  last: np.ndarray
 
 
 @dataclasses.dataclass
@@ -86,19 +88,26 @@ def _component(sparse: Sparse, coded: np.ndarray, table: int, layout, index: int
   b, k, v = sparse.block, sparse.k, sparse.value
   size = nbits(v, sparse.magnitude)
   check_ac(size, b, k, v, layout, index)
-  _, last, run = block_runs(b, k, 0)
+  # Blocks with coefficients, and the zero run before each coefficient (from k = 0 at a
+  # block's first one).
+  first = np.flatnonzero(b[1:] != b[:-1]) + 1
+  first = np.concatenate([[0], first]) if len(b) else first
+  last = np.append(first[1:] - 1, len(b) - 1) if len(b) else first
+  previous = np.empty_like(k)
+  previous[1:] = k[:-1]
+  previous[first] = 0
+  run = k - previous
+  run -= 1
   zrl = run >> 4
-  symbol = table * 256 + (((run & 15) << 4) | size)
-  # Per block: where its coefficients end (carried over empty blocks) and its last k.
-  nb = sparse.num_blocks
-  li = np.flatnonzero(last)
-  ends = np.zeros(nb, np.int64)
-  ends[b[li]] = li + 1
-  start = np.concatenate([[0], np.maximum.accumulate(ends)])
-  last_k = np.zeros(nb, np.int32)
-  last_k[b[li]] = k[li]
-  part = ComponentSymbols(coded, b, symbol, size, magnitude_bits(v, size).view(np.uint32),
-                          zrl if zrl.any() else None, start)
+  run &= 15
+  run <<= 4
+  run |= size
+  run += table * 256
+  nonempty = b[first]
+  last_k = np.zeros(sparse.num_blocks, np.int32)
+  last_k[nonempty] = k[last]
+  part = ComponentSymbols(coded, b, run, magnitude_bits(v, size).view(np.uint32),
+                          zrl if zrl.any() else None, nonempty, first, last)
   return part, last_k != 63
 
 
@@ -171,6 +180,10 @@ def segment(syms: ScanSymbols, shifted: np.ndarray, total: np.ndarray) -> np.nda
   Returns:
     `(bytes,)` uint8: the segment as it goes after SOS, stuffed, with its RST markers.
   """
+  # Bit positions in int32 unless the scan could reach 2**31 bits (fields are <= 32 bits, and
+  # a coefficient's field with its ZRLs <= 80).
+  fields = len(syms.dc_symbol) + len(syms.eob_symbol) + sum(len(p.block) for p in syms.parts)
+  dt = np.int32 if 80 * fields < 2**31 else np.int64
   dc_len = np.take(total, syms.dc_symbol)
   bits = dc_len.astype(np.int64)
   eob_len = np.take(total, syms.eob_symbol)
@@ -178,24 +191,30 @@ def segment(syms: ScanSymbols, shifted: np.ndarray, total: np.ndarray) -> np.nda
   ac = []
   for part, table in zip(syms.parts, syms.zrl_table):
     length = np.take(total, part.symbol)
-    field = length.astype(np.int32)
+    field = length.astype(dt)
     if part.zrl is not None:
-      field += part.zrl * int(total[table + ZRL])
-    inside = np.concatenate([[0], np.cumsum(field, dtype=np.int64)])  # bits before each coefficient
-    bits[part.coded] += inside[part.start[1:]] - inside[part.start[:-1]]
-    ac.append((part, table, length, field, inside))
+      field += part.zrl.astype(dt) * int(total[table + ZRL])
+    inside = np.cumsum(field, dtype=dt)          # bits of the component's fields up to each
+    before_block = inside[part.first] - field[part.first]
+    bits[part.coded[part.nonempty]] += inside[part.last] - before_block
+    ac.append((part, table, length, inside, before_block))
   starts, seg_end_bit, pad = _block_starts(bits, syms.layout, syms.restart)
 
   acc = bitpack.windows(int(seg_end_bit[-1]))
   dc_end = starts + dc_len
-  bitpack.add_fields(acc, np.take(shifted, syms.dc_symbol) | syms.dc_bits, dc_len, dc_end)
+  bitpack.add_fields(acc, np.take(shifted, syms.dc_symbol) | syms.dc_bits, dc_len,
+                     dc_end.astype(dt))
   bitpack.add_fields(acc, np.take(shifted, syms.eob_symbol), eob_len,
-                     starts[syms.eob_blocks] + bits[syms.eob_blocks])
-  for part, table, length, field, inside in ac:
+                     (starts[syms.eob_blocks] + bits[syms.eob_blocks]).astype(dt))
+  for part, table, length, inside, before_block in ac:
     # A coefficient's field ends after its block's DC and the fields up to its own.
-    base = dc_end[part.coded] - inside[part.start[:-1]]
-    end = np.take(base, part.block) + inside[1:]
-    bitpack.add_fields(acc, np.take(shifted, part.symbol) | part.bits, length, end)
+    base = np.zeros(len(part.coded), dt)
+    base[part.nonempty] = dc_end[part.coded[part.nonempty]] - before_block
+    end = np.take(base, part.block)
+    end += inside
+    values = np.take(shifted, part.symbol)
+    values |= part.bits
+    bitpack.add_fields(acc, values, length, end)
     if part.zrl is not None:
       # The ZRLs open the coefficient's field: ZRL r of z ends (z - r) codes before its symbol.
       with_zrl = np.flatnonzero(part.zrl > 0)
@@ -205,4 +224,3 @@ def segment(syms: ScanSymbols, shifted: np.ndarray, total: np.ndarray) -> np.nda
       zrl_end = np.repeat(end[with_zrl] - length[with_zrl], reps) - (back - 1) * z_len
       bitpack.add_fields(acc, shifted[table + ZRL], z_len, zrl_end)
   return bitpack.finish(acc, seg_end_bit, pad)
-
