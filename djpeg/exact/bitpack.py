@@ -1,7 +1,7 @@
 """Vectorized bit packing for entropy-coded segments: bits to bytes, 0xFF stuffing, RST markers.
 
 The scan coders produce bit fields (value, length, end bit) and this module packs them MSB first
-into bytes with array operations only. A field of at most 32 bits that starts in 32-bit word w
+into bytes with array operations only (`unit_starts` helps them place blocks). A field of at most 32 bits that starts in 32-bit word w
 lies inside the 64-bit window [32 w, 32 w + 64) of the segment; each field is shifted into place
 in its window and added to the window's accumulator with `np.add.at` (the fields never overlap,
 so a sum is an OR, and the order of the fields does not matter). Word w is then the high half of
@@ -86,33 +86,22 @@ def finish(acc: np.ndarray, seg_end_bit: np.ndarray, pad: np.ndarray) -> np.ndar
   return stuffed
 
 
-def pack(values, lengths, segment_ends=None) -> np.ndarray:
-  """Packs bit fields that follow each other into an entropy-coded segment.
+def unit_starts(bits: np.ndarray, interval_first: np.ndarray):
+  """Start bit of units (blocks) that follow each other, each restart interval padded to a byte.
 
   Args:
-    values: `(n,)` unsigned field values, each below `2 ** lengths[i]`.
-    lengths: `(n,)` field lengths in bits, 0..32.
-    segment_ends: optional `(m,)` increasing field indices: restart interval j holds fields
-      `segment_ends[j-1]:segment_ends[j]` (the last end must be n). Each interval is padded to
-      a byte with 1-bits, and RST(j mod 8) follows every interval but the last.
+    bits: `(N,)` int64 bits of each unit, in stream order.
+    interval_first: increasing indices of the units that begin the intervals after the first.
   Returns:
-    `(bytes,)` uint8: the segment as it goes after SOS, stuffed, with its RST markers.
+    `(starts (N,), seg_end_bit (m,), pad (m,))`, the last two for `finish`.
   """
-  values = np.asarray(values)
-  lengths = np.asarray(lengths)
-  ends = np.cumsum(lengths, dtype=np.int64)
-  if segment_ends is None or len(segment_ends) <= 1:
-    seg_end_bit = ends[-1:] if len(ends) else np.zeros(1, np.int64)
-    pad = -seg_end_bit % 8
-    seg_end_bit = seg_end_bit + pad
-  else:
-    # Fields of interval j move right by the padding of all earlier intervals.
-    segment_ends = np.asarray(segment_ends, np.int64)
-    seg_bits = np.diff(np.concatenate([[0], ends])[segment_ends], prepend=0)
-    pad = -seg_bits % 8
-    seg_of_field = np.repeat(np.arange(len(segment_ends)), np.diff(segment_ends, prepend=0))
-    ends = ends + (np.cumsum(pad) - pad)[seg_of_field]
-    seg_end_bit = np.cumsum(seg_bits + pad)
-  acc = windows(int(seg_end_bit[-1]))
-  add_fields(acc, values, lengths, ends)
-  return finish(acc, seg_end_bit, pad)
+  ends = np.cumsum(bits)
+  if not len(interval_first):
+    pad = -ends[-1:] % 8
+    return ends - bits, ends[-1:] + pad, pad
+  first = np.concatenate([[0], interval_first])
+  seg_bits = np.add.reduceat(bits, first)
+  pad = -seg_bits % 8
+  # Units of interval j move right by the padding of all earlier intervals.
+  interval = np.repeat(np.arange(len(first)), np.diff(np.append(first, len(bits))))
+  return ends - bits + (np.cumsum(pad) - pad)[interval], np.cumsum(seg_bits + pad), pad

@@ -1,4 +1,4 @@
-"""Tokens of progressive AC scans: first scans and successive-approximation refinement.
+"""Progressive AC scans: first scans and successive-approximation refinement.
 
 Both code one component's real blocks, band Ss..Se, with end-of-band runs: a block whose band
 ends in zeros adds one to a pending run (EOBRUN), emitted as one symbol just before the next
@@ -18,8 +18,7 @@ import dataclasses
 import numpy as np
 
 from djpeg.exact import bitpack, layout as layout_lib
-from djpeg.exact.scans import (RAW, ZRL, Group, ScanTokens, Sparse, block_runs, check_ac, nbits,
-                                ramp)
+from djpeg.exact.scans import ZRL, Sparse, add_zrls, block_runs, check_ac, nbits, ramp
 
 #: libjpeg forces a pending EOBRUN out when it reaches this many blocks.
 MAX_EOBRUN = 0x7FFF
@@ -112,19 +111,21 @@ def _forced_flushes(seg_lo, seg_hi, eob_cum, bit_cum, cap, bit_limit) -> np.ndar
   return np.asarray(out, np.int64)
 
 
-def _stream(block_tokens: np.ndarray, ev: _Events, ev_tokens: np.ndarray):
-  """Token start of every block and every event, and the total."""
-  n = len(block_tokens)
-  blk_cum = np.concatenate([[0], np.cumsum(block_tokens)])
-  ev_cum = np.concatenate([[0], np.cumsum(ev_tokens)])
+def _stream(block_bits: np.ndarray, ev: _Events, ev_bits: np.ndarray):
+  """Start bit of every block's own fields and of every event (events at a boundary come before
+  the block's fields), and the total, before any restart padding."""
+  blk_cum = np.concatenate([[0], np.cumsum(block_bits)])
+  ev_cum = np.concatenate([[0], np.cumsum(ev_bits)])
   block_start = blk_cum[:-1] + ev_cum[ev.up_to]
   ev_start = ev_cum[:-1] + blk_cum[ev.pos]
   return block_start, ev_start, int(blk_cum[-1] + ev_cum[-1])
 
 
-def _eobrun_group(pos: np.ndarray, run: np.ndarray, table: int) -> Group:
-  n = nbits(run) - 1
-  return Group(pos, table * 256 + (n << 4), run - (1 << n), n)
+def _eobruns(ev: _Events, table: int):
+  """EOBRUN symbols and extra bits of the events that emit one, and which those are."""
+  emit = ev.run > 0
+  nb = nbits(ev.run[emit]) - 1
+  return table * 256 + (nb << 4), (ev.run[emit] - (1 << nb)).astype(np.uint32), emit
 
 
 def _band(sparse: Sparse, ss: int, se: int, al: int):
@@ -137,9 +138,81 @@ def _band(sparse: Sparse, ss: int, se: int, al: int):
   return b, k - ss, t, value
 
 
-def ac_first_tokens(sparse: Sparse, layout: layout_lib.ScanLayout, restart: int, ss: int,
-                    se: int, al: int, table: int, cap: int = MAX_EOBRUN) -> ScanTokens:
-  """Tokens of a progressive AC first scan of one component.
+@dataclasses.dataclass
+class FirstScan:
+  """A progressive AC first scan: per block, its band's (run, size) symbols (and ZRLs) as in a
+  sequential scan, but no DC, and EOBRUN events instead of each block's EOB.
+
+  Attributes (M band coefficients, B blocks that have some, n blocks):
+    table: the scan's AC table index.
+    block: `(M,)` block of each coefficient; `symbol`: `(M,)` int32 `table * 256 + (run << 4 |
+      size)`; `bits`: `(M,)` uint32 extra bits; `zrl`: `(M,)` ZRLs before each, or None.
+    nonempty, first, last: `(B,)` the blocks with coefficients, their first and last index.
+    ev: EOBRUN events.
+  """
+
+  table: int
+  block: np.ndarray
+  symbol: np.ndarray
+  bits: np.ndarray
+  zrl: np.ndarray | None
+  nonempty: np.ndarray
+  first: np.ndarray
+  last: np.ndarray
+  ev: _Events
+
+  def counts(self, num_tables: int) -> np.ndarray:
+    """`(num_tables, 256)` symbol counts."""
+    n = num_tables * 256
+    counts = (np.bincount(self.symbol, minlength=n)
+              + np.bincount(_eobruns(self.ev, self.table)[0], minlength=n))
+    if self.zrl is not None:
+      counts[self.table * 256 + ZRL] += int(self.zrl.sum())
+    return counts.reshape(num_tables, 256)
+
+  def raw_bits(self) -> int:
+    return 0
+
+  def segment(self, shifted: np.ndarray, total: np.ndarray) -> np.ndarray:
+    """The entropy-coded segment, given per symbol its shifted code and field length."""
+    eob_symbol, eob_extra, emit = _eobruns(self.ev, self.table)
+    n = len(self.ev.up_to)
+    # Bit positions in int32 unless the scan could reach 2**31 bits (a coefficient's field
+    # with its ZRLs is <= 80 bits).
+    dt = np.int32 if 80 * (len(self.block) + len(emit)) < 2**31 else np.int64
+    zrl_symbol = self.table * 256 + ZRL
+    length = np.take(total, self.symbol)
+    field = length.astype(dt)
+    if self.zrl is not None:
+      field += self.zrl.astype(dt) * int(total[zrl_symbol])
+    inside = np.cumsum(field, dtype=dt)       # bits of the scan's fields up to each
+    before_block = inside[self.first] - field[self.first]
+    block_bits = np.zeros(n, np.int64)
+    block_bits[self.nonempty] = inside[self.last] - before_block
+    eob_field = np.take(total, eob_symbol)
+    eob_len = np.zeros(len(emit), np.int64)
+    eob_len[emit] = eob_field
+    block_start, ev_start, _ = _stream(block_bits, self.ev, eob_len)
+    block_start, ev_start, seg_end_bit, pad = _padded(block_start, ev_start, eob_len, self.ev)
+
+    acc = bitpack.windows(int(seg_end_bit[-1]))
+    base = np.zeros(n, dt)
+    base[self.nonempty] = block_start[self.nonempty] - before_block
+    end = np.take(base, self.block)
+    end += inside
+    values = np.take(shifted, self.symbol)
+    values |= self.bits
+    bitpack.add_fields(acc, values, length, end)
+    if self.zrl is not None:
+      add_zrls(acc, self.zrl, end, length, int(total[zrl_symbol]), shifted[zrl_symbol])
+    bitpack.add_fields(acc, np.take(shifted, eob_symbol) | eob_extra, eob_field,
+                       ev_start[emit] + eob_field)
+    return bitpack.finish(acc, seg_end_bit, pad)
+
+
+def ac_first(sparse: Sparse, layout: layout_lib.ScanLayout, restart: int, ss: int, se: int,
+             al: int, table: int, cap: int = MAX_EOBRUN) -> FirstScan:
+  """A progressive AC first scan of one component.
 
   Args:
     sparse: the component's coefficients (`scans.sparse_component`).
@@ -151,34 +224,25 @@ def ac_first_tokens(sparse: Sparse, layout: layout_lib.ScanLayout, restart: int,
   n = sparse.num_blocks
   width = se - ss + 1
   b, k, t, value = _band(sparse, ss, se, al)
-  negative = value < 0
   size = nbits(t, t)
-  check_ac(size, b, k + ss, np.where(negative, -t, t), layout, 0)
-  _, last, run = block_runs(b, k, -1)
+  check_ac(size, b, k + ss, np.where(value < 0, -t, t), layout, 0)
+  first, last, run = block_runs(b, k, -1)
   zrl = run >> 4
-  per_block = np.bincount(b, minlength=n)
+  run &= 15
+  run <<= 4
+  run |= size
+  run += table * 256
+  nonempty = b[first]
   last_k = np.full(n, -1, np.int64)
-  last_k[b[last]] = k[last]
-  eob = last_k != width - 1
-  ev = _events(eob, np.zeros(n, np.int64), per_block > 0,
+  last_k[nonempty] = k[last]
+  codes = np.zeros(n, bool)
+  codes[nonempty] = True
+  ev = _events(last_k != width - 1, np.zeros(n, np.int64), codes,
                layout_lib.interval_starts(layout, restart), cap, None)
-  zrl_block = np.bincount(b, weights=zrl, minlength=n).astype(np.int64) if zrl.any() else 0
-  ev_tokens = (ev.run > 0).astype(np.int64)
-  block_start, ev_start, total = _stream(per_block + zrl_block, ev, ev_tokens)
-
-  first_nz = np.cumsum(per_block) - per_block
-  zrl_cum = np.cumsum(zrl)
-  zrl_before = np.cumsum(zrl_block) - zrl_block
-  pos = (block_start - first_nz - zrl_before)[b] + np.arange(len(b)) + zrl_cum
-  groups = [Group(pos, table * 256 + (((run & 15) << 4) | size),
-                  t ^ (-negative.astype(np.int32) & ((1 << size) - 1)), size)]
-  if zrl.any():
-    with_zrl = np.flatnonzero(zrl > 0)
-    reps = zrl[with_zrl]
-    groups.append(Group(np.repeat(pos[with_zrl] - reps, reps) + ramp(reps), table * 256 + ZRL))
-  emit = ev.run > 0
-  groups.append(_eobrun_group(ev_start[emit], ev.run[emit], table))
-  return ScanTokens(total, groups, (ev_start + ev_tokens)[ev.interval_end].astype(np.int64))
+  # Extra bits: |c| >> Al, or its ones' complement for negative c, in `size` bits.
+  bits = t ^ ((value >> 31) & ((1 << size) - 1))
+  return FirstScan(table, b, run, bits.view(np.uint32), zrl if zrl.any() else None, nonempty,
+                   first, last, ev)
 
 
 def _padded(block_start, ev_start, ev_bits, ev: _Events):
@@ -239,17 +303,11 @@ class RefineScan:
   tail: np.ndarray
   tail_first: np.ndarray
 
-  def _eobruns(self):
-    """EOBRUN symbols and extra bits of the events that emit one, and which those are."""
-    emit = self.ev.run > 0
-    nb = nbits(self.ev.run[emit]) - 1
-    return self.table * 256 + (nb << 4), self.ev.run[emit] - (1 << nb), emit
-
   def counts(self, num_tables: int) -> np.ndarray:
     """`(num_tables, 256)` symbol counts."""
     n = num_tables * 256
     counts = (np.bincount(self.symbol[self.symbol >= 0], minlength=n)
-              + np.bincount(self._eobruns()[0], minlength=n))
+              + np.bincount(_eobruns(self.ev, self.table)[0], minlength=n))
     if self.zrl is not None:
       counts[self.table * 256 + ZRL] += int(self.zrl.sum())
     return counts.reshape(num_tables, 256)
@@ -260,7 +318,7 @@ class RefineScan:
 
   def segment(self, shifted: np.ndarray, total: np.ndarray) -> np.ndarray:
     """The entropy-coded segment, given per symbol its shifted code and field length."""
-    eob_symbol, eob_extra, emit = self._eobruns()
+    eob_symbol, eob_extra, emit = _eobruns(self.ev, self.table)
     n, e = len(self.tail), len(self.eventful)
     # Bit positions in int32 unless a scan could reach 2**31 bits (fields are <= 32 bits).
     dt = np.int32 if 32 * (len(self.t) + e + len(emit)) < 2**31 else np.int64
@@ -310,8 +368,8 @@ class RefineScan:
       zrl_start[np.cumsum(reps) - reps] = chunk_start[zi]
       bitpack.add_fields(acc, np.full(len(zrl_start), shifted[zrl_symbol]), z_len,
                          zrl_start + z_len)
-    bitpack.add_fields(acc, np.take(shifted, eob_symbol) | eob_extra.astype(np.uint32),
-                       eob_field, ev_start[emit] + eob_field)
+    bitpack.add_fields(acc, np.take(shifted, eob_symbol) | eob_extra, eob_field,
+                       ev_start[emit] + eob_field)
     # Correction bits, as runs of consecutive coefficients at consecutive bits: the pending
     # ones of each chunk, and each block's tail after the EOBRUN that covers it (the first event
     # past the block; later ones at that boundary emit nothing) and the tails of the earlier
@@ -346,7 +404,7 @@ def ac_refine(sparse: Sparse, layout: layout_lib.ScanLayout, restart: int, ss: i
   before and gets a raw correction bit (bit Al of |c|), sent after the next symbol of its block
   (ZRL or newly-nonzero coefficient), or with the EOBRUN that covers its block if none follows.
 
-  Arguments as for `ac_first_tokens`.
+  Arguments as for `ac_first`.
   """
   n = sparse.num_blocks
   width = se - ss + 1
@@ -434,11 +492,3 @@ def _zrl_events(b, k, t, ni, first_new, first_b, anchor, big):
   zrl = np.zeros(len(eventful), np.int64)
   zrl[np.searchsorted(eventful, idx[hit])] = here[hit]
   return eventful, zrl
-
-
-def _group_rank(group: np.ndarray) -> np.ndarray:
-  """Rank of each element within its run of equal (sorted) group ids."""
-  new_group = np.ones(len(group), bool)
-  new_group[1:] = group[1:] != group[:-1]
-  starts = np.flatnonzero(new_group)
-  return np.arange(len(group)) - np.repeat(starts, np.diff(np.append(starts, len(group))))

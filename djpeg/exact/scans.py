@@ -1,16 +1,16 @@
 """Scans and their symbols: scan scripts, sparse coefficients, progressive DC scans.
 
 Entropy coding is split in stages. `sparse_component` lists a component's nonzero AC
-coefficients once (block, zigzag index, value). The sequential scan (`sequential`) goes from
-there straight to bit positions; the progressive scan coders here and in `progressive` turn
-them into *tokens* with array operations only: a token is one Huffman symbol and the extra bits
-that follow it, or a raw bit field (DC refinement and correction bits). Tokens come in groups of
-one kind (all DC symbols of a scan, all its EOBs, ...) with their positions in the scan's token
-stream, so no stream-sized array of symbols is ever built. `writer` counts the symbols, chooses
-the tables, turns each group into codes, and `bitpack` packs them.
+coefficients once (block, zigzag index, value). A scan coder (`sequential.symbols`, `dc_first`
+and `dc_refine` here, `progressive.ac_first` and `ac_refine`) turns them into the scan's
+symbols with array operations only, and returns an object with three methods: `counts` (the
+symbol histogram, from which `writer` chooses the tables), `raw_bits` (bits sent without a code,
+for `scripts`' estimates) and `segment`, which, given the tables' codes, computes where every
+field of the scan starts in the bit stream and has `bitpack` pack them. No stream-ordered array
+of symbols is ever built: positions follow from cumulative sums of field lengths over blocks
+and coefficients.
 
-A symbol is `table * 256 + byte`, `table` indexing the scan's list of tables; raw fields have
-symbol `RAW`.
+A symbol is `table * 256 + byte`, `table` indexing the scan's list of tables.
 """
 
 from __future__ import annotations
@@ -22,8 +22,6 @@ import numpy as np
 from djpeg.exact import bitpack, layout as layout_lib
 from djpeg.tables import ZIGZAG
 
-#: Symbol of a token that is a raw bit field, not a Huffman code.
-RAW = -1
 EOB, ZRL = 0x00, 0xF0
 
 # Bit length of 0..32767 (magnitude categories, EOB run classes); larger maps to the sentinel 99.
@@ -132,73 +130,6 @@ def sparse_component(coefficients: np.ndarray) -> Sparse:
   return Sparse(blocks[:, 0].astype(np.int64), flat >> 6, flat & 63, value, np.abs(value))
 
 
-@dataclasses.dataclass
-class Group:
-  """Tokens of one kind at known stream positions.
-
-  Attributes:
-    pos: `(n,)` positions in the scan's token stream.
-    symbol: `table * 256 + byte` (scalar or `(n,)`), or `RAW`.
-    extra: bits after the code, already reduced to their low `nextra` bits (scalar or `(n,)`).
-    nextra: number of extra bits (scalar or `(n,)`).
-  """
-
-  pos: np.ndarray
-  symbol: int | np.ndarray
-  extra: int | np.ndarray = 0
-  nextra: int | np.ndarray = 0
-
-
-@dataclasses.dataclass
-class ScanTokens:
-  """All tokens of a scan: `total` of them in `groups`, restart intervals ending at `segment_ends`.
-
-  Like every coded scan (`sequential.ScanSymbols`, `progressive.RefineScan`) it gives its symbol
-  `counts`, its `raw_bits` and, once the tables are chosen, its entropy-coded `segment`.
-  """
-
-  total: int
-  groups: list[Group]
-  segment_ends: np.ndarray
-
-  def counts(self, num_tables: int) -> np.ndarray:
-    """`(num_tables, 256)` symbol counts."""
-    counts = np.zeros(num_tables * 256, np.int64)
-    for g in self.groups:
-      if np.ndim(g.symbol):
-        counts += np.bincount(g.symbol, minlength=num_tables * 256)
-      elif g.symbol != RAW:
-        counts[g.symbol] += len(g.pos)
-    return counts.reshape(num_tables, 256)
-
-  def raw_bits(self) -> int:
-    """Bits of the raw fields (no Huffman code)."""
-    return int(sum(np.sum(np.broadcast_to(g.nextra, np.shape(g.pos)))
-                   for g in self.groups if np.ndim(g.symbol) == 0 and g.symbol == RAW))
-
-  def segment(self, shifted: np.ndarray, total: np.ndarray) -> np.ndarray:
-    """The entropy-coded segment.
-
-    Args:
-      shifted, total: `(num_tables * 256,)` per symbol its code shifted left over its extra
-        bits (uint32) and the field's total length (code and extra bits; uint8).
-    """
-    values = np.zeros(self.total, np.uint32)
-    lengths = np.zeros(self.total, np.uint8)
-    for g in self.groups:
-      extra = np.asarray(g.extra).astype(np.uint32, copy=False)
-      if np.ndim(g.symbol) == 0 and g.symbol == RAW:
-        values[g.pos] = extra
-        lengths[g.pos] = g.nextra
-      elif np.ndim(g.symbol) == 0:
-        values[g.pos] = shifted[g.symbol] | extra
-        lengths[g.pos] = total[g.symbol]
-      else:
-        values[g.pos] = np.take(shifted, g.symbol) | extra
-        lengths[g.pos] = np.take(total, g.symbol)
-    return bitpack.pack(values, lengths, self.segment_ends)
-
-
 def nbits(a: np.ndarray, magnitude: np.ndarray | None = None) -> np.ndarray:
   """Bit length of |a| (JPEG's magnitude category SSSS); 99 where |a| > 32767."""
   return np.take(_SIZE_LUT, np.abs(a) if magnitude is None else magnitude, mode="clip")
@@ -216,15 +147,30 @@ def ramp(reps: np.ndarray) -> np.ndarray:
 
 
 def block_runs(block: np.ndarray, k: np.ndarray, k_before_first: int):
-  """For a sorted sparse list: first-in-block and last-in-block masks and zero runs before each."""
-  first = np.ones(len(block), bool)
-  first[1:] = block[1:] != block[:-1]
-  last = np.ones(len(block), bool)
-  last[:-1] = first[1:]
-  prevk = np.empty_like(k)
-  prevk[1:] = k[:-1]
-  prevk[first] = k_before_first
-  return first, last, k - prevk - 1
+  """For a sparse list sorted by block: `(first, last, run)`, the indices of each nonempty
+  block's first and last coefficient `(B,)`, and the zero run before each coefficient `(M,)`
+  (counted from `k_before_first` at a block's first one)."""
+  first = np.flatnonzero(block[1:] != block[:-1]) + 1
+  first = np.concatenate([[0], first]) if len(block) else first
+  last = np.append(first[1:] - 1, len(block) - 1) if len(block) else first
+  previous = np.empty_like(k)
+  previous[1:] = k[:-1]
+  previous[first] = k_before_first
+  run = k - previous
+  run -= 1
+  return first, last, run
+
+
+def add_zrls(acc: np.ndarray, zrl: np.ndarray, end: np.ndarray, length: np.ndarray,
+             z_len: int, z_code) -> None:
+  """Packs the ZRLs that open coefficients' fields: coefficient j's `zrl[j]` ZRL codes come just
+  before its own field (`length[j]` bits ending at `end[j]`); ZRL r of z ends z - r - 1 codes
+  before that field starts."""
+  with_zrl = np.flatnonzero(zrl > 0)
+  reps = zrl[with_zrl]
+  back = np.repeat(reps, reps) - ramp(reps)
+  zrl_end = np.repeat(end[with_zrl] - length[with_zrl], reps) - (back - 1) * z_len
+  bitpack.add_fields(acc, z_code, z_len, zrl_end)
 
 
 def check_dc(size: np.ndarray, diff: np.ndarray, layout: layout_lib.ScanLayout) -> None:
@@ -250,29 +196,61 @@ def dc_differences(dc: np.ndarray, layout: layout_lib.ScanLayout, restart: int) 
   return dc - np.where(pred >= 0, dc[pred], 0)
 
 
-def _interval_ends(start: np.ndarray, layout, restart: int, total: int) -> np.ndarray:
-  return np.append(start[layout_lib.interval_starts(layout, restart)], total).astype(np.int64)
+@dataclasses.dataclass
+class BlockFields:
+  """A scan of one field per coded block, the progressive DC scans.
+
+  Attributes:
+    layout, restart: the scan's layout and restart interval (MCUs, 0 for none).
+    symbol: `(N,)` int32 DC symbol (`table * 256 + size`) of each block, or None for raw bits.
+    extra: `(N,)` uint32 the bits after the symbol (or the raw bits).
+    raw_length: bits of each raw field (when `symbol` is None).
+  """
+
+  layout: layout_lib.ScanLayout
+  restart: int
+  symbol: np.ndarray | None
+  extra: np.ndarray
+  raw_length: int = 0
+
+  def counts(self, num_tables: int) -> np.ndarray:
+    """`(num_tables, 256)` symbol counts."""
+    counts = np.zeros(num_tables * 256, np.int64)
+    if self.symbol is not None:
+      counts += np.bincount(self.symbol, minlength=num_tables * 256)
+    return counts.reshape(num_tables, 256)
+
+  def raw_bits(self) -> int:
+    return 0 if self.symbol is not None else self.raw_length * len(self.extra)
+
+  def segment(self, shifted: np.ndarray, total: np.ndarray) -> np.ndarray:
+    """The entropy-coded segment, given per symbol its shifted code and field length."""
+    if self.symbol is None:
+      lengths = np.full(len(self.extra), self.raw_length, np.uint8)
+      values = self.extra
+    else:
+      lengths = np.take(total, self.symbol)
+      values = np.take(shifted, self.symbol) | self.extra
+    starts, seg_end_bit, pad = bitpack.unit_starts(
+        lengths.astype(np.int64), layout_lib.interval_starts(self.layout, self.restart))
+    acc = bitpack.windows(int(seg_end_bit[-1]))
+    bitpack.add_fields(acc, values, lengths, starts + lengths)
+    return bitpack.finish(acc, seg_end_bit, pad)
 
 
-def dc_first_tokens(sparse: list[Sparse], layout: layout_lib.ScanLayout, restart: int, al: int,
-                    dc_table) -> ScanTokens:
-  """Tokens of a progressive DC first scan: differences of DC >> Al (arithmetic shift)."""
+def dc_first(sparse: list[Sparse], layout: layout_lib.ScanLayout, restart: int, al: int,
+             dc_table) -> BlockFields:
+  """A progressive DC first scan: differences of DC >> Al (arithmetic shift)."""
   dc = layout_lib.gather_dc(layout, [s.dc for s in sparse])
   diff = dc_differences(dc >> al, layout, restart)
   size = nbits(diff)
   check_dc(size, diff, layout)
-  n = len(dc)
-  symbol = np.asarray(dc_table, np.int64)[layout.component] * 256 + size
-  start = np.arange(n)
-  return ScanTokens(n, [Group(start, symbol, magnitude_bits(diff, size), size)],
-                    _interval_ends(start, layout, restart, n))
+  symbol = np.asarray(dc_table, np.int32)[layout.component] * 256 + size
+  return BlockFields(layout, restart, symbol, magnitude_bits(diff, size).astype(np.uint32))
 
 
-def dc_refine_tokens(sparse: list[Sparse], layout: layout_lib.ScanLayout, restart: int,
-                     al: int) -> ScanTokens:
-  """Tokens of a progressive DC refinement scan: bit Al of each DC, raw."""
+def dc_refine(sparse: list[Sparse], layout: layout_lib.ScanLayout, restart: int,
+              al: int) -> BlockFields:
+  """A progressive DC refinement scan: bit Al of each DC, raw."""
   dc = layout_lib.gather_dc(layout, [s.dc for s in sparse])
-  n = len(dc)
-  start = np.arange(n)
-  return ScanTokens(n, [Group(start, RAW, (dc >> al) & 1, 1)],
-                    _interval_ends(start, layout, restart, n))
+  return BlockFields(layout, restart, None, ((dc >> al) & 1).astype(np.uint32), 1)

@@ -21,8 +21,8 @@ import dataclasses
 import numpy as np
 
 from djpeg.exact import bitpack, layout as layout_lib
-from djpeg.exact.scans import (EOB, ZRL, Sparse, check_ac, check_dc, dc_differences,
-                                magnitude_bits, nbits, ramp)
+from djpeg.exact.scans import (EOB, ZRL, Sparse, add_zrls, block_runs, check_ac, check_dc,
+                                dc_differences, magnitude_bits, nbits)
 
 
 @dataclasses.dataclass
@@ -88,16 +88,7 @@ def _component(sparse: Sparse, coded: np.ndarray, table: int, layout, index: int
   b, k, v = sparse.block, sparse.k, sparse.value
   size = nbits(v, sparse.magnitude)
   check_ac(size, b, k, v, layout, index)
-  # Blocks with coefficients, and the zero run before each coefficient (from k = 0 at a
-  # block's first one).
-  first = np.flatnonzero(b[1:] != b[:-1]) + 1
-  first = np.concatenate([[0], first]) if len(b) else first
-  last = np.append(first[1:] - 1, len(b) - 1) if len(b) else first
-  previous = np.empty_like(k)
-  previous[1:] = k[:-1]
-  previous[first] = 0
-  run = k - previous
-  run -= 1
+  first, last, run = block_runs(b, k, 0)
   zrl = run >> 4
   run &= 15
   run <<= 4
@@ -152,24 +143,6 @@ def counts(syms: ScanSymbols, num_tables: int) -> np.ndarray:
   return total.reshape(num_tables, 256)
 
 
-def _block_starts(bits: np.ndarray, layout: layout_lib.ScanLayout, restart: int):
-  """Start bit of every coded block, with each restart interval padded to a byte.
-
-  Returns:
-    `(starts (N,), seg_end_bit (m,), pad (m,))` for `bitpack.finish`.
-  """
-  ends = np.cumsum(bits)
-  if not restart:
-    pad = -ends[-1:] % 8
-    return ends - bits, ends[-1:] + pad, pad
-  first = np.concatenate([[0], layout_lib.interval_starts(layout, restart)])
-  seg_bits = np.add.reduceat(bits, first)
-  pad = -seg_bits % 8
-  # Blocks of interval j move right by the padding of all earlier intervals.
-  interval = np.repeat(np.arange(len(first)), np.diff(np.append(first, len(bits))))
-  return ends - bits + (np.cumsum(pad) - pad)[interval], np.cumsum(seg_bits + pad), pad
-
-
 def segment(syms: ScanSymbols, shifted: np.ndarray, total: np.ndarray) -> np.ndarray:
   """The scan's entropy-coded segment.
 
@@ -198,7 +171,8 @@ def segment(syms: ScanSymbols, shifted: np.ndarray, total: np.ndarray) -> np.nda
     before_block = inside[part.first] - field[part.first]
     bits[part.coded[part.nonempty]] += inside[part.last] - before_block
     ac.append((part, table, length, inside, before_block))
-  starts, seg_end_bit, pad = _block_starts(bits, syms.layout, syms.restart)
+  starts, seg_end_bit, pad = bitpack.unit_starts(
+      bits, layout_lib.interval_starts(syms.layout, syms.restart))
 
   acc = bitpack.windows(int(seg_end_bit[-1]))
   dc_end = starts + dc_len
@@ -216,11 +190,5 @@ def segment(syms: ScanSymbols, shifted: np.ndarray, total: np.ndarray) -> np.nda
     values |= part.bits
     bitpack.add_fields(acc, values, length, end)
     if part.zrl is not None:
-      # The ZRLs open the coefficient's field: ZRL r of z ends (z - r) codes before its symbol.
-      with_zrl = np.flatnonzero(part.zrl > 0)
-      reps = part.zrl[with_zrl]
-      z_len = int(total[table + ZRL])
-      back = np.repeat(reps, reps) - ramp(reps)
-      zrl_end = np.repeat(end[with_zrl] - length[with_zrl], reps) - (back - 1) * z_len
-      bitpack.add_fields(acc, shifted[table + ZRL], z_len, zrl_end)
+      add_zrls(acc, part.zrl, end, length, int(total[table + ZRL]), shifted[table + ZRL])
   return bitpack.finish(acc, seg_end_bit, pad)

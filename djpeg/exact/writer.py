@@ -107,15 +107,15 @@ def _code(scan, sparse, layout, restart, dc_local, ac_local, cap):
   """Dispatches a scan to its coder: sequential, DC first/refine, AC first/refine.
 
   Every coder returns an object with `counts(num_tables)`, `raw_bits()` and
-  `segment(shifted, total)` (`scans.ScanTokens`).
+  `segment(shifted, total)` (see `scans`).
   """
   if scan.ss == 0 and scan.se == 63:
     return sequential.symbols(sparse, layout, restart, dc_local, ac_local)
   if scan.is_dc:
     if scan.ah == 0:
-      return scans.dc_first_tokens(sparse, layout, restart, scan.al, dc_local)
-    return scans.dc_refine_tokens(sparse, layout, restart, scan.al)
-  coder = progressive.ac_first_tokens if scan.ah == 0 else progressive.ac_refine
+      return scans.dc_first(sparse, layout, restart, scan.al, dc_local)
+    return scans.dc_refine(sparse, layout, restart, scan.al)
+  coder = progressive.ac_first if scan.ah == 0 else progressive.ac_refine
   return coder(sparse[scan.components[0]], layout, restart, scan.ss, scan.se, scan.al,
                int(ac_local[0]), cap)
 
