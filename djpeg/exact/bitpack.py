@@ -14,10 +14,6 @@ from __future__ import annotations
 
 import numpy as np
 
-#: Longest field `add_fields` accepts, in bits.
-MAX_FIELD_BITS = 32
-
-
 def windows(total_bits: int) -> np.ndarray:
   """Zeroed accumulators for a segment of `total_bits` bits: `(ceil(total_bits / 32) + 1,)` uint64."""
   return np.zeros((total_bits + 31) // 32 + 1, np.uint64)

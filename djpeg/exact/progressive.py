@@ -7,6 +7,9 @@ out (the run reaching 0x7FFF; in refinement scans also more than 937 buffered co
 Correction bits of a refinement scan follow the symbol they belong to, exactly as libjpeg's
 `jcphuff.c` orders them, so an optimized progressive file is byte-identical to libjpeg's.
 
+As in `sequential`, no stream of symbols is ordered: blocks and EOBRUN events are units whose
+lengths in bits follow from their symbols once the table is known (`_stream` interleaves them,
+`_padded` adds restart padding), and every field is placed at its own bit position.
 Everything is vectorized over the nonzero coefficients of the band. Only the forced flushes of
 long runs need a loop, and it runs once per forced flush, not per block.
 """
@@ -31,7 +34,7 @@ MAX_BUFFERED_BITS = 1000 - 64 + 1
 class _Events:
   """EOBRUN flush points in stream order.
 
-  pos: `(E,)` block boundary of each event (it is emitted before block `pos`'s own tokens);
+  pos: `(E,)` block boundary of each event (it is emitted before block `pos`'s own fields);
   run: `(E,)` blocks in the run it emits (0: nothing to emit); lo: `(E,)` first block of the
   run (its blocks are lo..pos-1); interval_end: `(E,)` whether it closes a restart interval;
   up_to: `(N,)` per block, the events at or before its boundary (the index of the first event

@@ -2,12 +2,11 @@
 
 Per coded block the scan holds its DC difference, then per nonzero AC coefficient its ZRLs (runs
 of 16 zeros) and its (run, size) symbol, then EOB unless coefficient 63 is nonzero; dummy blocks
-code their DC difference (0) and EOB. Unlike the token coders of `scans` and `progressive`, this
-one never orders tokens into a stream: once the tables are known, each block's length in bits
-follows from its symbols, a cumulative sum over blocks gives where each block starts, and one
-over each component's nonzeros (already in block order) gives where each AC field ends inside its
-block. Every field then goes to `bitpack` with its own end bit, so the scan costs a few passes
-over the nonzero coefficients and none over a stream of tokens.
+code their DC difference (0) and EOB. No stream of symbols is ever ordered: once the tables are
+known, each block's length in bits follows from its symbols, a cumulative sum over blocks gives
+where each block starts, and one over each component's nonzeros (already in block order) gives
+where each AC field ends inside its block. Every field then goes to `bitpack` with its own end
+bit, so the scan costs a few passes over the nonzero coefficients.
 
 Two stages, as the tables need the counts first: `symbols` (symbols and their extra bits) and
 `segment` (bits, given the code tables); `counts` is the histogram in between. `ScanSymbols`
