@@ -323,8 +323,10 @@ class RefineScan:
     """The entropy-coded segment, given per symbol its shifted code and field length."""
     eob_symbol, eob_extra, emit = _eobruns(self.ev, self.table)
     n, e = len(self.tail), len(self.eventful)
-    # Bit positions in int32 unless a scan could reach 2**31 bits (fields are <= 32 bits).
-    dt = np.int32 if 32 * (len(self.t) + e + len(emit)) < 2**31 else np.int64
+    # Bit positions in int32 unless the scan could reach 2**31 bits: a chunk's symbols take at
+    # most 17 + 3 * 16 bits (a block has room for three ZRLs), a correction bit one, an EOBRUN
+    # at most 30.
+    dt = np.int32 if 80 * e + 32 * (len(self.t) + len(emit)) < 2**31 else np.int64
     zrl_symbol = self.table * 256 + ZRL
     z_len = int(total[zrl_symbol])
     sym_len = np.take(np.append(total, 0), self.symbol)          # -1: no symbol, no bits
