@@ -259,10 +259,10 @@ def _padded(block_start, ev_start, ev_bits, ev: _Events):
   closing = np.flatnonzero(ev.interval_end)
   seg_end = ev_start[closing] + ev_bits[closing]
   pad = -np.diff(seg_end, prepend=0) % 8
-  shift = np.cumsum(pad) - pad                                    # per interval
-  ev_interval = np.cumsum(ev.interval_end) - ev.interval_end
   if len(closing) == 1:
     return block_start, ev_start, seg_end + pad, pad
+  shift = np.cumsum(pad) - pad                                    # per interval
+  ev_interval = np.cumsum(ev.interval_end) - ev.interval_end
   block_interval = np.cumsum(np.bincount(ev.pos[closing], minlength=len(block_start) + 1)[:-1])
   return (block_start + shift[block_interval], ev_start + shift[ev_interval],
           seg_end + np.cumsum(pad), pad)
