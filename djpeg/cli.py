@@ -257,10 +257,10 @@ def main(argv: list[str] | None = None) -> int:
                       "lambda * distortion (lambda: the tables' own slope, or --lmbda)")
   p.add_argument("--saliency", metavar="auto|MASK",
                  help="region of interest: a mask image (white = important, same size) or "
-                      "'auto' (a saliency model; implies --trellis)")
-  p.add_argument("--background", type=float, default=0.1,
+                      "'auto' (the learned saliency network; implies --trellis)")
+  p.add_argument("--background", type=float, default=None,
                  help="with --saliency: weight of unimportant pixels' errors relative to "
-                      "important ones (default 0.1)")
+                      "important ones (default 0.1 for a mask, the network's own for 'auto')")
   p.add_argument("--quiet", action="store_true")
   p.set_defaults(func=encode_command)
   args = parser.parse_args(argv)

@@ -182,7 +182,7 @@ def _search(evaluate, kind, target):
 
 def compress(image, *, quality=None, tables=None, bpp: float | None = None,
              psnr: float | None = None, lmbda: float | None = None, trellis: bool = True,
-             saliency=None, background: float = roi.BACKGROUND, subsampling: str = "4:2:0",
+             saliency=None, background: float | None = None, subsampling: str = "4:2:0",
              rounds: int = 2, steps: int = 100, optimization=None, measure: bool = True,
              progress=None) -> Compressed:
   """Chooses tables and coefficients for one image's JPEG file.
@@ -201,7 +201,9 @@ def compress(image, *, quality=None, tables=None, bpp: float | None = None,
     trellis: trellis quantization (default); False rounds as libjpeg does.
     saliency: region of interest (`djpeg.roi.saliency_map`): an `(H, W)` map in [0, 1], a mask
       image path, a callable, or "auto". Needs the trellis.
-    background: weight of the least important pixels relative to the most important.
+    background: weight of the least important pixels relative to the most important; None
+      (default): the saliency model's own for "auto" (`djpeg.roi.default_background`),
+      `djpeg.roi.BACKGROUND` (0.1) for other maps.
     subsampling: "4:2:0", "4:2:2" or "4:4:4".
     rounds: trellis rounds (each re-prices symbols with the previous result's Huffman tables).
     steps: gradient steps of the table optimization.
@@ -233,6 +235,8 @@ def compress(image, *, quality=None, tables=None, bpp: float | None = None,
   if rounds < 0:
     raise ValueError(f"rounds must be >= 0; got {rounds}.")
   sal = roi.saliency_map(saliency, image)
+  if sal is not None and background is None:
+    background = roi.default_background(saliency)
   if sal is not None and not trellis:
     raise ValueError("a saliency map acts through the trellis (the only per-block control of a "
                      "standard JPEG): it needs trellis=True.")

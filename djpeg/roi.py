@@ -6,7 +6,8 @@ vary across the image is which coefficients each block keeps (see `djpeg.quantiz
 
 * `saliency_map` turns what a user gives into a validated `(H, W)` map in [0, 1]: an array, a
   mask image file, a callable, or "auto", the hook where a learned saliency network plugs in
-  (`register_saliency`; until one is registered "auto" raises NotImplementedError);
+  (`models.saliency.SaliencyNet`, found through an entry point, or one installed with
+  `register_saliency`);
 * `block_weights` turns a map into one distortion weight per 8x8 block of each component,
   `background + (1 - background) * map`, averaged over the pixels each block covers and
   normalised to mean 1 over the image, so that a uniform map changes nothing. Important blocks
@@ -42,17 +43,49 @@ DEADZONE_BITS = 4.0
 
 _saliency_model: Callable | None = None
 
+_AC_ONLY = np.ones((8, 8), np.float32)
+_AC_ONLY[0, 0] = 0.0
+
 
 def register_saliency(model: Callable | None) -> None:
   """Installs the model behind `saliency="auto"`: `model(image) -> (H, W)` map in [0, 1].
 
-  `image` is `(H, W, C)` float32 in [0, 1]. This is where a learned saliency network plugs in;
-  None removes it.
+  `image` is `(H, W, C)` float32 in [0, 1]. A `background` attribute on the model, if any, is
+  the background weight its maps are meant for (`pixel_weights`); `djpeg.encoder.compress`
+  uses it unless told otherwise. None removes the model, and "auto" falls back to the one an
+  installed package provides (entry point group `djpeg.saliency_models`, name "auto": this
+  distribution's `models.saliency.predict_saliency`, the learned SaliencyNet).
   """
   global _saliency_model
   if model is not None and not callable(model):
     raise ValueError(f"a saliency model must be callable (image -> map); got {type(model).__name__}.")
   _saliency_model = model
+
+
+def auto_model() -> Callable:
+  """The model behind `saliency="auto"`: the registered one, else the installed package's.
+
+  Raises:
+    NotImplementedError: no model registered and none installed.
+  """
+  if _saliency_model is not None:
+    return _saliency_model
+  from importlib.metadata import entry_points
+  found = entry_points(group="djpeg.saliency_models", name="auto")
+  if not found:
+    raise NotImplementedError(
+        'saliency="auto" needs a saliency model and none is installed: install the full package '
+        "(pip install .) for the learned SaliencyNet, pass a mask (an (H, W) array in [0, 1] or a "
+        "mask image file), or install a model with djpeg.roi.register_saliency(fn).")
+  return next(iter(found)).load()
+
+
+def default_background(saliency) -> float:
+  """The background weight for a saliency argument: the auto model's own for "auto", else
+  `BACKGROUND`."""
+  if isinstance(saliency, str) and saliency == "auto":
+    return float(getattr(auto_model(), "background", BACKGROUND))
+  return BACKGROUND
 
 
 def _load_mask(path) -> np.ndarray:
@@ -131,18 +164,13 @@ def saliency_map(saliency, image) -> np.ndarray | None:
       model installed with `register_saliency` (the learned saliency network's hook).
   Raises:
     ValueError: a bad map or mask file.
-    NotImplementedError: "auto" while no saliency model is installed.
+    NotImplementedError: "auto" while no saliency model is installed (`auto_model`).
   """
   if saliency is None:
     return None
   height, width = np.shape(image)[:2]
   if isinstance(saliency, str) and saliency == "auto":
-    if _saliency_model is None:
-      raise NotImplementedError(
-          'saliency="auto" needs a saliency model, and the learned one is not available yet: '
-          "pass a mask (an (H, W) array in [0, 1] or a mask image file), or install a model "
-          "with djpeg.roi.register_saliency(fn).")
-    return check_map(_saliency_model(np.asarray(image, np.float32)), height, width,
+    return check_map(auto_model()(np.asarray(image, np.float32)), height, width,
                      "the saliency model's map")
   if isinstance(saliency, (str, os.PathLike)):
     return check_map(_load_mask(saliency), height, width, f"saliency mask {os.fspath(saliency)!r}")
@@ -208,9 +236,10 @@ def deadzone(weights, tables, *, lmbda, height: int, width: int, subsampling: st
       map through `block_means`).
     tables: `(..., C, 8, 8)` quantization steps (per component).
     lmbda: bits per pixel per unit of RGB MSE (as `djpeg.optimize_tables`' lmbda).
-    limit: cap on theta (a block of weight 0 gets the cap: everything zeroed).
+    limit: cap on theta (a block of weight 0 gets the cap: every AC coefficient zeroed).
   Returns:
-    One `(..., rows, cols, 8, 8)` array per component.
+    One `(..., rows, cols, 8, 8)` array per component; the DC entry is 0 (the trellis rounds
+    every DC).
   """
   from djpeg.optimize import _distortion_weights
   factors = sampling_lib.factors_for(subsampling, len(weights))
@@ -222,7 +251,9 @@ def deadzone(weights, tables, *, lmbda, height: int, width: int, subsampling: st
     # matching bits per image.
     per_error = jnp.asarray(w[c]) * (height * width) * tables[..., c, :, :] ** 2
     scale = 2.0 * lmbda * jnp.asarray(m, jnp.float32)[..., None, None] * per_error[..., None, None, :, :]
-    out.append(jnp.minimum(bits / jnp.maximum(scale, bits / limit), limit))
+    theta = jnp.minimum(bits / jnp.maximum(scale, bits / limit), limit)
+    # The trellis keeps every DC as libjpeg rounds it (its difference couples the blocks).
+    out.append(theta * _AC_ONLY)
   return tuple(out)
 
 

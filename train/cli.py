@@ -2,6 +2,7 @@
 
   djpeg-train tables family|net ...   learned quantization tables (see train.tables)
   djpeg-train consistency ...         JPEG-aware feature-consistency training (see train.consistency)
+  djpeg-train saliency ...            the saliency network for regions of interest (see train.saliency)
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-TASKS = {"tables": "train.tables", "consistency": "train.consistency"}
+TASKS = {"tables": "train.tables", "consistency": "train.consistency",
+         "saliency": "train.saliency"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

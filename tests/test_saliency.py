@@ -1,0 +1,128 @@
+"""The learned saliency network: valid maps for any image, what it learned, training, "auto"."""
+
+import argparse
+import importlib.metadata
+import io
+import os
+
+import numpy as np
+import pytest
+import simplejpeg
+from flax import nnx
+from PIL import Image
+
+import djpeg
+from djpeg import roi
+from djpeg.encoder import compress
+from models import saliency
+from train import saliency as train_saliency
+from tests.test_tables_training import losses, make_folder
+
+
+@pytest.fixture
+def no_installed_model(monkeypatch):
+  """As on a machine where only the `djpeg` package is installed: no saliency entry point."""
+  monkeypatch.setattr(importlib.metadata, "entry_points", lambda **kw: [])
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 3), (13, 29, 3), (40, 17, 1), (64, 64, 3)])
+def test_maps_are_valid_for_any_image(shape):
+  rng = np.random.default_rng(0)
+  image = rng.random(shape, dtype=np.float32)
+  sal = saliency.predict_saliency(image)
+  assert sal.shape == shape[:2] and sal.dtype == np.float32
+  assert np.all(np.isfinite(sal)) and sal.min() >= 0 and sal.max() <= 1
+  # One value per 8x8 block of the image.
+  blocks = np.pad(sal, ((0, -shape[0] % 8), (0, -shape[1] % 8)), mode="edge")
+  tiles = blocks.reshape(blocks.shape[0] // 8, 8, blocks.shape[1] // 8, 8)
+  assert np.all(tiles.max(axis=(1, 3)) == tiles.min(axis=(1, 3)))
+  # uint8 input gives the same map as its float equivalent.
+  pixels = (image * 255).round().astype(np.uint8)
+  np.testing.assert_allclose(saliency.predict_saliency(pixels),
+                             saliency.predict_saliency(pixels / np.float32(255)), atol=1e-6)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (np.zeros((4, 4, 2), np.float32), "C = 1 or 3"),
+    (np.zeros((0, 4, 3), np.float32), "C = 1 or 3"),
+    (np.full((8, 8, 3), np.nan, np.float32), "NaN"),
+])
+def test_bad_images(bad, match):
+  with pytest.raises(ValueError, match=match):
+    saliency.predict_saliency(bad)
+
+
+def test_the_network_favours_smooth_areas_over_texture():
+  # MS-SSIM divides errors by local contrast, so at a rate the same error costs more where the
+  # image is smooth: the trained map must rank a smooth gradient above noise-like texture.
+  rng = np.random.default_rng(1)
+  rows = np.linspace(0.2, 0.8, 128, dtype=np.float32)[:, None, None]
+  image = np.broadcast_to(rows, (128, 128, 3)).copy()
+  image[:, 64:] = np.clip(0.5 + 0.25 * rng.standard_normal((128, 64, 3)), 0, 1)
+  sal = saliency.predict_saliency(image)
+  assert sal[:, :56].mean() > 2 * sal[:, 72:].mean(), (sal[:, :56].mean(), sal[:, 72:].mean())
+
+
+def _msssim_of(data, pixels):
+  decoded = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), np.float32) / 255
+  return float(djpeg.metrics.ms_ssim(decoded, pixels.astype(np.float32) / 255))
+
+
+def test_auto_map_raises_msssim_at_the_same_rate():
+  pixels = djpeg.samples.load("houses", uint8=True)
+  target = 1.0
+  uniform = djpeg.dumps(compress(pixels, bpp=target, measure=False).coefficients)
+  learned = compress(pixels, bpp=target, saliency="auto", measure=False)
+  data = djpeg.dumps(learned.coefficients)
+  simplejpeg.decode_jpeg(data, strict=True)
+  assert learned.saliency.shape == pixels.shape[:2]
+  assert len(data) <= len(uniform) * 1.01
+  assert _msssim_of(data, pixels) > _msssim_of(uniform, pixels)
+
+
+def test_auto_falls_back_to_a_clear_error_without_the_model(no_installed_model):
+  pixels = djpeg.samples.load("limes", uint8=True)
+  with pytest.raises(NotImplementedError, match="register_saliency"):
+    roi.saliency_map("auto", pixels)
+  with pytest.raises(NotImplementedError, match="pip install"):
+    djpeg.dumps(pixels, saliency="auto")
+
+
+def test_background_follows_the_map():
+  assert roi.default_background("auto") == saliency.BACKGROUND
+  assert roi.default_background(np.ones((8, 8))) == roi.BACKGROUND
+
+
+def test_uniform_and_constant_maps_give_the_same_loss():
+  # The weights are normalised to mean 1: a constant map is the uniform (plain trellis) case,
+  # and the map gets a gradient.
+  import jax
+  import jax.numpy as jnp
+  images = jnp.asarray(djpeg.samples.load("castle", uint8=True)[:64, :64][None] / 255.0,
+                       jnp.float32)
+  q, kappa = jnp.array([60.0]), jnp.array([0.8])
+  flat = jnp.full((1, 8, 8), 0.3)
+  uniform = train_saliency.crop_losses(images, None, q, kappa)[0]
+  constant = train_saliency.crop_losses(images, flat, q, kappa)[0]
+  np.testing.assert_allclose(constant, uniform, rtol=1e-5)
+  grad = jax.grad(lambda m: train_saliency.crop_losses(images, m, q, kappa)[0].sum())(
+      flat + jnp.linspace(0, 0.2, 64).reshape(1, 8, 8))
+  assert np.all(np.isfinite(grad)) and np.abs(grad).max() > 0
+
+
+def test_a_few_steps_train_resume_and_export(tmp_path):
+  folder = make_folder(tmp_path / "images")
+  args = argparse.Namespace(data=folder, out=str(tmp_path / "run"), steps=4, batch=2, crop=48,
+                            learning_rate=3e-3, width=12, seed=0, eval_every=2,
+                            checkpoint_every=2, log_every=1, val_images=2)
+  train_saliency.run(args)
+  assert len(losses(args.out)) == 4
+  net = saliency.load_params(saliency.SaliencyNet(width=12, rngs=nnx.Rngs(1)),
+                             os.path.join(args.out, "saliency_net.npz"))
+  assert np.all(np.isfinite(net.head.kernel[...]))
+  # A rerun of a finished run resumes at its end and trains nothing more.
+  args.steps = 4
+  train_saliency.run(args)
+  assert len(losses(args.out)) == 4
+  with pytest.raises(ValueError, match="at least 32"):
+    train_saliency.run(argparse.Namespace(**dict(vars(args), crop=16)))
