@@ -9,10 +9,12 @@ Per training crop, a random IJG quality q (25..90) gives base tables, made finer
 factor kappa (0.5..1) as `djpeg.encoder.compress` refines them when a map is given. The network's
 per-block map m becomes distortion weights `background + (1 - background) * m`, normalised to
 mean 1 (`djpeg.roi.pixel_weights`), and each block's AC coefficients are quantized with their
-steps times 1 / sqrt(weight) (`block_steps`; the DC keeps its step, as in the trellis): the high-rate model of what the exporter's trellis does with
-those weights (it zeroes more where errors weigh less; the trellis cannot be differentiated, and
-the dead-zone stand-in's gradient, linearised at the rounded value, underrates what zeroing
-costs). The loss is, per crop,
+steps times 1 / sqrt(weight) (`block_steps`; the DC keeps its step, as in the trellis): the
+high-rate model of what the exporter's trellis does with those weights (it zeroes more where
+errors weigh less). The trellis cannot be differentiated, and the dead-zone stand-in
+(`djpeg.roi.deadzone`) is no help here: its gradient, linearised at the rounded value,
+underrates what zeroing costs, and a network trained through it learns to zero nearly
+everything. The loss is, per crop,
 
     -MS-SSIM in dB (-10 log10(1 - MS-SSIM), decoded vs original)  +  RATE_WEIGHT * ln(bpp)
 
