@@ -21,7 +21,8 @@ import dataclasses
 import numpy as np
 
 from djpeg.exact import bitpack, layout as layout_lib
-from djpeg.exact.scans import ZRL, Sparse, add_zrls, block_runs, check_ac, nbits, ramp
+from djpeg.exact.scans import (ZRL, Sparse, add_zrls, block_runs, check_ac, nbits, ramp,
+                               run_size_symbols)
 
 #: libjpeg forces a pending EOBRUN out when it reaches this many blocks.
 MAX_EOBRUN = 0x7FFF
@@ -230,11 +231,7 @@ def ac_first(sparse: Sparse, layout: layout_lib.ScanLayout, restart: int, ss: in
   size = nbits(t, t)
   check_ac(size, b, k + ss, np.where(value < 0, -t, t), layout, 0)
   first, last, run = block_runs(b, k, -1)
-  zrl = run >> 4
-  run &= 15
-  run <<= 4
-  run |= size
-  run += table * 256
+  run, zrl = run_size_symbols(run, size, table)
   nonempty = b[first]
   last_k = np.full(n, -1, np.int64)
   last_k[nonempty] = k[last]

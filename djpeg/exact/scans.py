@@ -161,6 +161,19 @@ def block_runs(block: np.ndarray, k: np.ndarray, k_before_first: int):
   return first, last, run
 
 
+def run_size_symbols(run: np.ndarray, size: np.ndarray, table: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+  """`(symbol, zrl)` of AC coefficients from their zero runs and sizes `(M,)` (`block_runs`):
+  `table * 256 + ((run % 16) << 4 | size)` and the ZRLs (`run // 16`) coded before each.
+  Reuses `run`'s buffer for the symbols."""
+  zrl = run >> 4
+  run &= 15
+  run <<= 4
+  run |= size
+  run += table * 256
+  return run, zrl
+
+
 def add_zrls(acc: np.ndarray, zrl: np.ndarray, end: np.ndarray, length: np.ndarray,
              z_len: int, z_code) -> None:
   """Packs the ZRLs that open coefficients' fields: coefficient j's `zrl[j]` ZRL codes come just

@@ -21,7 +21,7 @@ import numpy as np
 
 from djpeg.exact import bitpack, layout as layout_lib
 from djpeg.exact.scans import (EOB, ZRL, Sparse, add_zrls, block_runs, check_ac, check_dc,
-                                dc_differences, magnitude_bits, nbits)
+                                dc_differences, magnitude_bits, nbits, run_size_symbols)
 
 
 @dataclasses.dataclass
@@ -88,11 +88,7 @@ def _component(sparse: Sparse, coded: np.ndarray, table: int, layout, index: int
   size = nbits(v, sparse.magnitude)
   check_ac(size, b, k, v, layout, index)
   first, last, run = block_runs(b, k, 0)
-  zrl = run >> 4
-  run &= 15
-  run <<= 4
-  run |= size
-  run += table * 256
+  run, zrl = run_size_symbols(run, size, table)
   nonempty = b[first]
   last_k = np.zeros(sparse.num_blocks, np.int32)
   last_k[nonempty] = k[last]
