@@ -3,9 +3,10 @@
 The map it predicts drives the exporter's trellis (`djpeg.encoder.compress(saliency=...)`): a
 standard JPEG file has one table per component, and the per-block choice of which coefficients
 to keep is the only place quality can vary. The network is trained end to end through the
-differentiable codec, its dead-zone stand-in for the trellis (`djpeg.roi.deadzone`) and the rate
-proxy, to maximise MS-SSIM at a given rate (`train/saliency.py`); it learns, for instance, that
-errors in smooth areas cost MS-SSIM more than the same errors in texture.
+differentiable codec, with each block's AC steps scaled by 1 / sqrt(weight) as a model of what
+the trellis does with the map, and the rate proxy, to maximise MS-SSIM at a given rate
+(`train/saliency.py`); it learns, for instance, that errors in smooth areas cost MS-SSIM more
+than the same errors in texture.
 
 Input is the image, padded to whole blocks; a strided convolutional trunk brings it to one
 feature vector per 8x8 luma block, joined there by each block's log standard deviation (the
