@@ -20,6 +20,8 @@ before every save, so a checkpoint never holds a state that followed a non-finit
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -119,3 +121,60 @@ def fit(state, step_fn: Callable, stream: Iterator, *, num_steps: int, mesh,
     save()
   flush()
   return state
+
+
+def fit_with_validation(state, step_fn: Callable, stream, *, out: str, mesh, num_steps: int,
+                        eval_every: int, checkpoint_every: int, log_every: int,
+                        validate: Callable, name: str, meta: dict | None = None,
+                        progress_keys: tuple = ("loss",)):
+  """`fit` in stretches of `eval_every` steps, validating after each, in the run folder `out`.
+
+  Resumes from `<out>/checkpoints`, logs `<out>/metrics.csv` and `<out>/validation.csv`, and
+  validates at step 0 of a fresh run. `validate(state) -> (metrics dict, text)`: the dict goes
+  to validation.csv, the text is printed after "[name] step N: ".
+
+  Returns:
+    (state, first step of this session, seconds spent training).
+  """
+  with Checkpointer(os.path.join(out, "checkpoints")) as ckpt:
+    state = resume(ckpt, parallel.replicate(state, mesh), stream)
+    start = first = int(jax.device_get(state.step))
+    if start:
+      print(f"resuming {out} from step {start}", flush=True)
+    log = monitor.MetricsLog(os.path.join(out, "metrics.csv"), resume_step=start or None)
+    val_log = monitor.MetricsLog(os.path.join(out, "validation.csv"), resume_step=start or None)
+    progress = monitor.Progress(num_steps, name=name, start_step=start)
+
+    def validation(step):
+      metrics, text = validate(state)
+      val_log.write(step, metrics)
+      print(f"[{name}] step {step}: {text}", flush=True)
+
+    if start == 0:
+      validation(0)
+    started = time.time()
+    while start < num_steps:
+      stop = min(num_steps, (start // eval_every + 1) * eval_every)
+      state = fit(state, step_fn, stream, num_steps=stop, mesh=mesh, checkpointer=ckpt,
+                  checkpoint_every=checkpoint_every, log=log, log_every=log_every,
+                  progress=progress, meta=meta, progress_keys=progress_keys)
+      start = stop
+      validation(start)
+  return state, first, time.time() - started
+
+
+def add_run_arguments(parser, *, steps: int, batch: int, crop: int, crop_help: str | None = None,
+                      every: int, log_every: int, val_images: int) -> None:
+  """The flags every crop-stream training command shares (`train.tables`, `train.saliency`)."""
+  parser.add_argument("--data", required=True, help="folder of training images (recursive)")
+  parser.add_argument("--out", required=True, help="run folder: checkpoints, metrics, export")
+  parser.add_argument("--steps", type=int, default=steps)
+  parser.add_argument("--batch", type=int, default=batch)
+  parser.add_argument("--crop", type=int, default=crop, help=crop_help)
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--eval-every", type=int, default=every)
+  parser.add_argument("--checkpoint-every", type=int, default=every)
+  parser.add_argument("--log-every", type=int, default=log_every)
+  parser.add_argument("--val-images", type=int, default=val_images)
+  parser.add_argument("--distributed", action="store_true",
+                      help="call jax.distributed.initialize() first (multi-host runs)")

@@ -36,7 +36,6 @@ import functools
 import json
 import os
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -49,7 +48,7 @@ from djpeg import roi, sampling
 from djpeg.coefficients import Coefficients
 from djpeg.rounding import round_half_away
 from models.saliency import BACKGROUND, SaliencyNet, pixel_map, save_params
-from train import checkpoint, data, loop, monitor, parallel
+from train import data, loop, monitor, parallel
 from train import state as state_lib
 
 #: Training ranges: IJG quality of the base tables, and the refinement kappa applied to them.
@@ -173,34 +172,18 @@ def run(args: argparse.Namespace) -> dict:
     _, state = state_lib.create_state(SaliencyNet(width=args.width, rngs=nnx.Rngs(args.seed)),
                                       tx, seed=args.seed)
   config = {k: v for k, v in vars(args).items() if k != "func"}
-  with checkpoint.Checkpointer(os.path.join(args.out, "checkpoints")) as ckpt:
-    state = loop.resume(ckpt, parallel.replicate(state, mesh), stream)
-    start = first = int(jax.device_get(state.step))
-    if start:
-      print(f"resuming {args.out} from step {start}", flush=True)
-    log = monitor.MetricsLog(os.path.join(args.out, "metrics.csv"), resume_step=start or None)
-    val_log = monitor.MetricsLog(os.path.join(args.out, "validation.csv"),
-                                 resume_step=start or None)
-    progress = monitor.Progress(args.steps, name="saliency", start_step=start)
 
-    def validate(step):
-      learned, uniform = (float(v) for v in evaluate(state, validation))
-      val_log.write(step, {"learned": learned, "uniform": uniform, "gain": uniform - learned})
-      print(f"[saliency] step {step}: validation loss {learned:.4f} (uniform map {uniform:.4f}, "
-            f"gain {uniform - learned:+.4f})", flush=True)
+  def validate(state):
+    learned, uniform = (float(v) for v in evaluate(state, validation))
+    return ({"learned": learned, "uniform": uniform, "gain": uniform - learned},
+            f"validation loss {learned:.4f} (uniform map {uniform:.4f}, "
+            f"gain {uniform - learned:+.4f})")
 
-    if start == 0:
-      validate(0)
-    started = time.time()
-    while start < args.steps:
-      stop = min(args.steps, (start // args.eval_every + 1) * args.eval_every)
-      state = loop.fit(state, step_fn, stream, num_steps=stop, mesh=mesh, checkpointer=ckpt,
-                       checkpoint_every=args.checkpoint_every, log=log, log_every=args.log_every,
-                       progress=progress, meta={"config": config},
-                       progress_keys=("loss", "msssim_db", "bpp"))
-      start = stop
-      validate(start)
-    elapsed = time.time() - started
+  state, first, elapsed = loop.fit_with_validation(
+      state, step_fn, stream, out=args.out, mesh=mesh, num_steps=args.steps,
+      eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
+      log_every=args.log_every, validate=validate, name="saliency", meta={"config": config},
+      progress_keys=("loss", "msssim_db", "bpp"))
   model = state_lib.merge_model(graphdef, jax.device_get(state))
   path = os.path.join(args.out, "saliency_net.npz")
   save_params(model, path)
@@ -214,20 +197,11 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument("--data", required=True, help="folder of training images (recursive)")
-  parser.add_argument("--out", required=True, help="run folder: checkpoints, metrics, export")
-  parser.add_argument("--steps", type=int, default=500)
-  parser.add_argument("--batch", type=int, default=8)
-  parser.add_argument("--crop", type=int, default=192, help="crop side (>= 176 for all five MS-SSIM scales)")
+  loop.add_run_arguments(parser, steps=500, batch=8, crop=192, every=250, log_every=25,
+                         val_images=8,
+                         crop_help="crop side (>= 176 for all five MS-SSIM scales)")
   parser.add_argument("--learning-rate", type=float, default=1e-3)
   parser.add_argument("--width", type=int, default=48)
-  parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--eval-every", type=int, default=250)
-  parser.add_argument("--checkpoint-every", type=int, default=250)
-  parser.add_argument("--log-every", type=int, default=25)
-  parser.add_argument("--val-images", type=int, default=8)
-  parser.add_argument("--distributed", action="store_true",
-                      help="call jax.distributed.initialize() first (multi-host runs)")
 
 
 def main(argv: list[str] | None = None) -> int:

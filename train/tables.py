@@ -26,7 +26,6 @@ import functools
 import json
 import os
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -38,7 +37,7 @@ import djpeg
 from djpeg import sampling
 from djpeg.optimize import rate_distortion
 from models.qtable_net import QTableNet, TableFamily, save_params
-from train import checkpoint, data, loop, monitor, parallel
+from train import data, loop, monitor, parallel
 from train import state as state_lib
 
 #: The lambda ladder of table families: level 1 (smallest files) to level 12 (best quality).
@@ -167,31 +166,16 @@ def run(args: argparse.Namespace) -> dict:
   _, state = state_lib.create_state(build_model(args.kind, args.seed, args.width), tx,
                                     seed=args.seed)
   config = {k: v for k, v in vars(args).items() if k != "func"}
-  with checkpoint.Checkpointer(os.path.join(args.out, "checkpoints")) as ckpt:
-    state = loop.resume(ckpt, parallel.replicate(state, mesh), stream)
-    start = first = int(jax.device_get(state.step))
-    if start:
-      print(f"resuming {args.out} from step {start}", flush=True)
-    log = monitor.MetricsLog(os.path.join(args.out, "metrics.csv"), resume_step=start or None)
-    val_log = monitor.MetricsLog(os.path.join(args.out, "validation.csv"),
-                                 resume_step=start or None)
-    progress = monitor.Progress(args.steps, name=args.kind, start_step=start)
-    if start == 0:
-      value = float(evaluate(state, validation))
-      val_log.write(0, {"validation_loss": value})
-      print(f"[{args.kind}] step 0: validation loss {value:.4f}", flush=True)
-    started = time.time()
-    while start < args.steps:
-      stop = min(args.steps, (start // args.eval_every + 1) * args.eval_every)
-      state = loop.fit(state, step_fn, stream, num_steps=stop, mesh=mesh, checkpointer=ckpt,
-                       checkpoint_every=args.checkpoint_every, log=log, log_every=args.log_every,
-                       progress=progress, meta={"config": config},
-                       progress_keys=("loss", "bpp"))
-      start = stop
-      value = float(evaluate(state, validation))
-      val_log.write(start, {"validation_loss": value})
-      print(f"[{args.kind}] step {start}: validation loss {value:.4f}", flush=True)
-    elapsed = time.time() - started
+
+  def validate(state):
+    value = float(evaluate(state, validation))
+    return {"validation_loss": value}, f"validation loss {value:.4f}"
+
+  state, first, elapsed = loop.fit_with_validation(
+      state, step_fn, stream, out=args.out, mesh=mesh, num_steps=args.steps,
+      eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
+      log_every=args.log_every, validate=validate, name=args.kind, meta={"config": config},
+      progress_keys=("loss", "bpp"))
   model = state_lib.merge_model(graphdef, jax.device_get(state))
   summary = {"steps": args.steps, "seconds": elapsed,
              "images_per_second": (args.steps - first) * args.batch / max(elapsed, 1e-9)}
@@ -216,22 +200,12 @@ def run(args: argparse.Namespace) -> dict:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("kind", choices=["family", "net"],
                       help="a dataset-level table family, or the table-predicting network")
-  parser.add_argument("--data", required=True, help="folder of training images (recursive)")
-  parser.add_argument("--out", required=True, help="run folder: checkpoints, metrics, export")
-  parser.add_argument("--steps", type=int, default=3000)
-  parser.add_argument("--batch", type=int, default=16)
-  parser.add_argument("--crop", type=int, default=128)
+  loop.add_run_arguments(parser, steps=3000, batch=16, crop=128, every=500, log_every=50,
+                         val_images=16)
   parser.add_argument("--learning-rate", type=float, default=None,
                       help="learning rate (default: 5 for family, SGD with momentum; 1e-3 for net, "
                            "Adam)")
   parser.add_argument("--width", type=int, default=48, help="QTableNet width")
-  parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--eval-every", type=int, default=500)
-  parser.add_argument("--checkpoint-every", type=int, default=500)
-  parser.add_argument("--log-every", type=int, default=50)
-  parser.add_argument("--val-images", type=int, default=16)
-  parser.add_argument("--distributed", action="store_true",
-                      help="call jax.distributed.initialize() first (multi-host runs)")
 
 
 def main(argv: list[str] | None = None) -> int:
