@@ -57,3 +57,40 @@ def test_batches_and_gradients(pair):
 def test_too_small_images_are_refused():
   with pytest.raises(ValueError, match="at least 11x11"):
     metrics.ssim(np.zeros((8, 20, 3)), np.zeros((8, 20, 3)))
+
+
+def test_ms_ssim_sensitivity_matches_the_metric():
+  # Half smooth ramp, half texture, with noise as the error: scaling one block's error by
+  # (1 +- d) must change 1 - MS-SSIM by about +-2 d w_b |e_b|^2 (the metric itself, no gradient),
+  # and errors weigh more where the image is smooth (MS-SSIM divides by local contrast).
+  rng = np.random.default_rng(0)
+  ramp = np.broadcast_to(np.linspace(0.2, 0.8, 64, dtype=np.float32)[:, None, None], (64, 64, 3))
+  image = ramp.copy()
+  image[:, 32:] = np.clip(0.5 + 0.2 * rng.standard_normal((64, 32, 3)), 0, 1)
+  ref = jnp.asarray(image[None])
+  dist = ref + 0.03 * jnp.asarray(rng.standard_normal(ref.shape), jnp.float32)
+  w = np.asarray(metrics.ms_ssim_sensitivity(ref, dist, smoothing=0.0, floor=1e-9))[0]
+  assert w.shape == (8, 8) and w.max() == pytest.approx(1.0)
+  assert np.median(w[:, :4]) > 4 * np.median(w[:, 4:])
+  e = np.asarray(dist - ref)[0]
+  d = 0.1
+
+  def change(r, c):
+    up, down = np.asarray(dist)[0].copy(), np.asarray(dist)[0].copy()
+    up[8 * r:8 * r + 8, 8 * c:8 * c + 8] += d * e[8 * r:8 * r + 8, 8 * c:8 * c + 8]
+    down[8 * r:8 * r + 8, 8 * c:8 * c + 8] -= d * e[8 * r:8 * r + 8, 8 * c:8 * c + 8]
+    return (float(metrics.ms_ssim(ref[0], jnp.asarray(down)))
+            - float(metrics.ms_ssim(ref[0], jnp.asarray(up)))) / 2
+
+  energy = (e ** 2).reshape(8, 8, 8, 8, 3).sum(axis=(1, 3, 4))
+  blocks = [(3, 1), (4, 2), (3, 5), (4, 6)]
+  measured = np.array([change(r, c) / (2 * d * energy[r, c]) for r, c in blocks])
+  predicted = np.array([w[r, c] for r, c in blocks])
+  np.testing.assert_allclose(measured / measured[0], predicted / predicted[0], rtol=0.05)
+
+
+def test_ms_ssim_sensitivity_edge_cases():
+  ref = jnp.full((2, 16, 24, 3), 0.5)
+  np.testing.assert_array_equal(metrics.ms_ssim_sensitivity(ref, ref), 1.0)
+  with pytest.raises(ValueError, match="one shape"):
+    metrics.ms_ssim_sensitivity(ref, ref[:, :8])
