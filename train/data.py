@@ -366,3 +366,23 @@ class ImageFolder(_Stream):
     if not self.uint8:
       images = images.astype(np.float32) / 255.0
     return images, np.asarray([e[1] for e in examples], np.int32)
+
+
+def centre_crops(root: str, crop: int, count: int) -> np.ndarray:
+  """Centre crops of the first `count` readable images at least `crop` pixels wide (a fixed set
+  for monitoring progress)."""
+  crops = []
+  for path in list_images(root):
+    if len(crops) == count:
+      break
+    try:
+      pixels = load_rgb(path)
+    except (OSError, ValueError, SyntaxError):
+      continue   # the training stream warns about and counts unreadable images
+    if min(pixels.shape[:2]) < crop:
+      continue
+    top, left = (pixels.shape[0] - crop) // 2, (pixels.shape[1] - crop) // 2
+    crops.append(pixels[top:top + crop, left:left + crop])
+  if not crops:
+    raise ValueError(f"no image in {root!r} is at least {crop}x{crop} pixels.")
+  return np.stack(crops).astype(np.float32) / 255

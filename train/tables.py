@@ -85,26 +85,6 @@ def net_loss(model: QTableNet, batch, key):
   return jnp.mean(loss), {"bpp": jnp.mean(bpp)}
 
 
-def _validation_batch(root: str, crop: int, count: int) -> np.ndarray:
-  """Centre crops of the first `count` readable images at least `crop` pixels wide (a fixed set
-  for monitoring progress)."""
-  crops = []
-  for path in data.list_images(root):
-    if len(crops) == count:
-      break
-    try:
-      pixels = data.load_rgb(path)
-    except (OSError, ValueError, SyntaxError):
-      continue   # the training stream warns about and counts unreadable images
-    if min(pixels.shape[:2]) < crop:
-      continue
-    top, left = (pixels.shape[0] - crop) // 2, (pixels.shape[1] - crop) // 2
-    crops.append(pixels[top:top + crop, left:left + crop])
-  if not crops:
-    raise ValueError(f"no image in {root!r} is at least {crop}x{crop} pixels.")
-  return np.stack(crops).astype(np.float32) / 255
-
-
 def _evaluation(kind: str, graphdef, crop: int):
   """A jitted `(state, batch) -> mean validation loss` (fixed lambdas for the network)."""
   lambdas = jnp.asarray(FAMILY_LAMBDAS[::3], jnp.float32)
@@ -160,7 +140,7 @@ def run(args: argparse.Namespace) -> dict:
     raise ValueError("steps and batch must be positive and crop at least 16 pixels.")
   os.makedirs(args.out, exist_ok=True)
   stream = data.CropStream(args.data, crop=args.crop, batch_size=args.batch, seed=args.seed)
-  validation = _validation_batch(args.data, args.crop, args.val_images)
+  validation = data.centre_crops(args.data, args.crop, args.val_images)
   graphdef, tx, mesh, step_fn, evaluate = _compiled(
       args.kind, args.width, float(args.learning_rate), args.crop, tuple(jax.devices()))
   _, state = state_lib.create_state(build_model(args.kind, args.seed, args.width), tx,
