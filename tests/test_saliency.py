@@ -93,21 +93,22 @@ def test_background_follows_the_map():
   assert roi.default_background(np.ones((8, 8))) == roi.BACKGROUND
 
 
-def test_uniform_and_constant_maps_give_the_same_loss():
-  # The weights are normalised to mean 1: a constant map is the uniform (plain trellis) case,
-  # and the map gets a gradient.
-  import jax
+def test_training_target_is_the_metrics_own_weighting():
+  # The regression target: MS-SSIM's per-block sensitivity at a JPEG operating point. Only
+  # ratios between blocks matter to the exporter, so a prediction off by a constant scores
+  # perfectly, and one that ranks blocks the other way scores worse than the uniform map.
   import jax.numpy as jnp
   images = jnp.asarray(djpeg.samples.load("castle", uint8=True)[:64, :64][None] / 255.0,
                        jnp.float32)
-  q, kappa = jnp.array([60.0]), jnp.array([0.8])
-  flat = jnp.full((1, 8, 8), 0.3)
-  uniform = train_saliency.crop_losses(images, None, q, kappa)[0]
-  constant = train_saliency.crop_losses(images, flat, q, kappa)[0]
-  np.testing.assert_allclose(constant, uniform, rtol=1e-5)
-  grad = jax.grad(lambda m: train_saliency.crop_losses(images, m, q, kappa)[0].sum())(
-      flat + jnp.linspace(0, 0.2, 64).reshape(1, 8, 8))
-  assert np.all(np.isfinite(grad)) and np.abs(grad).max() > 0
+  target = train_saliency.target_log_map(images, jnp.array([50.0]))
+  assert target.shape == (1, 8, 8) and float(target.max()) == 0.0
+  assert float(jnp.std(target[:, 1:-1, 1:-1])) > 0.1
+  mse, corr = train_saliency.map_losses(target + 3.0, target)
+  np.testing.assert_allclose(mse, 0.0, atol=1e-10)
+  np.testing.assert_allclose(corr, 1.0, rtol=1e-5)
+  uniform = train_saliency.map_losses(jnp.zeros_like(target), target)[0]
+  reversed_ = train_saliency.map_losses(-target, target)[0]
+  assert float(reversed_[0]) > float(uniform[0]) > 0
 
 
 def test_a_few_steps_train_resume_and_export(tmp_path):
