@@ -5,14 +5,13 @@
                                    codec's agreement with libjpeg-turbo and its gradients
   djpeg encode IN OUT [options]    an image file to a JPEG file (see `djpeg encode --help`):
                                    --quality, or --optimize-tables with --bpp/--psnr/--lmbda;
-                                   --trellis; --saliency auto|MASK.png; --progressive
+                                   --trellis; --saliency auto|ms-ssim|MASK.png; --progressive
 """
 
 from __future__ import annotations
 
 import argparse
 import io
-import os
 import sys
 import time
 import warnings
@@ -255,12 +254,13 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--trellis", action="store_true",
                  help="trellis quantization: per block, the values that minimise real bits + "
                       "lambda * distortion (lambda: the tables' own slope, or --lmbda)")
-  p.add_argument("--saliency", metavar="auto|MASK",
-                 help="region of interest: a mask image (white = important, same size) or "
-                      "'auto' (the learned saliency network; implies --trellis)")
+  p.add_argument("--saliency", metavar="auto|ms-ssim|MASK",
+                 help="region of interest: a mask image (white = important, same size), "
+                      "'auto' (the learned saliency network) or 'ms-ssim' (MS-SSIM's own "
+                      "per-block weight, measured on the image); implies --trellis")
   p.add_argument("--background", type=float, default=None,
                  help="with --saliency: weight of unimportant pixels' errors relative to "
-                      "important ones (default 0.1 for a mask, the network's own for 'auto')")
+                      "important ones (default 0.1 for a mask, 0.001 for 'auto' and 'ms-ssim')")
   p.add_argument("--quiet", action="store_true")
   p.set_defaults(func=encode_command)
   args = parser.parse_args(argv)

@@ -200,9 +200,11 @@ def compress(image, *, quality=None, tables=None, bpp: float | None = None,
       default the trellis uses the tables' own slope.
     trellis: trellis quantization (default); False rounds as libjpeg does.
     saliency: region of interest (`djpeg.roi.saliency_map`): an `(H, W)` map in [0, 1], a mask
-      image path, a callable, or "auto". Needs the trellis.
+      image path, a callable, "auto" (the learned network) or "ms-ssim" (measured on the image,
+      `djpeg.roi.msssim_map`). Needs the trellis.
     background: weight of the least important pixels relative to the most important; None
-      (default): the saliency model's own for "auto" (`djpeg.roi.default_background`),
+      (default): the saliency model's own for "auto", 0.001 for "ms-ssim"
+      (`djpeg.roi.default_background`),
       `djpeg.roi.BACKGROUND` (0.1) for other maps.
     subsampling: "4:2:0", "4:2:2" or "4:4:4".
     rounds: trellis rounds (each re-prices symbols with the previous result's Huffman tables).

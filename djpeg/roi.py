@@ -5,9 +5,11 @@ vary across the image is which coefficients each block keeps (see `djpeg.quantiz
 `djpeg.exact.trellis`). An importance map says where quality matters:
 
 * `saliency_map` turns what a user gives into a validated `(H, W)` map in [0, 1]: an array, a
-  mask image file, a callable, or "auto", the hook where a learned saliency network plugs in
+  mask image file, a callable, "auto", the hook where a learned saliency network plugs in
   (`models.saliency.SaliencyNet`, found through an entry point, or one installed with
-  `register_saliency`);
+  `register_saliency`), or "ms-ssim", MS-SSIM's own per-block weight of squared error measured
+  on the image (`msssim_map`: the map the network learns to predict, at the cost of a JPEG and
+  a gradient of MS-SSIM per image);
 * `block_weights` turns a map into one distortion weight per 8x8 block of each component,
   `background + (1 - background) * map`, averaged over the pixels each block covers and
   normalised to mean 1 over the image, so that a uniform map changes nothing. Important blocks
@@ -40,6 +42,10 @@ BACKGROUND = 0.1
 #: of the trellis's, uniform or with a mask, its distortion 2-15% higher, 5% on average (the
 #: trellis also weighs runs and the EOB). `bench/deadzone.py` measures it.
 DEADZONE_BITS = 4.0
+
+#: Background for `saliency="ms-ssim"`: MS-SSIM's sensitivity spans about three decades in an
+#: image, so the floor sits below that.
+MSSSIM_BACKGROUND = 0.001
 
 _saliency_model: Callable | None = None
 
@@ -85,7 +91,36 @@ def default_background(saliency) -> float:
   `BACKGROUND`."""
   if isinstance(saliency, str) and saliency == "auto":
     return float(getattr(auto_model(), "background", BACKGROUND))
+  if isinstance(saliency, str) and saliency == "ms-ssim":
+    return MSSSIM_BACKGROUND
   return BACKGROUND
+
+
+def msssim_map(image, quality: float = 50.0) -> np.ndarray:
+  """MS-SSIM's weight of squared error in each 8x8 block of `image`, measured: `saliency="ms-ssim"`.
+
+  Codes the image with `djpeg.jpeg` at IJG `quality` (4:2:0) and reads, from that JPEG's error
+  and MS-SSIM's gradient, how much 1 - MS-SSIM grows per unit of squared error in each block
+  (`djpeg.metrics.ms_ssim_sensitivity`). A rate-distortion optimizer that weighs errors by it
+  spends bits where MS-SSIM gains most from them.
+
+  Args:
+    image: `(H, W, C)` float32 in [0, 1], C = 3 or 1.
+    quality: the operating point the sensitivity is measured at.
+  Returns:
+    `(H, W)` float32 in (0, 1], constant over each 8x8 block; all ones for images under 11
+    pixels on a side (MS-SSIM's window).
+  """
+  from djpeg import codec, metrics
+  a = np.asarray(image, np.float32)
+  height, width = a.shape[:2]
+  if min(height, width) < 11:
+    return np.ones((height, width), np.float32)
+  x = jnp.asarray(a)[None]
+  decoded = jnp.clip(codec.jpeg(x, quality=quality), 0.0, 1.0)
+  blocks = np.asarray(metrics.ms_ssim_sensitivity(x, decoded))[0]
+  up = np.repeat(np.repeat(blocks, 8, axis=0), 8, axis=1)
+  return up[:height, :width].astype(np.float32)
 
 
 def _load_mask(path) -> np.ndarray:
@@ -160,8 +195,9 @@ def saliency_map(saliency, image) -> np.ndarray | None:
 
   Args:
     saliency: None (no map); an array (see `check_map`); a path to a mask image (gray or RGB,
-      white = important, same size as the image); a callable `image -> map`; or "auto": the
-      model installed with `register_saliency` (the learned saliency network's hook).
+      white = important, same size as the image); a callable `image -> map`; "auto": the
+      model installed with `register_saliency` (the learned saliency network's hook); or
+      "ms-ssim": `msssim_map`, measured on the image.
   Raises:
     ValueError: a bad map or mask file.
     NotImplementedError: "auto" while no saliency model is installed (`auto_model`).
@@ -172,6 +208,8 @@ def saliency_map(saliency, image) -> np.ndarray | None:
   if isinstance(saliency, str) and saliency == "auto":
     return check_map(auto_model()(np.asarray(image, np.float32)), height, width,
                      "the saliency model's map")
+  if isinstance(saliency, str) and saliency == "ms-ssim":
+    return msssim_map(image)
   if isinstance(saliency, (str, os.PathLike)):
     return check_map(_load_mask(saliency), height, width, f"saliency mask {os.fspath(saliency)!r}")
   if callable(saliency):

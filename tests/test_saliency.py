@@ -68,11 +68,19 @@ def _msssim_of(data, pixels):
   return float(djpeg.metrics.ms_ssim(decoded, pixels.astype(np.float32) / 255))
 
 
-def test_auto_map_raises_msssim_at_the_same_rate():
+@pytest.fixture(scope="module")
+def houses_uniform():
   pixels = djpeg.samples.load("houses", uint8=True)
+  return pixels, djpeg.dumps(compress(pixels, bpp=1.0, measure=False).coefficients)
+
+
+@pytest.mark.parametrize("kind", ["auto", "ms-ssim"])
+def test_maps_raise_msssim_at_the_same_rate(kind, houses_uniform):
+  # The learned map and the measured one it learns from, through the real exporter; MS-SSIM of
+  # Pillow's decode (libjpeg-turbo), at no more bytes than the uniform map's file.
+  pixels, uniform = houses_uniform
   target = 1.0
-  uniform = djpeg.dumps(compress(pixels, bpp=target, measure=False).coefficients)
-  learned = compress(pixels, bpp=target, saliency="auto", measure=False)
+  learned = compress(pixels, bpp=target, saliency=kind, measure=False)
   data = djpeg.dumps(learned.coefficients)
   simplejpeg.decode_jpeg(data, strict=True)
   assert learned.saliency.shape == pixels.shape[:2]
@@ -88,8 +96,26 @@ def test_auto_falls_back_to_a_clear_error_without_the_model(no_installed_model):
     djpeg.dumps(pixels, saliency="auto")
 
 
+def test_measured_map_for_any_image():
+  # MS-SSIM's weights: valid for any size, uniform below its 11x11 window, higher on a smooth
+  # ramp than in noise-like texture.
+  rng = np.random.default_rng(1)
+  image = np.broadcast_to(np.linspace(0.2, 0.8, 64, dtype=np.float32)[:, None, None],
+                          (64, 64, 3)).copy()
+  image[:, 32:] = np.clip(0.5 + 0.25 * rng.standard_normal((64, 32, 3)), 0, 1)
+  sal = roi.saliency_map("ms-ssim", image)
+  assert sal.shape == (64, 64) and sal.max() == 1.0 and sal.min() > 0
+  assert np.median(sal[:, :24]) > 2 * np.median(sal[:, 40:])
+  np.testing.assert_array_equal(roi.saliency_map("ms-ssim", image[:10, :30]), 1.0)
+  odd = roi.saliency_map("ms-ssim", image[:37, :45])
+  assert odd.shape == (37, 45) and np.all(np.isfinite(odd))
+  gray = roi.saliency_map("ms-ssim", image[..., :1])
+  assert gray.shape == (64, 64) and np.median(gray[:, :24]) > 2 * np.median(gray[:, 40:])
+
+
 def test_background_follows_the_map():
   assert roi.default_background("auto") == saliency.BACKGROUND
+  assert roi.default_background("ms-ssim") == roi.MSSSIM_BACKGROUND
   assert roi.default_background(np.ones((8, 8))) == roi.BACKGROUND
 
 
