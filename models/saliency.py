@@ -42,6 +42,7 @@ CONTRAST = 1.2
 
 PRETRAINED = "data/saliency_net.npz"
 
+
 def _pad_to_blocks(images: jax.Array) -> jax.Array:
   """`(B, H, W, C)` -> `(B, 8 * ceil(H / 8), 8 * ceil(W / 8), C)` by edge repetition."""
   h, w = images.shape[1:3]
