@@ -87,6 +87,23 @@ def test_training_lowers_loss_and_never_reads_test(dataset, tmp_path, monkeypatc
   assert set(acc) == {"clean", 10, 50, "n"} and acc["n"] == 6
 
 
+def test_validation_split_is_held_out_of_training_and_test_is_never_read(dataset, tmp_path,
+                                                                         monkeypatch):
+  read = []
+  original = data.load_rgb
+  monkeypatch.setattr(data, "load_rgb", lambda p: read.append(p) or original(p))
+  cfg = cfg_for(dataset, tmp_path / "run", validation=4, epochs=1)
+  run = consistency.train(cfg, quiet=True)
+  held = data.ImageFolder(os.path.join(dataset, "train"), batch_size=4, holdout=4,
+                          part="holdout")
+  assert len(run.stream) == 36 and len(held) == 12
+  assert not set(run.stream.paths) & set(held.paths)
+  assert read and not set(read) & set(held.paths)
+  read.clear()
+  acc = consistency.evaluate_run(run, quiet=True)
+  assert acc["n"] == 12 and sorted(set(read)) == sorted(held.paths)
+
+
 def test_split_folders_must_be_separate(tmp_path, dataset):
   with pytest.raises(ValueError, match="train/ and test/"):
     consistency.split_folders(str(tmp_path))

@@ -104,6 +104,20 @@ def test_unreadable_images_are_skipped(folder):
   assert stream.skipped == 1 and all(len(y) == 4 for _, y in batches)
 
 
+def test_holdout_is_fixed_per_class_and_partitions_the_folder(folder):
+  everything = data.ImageFolder(folder, batch_size=2, shuffle=False, drop_last=False)
+  rest = [data.ImageFolder(folder, batch_size=2, seed=s, holdout=2, part="rest") for s in (0, 1)]
+  held = data.ImageFolder(folder, batch_size=2, holdout=2, part="holdout", shuffle=False,
+                          drop_last=False)
+  assert rest[0].paths == rest[1].paths          # the same split whatever the seed
+  assert sorted(rest[0].paths + held.paths) == sorted(everything.paths)
+  assert np.bincount(held.labels).tolist() == [2] * everything.num_classes
+  with pytest.raises(ValueError, match="leave none"):
+    data.ImageFolder(folder, batch_size=2, holdout=1000)
+  with pytest.raises(ValueError, match="part"):
+    data.ImageFolder(folder, batch_size=2, holdout=2, part="test")
+
+
 def test_errors(tmp_path):
   with pytest.raises(ValueError, match="does not exist"):
     data.ImageFolder(str(tmp_path / "missing"), batch_size=2)

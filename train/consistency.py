@@ -26,7 +26,9 @@ Progress goes to stdout, metrics to `<out>/metrics.csv`, checkpoints to `<out>/c
 (every `--checkpoint-every` steps); run the same command again to resume exactly where it
 stopped. At the end the model is evaluated on `<data>/test` compressed by Pillow at
 `--eval-qualities` and the accuracies are written to `<out>/results.json`. The test split is read
-only then.
+only then. With `--validation N`, N images per class of `<data>/train` are held out (the same
+ones for every seed), the run trains on the rest and is evaluated on them instead: settings such
+as `--beta` and `--layers` are chosen there, and the test split is not read at all.
 """
 
 from __future__ import annotations
@@ -89,6 +91,7 @@ class Config:
   eval_qualities: tuple[int, ...] = evaluate.QUALITIES
   eval_batch_size: int = 500
   eval_limit: int | None = None
+  validation: int = 0
   distributed: bool = False
 
   def check(self) -> None:
@@ -105,6 +108,8 @@ class Config:
     if self.epochs <= 0 or self.batch_size < 1 or self.learning_rate <= 0:
       raise ValueError(f"epochs, batch_size and learning_rate must be positive; got {self.epochs}, "
                        f"{self.batch_size}, {self.learning_rate}.")
+    if self.validation < 0:
+      raise ValueError(f"validation must be >= 0 images per class; got {self.validation}.")
     if self.beta < 0 or self.jpeg_weight < 0:
       raise ValueError(f"beta and jpeg_weight must be >= 0; got {self.beta}, {self.jpeg_weight}.")
     if not self.layers:
@@ -291,7 +296,8 @@ class Run:
 
 
 def train(cfg: Config, *, quiet: bool = False) -> Run:
-  """Trains (or resumes) the run `cfg` describes on `<cfg.data>/train`; never reads the test split.
+  """Trains (or resumes) the run `cfg` describes on `<cfg.data>/train` (less the validation
+  images when `cfg.validation`); never reads the test split.
 
   Checkpoints go to `<cfg.out>/checkpoints`; an existing checkpoint of the same run is resumed.
   """
@@ -303,7 +309,8 @@ def train(cfg: Config, *, quiet: bool = False) -> Run:
   parallel.check_batch_size(cfg.batch_size, mesh)
   stream = data.ImageFolder(train_dir, batch_size=cfg.batch_size, seed=cfg.seed, shuffle=True,
                             drop_last=True, resize=cfg.resize, flip=cfg.flip,
-                            pad_crop=cfg.pad_crop, process_index=jax.process_index(),
+                            pad_crop=cfg.pad_crop, holdout=cfg.validation, part="rest",
+                            process_index=jax.process_index(),
                             process_count=jax.process_count())
   num_steps = max(1, round(cfg.epochs * stream.steps_per_epoch))
   model = build_model(cfg, stream.num_classes)
@@ -356,13 +363,22 @@ def _compiled_step(cfg: Config, num_classes: int, num_steps: int, steps_per_epoc
                                     mesh)
 
 
+def evaluation_split(cfg: Config) -> str:
+  """"validation" (held-out training images, `cfg.validation` > 0) or "test"."""
+  return "validation" if cfg.validation else "test"
+
+
 def make_test_set(cfg: Config, *, cache: bool = False):
-  """The test split of `cfg.data` as a streaming ImageFolder, or a prepared `JpegTestSet`."""
-  _, test_dir = split_folders(cfg.data)
+  """The evaluation split of `cfg.data` (`evaluation_split`) as a streaming ImageFolder, or a
+  prepared `JpegTestSet`."""
+  train_dir, test_dir = split_folders(cfg.data)
   # With a limit, a fixed random subset: the sorted order would give the first classes only.
-  folder = data.ImageFolder(test_dir, batch_size=cfg.eval_batch_size, seed=0,
-                            shuffle=cfg.eval_limit is not None, drop_last=False, epochs=1,
-                            resize=cfg.resize, uint8=True)
+  common = dict(batch_size=cfg.eval_batch_size, seed=0, shuffle=cfg.eval_limit is not None,
+                drop_last=False, epochs=1, resize=cfg.resize, uint8=True)
+  if cfg.validation:
+    folder = data.ImageFolder(train_dir, holdout=cfg.validation, part="holdout", **common)
+  else:
+    folder = data.ImageFolder(test_dir, **common)
   if not cache:
     return folder
   return evaluate.JpegTestSet(folder, cfg.eval_qualities, subsampling=cfg.subsampling,
@@ -372,7 +388,8 @@ def make_test_set(cfg: Config, *, cache: bool = False):
 
 def evaluate_run(run: Run, *, test_set: evaluate.JpegTestSet | None = None,
                  quiet: bool = False) -> dict:
-  """Accuracy on `<data>/test`, clean and Pillow-compressed at `cfg.eval_qualities`.
+  """Accuracy on `<data>/test` (or the validation images), clean and Pillow-compressed at
+  `cfg.eval_qualities`.
 
   `test_set`: a prepared `JpegTestSet` to reuse across runs (default: stream the folder).
   """
@@ -392,7 +409,8 @@ def evaluate_run(run: Run, *, test_set: evaluate.JpegTestSet | None = None,
                                  inputs="coefficients" if cfg.model == "dct" else "pixels",
                                  limit=cfg.eval_limit)
   if not quiet:
-    print(f"[{cfg.method}/{cfg.model} seed {cfg.seed}] test accuracy ({acc['n']} images, "
+    print(f"[{cfg.method}/{cfg.model} seed {cfg.seed}] {evaluation_split(cfg)} accuracy "
+          f"({acc['n']} images, "
           f"{time.perf_counter() - t0:.0f} s): " + ", ".join(
               f"{k}: {100 * v:.1f}" for k, v in acc.items() if k != "n"), flush=True)
   return acc
@@ -405,7 +423,8 @@ def run_and_evaluate(cfg: Config, *, test_set: evaluate.JpegTestSet | None = Non
   acc = evaluate_run(run, test_set=test_set, quiet=quiet)
   result = {"config": _jsonable(cfg), "steps": run.num_steps,
             "train_seconds": run.train_seconds, "skipped_images": run.stream.skipped,
-            "accuracy": {str(k): v for k, v in acc.items() if k != "n"}, "test_images": acc["n"]}
+            "accuracy": {str(k): v for k, v in acc.items() if k != "n"}, "test_images": acc["n"],
+            "split": evaluation_split(cfg)}
   if jax.process_index() == 0:
     with open(os.path.join(cfg.out, "results.json"), "w") as f:
       json.dump(result, f, indent=1)
@@ -426,7 +445,10 @@ def _check_same_run(ckpt: checkpoint.Checkpointer, record: dict) -> None:
                                                    "eval_qualities", "eval_batch_size",
                                                    "eval_limit", "distributed", "data")]
   now = record["config"]
-  diff = {k: (saved.get(k), now[k]) for k in keys if saved.get(k) != now[k]}
+  # Settings added since a checkpoint was written count as their defaults.
+  defaults = _jsonable(Config())
+  diff = {k: (saved.get(k, defaults[k]), now[k]) for k in keys
+          if saved.get(k, defaults[k]) != now[k]}
   if diff:
     raise ValueError(f"{ckpt.directory!r} holds a run with other settings {diff} (saved, now); "
                      "use another --out or delete it.")
@@ -476,6 +498,9 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument("--eval-qualities", type=_ints, default=d.eval_qualities)
   p.add_argument("--eval-limit", type=int, default=None,
                  help="test images to use: a fixed random subset (default all)")
+  p.add_argument("--validation", type=int, default=d.validation,
+                 help="hold out N images per class of train/ and evaluate on them instead of "
+                      "test/ (for choosing settings; test/ is then not read)")
   p.add_argument("--distributed", action="store_true",
                  help="call jax.distributed.initialize() (multi-host runs)")
   return p

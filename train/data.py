@@ -72,6 +72,27 @@ def list_classes(root: str, extensions: Sequence[str] = EXTENSIONS
   return classes, paths, np.asarray(labels, np.int32)
 
 
+def holdout_mask(labels: np.ndarray, per_class: int, classes: Sequence[str] = ()) -> np.ndarray:
+  """`(N,)` bool: `per_class` images of each class, drawn once with a fixed seed.
+
+  The choice depends only on the labels (the sorted file list), so every run, whatever its
+  seed, holds out the same images. Raises if a class has no more than `per_class` images.
+  """
+  if per_class < 0:
+    raise ValueError(f"holdout must be >= 0 images per class; got {per_class}.")
+  labels = np.asarray(labels)
+  mask = np.zeros(len(labels), bool)
+  rng = np.random.default_rng(0)
+  for c in range(int(labels.max()) + 1 if len(labels) else 0):
+    members = np.flatnonzero(labels == c)
+    if len(members) <= per_class:
+      name = classes[c] if c < len(classes) else c
+      raise ValueError(f"class {name!r} has {len(members)} images; holding out {per_class} "
+                       "would leave none to train on.")
+    mask[rng.choice(members, per_class, replace=False)] = True
+  return mask
+
+
 def to_rgb(image: Image.Image) -> np.ndarray:
   """A PIL image (any mode: RGB, L, P, RGBA, I;16, F, ...) as `(H, W, 3)` uint8 RGB."""
   if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
@@ -299,6 +320,9 @@ class ImageFolder(_Stream):
     flip: random horizontal flips. pad_crop: pad by this many pixels (reflect) and crop back at a
       random offset (CIFAR-style augmentation); 0 for none.
     uint8: yield uint8 pixels instead of float32 in [0, 1] (e.g. to JPEG-compress with Pillow).
+    holdout: images per class set aside as a validation split (`holdout_mask`: a fixed choice,
+      the same whatever `seed`); 0 for none.
+    part: with `holdout`, "rest" yields the other images (training), "holdout" only those.
     process_index, process_count: this process's slice of each batch (multi-host).
   Yields:
     `(images (B, H, W, 3), labels (B,) int32)`, B = batch_size / process_count.
@@ -309,13 +333,20 @@ class ImageFolder(_Stream):
   def __init__(self, root: str, *, batch_size: int, seed: int = 0, shuffle: bool = True,
                drop_last: bool = True, epochs: int | None = None, resize: int | None = None,
                flip: bool = False, pad_crop: int = 0, uint8: bool = False,
+               holdout: int = 0, part: str = "rest",
                extensions: Sequence[str] = EXTENSIONS, process_index: int = 0,
                process_count: int = 1):
     if resize is not None and resize < 1:
       raise ValueError(f"resize must be a positive number of pixels or None; got {resize}.")
     if pad_crop < 0:
       raise ValueError(f"pad_crop must be >= 0; got {pad_crop}.")
+    if part not in ("rest", "holdout"):
+      raise ValueError(f"part must be 'rest' or 'holdout'; got {part!r}.")
     self.classes, paths, self.labels = list_classes(root, extensions)
+    if holdout:
+      keep = holdout_mask(self.labels, holdout, self.classes) == (part == "holdout")
+      paths = [p for p, k in zip(paths, keep) if k]
+      self.labels = self.labels[keep]
     self.root = root
     self.resize = resize
     self.flip = flip
