@@ -95,7 +95,7 @@ def main() -> None:
   unknown = sorted(set(maps) - set(MAPS))
   if unknown or not maps:
     raise SystemExit(f"--maps: choose from {', '.join(MAPS)}; got {args.maps!r}")
-  rows = {"uniform": None, **{m: m for m in MAPS if m in maps}}
+  rows = ["uniform"] + [m for m in MAPS if m in maps]
   print(f"{len(paths)} images, rate points: libjpeg-turbo sizes at qualities {qualities}; "
         f"map background {background}", flush=True)
   curves = {name: [] for name in rows}     # per image: (bpp, msssim dB, psnr) per rate point
@@ -104,13 +104,13 @@ def main() -> None:
     pixels = np.asarray(Image.open(path).convert("RGB"))
     n = pixels.shape[0] * pixels.shape[1]
     targets = [8 * pillow_bytes(pixels, q) / n for q in qualities]
-    for name, kind in rows.items():
+    for name in rows:
       options = {}
-      if kind == "learned":
+      if name == "learned":
         options = {"saliency": "auto"}
-      elif kind == "ms-ssim":
+      elif name == "ms-ssim":
         options = {"saliency": "ms-ssim"}
-      elif kind == "inverse-std":
+      elif name == "inverse-std":
         options = {"saliency": inverse_std_map(pixels), "background": background}
       points = []
       for target in targets:

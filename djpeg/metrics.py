@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from djpeg.blocks import blockify
+
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
 
@@ -108,9 +110,7 @@ def ms_ssim(a: jax.Array, b: jax.Array, *, peak: float = 1.0, scales: int | None
 def _block_sums(x: jax.Array) -> jax.Array:
   """`(B, H, W)` -> `(B, ceil(H / 8), ceil(W / 8))`: sums over 8x8 blocks (zero-padded)."""
   h, w = x.shape[-2:]
-  x = jnp.pad(x, ((0, 0), (0, -h % 8), (0, -w % 8)))
-  b, hp, wp = x.shape
-  return x.reshape(b, hp // 8, 8, wp // 8, 8).sum(axis=(2, 4))
+  return blockify(jnp.pad(x, ((0, 0), (0, -h % 8), (0, -w % 8)))).sum(axis=(-2, -1))
 
 
 @functools.partial(jax.jit, static_argnames=("smoothing", "floor"))

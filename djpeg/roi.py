@@ -118,9 +118,15 @@ def msssim_map(image, quality: float = 50.0) -> np.ndarray:
     return np.ones((height, width), np.float32)
   x = jnp.asarray(a)[None]
   decoded = jnp.clip(codec.jpeg(x, quality=quality), 0.0, 1.0)
-  blocks = np.asarray(metrics.ms_ssim_sensitivity(x, decoded))[0]
-  up = np.repeat(np.repeat(blocks, 8, axis=0), 8, axis=1)
-  return up[:height, :width].astype(np.float32)
+  blocks = metrics.ms_ssim_sensitivity(x, decoded)[0]
+  return np.asarray(pixel_map(blocks, height, width), np.float32)
+
+
+def pixel_map(block_map, height: int, width: int) -> jnp.ndarray:
+  """Per-block map `(..., rows, cols)` -> per-pixel `(..., height, width)` (each block's value
+  over its 8x8 pixels, cropped to the image). Differentiable."""
+  up = jnp.repeat(jnp.repeat(jnp.asarray(block_map), 8, axis=-2), 8, axis=-1)
+  return up[..., :height, :width]
 
 
 def _load_mask(path) -> np.ndarray:

@@ -25,6 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from djpeg.roi import pixel_map  # noqa: F401  (per-block map -> per-pixel, re-exported)
+
 #: Weight of the least important pixels relative to the most important that maps from this
 #: network are meant to be used with (`djpeg.roi.pixel_weights`'s background): MS-SSIM's
 #: sensitivity spans about three decades within an image, so the floor sits below that.
@@ -116,13 +118,6 @@ class SaliencyNet(nnx.Module):
     """Per-block importance `(B, ceil(H / 8), ceil(W / 8))` in (0, 1], largest 1 per image."""
     log_map = self(images)
     return jnp.exp(log_map - jnp.max(log_map, axis=(-2, -1), keepdims=True))
-
-
-def pixel_map(block_map: jax.Array, height: int, width: int) -> jax.Array:
-  """Per-block map `(..., rows, cols)` -> per-pixel `(..., height, width)` (each block's value
-  over its 8x8 pixels, cropped to the image)."""
-  up = jnp.repeat(jnp.repeat(block_map, 8, axis=-2), 8, axis=-1)
-  return up[..., :height, :width]
 
 
 # ----------------------------------------------------------------- the shipped network
