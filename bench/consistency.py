@@ -129,6 +129,25 @@ def inference_speed(pixel_run, dct_run, *, n: int = 1000, quality: int = 50) -> 
   return out
 
 
+def _finished(cfg, fresh: bool) -> dict | None:
+  """The results.json of the finished run `cfg` describes, or None if it has to be trained.
+
+  Refuses a folder whose run was trained with other settings, rather than reporting it as `cfg`.
+  """
+  from train import consistency
+
+  done = os.path.join(cfg.out, "results.json")
+  if fresh or not os.path.exists(done):
+    return None
+  with open(done) as f:
+    result = json.load(f)
+  diff = consistency.config_differences(result["config"], cfg)
+  if diff:
+    raise SystemExit(f"{cfg.out} was trained with other settings {diff} (saved, now): pass "
+                     "--fresh to retrain it, or another --out.")
+  return result
+
+
 def summarize(results: dict) -> dict:
   """{method: {condition: (mean, std) in points}} from {method: [results.json dicts]}."""
   table = {}
@@ -150,7 +169,7 @@ def markdown(table: dict, seeds: dict) -> str:
   return "\n".join(lines)
 
 
-def plot(table: dict, path: str) -> None:
+def plot(table: dict, path: str, split: str = "test") -> None:
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
@@ -163,7 +182,7 @@ def plot(table: dict, path: str) -> None:
     ax.fill_between(qs, m - s, m + s, color=line.get_color(), alpha=0.2)
     ax.axhline(row["clean"][0], ls=":", color=line.get_color())
   ax.set_xlabel("JPEG quality of the test images (libjpeg-turbo, 4:2:0)")
-  ax.set_ylabel("CIFAR-10 test accuracy (%)")
+  ax.set_ylabel(f"CIFAR-10 {split} accuracy (%)")
   ax.set_title("dotted: clean test images; bands: ±1 std over seeds", fontsize=9)
   ax.grid(alpha=0.3)
   ax.legend()
@@ -203,6 +222,14 @@ def main(argv=None) -> int:
   p.add_argument("--batch-size", type=int, default=128)
   p.add_argument("--beta", type=float, default=0.5)
   p.add_argument("--layers", default="stage3")
+  p.add_argument("--distance", choices=("l2", "cosine"), default="l2")
+  p.add_argument("--jpeg-weight", type=float, default=1.0,
+                 help="weight of the JPEG copy's cross-entropy (consistency method)")
+  p.add_argument("--quality-block", type=int, default=None,
+                 help="stage after which the consistency model has a quality-conditioned block "
+                      "(plain and augment keep the unconditioned network)")
+  p.add_argument("--validation", type=int, default=0,
+                 help="hold out N training images per class and evaluate there, not on test/")
   p.add_argument("--dct-seeds", type=int, default=1, help="0 skips the DCT-domain model")
   p.add_argument("--dct-epochs", type=float, default=None, help="default: --epochs")
   p.add_argument("--eval-limit", type=int, default=None, help="test images (default: all)")
@@ -219,6 +246,7 @@ def main(argv=None) -> int:
   base = consistency.Config(
       data=args.data, epochs=args.epochs, widths=widths, blocks=(1,) * len(widths),
       batch_size=args.batch_size, beta=args.beta, layers=tuple(args.layers.split(",")),
+      distance=args.distance, jpeg_weight=args.jpeg_weight, validation=args.validation,
       eval_limit=args.eval_limit, checkpoint_every=100, log_every=50)
   consistency.split_folders(args.data)
   os.makedirs(args.out, exist_ok=True)
@@ -238,16 +266,16 @@ def main(argv=None) -> int:
 
   methods = args.methods.split(",")
   test_set = None
-  results, runs = {}, {}
+  results = {}
   for seed in range(args.seeds):
     for method in methods:
       cfg = dataclasses.replace(base, method=method, seed=seed,
                                 out=os.path.join(args.out, f"{method}-s{seed}"))
-      done = os.path.join(cfg.out, "results.json")
-      if os.path.exists(done) and not args.fresh:
-        with open(done) as f:
-          result = json.load(f)
-        print(f"[{method} s{seed}] reusing {done}", flush=True)
+      if method == "consistency":
+        cfg = dataclasses.replace(cfg, quality_block=args.quality_block)
+      result = _finished(cfg, args.fresh)
+      if result is not None:
+        print(f"[{method} s{seed}] reusing {cfg.out}", flush=True)
       else:
         if test_set is None:
           t0 = time.perf_counter()
@@ -265,16 +293,16 @@ def main(argv=None) -> int:
     dct_test = None
     for seed in range(args.dct_seeds):
       cfg = dataclasses.replace(dct_base, seed=seed, out=os.path.join(args.out, f"dct-s{seed}"))
-      done = os.path.join(cfg.out, "results.json")
-      if os.path.exists(done) and not args.fresh:
-        with open(done) as f:
-          dct_results.append(json.load(f))
+      result = _finished(cfg, args.fresh)
+      if result is not None:
+        dct_results.append(result)
         continue
       if dct_test is None:
         dct_test = consistency.make_test_set(dct_base, cache=True)
       dct_results.append(consistency.run_and_evaluate(cfg, test_set=dct_test))
     # Speed: the trained models (restored from their final checkpoints, quietly).
     pixel_cfg = dataclasses.replace(base, method="consistency", seed=0,
+                                    quality_block=args.quality_block,
                                     out=os.path.join(args.out, "consistency-s0"))
     dct_cfg = dataclasses.replace(dct_base, seed=0, out=os.path.join(args.out, "dct-s0"))
     if "consistency" in methods:
@@ -286,7 +314,8 @@ def main(argv=None) -> int:
   if dct_results:
     table["DCT-domain consistency"] = summarize({"dct": dct_results})["dct"]
     seeds["DCT-domain consistency"] = len(dct_results)
-  print(f"\nCIFAR-10 test accuracy (%), {results[methods[0]][0]['test_images']} test images "
+  split = "validation (held-out training)" if args.validation else "test"
+  print(f"\nCIFAR-10 {split} accuracy (%), {results[methods[0]][0]['test_images']} {split} images "
         f"compressed by libjpeg-turbo (Pillow, 4:2:0); {args.epochs:g} epochs, mean ± std over "
         "seeds (DCT model: 'clean' = quality 100):\n")
   md = markdown(table, seeds)
@@ -307,7 +336,7 @@ def main(argv=None) -> int:
   print(f"\ncodec overhead: {1e3 * overhead['without']:.0f} ms -> {1e3 * overhead['with']:.0f} ms "
         f"per step, x{overhead['ratio']:.3f} ({'PASS' if overhead['ratio'] <= 1.3 else 'FAIL'}: "
         "needs <= 1.30)")
-  plot({k: v for k, v in table.items()}, os.path.join(args.out, "accuracy.png"))
+  plot(table, os.path.join(args.out, "accuracy.png"), split.split()[0])
   with open(os.path.join(args.out, "summary.json"), "w") as f:
     json.dump({"table": {m: {str(c): v for c, v in row.items()} for m, row in table.items()},
                "seeds": seeds, "overhead": overhead, "speed": speed, "markdown": md,

@@ -138,6 +138,15 @@ def test_resume_reproduces_uninterrupted_run(dataset, tmp_path, monkeypatch):
     consistency.train(cfg_for(dataset, tmp_path / "cut", beta=2.0), quiet=True)
 
 
+def test_config_differences_ignores_bookkeeping_and_fills_new_settings():
+  cfg = consistency.Config(beta=0.5, out="a", log_every=7)
+  saved = json.loads(json.dumps(dataclasses.asdict(consistency.Config(out="b"))))
+  del saved["validation"]                      # written before the setting existed
+  assert consistency.config_differences(saved, cfg) == {}
+  assert consistency.config_differences(saved, dataclasses.replace(cfg, quality_block=1)) == {
+      "quality_block": (None, 1)}
+
+
 def test_dct_model_same_for_encoded_and_file_coefficients(dataset):
   folder = data.ImageFolder(os.path.join(dataset, "test"), batch_size=6, shuffle=False,
                             drop_last=False, epochs=1, uint8=True)

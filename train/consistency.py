@@ -320,7 +320,7 @@ def train(cfg: Config, *, quiet: bool = False) -> Run:
   os.makedirs(cfg.out, exist_ok=True)
   record = {"config": _jsonable(cfg)}
   ckpt = checkpoint.Checkpointer(os.path.join(cfg.out, "checkpoints"))
-  _check_same_run(ckpt, record)
+  _check_same_run(ckpt, cfg)
   state = loop.resume(ckpt, parallel.replicate(state, mesh), stream)
   start = int(jax.device_get(state.step))
   is_main = jax.process_index() == 0
@@ -435,20 +435,26 @@ def _jsonable(cfg: Config) -> dict:
   return json.loads(json.dumps(dataclasses.asdict(cfg)))
 
 
-def _check_same_run(ckpt: checkpoint.Checkpointer, record: dict) -> None:
+# Settings that do not change what a run learns: where it lives, how often it logs, how it is tested.
+_BOOKKEEPING = ("out", "checkpoint_every", "log_every", "eval_qualities", "eval_batch_size",
+                "eval_limit", "distributed", "data")
+
+
+def config_differences(saved: dict, cfg: Config) -> dict:
+  """{setting: (saved, now)} where the config dict `saved` (from a checkpoint or results.json)
+  trains something other than `cfg`; bookkeeping settings are ignored, and settings added since
+  `saved` was written count as their defaults."""
+  now, defaults = _jsonable(cfg), _jsonable(Config())
+  return {k: (saved.get(k, defaults[k]), now[k]) for k in now
+          if k not in _BOOKKEEPING and saved.get(k, defaults[k]) != now[k]}
+
+
+def _check_same_run(ckpt: checkpoint.Checkpointer, cfg: Config) -> None:
   """Refuses to resume a checkpoint written with a different configuration."""
   if ckpt.latest_step() is None:
     return
   _, meta = ckpt.restore_meta()
-  saved = meta.get("config", {})
-  keys = [k for k in record["config"] if k not in ("out", "checkpoint_every", "log_every",
-                                                   "eval_qualities", "eval_batch_size",
-                                                   "eval_limit", "distributed", "data")]
-  now = record["config"]
-  # Settings added since a checkpoint was written count as their defaults.
-  defaults = _jsonable(Config())
-  diff = {k: (saved.get(k, defaults[k]), now[k]) for k in keys
-          if saved.get(k, defaults[k]) != now[k]}
+  diff = config_differences(meta.get("config", {}), cfg)
   if diff:
     raise ValueError(f"{ckpt.directory!r} holds a run with other settings {diff} (saved, now); "
                      "use another --out or delete it.")
