@@ -23,7 +23,7 @@ from PIL import Image
 import djpeg
 from models.classifier import ResNet
 from models.dct_classifier import DCTResNet, coefficient_planes, stack_coefficients
-from train import checkpoint, consistency, data, monitor
+from train import checkpoint, consistency, data, evaluate, monitor
 from train import state as state_lib
 from train_util import make_dataset
 
@@ -145,6 +145,16 @@ def test_config_differences_ignores_bookkeeping_and_fills_new_settings():
   assert consistency.config_differences(saved, cfg) == {}
   assert consistency.config_differences(saved, dataclasses.replace(cfg, quality_block=1)) == {
       "quality_block": (None, 1)}
+
+
+def test_evaluation_reads_quality_from_the_file_tables():
+  pixels = (np.random.default_rng(0).random((3, 16, 16, 3)) * 255).astype(np.uint8)
+  for q in (10, 37, 90):
+    decoded, qualities = evaluate.pillow_round_trip(pixels, q)
+    assert qualities.tolist() == [q] * 3
+    buf = io.BytesIO()
+    Image.fromarray(pixels[1]).save(buf, "JPEG", quality=q)          # libjpeg-turbo, 4:2:0
+    np.testing.assert_array_equal(decoded[1], np.asarray(Image.open(buf)))
 
 
 def test_dct_model_same_for_encoded_and_file_coefficients(dataset):

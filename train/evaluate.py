@@ -33,10 +33,16 @@ def pillow_bytes(pixels: np.ndarray, quality: int, subsampling: str = "4:2:0") -
   return buf.getvalue()
 
 
-def pillow_round_trip(pixels: np.ndarray, quality: int, subsampling: str = "4:2:0") -> np.ndarray:
-  """uint8 `(B, H, W, 3)` -> what libjpeg-turbo decodes after encoding at `quality`."""
-  return np.stack([np.asarray(Image.open(io.BytesIO(pillow_bytes(p, quality, subsampling))))
-                   for p in pixels])
+def pillow_round_trip(pixels: np.ndarray, quality: int, subsampling: str = "4:2:0"
+                      ) -> tuple[np.ndarray, np.ndarray]:
+  """uint8 `(B, H, W, 3)` -> (what libjpeg-turbo decodes after encoding at `quality`,
+  `(B,)` float32 quality of each file as `estimate_quality` reads it from the file's tables)."""
+  decoded, qualities = [], []
+  for p in pixels:
+    with Image.open(io.BytesIO(pillow_bytes(p, quality, subsampling))) as im:
+      decoded.append(np.asarray(im))
+      qualities.append(estimate_quality(np.asarray(im.quantization[0]).reshape(8, 8)))
+  return np.stack(decoded), np.asarray(qualities, np.float32)
 
 
 def estimate_quality(tables: np.ndarray) -> float:
@@ -49,12 +55,18 @@ def estimate_quality(tables: np.ndarray) -> float:
 
 
 def _inputs_for(pixels: np.ndarray, key, size: int, subsampling: str, inputs: str):
-  """One padded batch of model inputs and qualities for condition `key` ("clean" or a quality)."""
-  quality = 100 if key == "clean" else key
+  """One padded batch of model inputs and qualities for condition `key` ("clean" or a quality).
+
+  The quality a conditioned model gets is read from each file's tables, as a deployed model
+  would; a clean (never compressed) image counts as quality 100.
+  """
   if inputs == "pixels":
-    x = pixels if key == "clean" else pillow_round_trip(pixels, quality, subsampling)
-    return _pad(x, size), np.full((size,), float(quality), np.float32)
-  coefficients = [djpeg.load_coefficients(pillow_bytes(p, quality, subsampling)) for p in pixels]
+    if key == "clean":
+      return _pad(pixels, size), np.full((size,), 100.0, np.float32)
+    x, q = pillow_round_trip(pixels, key, subsampling)
+    return _pad(x, size), _pad(q, size)
+  coefficients = [djpeg.load_coefficients(pillow_bytes(p, 100 if key == "clean" else key,
+                                                       subsampling)) for p in pixels]
   q = np.asarray([estimate_quality(c.tables) for c in coefficients], np.float32)
   return (stack_coefficients(coefficients + [coefficients[-1]] * (size - len(pixels))),
           _pad(q, size))
