@@ -1,16 +1,18 @@
 """Feature consistency training vs plain training and JPEG augmentation on CIFAR-10, in one run.
 
-  python bench/consistency.py [--epochs 6] [--seeds 3] [--data ../shared/data/cifar10]
+  python bench/consistency.py [--epochs 8] [--seeds 3] [--data ../shared/data/cifar10]
                               [--methods plain,augment,consistency] [--dct-seeds 1] [--fresh]
 
 1. Codec overhead: the time of one consistency training step with the differentiable JPEG
    (`djpeg.jpeg` at a random quality per image, inside the jitted step) and without it (the
    clean batch as its own copy: same network work), same model and batch; both and the ratio.
 2. Each method x seed trains a ResNet on `<data>/train` (`train.consistency`, same settings
-   except the method) and is evaluated on all of `<data>/test`, clean and compressed by Pillow
-   (libjpeg-turbo, 4:2:0) at qualities 10, 20, 30, 50, 75, 90. Runs live in
-   `bench/out/consistency/<method>-s<seed>`; a finished run (results.json) is reused unless
-   `--fresh`, an interrupted one resumes from its checkpoint.
+   except the method; the consistency model also has the quality-conditioned block of
+   `--quality-block`, which gets each test file's quality from its tables) and is evaluated on
+   all of `<data>/test`, clean and compressed by Pillow (libjpeg-turbo, 4:2:0) at qualities 10,
+   20, 30, 50, 75, 90. Runs live in `bench/out/consistency/<method>-s<seed>`; a finished run
+   (results.json) is reused unless `--fresh` (or refused if its settings differ), an
+   interrupted one resumes from its checkpoint.
 3. The DCT-domain model (`models.dct_classifier.DCTResNet`, feature consistency with quality 100
    as "clean") trained the same way and tested on coefficients read from the Pillow files with
    `djpeg.load_coefficients`; and the inference speed of both models: forward only, and from
@@ -225,9 +227,9 @@ def main(argv=None) -> int:
   p.add_argument("--distance", choices=("l2", "cosine"), default="l2")
   p.add_argument("--jpeg-weight", type=float, default=1.0,
                  help="weight of the JPEG copy's cross-entropy (consistency method)")
-  p.add_argument("--quality-block", type=int, default=None,
+  p.add_argument("--quality-block", type=int, default=1,
                  help="stage after which the consistency model has a quality-conditioned block "
-                      "(plain and augment keep the unconditioned network)")
+                      "(0: none; plain and augment keep the unconditioned network)")
   p.add_argument("--validation", type=int, default=0,
                  help="hold out N training images per class and evaluate there, not on test/")
   p.add_argument("--dct-seeds", type=int, default=1, help="0 skips the DCT-domain model")
@@ -254,7 +256,8 @@ def main(argv=None) -> int:
         f"device(s), data {os.path.abspath(args.data)}, {args.epochs:g} epochs, widths {widths}, "
         f"batch {args.batch_size}, seeds {args.seeds}", flush=True)
 
-  overhead = codec_overhead(dataclasses.replace(base, method="consistency"),
+  overhead = codec_overhead(dataclasses.replace(base, method="consistency",
+                                                quality_block=args.quality_block or None),
                             steps=args.overhead_steps)
   print(f"\ncodec overhead (consistency step, batch {args.batch_size} of 32x32, same model): "
         f"without JPEG {1e3 * overhead['without']:.0f} ms, with djpeg.jpeg "
@@ -272,7 +275,7 @@ def main(argv=None) -> int:
       cfg = dataclasses.replace(base, method=method, seed=seed,
                                 out=os.path.join(args.out, f"{method}-s{seed}"))
       if method == "consistency":
-        cfg = dataclasses.replace(cfg, quality_block=args.quality_block)
+        cfg = dataclasses.replace(cfg, quality_block=args.quality_block or None)
       result = _finished(cfg, args.fresh)
       if result is not None:
         print(f"[{method} s{seed}] reusing {cfg.out}", flush=True)
@@ -302,7 +305,7 @@ def main(argv=None) -> int:
       dct_results.append(consistency.run_and_evaluate(cfg, test_set=dct_test))
     # Speed: the trained models (restored from their final checkpoints, quietly).
     pixel_cfg = dataclasses.replace(base, method="consistency", seed=0,
-                                    quality_block=args.quality_block,
+                                    quality_block=args.quality_block or None,
                                     out=os.path.join(args.out, "consistency-s0"))
     dct_cfg = dataclasses.replace(dct_base, seed=0, out=os.path.join(args.out, "dct-s0"))
     if "consistency" in methods:

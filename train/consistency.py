@@ -492,7 +492,9 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument("--no-stop-clean", action="store_false", dest="stop_clean",
                  help="let the consistency gradient reach the clean features too")
   p.add_argument("--quality-block", type=int, default=None,
-                 help="add a quality-conditioned residual block after this stage")
+                 help="add a quality-conditioned residual block after this stage (1 is what "
+                      "bench/consistency.py uses for the consistency method); at test time it "
+                      "gets the quality read from the file's tables")
   p.add_argument("--widths", type=_ints, default=d.widths)
   p.add_argument("--blocks", type=_ints, default=d.blocks)
   p.add_argument("--stem", choices=("cifar", "imagenet"), default=d.stem)
