@@ -250,6 +250,8 @@ def main(argv=None) -> int:
       batch_size=args.batch_size, beta=args.beta, layers=tuple(args.layers.split(",")),
       distance=args.distance, jpeg_weight=args.jpeg_weight, validation=args.validation,
       eval_limit=args.eval_limit, checkpoint_every=100, log_every=50)
+  # Only the consistency model gets the quality block; the baselines keep the plain network.
+  method_settings = {"consistency": {"quality_block": args.quality_block or None}}
   consistency.split_folders(args.data)
   os.makedirs(args.out, exist_ok=True)
   print(f"djpeg feature consistency benchmark: {jax.device_count()} {jax.default_backend()} "
@@ -257,7 +259,7 @@ def main(argv=None) -> int:
         f"batch {args.batch_size}, seeds {args.seeds}", flush=True)
 
   overhead = codec_overhead(dataclasses.replace(base, method="consistency",
-                                                quality_block=args.quality_block or None),
+                                                **method_settings["consistency"]),
                             steps=args.overhead_steps)
   print(f"\ncodec overhead (consistency step, batch {args.batch_size} of 32x32, same model): "
         f"without JPEG {1e3 * overhead['without']:.0f} ms, with djpeg.jpeg "
@@ -273,9 +275,8 @@ def main(argv=None) -> int:
   for seed in range(args.seeds):
     for method in methods:
       cfg = dataclasses.replace(base, method=method, seed=seed,
-                                out=os.path.join(args.out, f"{method}-s{seed}"))
-      if method == "consistency":
-        cfg = dataclasses.replace(cfg, quality_block=args.quality_block or None)
+                                out=os.path.join(args.out, f"{method}-s{seed}"),
+                                **method_settings.get(method, {}))
       result = _finished(cfg, args.fresh)
       if result is not None:
         print(f"[{method} s{seed}] reusing {cfg.out}", flush=True)
@@ -305,8 +306,8 @@ def main(argv=None) -> int:
       dct_results.append(consistency.run_and_evaluate(cfg, test_set=dct_test))
     # Speed: the trained models (restored from their final checkpoints, quietly).
     pixel_cfg = dataclasses.replace(base, method="consistency", seed=0,
-                                    quality_block=args.quality_block or None,
-                                    out=os.path.join(args.out, "consistency-s0"))
+                                    out=os.path.join(args.out, "consistency-s0"),
+                                    **method_settings["consistency"])
     dct_cfg = dataclasses.replace(dct_base, seed=0, out=os.path.join(args.out, "dct-s0"))
     if "consistency" in methods:
       speed = inference_speed(consistency.train(pixel_cfg, quiet=True),
