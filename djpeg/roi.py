@@ -111,15 +111,28 @@ def msssim_map(image, quality: float = 50.0) -> np.ndarray:
     `(H, W)` float32 in (0, 1], constant over each 8x8 block; all ones for images under 11
     pixels on a side (MS-SSIM's window).
   """
-  from djpeg import codec, metrics
   a = np.asarray(image, np.float32)
   height, width = a.shape[:2]
   if min(height, width) < 11:
     return np.ones((height, width), np.float32)
-  x = jnp.asarray(a)[None]
-  decoded = jnp.clip(codec.jpeg(x, quality=quality), 0.0, 1.0)
-  blocks = metrics.ms_ssim_sensitivity(x, decoded)[0]
+  blocks = msssim_block_weights(jnp.asarray(a)[None], quality)[0]
   return np.asarray(pixel_map(blocks, height, width), np.float32)
+
+
+def msssim_block_weights(images, quality, *, faithful: bool = True) -> jnp.ndarray:
+  """MS-SSIM's per-block weight of squared error around a 4:2:0 JPEG of `images` at `quality`.
+
+  Args:
+    images: `(B, H, W, C)` float32 in [0, 1], at least 11x11.
+    quality: IJG quality, scalar or `(B,)`.
+    faithful: libjpeg's integer arithmetic for the JPEG (False: the float pipeline, faster).
+  Returns:
+    `(B, ceil(H / 8), ceil(W / 8))` in (0, 1], largest 1 per image
+    (`djpeg.metrics.ms_ssim_sensitivity` of the JPEG's decode).
+  """
+  from djpeg import codec, metrics
+  decoded = codec.jpeg(images, quality=quality, subsampling="4:2:0", faithful=faithful)
+  return metrics.ms_ssim_sensitivity(images, jnp.clip(decoded, 0.0, 1.0))
 
 
 def pixel_map(block_map, height: int, width: int) -> jnp.ndarray:

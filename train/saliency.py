@@ -44,7 +44,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-import djpeg
+from djpeg import roi
 from models.saliency import SaliencyNet, save_params
 from train import data, loop, monitor, parallel
 from train import state as state_lib
@@ -53,7 +53,6 @@ from train import state as state_lib
 QUALITY_RANGE = (25.0, 90.0)
 #: Validation qualities.
 VALIDATION_QUALITIES = (40.0, 75.0)
-_SUBSAMPLING = "4:2:0"
 
 
 def target_log_map(images: jax.Array, quality: jax.Array) -> jax.Array:
@@ -65,8 +64,7 @@ def target_log_map(images: jax.Array, quality: jax.Array) -> jax.Array:
   Returns:
     `(B, ceil(H / 8), ceil(W / 8))`, at most 0 (the largest weight is 1).
   """
-  decoded = djpeg.jpeg(images, quality=quality, subsampling=_SUBSAMPLING, faithful=False)
-  return jnp.log(djpeg.metrics.ms_ssim_sensitivity(images, jnp.clip(decoded, 0.0, 1.0)))
+  return jnp.log(roi.msssim_block_weights(images, quality, faithful=False))
 
 
 def _centred(x: jax.Array) -> jax.Array:
