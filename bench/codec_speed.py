@@ -5,9 +5,13 @@
 For each codec this runs a fresh child process (so peak memory is its own): it builds a batch of
 random RGB images, warms up (compiles), then times the forward pass (images -> JPEG'd images)
 and forward+backward (gradient of the MSE to the input with respect to the images and the
-quality). Megapixels per second count image pixels (batch x H x W). Peak memory is the child's
-peak resident set size minus its resident size just before the first codec call (after imports
-and input creation), so it covers compilation, buffers and temporaries.
+quality). Megapixels per second count image pixels (batch x H x W). On the CPU, peak memory is the
+child's peak resident set size minus its resident size just before the first codec call (after
+imports and input creation), so it covers compilation, buffers and temporaries; on a GPU it is
+the accelerator's peak bytes in use (JAX's allocator statistics, torch.cuda.max_memory_allocated).
+
+djpeg runs on JAX's default backend (a GPU when jax has one), kornia on CUDA when torch sees a
+GPU (`--device cpu` keeps it on the CPU).
 
 Rows: djpeg faithful (bit exact with libjpeg-turbo, the default), djpeg float (faithful=False),
 and kornia's `jpeg_codec_differentiable` (Reich et al.'s codec, PyTorch, CPU) if installed
@@ -26,8 +30,9 @@ import time
 
 import numpy as np
 
+from common import median_time
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)   # run from a checkout without installing
 
 
 def _rss_mb() -> float:
@@ -39,15 +44,10 @@ def _peak_mb() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _time(fn, repeats: int) -> float:
-  """Median seconds of `repeats` calls after one warm-up call."""
-  fn()
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return float(np.median(times))
+def _device_peak_mb(device) -> float | None:
+  """Peak accelerator bytes in use (MB), or None on the CPU / without allocator statistics."""
+  stats = device.memory_stats() if device.platform != "cpu" else None
+  return stats["peak_bytes_in_use"] / 2**20 if stats and "peak_bytes_in_use" in stats else None
 
 
 def run_djpeg(args, faithful: bool) -> dict:
@@ -73,10 +73,14 @@ def run_djpeg(args, faithful: bool) -> dict:
   jax.block_until_ready(fwd(images, quality))
   jax.block_until_ready(fwd_bwd(images, quality))
   compile_s = time.perf_counter() - start
-  t_fwd = _time(lambda: jax.block_until_ready(fwd(images, quality)), args.repeats)
-  t_bwd = _time(lambda: jax.block_until_ready(fwd_bwd(images, quality)), args.repeats)
-  return dict(fwd=t_fwd, fwd_bwd=t_bwd, peak_mb=_peak_mb() - base, compile_s=compile_s,
-              version=f"jax {jax.__version__}, {jax.default_backend()}")
+  t_fwd = median_time(lambda: jax.block_until_ready(fwd(images, quality)), args.repeats,
+                      warmup=True)
+  t_bwd = median_time(lambda: jax.block_until_ready(fwd_bwd(images, quality)), args.repeats,
+                      warmup=True)
+  device_peak = _device_peak_mb(jax.devices()[0])
+  return dict(fwd=t_fwd, fwd_bwd=t_bwd, compile_s=compile_s,
+              peak_mb=device_peak if device_peak is not None else _peak_mb() - base,
+              version=f"jax {jax.__version__}, {jax.default_backend()} ({jax.devices()[0].device_kind})")
 
 
 def run_kornia(args) -> dict:
@@ -84,30 +88,36 @@ def run_kornia(args) -> dict:
   import torch
 
   torch.manual_seed(0)
+  cuda = args.device != "cpu" and torch.cuda.is_available()
+  device = torch.device("cuda" if cuda else "cpu")
+  sync = torch.cuda.synchronize if cuda else (lambda: None)
   rng = np.random.default_rng(0)
-  images = torch.from_numpy(rng.random((args.batch, 3, args.size, args.size), np.float32))
-  quality = torch.full((args.batch,), float(args.quality))
+  images = torch.from_numpy(rng.random((args.batch, 3, args.size, args.size), np.float32)).to(device)
+  quality = torch.full((args.batch,), float(args.quality), device=device)
   codec = kornia.enhance.jpeg_codec_differentiable
 
   def forward():
     with torch.no_grad():
       codec(images, quality)
+    sync()
 
   def forward_backward():
     x = images.clone().requires_grad_(True)
     q = quality.clone().requires_grad_(True)
     loss = torch.mean((codec(x, q) - images) ** 2)
     loss.backward()
+    sync()
 
   base = _rss_mb()
   start = time.perf_counter()
   forward_backward()
   warm_s = time.perf_counter() - start
-  t_fwd = _time(forward, args.repeats)
-  t_bwd = _time(forward_backward, args.repeats)
-  return dict(fwd=t_fwd, fwd_bwd=t_bwd, peak_mb=_peak_mb() - base, compile_s=warm_s,
-              version=f"kornia {kornia.__version__}, torch {torch.__version__}, "
-                      f"{torch.get_num_threads()} threads")
+  t_fwd = median_time(forward, args.repeats, warmup=True)
+  t_bwd = median_time(forward_backward, args.repeats, warmup=True)
+  peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else _peak_mb() - base
+  where = torch.cuda.get_device_name() if cuda else f"CPU, {torch.get_num_threads()} threads"
+  return dict(fwd=t_fwd, fwd_bwd=t_bwd, peak_mb=peak, compile_s=warm_s,
+              version=f"kornia {kornia.__version__}, torch {torch.__version__}, {where}")
 
 
 CODECS = {
@@ -124,6 +134,8 @@ def main() -> int:
   parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument("--quality", type=float, default=75)
   parser.add_argument("--codecs", default=",".join(CODECS), help="comma-separated subset")
+  parser.add_argument("--device", choices=("auto", "cpu"), default="auto",
+                      help="kornia's device: auto (CUDA when torch sees a GPU) or cpu")
   parser.add_argument("--child", help=argparse.SUPPRESS)
   args = parser.parse_args()
 
@@ -133,12 +145,13 @@ def main() -> int:
 
   megapixels = args.batch * args.size * args.size / 1e6
   print(f"Differentiable JPEG codecs: batch {args.batch} x {args.size}x{args.size} RGB, "
-        f"quality {args.quality:g}, 4:2:0, CPU ({os.cpu_count()} cores); median of {args.repeats}.\n")
+        f"quality {args.quality:g}, 4:2:0, {os.cpu_count()} CPU cores; median of {args.repeats}.\n")
   results = {}
   for name in args.codecs.split(","):
     cmd = [sys.executable, __file__, "--child", name, "--batch", str(args.batch), "--size",
-           str(args.size), "--repeats", str(args.repeats), "--quality", str(args.quality)]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")]))
+           str(args.size), "--repeats", str(args.repeats), "--quality", str(args.quality),
+           "--device", args.device]
+    env = dict(os.environ)
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode:
       last = (proc.stderr.strip().splitlines() or ["?"])[-1]

@@ -6,14 +6,14 @@
 1. Codec overhead: the time of one consistency training step with the differentiable JPEG
    (`djpeg.jpeg` at a random quality per image, inside the jitted step) and without it (the
    clean batch as its own copy: same network work), same model and batch; both and the ratio.
-2. Each method x seed trains a ResNet on `<data>/train` (`train.consistency`, same settings
+2. Each method x seed trains a ResNet on `<data>/train` (`djpeg.train.consistency`, same settings
    except the method; the consistency model also has the quality-conditioned block of
    `--quality-block`, which gets each test file's quality from its tables) and is evaluated on
    all of `<data>/test`, clean and compressed by Pillow (libjpeg-turbo, 4:2:0) at qualities 10,
    20, 30, 50, 75, 90. Runs live in `bench/out/consistency/<method>-s<seed>`; a finished run
    (results.json) is reused unless `--fresh` (or refused if its settings differ), an
    interrupted one resumes from its checkpoint.
-3. The DCT-domain model (`models.dct_classifier.DCTResNet`, feature consistency with quality 100
+3. The DCT-domain model (`djpeg.models.dct_classifier.DCTResNet`, feature consistency with quality 100
    as "clean") trained the same way and tested on coefficients read from the Pillow files with
    `djpeg.load_coefficients`; and the inference speed of both models: forward only, and from
    JPEG bytes (Pillow decode + pixel model vs `load_coefficients` + DCT model).
@@ -34,7 +34,6 @@ import time
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)   # run from a checkout without installing
 
 CONDITIONS = ("clean", 90, 75, 50, 30, 20, 10)
 
@@ -49,8 +48,8 @@ def codec_overhead(cfg, *, steps: int) -> dict:
   import jax.numpy as jnp
 
   import djpeg
-  from train import consistency
-  from train import state as state_lib
+  from djpeg.train import consistency
+  from djpeg.train import state as state_lib
 
   rng = np.random.default_rng(0)
   batch = (rng.random((cfg.batch_size, 32, 32, 3), np.float32),
@@ -92,8 +91,8 @@ def inference_speed(pixel_run, dct_run, *, n: int = 1000, quality: int = 50) -> 
   from PIL import Image
 
   import djpeg
-  from models.dct_classifier import stack_coefficients
-  from train import consistency, data, evaluate
+  from djpeg.models.dct_classifier import stack_coefficients
+  from djpeg.train import consistency, data, evaluate
 
   folder = data.ImageFolder(os.path.join(pixel_run.cfg.data, "test"), batch_size=n,
                             shuffle=False, drop_last=False, epochs=1, uint8=True)
@@ -136,7 +135,7 @@ def _finished(cfg, fresh: bool) -> dict | None:
 
   Refuses a folder whose run was trained with other settings, rather than reporting it as `cfg`.
   """
-  from train import consistency
+  from djpeg.train import consistency
 
   done = os.path.join(cfg.out, "results.json")
   if fresh or not os.path.exists(done):
@@ -242,7 +241,7 @@ def main(argv=None) -> int:
 
   import jax
 
-  from train import consistency
+  from djpeg.train import consistency
 
   widths = tuple(int(w) for w in args.widths.split(","))
   base = consistency.Config(

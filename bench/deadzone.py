@@ -22,7 +22,6 @@ import numpy as np
 from PIL import Image
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)   # run from a checkout without installing
 TRAIN = os.path.join(REPO, "..", "shared", "data", "train")
 
 
@@ -34,7 +33,7 @@ def main() -> int:
 
   import djpeg
   from djpeg import roi
-  from djpeg.encoder import _Problem
+  from djpeg.encoder import TrellisImage
   from djpeg.exact import trellis as trellis_lib
 
   paths = (sorted(glob.glob(os.path.join(TRAIN, "div2k256", "*.png")))[10::20]
@@ -47,7 +46,7 @@ def main() -> int:
     mask = np.zeros((height, width), bool)
     mask[height // 4:3 * height // 4, width // 4:3 * width // 4] = True
     for case, weights_map in (("uniform", None), ("mask", roi.pixel_weights(mask))):
-      problem = _Problem(image, "4:2:0", weights_map, pixels)
+      problem = TrellisImage(image, "4:2:0", weights_map, pixels)
       blocks = problem.blocks or [np.ones(d.shape[:2]) for d in problem.dct]
       for q in (int(v) for v in args.qualities.split(",")):
         tables = np.asarray(djpeg.quality_tables(q))[[0, 1, 1]].astype(np.float64)
@@ -56,8 +55,8 @@ def main() -> int:
         theta = roi.deadzone(blocks, tables, lmbda=lmbda, height=height, width=width)
         c = djpeg.encode(image, tables=tables, deadzone=theta)
         # Price the dead-zone's coefficients exactly as the trellis prices its own.
-        priced = trellis_lib._Problem(problem.dct, tables, problem.factors, height, width,
-                                      problem.weights, problem.blocks)
+        priced = trellis_lib.TrellisProblem(problem.dct, tables, problem.factors, height, width,
+                                            problem.weights, problem.blocks)
         zz = np.concatenate([np.abs(np.asarray(comp, np.int32)).reshape(-1, 64)[:, djpeg.ZIGZAG[1:]]
                              for comp in c.components])
         _, bits, distortion = priced.evaluate(zz)

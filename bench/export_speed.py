@@ -21,23 +21,12 @@ import argparse
 import io
 import os
 import platform
-import sys
 import time
 
 import numpy as np
 from PIL import Image, features
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)   # run from a checkout without installing
-
-
-def _median_time(fn, repeats: int) -> float:
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return float(np.median(times))
+from common import KODAK, load_rgb, median_time, png_paths
 
 
 def _pillow_save(image: Image.Image, **options) -> bytes:
@@ -48,7 +37,7 @@ def _pillow_save(image: Image.Image, **options) -> bytes:
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--images", default=os.path.join(REPO, "..", "shared", "data", "kodak"),
+  parser.add_argument("--images", default=KODAK,
                       help="folder of PNG images (default: ../shared/data/kodak)")
   parser.add_argument("--limit", type=int, default=None, help="use only the first N images")
   parser.add_argument("--quality", type=int, default=75)
@@ -59,10 +48,7 @@ def main() -> None:
   import jax
   import djpeg
 
-  names = sorted(n for n in os.listdir(args.images) if n.lower().endswith(".png"))[:args.limit]
-  if not names:
-    sys.exit(f"no PNG images in {args.images}")
-  images = [np.asarray(Image.open(os.path.join(args.images, n)).convert("RGB")) for n in names]
+  images = [load_rgb(p) for p in png_paths(args.images, args.limit)]
   pil_sub = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}[args.subsampling]
   q, sub = args.quality, args.subsampling
 
@@ -92,17 +78,17 @@ def main() -> None:
                       ("pil_prog", pil_prog)):
       sizes[key] += len(data)
     r = args.repeats
-    totals["transform"] += _median_time(lambda: transform(x), r)
-    totals["entropy_base"] += _median_time(lambda: djpeg.dumps(c), r)
-    totals["entropy_prog"] += _median_time(lambda: djpeg.dumps(c, progressive=True), r)
-    totals["pil_base"] += _median_time(
+    totals["transform"] += median_time(lambda: transform(x), r)
+    totals["entropy_base"] += median_time(lambda: djpeg.dumps(c), r)
+    totals["entropy_prog"] += median_time(lambda: djpeg.dumps(c, progressive=True), r)
+    totals["pil_base"] += median_time(
         lambda: _pillow_save(pil_image, quality=q, subsampling=pil_sub, optimize=True), r)
-    totals["pil_prog"] += _median_time(
+    totals["pil_prog"] += median_time(
         lambda: _pillow_save(pil_image, quality=q, subsampling=pil_sub, progressive=True), r)
-    totals["load_base"] += _median_time(lambda: djpeg.load_coefficients(ours_base), r)
-    totals["load_prog"] += _median_time(lambda: djpeg.load_coefficients(ours_prog), r)
-    totals["pil_dec_base"] += _median_time(lambda: Image.open(io.BytesIO(pil_base)).load(), r)
-    totals["pil_dec_prog"] += _median_time(lambda: Image.open(io.BytesIO(pil_prog)).load(), r)
+    totals["load_base"] += median_time(lambda: djpeg.load_coefficients(ours_base), r)
+    totals["load_prog"] += median_time(lambda: djpeg.load_coefficients(ours_prog), r)
+    totals["pil_dec_base"] += median_time(lambda: Image.open(io.BytesIO(pil_base)).load(), r)
+    totals["pil_dec_prog"] += median_time(lambda: Image.open(io.BytesIO(pil_prog)).load(), r)
 
   mp = pixels / 1e6
   n = len(images)

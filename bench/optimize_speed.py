@@ -4,7 +4,7 @@
 
 Times `djpeg.optimize_tables` (100 Adam steps in the DCT domain, plus the target search) for a
 bits-per-pixel, a PSNR and a lambda target on each image, after a first call that compiles for
-the image size (reported separately), and `models.qtable_net.predict_tables` (the shipped
+the image size (reported separately), and `djpeg.models.qtable_net.predict_tables` (the shipped
 QTableNet) for the same targets. libjpeg-turbo's encode time (Pillow, optimize=True) is printed
 beside them as a yardstick.
 """
@@ -22,7 +22,6 @@ import numpy as np
 from PIL import Image
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)   # run from a checkout without installing
 
 
 def _timed(fn):
@@ -49,7 +48,7 @@ def main() -> int:
   targets = {"bpp=1.0": dict(bpp=1.0), "psnr=35": dict(psnr=35.0), "lmbda=0.01": dict(lmbda=0.01)}
 
   try:
-    from models.qtable_net import predict_tables
+    from djpeg.models.qtable_net import predict_tables
   except ImportError:
     predict_tables = None
 

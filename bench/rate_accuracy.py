@@ -29,7 +29,6 @@ import numpy as np
 from PIL import Image
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)   # run from a checkout without installing
 
 QUALITIES = (10, 20, 30, 50, 75, 95)
 

@@ -46,7 +46,6 @@ import numpy as np
 from PIL import Image
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)   # run from a checkout without installing
 
 
 def bd_rate(rate_anchor, quality_anchor, rate_test, quality_test) -> float:
@@ -144,7 +143,7 @@ def run_image(pixels, qualities, codecs, say) -> dict:
           files["djpeg optimized + trellis progressive"] = djpeg.dumps(
               trellis.coefficients, progressive="optimize")
     if "djpeg QTableNet" in codecs or "djpeg QTableNet progressive" in codecs:
-      from models.qtable_net import predict_tables
+      from djpeg.models.qtable_net import predict_tables
       start = time.perf_counter()
       tables = predict_tables(image, psnr=float(anchor[1]))
       timing.setdefault("qtablenet_s", []).append(time.perf_counter() - start)

@@ -30,7 +30,6 @@ import numpy as np
 from PIL import Image
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)   # run from a checkout without installing
 
 ROWS = ("libjpeg-turbo", "djpeg uniform", "MS-ROI", "djpeg ROI")
 

@@ -30,14 +30,12 @@ import glob
 import io
 import json
 import os
-import sys
 import time
 
 import numpy as np
 from PIL import Image
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)   # run from a checkout without installing
 
 from bench.rd import bd_rate  # noqa: E402
 
@@ -84,7 +82,7 @@ def main() -> None:
 
   import djpeg  # noqa: F401
   from djpeg.encoder import compress
-  from models import saliency as saliency_model
+  from djpeg.models import saliency as saliency_model
 
   qualities = [int(q) for q in args.qualities.split(",")]
   paths = sorted(glob.glob(os.path.join(args.images, "*.png")))[:args.limit]

@@ -22,32 +22,18 @@ machine is shared: compare rows from the same run.
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import platform
-import sys
 import time
 
 import numpy as np
-from PIL import Image
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)   # run from a checkout without installing
-sys.path.insert(0, os.path.join(REPO, "bench"))
-
-
-def _median_time(fn, repeats: int) -> float:
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return float(np.median(times))
+from common import KODAK, load_rgb, median_time, png_paths
 
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--images", default=os.path.join(REPO, "..", "shared", "data", "kodak"))
+  parser.add_argument("--images", default=KODAK)
   parser.add_argument("--limit", type=int, default=None)
   parser.add_argument("--quality", type=int, default=75)
   parser.add_argument("--repeats", type=int, default=5)
@@ -56,13 +42,9 @@ def main() -> None:
   import jax
   import djpeg
   from djpeg import encoder
-  from djpeg.exact import trellis as trellis_lib
   from rd import mozjpeg, pillow
 
-  names = sorted(n for n in os.listdir(args.images) if n.lower().endswith(".png"))[:args.limit]
-  if not names:
-    sys.exit(f"no PNG images in {args.images}")
-  images = [np.asarray(Image.open(os.path.join(args.images, n)).convert("RGB")) for n in names]
+  images = [load_rgb(p) for p in png_paths(args.images, args.limit)]
   q = args.quality
 
   start = time.perf_counter()
@@ -88,16 +70,16 @@ def main() -> None:
     pixels += x.shape[0] * x.shape[1]
     for name, fn in rows.items():
       sizes[name] += len(fn(x))
-      totals[name] += _median_time(lambda: fn(x), r)
+      totals[name] += median_time(lambda: fn(x), r)
     # Where the time goes, for the baseline trellis export.
     tables = np.asarray(djpeg.resolve_tables(q, None, (), 3))
-    problem = encoder._Problem(x.astype(np.float32) / 255, "4:2:0", None, x)
-    parts["transform"] += _median_time(
-        lambda: encoder._Problem(x.astype(np.float32) / 255, "4:2:0", None, x), r)
+    problem = encoder.TrellisImage(x.astype(np.float32) / 255, "4:2:0", None, x)
+    parts["transform"] += median_time(
+        lambda: encoder.TrellisImage(x.astype(np.float32) / 255, "4:2:0", None, x), r)
     chosen = problem.trellis(tables, None, 2)
-    parts["trellis"] += _median_time(lambda: problem.trellis(tables, None, 2), r)
-    c = encoder._coefficients(problem, tables, chosen)
-    parts["entropy"] += _median_time(lambda: djpeg.dumps(c), r)
+    parts["trellis"] += median_time(lambda: problem.trellis(tables, None, 2), r)
+    c = problem.coefficients(tables, chosen)
+    parts["entropy"] += median_time(lambda: djpeg.dumps(c), r)
 
   mp = pixels / 1e6
   print(f"{len(images)} images from {args.images}, {mp:.2f} MP in all, quality {q}, 4:2:0; "
@@ -110,9 +92,9 @@ def main() -> None:
     print(f"| {name} | {mp / totals[name]:.2f} | {1e3 * totals[name] / len(images):.0f} | "
           f"{sizes[name]} |")
   total = sum(parts.values())
-  print(f"\ndjpeg trellis, baseline, per image: " + " + ".join(
+  print("\ndjpeg trellis, baseline, per image: " + " + ".join(
       f"{k} {1e3 * v / len(images):.0f} ms ({100 * v / total:.0f}%)" for k, v in parts.items()))
-  print(f"djpeg trellis vs mozjpeg speed: "
+  print("djpeg trellis vs mozjpeg speed: "
         f"{totals['mozjpeg 4.0.3 (trellis, progressive)'] / totals['djpeg trellis']:.2f}x "
         f"(baseline), {totals['mozjpeg 4.0.3 (trellis, progressive)'] / totals['djpeg trellis progressive']:.2f}x (progressive)")
 

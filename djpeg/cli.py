@@ -1,11 +1,13 @@
-"""The `djpeg` command line.
+"""The `djpeg-cli` command line (also `python -m djpeg`).
 
-  djpeg demo                       the bundled samples: per-image optimized tables against
-                                   libjpeg-turbo at the same quality, and the differentiable
-                                   codec's agreement with libjpeg-turbo and its gradients
-  djpeg encode IN OUT [options]    an image file to a JPEG file (see `djpeg encode --help`):
-                                   --quality, or --optimize-tables with --bpp/--psnr/--lmbda;
-                                   --trellis; --saliency auto|ms-ssim|MASK.png; --progressive
+  djpeg-cli demo                     the bundled samples: per-image optimized tables against
+                                     libjpeg-turbo at the same quality, and the differentiable
+                                     codec's agreement with libjpeg-turbo and its gradients
+  djpeg-cli encode IN OUT [options]  an image file to a JPEG file (`djpeg-cli encode --help`):
+                                     --quality, or --optimize-tables with --bpp/--psnr/--lmbda;
+                                     --trellis; --saliency auto|ms-ssim|MASK.png; --progressive
+
+The command is not called `djpeg`: that name belongs to libjpeg-turbo's decoder.
 """
 
 from __future__ import annotations
@@ -15,8 +17,20 @@ import io
 import sys
 import time
 import warnings
+from importlib.metadata import entry_points
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from PIL import Image
+
+import djpeg
+from djpeg import samples
+from djpeg.encoder import compress
+from djpeg.images import load_image
+from djpeg.tables import DEFAULT_QUALITY
+
+PROG = "djpeg-cli"
 
 
 def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
@@ -27,25 +41,17 @@ def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
 
 def _pillow_jpeg(pixels: np.ndarray, **options) -> bytes:
   """libjpeg-turbo's file for uint8 `(H, W, C)` pixels, through Pillow."""
-  from PIL import Image
   buf = io.BytesIO()
   Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(buf, "JPEG", **options)
   return buf.getvalue()
 
 
 def _decode_file(data: bytes, channels: int) -> np.ndarray:
-  from PIL import Image
   pixels = np.asarray(Image.open(io.BytesIO(data)).convert("RGB" if channels == 3 else "L"))
   return pixels.reshape(pixels.shape[:2] + (channels,))
 
 
 def demo(args: argparse.Namespace) -> int:
-  import jax
-  import jax.numpy as jnp
-
-  import djpeg
-  from djpeg import samples
-
   qualities = [int(q) for q in args.qualities.split(",")]
   print(f"djpeg {djpeg.__version__} on {jax.default_backend()}.\n")
   print("1. Smaller files at the same quality: per image, djpeg.optimize_tables aims at the PSNR "
@@ -101,34 +107,17 @@ def demo(args: argparse.Namespace) -> int:
   return 0
 
 
-def _load_image(path: str) -> np.ndarray:
-  from PIL import Image, UnidentifiedImageError
-  try:
-    with Image.open(path) as image:
-      image.load()
-      mode = "L" if image.mode in ("L", "LA", "I", "I;16", "1") else "RGB"
-      pixels = np.asarray(image.convert(mode))
-  except FileNotFoundError:
-    raise SystemExit(f"djpeg: no such file: {path}")
-  except (UnidentifiedImageError, OSError) as e:
-    raise SystemExit(f"djpeg: cannot read {path} as an image: {e}")
-  return pixels[..., None] if pixels.ndim == 2 else pixels
-
-
 def _table_predictor():
   """The 'learned' table predictor registered by an installed package (entry point group
-  `djpeg.table_predictors`; this distribution's `models` package provides QTableNet's)."""
-  from importlib.metadata import entry_points
+  `djpeg.table_predictors`; this distribution's `djpeg.models` provides QTableNet's)."""
   found = entry_points(group="djpeg.table_predictors", name="learned")
   if not found:
-    raise SystemExit("djpeg: --learned needs a table predictor; install the full package "
-                     "(pip install -e .) so that models.qtable_net is registered.")
+    raise SystemExit(f"{PROG}: --learned needs a table predictor; install the full package "
+                     "(pip install .) so that djpeg.models.qtable_net is registered.")
   return next(iter(found)).load()
 
 
 def encode_command(args: argparse.Namespace) -> int:
-  import djpeg
-
   targets = {k: v for k, v in (("bpp", args.bpp), ("psnr", args.psnr), ("lmbda", args.lmbda))
              if v is not None}
   trellis = args.trellis or args.saliency is not None
@@ -136,16 +125,19 @@ def encode_command(args: argparse.Namespace) -> int:
                            ("--tables", args.tables is not None), ("--quality", args.quality is not None))
            if on]
   if len(modes) > 1:
-    raise SystemExit(f"djpeg: {' and '.join(modes)} exclude each other.")
+    raise SystemExit(f"{PROG}: {' and '.join(modes)} exclude each other.")
   if (args.optimize_tables or args.learned) and len(targets) != 1:
-    raise SystemExit(f"djpeg: {modes[0]} needs exactly one of --bpp, --psnr, --lmbda.")
+    raise SystemExit(f"{PROG}: {modes[0]} needs exactly one of --bpp, --psnr, --lmbda.")
   if targets and not (args.optimize_tables or args.learned) and not (
       trellis and set(targets) == {"lmbda"}):
-    raise SystemExit("djpeg: --bpp, --psnr and --lmbda go with --optimize-tables or --learned "
+    raise SystemExit(f"{PROG}: --bpp, --psnr and --lmbda go with --optimize-tables or --learned "
                      "(--lmbda also with --trellis, as the trellis lambda).")
   if (args.level is None) != (args.tables is None):
-    raise SystemExit("djpeg: --tables FILE and --level K go together.")
-  pixels = _load_image(args.input)
+    raise SystemExit(f"{PROG}: --tables FILE and --level K go together.")
+  try:
+    pixels = load_image(args.input, matte=args.matte)
+  except ValueError as e:
+    raise SystemExit(f"{PROG}: {e}")
   height, width, channels = pixels.shape
   say = (lambda m: None) if args.quiet else (lambda m: print(m, flush=True))
   say(f"{args.input}: {width}x{height}, {'RGB' if channels == 3 else 'gray'}")
@@ -161,7 +153,7 @@ def encode_command(args: argparse.Namespace) -> int:
         family = djpeg.tables.load_table_family(args.tables)
         levels = len(family["tables"])
         if not 1 <= args.level <= levels:
-          raise SystemExit(f"djpeg: --level must be 1..{levels} for {args.tables}; got "
+          raise SystemExit(f"{PROG}: --level must be 1..{levels} for {args.tables}; got "
                            f"{args.level}.")
         tables = np.asarray(family["tables"][args.level - 1])
         tables = tables[:channels] if channels == 1 else tables
@@ -169,18 +161,17 @@ def encode_command(args: argparse.Namespace) -> int:
             f"{family['lambdas'][args.level - 1]:.3g})")
       elif args.learned:
         if channels != 3:
-          raise SystemExit("djpeg: --learned tables are for colour images.")
+          raise SystemExit(f"{PROG}: --learned tables are for colour images.")
         tables = _table_predictor()(pixels.astype(np.float32) / 255,
                                     subsampling=args.subsampling, **targets)
         say(f"  tables: predicted by the learned network for {targets}")
       if trellis:
-        from djpeg.encoder import compress
         if args.optimize_tables:
           settings = dict(targets)
         elif tables is not None:
           settings = dict(tables=tables)
         else:
-          settings = dict(quality=75 if args.quality is None else args.quality,
+          settings = dict(quality=DEFAULT_QUALITY if args.quality is None else args.quality,
                           lmbda=targets.get("lmbda"))
         result = compress(pixels, subsampling=args.subsampling, steps=args.steps,
                           saliency=args.saliency, background=args.background,
@@ -197,14 +188,14 @@ def encode_command(args: argparse.Namespace) -> int:
         coefficients = djpeg.encode(image, tables=result.tables, subsampling=args.subsampling)
         djpeg.save(args.output, coefficients, **options)
       else:
-        quality = 75 if args.quality is None else args.quality
+        quality = DEFAULT_QUALITY if args.quality is None else args.quality
         djpeg.save(args.output, pixels, quality=quality, subsampling=args.subsampling, **options)
     for w in caught:
-      print(f"djpeg: warning: {w.message}", file=sys.stderr)
+      print(f"{PROG}: warning: {w.message}", file=sys.stderr)
   except ValueError as e:
-    raise SystemExit(f"djpeg: {e}")
+    raise SystemExit(f"{PROG}: {e}")
   except NotImplementedError as e:
-    raise SystemExit(f"djpeg: {e}")
+    raise SystemExit(f"{PROG}: {e}")
   with open(args.output, "rb") as f:
     data = f.read()
   decoded = _decode_file(data, channels)
@@ -220,7 +211,7 @@ def encode_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog="djpeg", description="Differentiable JPEG in JAX.")
+  parser = argparse.ArgumentParser(prog=PROG, description="Differentiable JPEG in JAX.")
   sub = parser.add_subparsers(dest="command", required=True)
   p = sub.add_parser("demo", help="the bundled samples: optimized tables vs libjpeg-turbo, and "
                                   "the differentiable codec's fidelity and gradients")
@@ -230,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
   p = sub.add_parser("encode", help="encode an image file (PNG, TIFF, ...) as JPEG")
   p.add_argument("input")
   p.add_argument("output")
-  p.add_argument("--quality", type=int, help="IJG quality 1..100 with the Annex K tables (default 75)")
+  p.add_argument("--quality", type=int,
+                 help=f"IJG quality 1..100 with the Annex K tables (default {DEFAULT_QUALITY})")
   p.add_argument("--subsampling", default="4:2:0", choices=["4:4:4", "4:2:2", "4:2:0"])
   p.add_argument("--progressive", action="store_true",
                  help="progressive JPEG (SOF2) with libjpeg's scan script")
@@ -261,6 +253,9 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--background", type=float, default=None,
                  help="with --saliency: weight of unimportant pixels' errors relative to "
                       "important ones (default 0.1 for a mask, 0.001 for 'auto' and 'ms-ssim')")
+  p.add_argument("--matte", metavar="white|black",
+                 help="composite transparent images onto this colour (a JPEG has no alpha; "
+                      "without it, a transparent input is refused)")
   p.add_argument("--quiet", action="store_true")
   p.set_defaults(func=encode_command)
   args = parser.parse_args(argv)

@@ -25,16 +25,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from djpeg import _checks, sampling
+from djpeg import checks, sampling
 from djpeg.blocks import blockify, unblockify
 from djpeg.coefficients import Coefficients
 from djpeg.color import image_to_ycbcr_planes, ycbcr_planes_to_image
 from djpeg.dct import fdct, fdct_islow, idct, idct_islow
 from djpeg.quantization import dequantize, quantize
 from djpeg.rounding import ROUNDINGS, clip_ste, round_ste
-from djpeg.tables import ANNEX_K, quality_scale, round_tables, scale_tables
-
-DEFAULT_QUALITY = 75
+from djpeg.tables import ANNEX_K, DEFAULT_QUALITY, quality_scale, round_tables, scale_tables
 
 
 def _component_tables(tables: jax.Array, num_components: int) -> jax.Array:
@@ -53,7 +51,7 @@ def _component_tables(tables: jax.Array, num_components: int) -> jax.Array:
 def resolve_tables(quality, tables, batch_shape: tuple[int, ...], num_components: int) -> jax.Array:
   """The per-image, per-component steps `encode` will use: `batch_shape + (C, 8, 8)`.
 
-  * neither given: quality 75 on the Annex K tables (libjpeg's default);
+  * neither given: `DEFAULT_QUALITY` (75) on the Annex K tables (libjpeg's default);
   * `quality` only: the Annex K tables scaled by IJG's rule (`djpeg.quality_tables`);
   * `tables` only: those tables, rounded to integers (straight-through);
   * both: `tables` are base tables scaled by `quality`, as libjpeg scales custom tables.
@@ -73,7 +71,7 @@ def _table_arguments(quality, tables, batch_shape: tuple[int, ...]):
   tables to scale or round; numpy stays numpy, so a jitted consumer transfers both at once.
   """
   if quality is not None:
-    _checks.concrete_range("quality", quality, 1, 100)
+    checks.concrete_range("quality", quality, 1, 100)
     q_shape = np.shape(quality)
     if q_shape not in ((), batch_shape):
       raise ValueError(f"quality must be a scalar or have one value per image, shape {batch_shape}; "
@@ -91,7 +89,7 @@ def _table_arguments(quality, tables, batch_shape: tuple[int, ...]):
           f"tables must have shape (8, 8), (k, 8, 8) or {batch_shape + ('k', 8, 8)} with k = 1, 2 "
           f"or 3 (all components; luma and chroma; Y, Cb and Cr); got shape {t_shape}.")
     hi = 32767 if quality is not None else 255
-    _checks.concrete_range("tables", tables, 1, hi, what="entries")
+    checks.concrete_range("tables", tables, 1, hi, what="entries")
     base = tables
   if quality is None and tables is None:
     quality = DEFAULT_QUALITY
@@ -178,7 +176,7 @@ def _deadzone_arg(deadzone, batch_shape, height, width, factors):
       raise ValueError(
           f"deadzone of component {c} must have shape {batch_shape + (rows, cols)} (per block) or "
           f"{batch_shape + (rows, cols, 8, 8)} (per coefficient), batch axes optional; got {shape}.")
-    _checks.concrete_range(f"deadzone of component {c}", zone, 0.0, np.inf)
+    checks.concrete_range(f"deadzone of component {c}", zone, 0.0, np.inf)
     zone = jnp.broadcast_to(zone, batch_shape + zone.shape[-4:])
     out.append(zone.reshape((-1,) + zone.shape[len(batch_shape):]))
   return tuple(out)
@@ -196,12 +194,31 @@ def transform(images, *, subsampling: str = "4:2:0", faithful: bool = True) -> t
     One array per component (Y, Cb, Cr or gray), `(..., rows, cols, 8, 8)` DCT coefficients in
     orthonormal units (multiples of 1/8 in faithful mode, libjpeg's integer DCT output / 8).
   """
-  shape = _checks.check_images(images)
-  _checks.check_choice("subsampling", subsampling, sampling.SUBSAMPLINGS)
+  shape = checks.check_images(images)
+  checks.check_choice("subsampling", subsampling, sampling.SUBSAMPLINGS)
   batch_shape, (height, width, channels) = shape[:-3], shape[-3:]
   factors = sampling.factors_for(subsampling, channels)
   flat = jnp.asarray(images, jnp.float32).reshape((-1, height, width, channels))
   out = _transform(flat, factors=factors, faithful=faithful)
+  return tuple(c.reshape(batch_shape + c.shape[1:]) for c in out)
+
+
+def _pixel_geometry(pixels, subsampling: str):
+  """Checks 8-bit pixels `(H, W, C)` / `(B, H, W, C)`; returns (batch shape, H, W, C, factors)."""
+  shape = np.shape(pixels)
+  if len(shape) not in (3, 4) or shape[-1] not in (1, 3) or min(shape[-3:-1]) < 1:
+    raise ValueError(f"pixels must be (H, W, C) or (B, H, W, C) with C = 1 or 3; got {shape}.")
+  checks.check_choice("subsampling", subsampling, sampling.SUBSAMPLINGS)
+  batch_shape, (height, width, channels) = shape[:-3], shape[-3:]
+  return batch_shape, height, width, channels, sampling.factors_for(subsampling, channels)
+
+
+def transform_pixels(pixels: np.ndarray, *, subsampling: str = "4:2:0") -> tuple[jax.Array, ...]:
+  """`transform` for 8-bit pixels `(H, W, C)` or `(B, H, W, C)` uint8, as the exporter needs it:
+  the same coefficients as `transform(pixels / 255)`, with a quarter of the bytes to move."""
+  batch_shape, height, width, channels, factors = _pixel_geometry(pixels, subsampling)
+  flat = jnp.asarray(np.asarray(pixels, np.uint8)).reshape((-1, height, width, channels))
+  out = _transform(flat, factors=factors, faithful=True)
   return tuple(c.reshape(batch_shape + c.shape[1:]) for c in out)
 
 
@@ -214,12 +231,7 @@ def encode_pixels(pixels: np.ndarray, *, quality=None, tables=None,
   dispatch of separate steps costs as much as the arithmetic. The components come back as int16
   (what a file stores; 8-bit samples give |values| <= 1024), so the writer needs no conversion.
   """
-  shape = np.shape(pixels)
-  if len(shape) not in (3, 4) or shape[-1] not in (1, 3) or min(shape[-3:-1]) < 1:
-    raise ValueError(f"pixels must be (H, W, C) or (B, H, W, C) with C = 1 or 3; got {shape}.")
-  _checks.check_choice("subsampling", subsampling, sampling.SUBSAMPLINGS)
-  batch_shape, (height, width, channels) = shape[:-3], shape[-3:]
-  factors = sampling.factors_for(subsampling, channels)
+  batch_shape, height, width, _, factors = _pixel_geometry(pixels, subsampling)
   quality, base = _table_arguments(quality, tables, batch_shape)
   components, steps = _encode_pixels(np.asarray(pixels, np.uint8), quality, base,
                                      batch_shape=batch_shape, factors=factors)
@@ -244,7 +256,7 @@ def encode(images, *, quality=None, tables=None, subsampling: str = "4:2:0", rou
   Args:
     images: `(H, W, C)` or `(B, H, W, C)` float in [0, 1]; C = 3 (RGB) or 1 (gray).
     quality: IJG quality in [1, 100], a scalar or one per image (`(B,)`). Differentiable.
-      Default 75 when `tables` is not given either.
+      Default `djpeg.tables.DEFAULT_QUALITY` (75) when `tables` is not given either.
     tables: quantization tables in natural order, `(8, 8)`, `(k, 8, 8)` or `(B, k, 8, 8)` with
       k = 1 (all components), 2 (luma, chroma) or 3 (Y, Cb, Cr); entries in 1..255, rounded to
       integers in the forward pass. Differentiable. With `quality` too, they are base tables
@@ -267,9 +279,9 @@ def encode(images, *, quality=None, tables=None, subsampling: str = "4:2:0", rou
     ValueError: bad shapes, dtypes or option names, or (when concrete) NaN/inf images, quality
       outside [1, 100], tables outside 1..255, or negative or NaN dead-zone offsets.
   """
-  shape = _checks.check_images(images)
-  _checks.check_choice("rounding", rounding, ROUNDINGS)
-  _checks.check_choice("subsampling", subsampling, sampling.SUBSAMPLINGS)
+  shape = checks.check_images(images)
+  checks.check_choice("rounding", rounding, ROUNDINGS)
+  checks.check_choice("subsampling", subsampling, sampling.SUBSAMPLINGS)
   if rounding == "noise" and key is None:
     raise ValueError('rounding="noise" needs a PRNG key: pass key=jax.random.key(seed).')
   batch_shape, (height, width, channels) = shape[:-3], shape[-3:]

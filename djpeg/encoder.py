@@ -25,17 +25,14 @@ import dataclasses
 import math
 import warnings
 
-import jax.numpy as jnp
 import numpy as np
 
-from djpeg import _checks, codec, roi, sampling
+from djpeg import checks, codec, roi, sampling
 from djpeg.coefficients import Coefficients
-from djpeg.exact import trellis as trellis_lib
-from djpeg.optimize import _distortion_weights, optimize_tables
-from djpeg.rate import STUFFING
-
-#: Default quality when neither tables nor a target are given (libjpeg's default).
-DEFAULT_QUALITY = 75
+from djpeg.distortion import decoded_mse, rgb_mse_weights
+from djpeg.exact import sizes, trellis as trellis_lib, write_coefficients
+from djpeg.optimize import optimize_tables
+from djpeg.tables import DEFAULT_QUALITY
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,40 +69,43 @@ def _as_image(image) -> tuple[np.ndarray, np.ndarray | None]:
     if a.ndim != 3 or a.shape[-1] not in (1, 3) or min(a.shape[:2]) < 1:
       raise ValueError(f"compress takes one image (H, W, C) with C = 1 or 3; got shape {a.shape}.")
     return a.astype(np.float32) / 255, a
-  shape = _checks.check_images(a)
+  shape = checks.check_images(a)
   if len(shape) != 3:
     raise ValueError(f"compress takes one image (H, W, C); got shape {shape}.")
   return a.astype(np.float32), None
 
 
-def _header_bytes(tables: np.ndarray) -> int:
-  """Bytes of a baseline file besides the entropy-coded data and the DHT segments."""
-  num = len(tables)
-  distinct = len({t.tobytes() for t in np.asarray(tables, np.int64)})
-  return 2 + 18 + 69 * distinct + (10 + 3 * num) + (8 + 2 * num) + 2
-
-
 def _file_bytes(result: trellis_lib.TrellisResult, tables) -> float:
-  """Baseline file size for a trellis result: exact bits plus headers and mean stuffing."""
-  return _header_bytes(tables) + result.bits / 8 * (1 + STUFFING) + 0.5
+  """Baseline file size for a trellis result (`djpeg.exact.sizes`): frame, SOS, and the
+  trellis's exact bits (entropy-coded data and DHT segments) with mean stuffing."""
+  num = len(tables)
+  return sizes.baseline_file_bytes(result.bits, num_components=num,
+                                   distinct_tables=sizes.distinct_tables(tables))
 
 
-class _Problem:
-  """One image prepared for the trellis: DCT, frequency weights, block weights."""
+class TrellisImage:
+  """One image prepared for the trellis: its DCT, frequency weights and block weights.
 
-  def __init__(self, image, subsampling, weights_map, pixels=None):
+  Args:
+    image: `(H, W, C)` float32 in [0, 1].
+    subsampling: "4:2:0", "4:2:2" or "4:4:4" (ignored for gray).
+    weights_map: optional `(H, W)` per-pixel importance (`djpeg.roi.pixel_weights`).
+    pixels: the same image as uint8, when the caller has it (the 8-bit path moves less data).
+  """
+
+  def __init__(self, image, subsampling, weights_map=None, pixels=None):
     height, width, channels = image.shape
     self.height, self.width = height, width
     self.num_pixels = height * width
     self.factors = sampling.factors_for(subsampling, channels)
-    if pixels is not None:   # the file writer's 8-bit path: the same DCT, less to move
-      dct = codec._transform(jnp.asarray(pixels)[None], factors=self.factors, faithful=True)
-      self.dct = [np.asarray(d[0]) for d in dct]
+    if pixels is not None:
+      dct = codec.transform_pixels(pixels, subsampling=subsampling)
     else:
-      self.dct = [np.asarray(d) for d in codec.transform(image, subsampling=subsampling)]
+      dct = codec.transform(image, subsampling=subsampling)
+    self.dct = [np.asarray(d) for d in dct]
     # Per-pixel MSE weights times the pixel count: distortion per image, like bits per image.
     self.weights = [np.asarray(w, np.float64) * self.num_pixels
-                    for w in _distortion_weights(self.factors, self.num_pixels)]
+                    for w in rgb_mse_weights(self.factors, self.num_pixels)]
     self.blocks = None if weights_map is None else [
         np.asarray(b, np.float64) for b in roi.block_means(weights_map, height, width, self.factors)]
 
@@ -119,6 +119,11 @@ class _Problem:
     return trellis_lib.trellis_quantize(self.dct, tables, self.factors, self.height, self.width,
                                         lmbda=lmbda, weights=self.weights,
                                         importance=self.blocks, rounds=rounds)
+
+  def coefficients(self, tables, chosen: trellis_lib.TrellisResult) -> Coefficients:
+    """The `Coefficients` of a trellis result with these `tables`."""
+    return Coefficients(tuple(chosen.components), np.asarray(tables, np.float32), self.height,
+                        self.width, self.factors)
 
 
 def _scaled(tables, s):
@@ -243,7 +248,7 @@ def compress(image, *, quality=None, tables=None, bpp: float | None = None,
     raise ValueError("a saliency map acts through the trellis (the only per-block control of a "
                      "standard JPEG): it needs trellis=True.")
   weights_map = None if sal is None else roi.pixel_weights(sal, background)
-  problem = _Problem(image, subsampling, weights_map, pixels)
+  problem = TrellisImage(image, subsampling, weights_map, pixels)
   optimize = bool(targets) or (lmbda is not None and quality is None and tables is None)
 
   if optimize:
@@ -266,27 +271,14 @@ def compress(image, *, quality=None, tables=None, bpp: float | None = None,
   if kind in ("bpp", "psnr"):
     lmbda0 = problem.slope(base)
     say(f"trellis: lambda {lmbda0:.4g} (the tables' slope); meeting the {kind} target")
-    tables_out, chosen, lmbda_out = _meet_target(image, problem, base, lmbda0, kind, target,
-                                                 rounds, weights_map, say)
+    tables_out, chosen, lmbda_out = _scale_with_trellis(image, problem, base, lmbda0, kind,
+                                                        target, rounds, weights_map, say)
     return _finish(image, problem, tables_out, chosen, lmbda_out, sal, weights_map, measure)
 
   chosen = problem.trellis(base, lmbda, rounds)      # lmbda None: the tables' own slope
   say(f"trellis: lambda {chosen.lmbda:.4g}, {chosen.bits / 8:.0f} bytes of data "
       f"({chosen.rounding_bits / 8:.0f} rounded)")
   return _finish(image, problem, base, chosen, chosen.lmbda, sal, weights_map, measure)
-
-
-def _weighted_mse(image, coefficients, weights_map) -> float:
-  decoded = np.asarray(codec.decode(coefficients), np.float64)
-  error = (np.round(decoded * 255) - np.round(image.astype(np.float64) * 255)) ** 2
-  if weights_map is None:
-    return float(error.mean())
-  return float((error * weights_map[..., None]).mean())
-
-
-def _coefficients(problem, tables, chosen) -> Coefficients:
-  return Coefficients(tuple(chosen.components), np.asarray(tables, np.float32), problem.height,
-                      problem.width, problem.factors)
 
 
 def _golden(f, lo, hi, evaluations=7):
@@ -344,8 +336,13 @@ class _Family:
     return self.run(self.kappa * t, self.lmbda0 / t ** 2)
 
 
-def _meet_target(image, problem, base, lmbda0, kind, target, rounds, weights_map, say):
-  """Scales the tables, trellis in the loop, until the real file meets a bpp or PSNR target."""
+def _scale_with_trellis(image, problem, base, lmbda0, kind, target, rounds, weights_map, say):
+  """Scales the tables, trellis in the loop, until the real file meets a bpp or PSNR target.
+
+  Unlike `djpeg.optimize`'s scale search (a grid priced by the model in one compiled call),
+  every point here runs the trellis, so it brackets the target and bisects (`_search`), then
+  checks the pick on the real file and corrects the model's offset if it missed.
+  """
   n = problem.num_pixels
   family = _Family(problem, base, lmbda0, rounds)
   kappa = family.fit_kappa()
@@ -357,7 +354,7 @@ def _meet_target(image, problem, base, lmbda0, kind, target, rounds, weights_map
     rounded = trellis_lib.trellis_quantize(problem.dct, base, problem.factors, problem.height,
                                            problem.width, lmbda=0.0, weights=problem.weights,
                                            importance=problem.blocks, rounds=0)
-    offset = _weighted_mse(image, _coefficients(problem, base, rounded), weights_map) \
+    offset = decoded_mse(image, problem.coefficients(base, rounded), weights_map) \
         - rounded.distortion / n
   else:
     goal = float(target)
@@ -369,18 +366,17 @@ def _meet_target(image, problem, base, lmbda0, kind, target, rounds, weights_map
       return 8 * _file_bytes(chosen, tables) / n, chosen.distortion / n + offset
     t, met = _search(evaluate, kind, goal)
     tables, chosen = family.at(t)
-    coefficients = _coefficients(problem, tables, chosen)
+    coefficients = problem.coefficients(tables, chosen)
     # Check on the real file / the decoded image, and correct the model if it missed.
     if kind == "bpp":
-      from djpeg.exact import dumps
-      real = 8 * len(dumps(coefficients)) / n
+      real = 8 * len(write_coefficients(coefficients)[0]) / n
       model = evaluate(t)[0]
       say(f"  scale {kappa * t:.3f}: {real:.4f} bpp (model {model:.4f}), target {goal:.4f}")
       if real <= goal or not met:
         break
       goal -= (real - model) + 1e-4
     else:
-      real = _weighted_mse(image, coefficients, weights_map)
+      real = decoded_mse(image, coefficients, weights_map)
       model = evaluate(t)[1]
       say(f"  scale {kappa * t:.3f}: MSE {real:.3f} (model {model:.3f}), target {goal:.3f}")
       if real <= goal or not met:
@@ -393,11 +389,11 @@ def _meet_target(image, problem, base, lmbda0, kind, target, rounds, weights_map
 
 
 def _finish(image, problem, tables, chosen, lmbda, sal, weights_map, measure) -> Compressed:
-  coefficients = _coefficients(problem, tables, chosen)
-  mse = _weighted_mse(image, coefficients, None) if measure else None
+  coefficients = problem.coefficients(tables, chosen)
+  mse = decoded_mse(image, coefficients) if measure else None
   weighted = None
   if weights_map is not None and measure:
-    weighted = 10 * math.log10(255.0 ** 2 / max(_weighted_mse(image, coefficients, weights_map),
+    weighted = 10 * math.log10(255.0 ** 2 / max(decoded_mse(image, coefficients, weights_map),
                                                  1e-12))
   return Compressed(
       coefficients=coefficients, tables=np.asarray(tables, np.int32), lmbda=lmbda,

@@ -30,15 +30,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from djpeg import _checks, metrics, rate, sampling
+from djpeg import checks, metrics, rate, roi, sampling
 from djpeg.codec import decode, encode, transform
-from djpeg.dct import idct
-from djpeg.quantization import quantize
-from djpeg.tables import ANNEX_K, quality_tables, round_tables
+from djpeg.distortion import decoded_mse, rate_distortion, rgb_mse_weights
+from djpeg.tables import ANNEX_K, quality_tables
 
 DISTORTIONS = ("mse", "ms-ssim")
-# ||column of the YCbCr -> RGB matrix||^2 / 3: how much of a Y, Cb or Cr error reaches RGB MSE.
-_RGB_WEIGHTS = np.array([1.0, (0.344136286 ** 2 + 1.772 ** 2) / 3, (1.402 ** 2 + 0.714136286 ** 2) / 3])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,84 +62,17 @@ class TableOptimization:
   history: np.ndarray
 
 
-def _upsampling_gain() -> np.ndarray:
-  """Energy of each chroma DCT basis function after libjpeg's 2x2 triangle upsampling."""
-  from djpeg.sampling import upsample
-  basis = np.zeros((64, 8, 8), np.float32)
-  basis[np.arange(64), np.arange(64) // 8, np.arange(64) % 8] = 1.0
-  with jax.ensure_compile_time_eval():   # a constant, even when first needed inside a trace
-    plane = jnp.zeros((64, 24, 24)).at[:, 8:16, 8:16].set(idct(jnp.asarray(basis)))
-    up = upsample(plane, 2, 2, exact=False)
-    return np.asarray(jnp.sum(up ** 2, axis=(-2, -1))).reshape(8, 8)
-
-
-@functools.lru_cache(maxsize=None)
-def _distortion_weights(factors, num_pixels: int) -> tuple[np.ndarray, ...]:
-  """Per component `(8, 8)` weights turning squared coefficient errors into RGB MSE per pixel."""
-  gain_2x2 = _upsampling_gain()
-  weights = []
-  for c in range(len(factors)):
-    rh, rv = sampling.ratios(factors, c)
-    gain = gain_2x2 if (rh, rv) == (2, 2) else np.full((8, 8), rh * rv, np.float32)
-    channel = _RGB_WEIGHTS[c] if len(factors) == 3 else 1.0
-    weights.append((channel * gain / num_pixels).astype(np.float32))
-  return tuple(weights)
-
-
-def _quantized(dct, tables):
-  steps = round_tables(tables)
-  return tuple(quantize(d, steps[c]) for c, d in enumerate(dct)), steps
-
-
-def rate_distortion(dct, tables, *, sampling, height: int, width: int, code: str = "huffman",
-                    headers: bool = True):
-  """File size and RGB MSE of one image quantized by `tables`, from its DCT coefficients.
-
-  The fast model `optimize_tables` descends on, for reuse by training code: no decode.
-
-  Args:
-    dct: per component `(rows, cols, 8, 8)` coefficients from `djpeg.transform` (one image).
-    tables: `(C, 8, 8)` real-valued steps (rounded and clipped to 1..255 straight-through).
-    sampling: the components' sampling factors (`djpeg.sampling.factors_for`).
-    height, width: image size in pixels.
-    code: "huffman" (exact file bits) or "entropy" (ideal code lengths; cheaper, for gradients).
-    headers: count the file's headers (exact; they jump when, e.g., two tables become distinct,
-      and they dominate small crops). Training on crops should leave them out.
-  Returns:
-    (bits per pixel of the file, or of its entropy-coded data without `headers`; RGB MSE on the
-    8-bit scale, up to a per-image constant offset for chroma subsampling and rounding), both
-    differentiable with respect to `tables`.
-  """
-  weights = _distortion_weights(tuple(map(tuple, sampling)), height * width)
-  return _model(tuple(dct), tables, weights, tuple(map(tuple, sampling)), height * width, code,
-                headers)
-
-
-def _model(dct, tables, weights, factors, num_pixels, code="huffman", headers=True):
-  """(file bits per pixel, model MSE) of quantizing the coefficients `dct` with `tables`.
-
-  Bits are `djpeg.rate.file_bytes`'s: exact headers, counted symbols, mean stuffing (or the
-  entropy-coded bits alone without `headers`).
-  """
-  q, steps = _quantized(dct, tables)
-  bits, used = rate._image_rate(q, factors, code, with_used=True)
-  if headers:
-    bits = 8 * (rate.header_bytes(steps, used) + bits / 8 * (1 + rate.STUFFING) + 0.5)
-  bpp = bits / num_pixels
-  mse = sum(jnp.sum(w * (d - x * s) ** 2) for w, d, x, s in zip(weights, dct, q, steps))
-  return bpp, mse
-
-
-@functools.partial(jax.jit, static_argnames=("factors", "num_pixels", "kind", "steps"))
-def _descend(log_tables, log_lmbda, target, dct, weights, learning_rate, *, factors, num_pixels, kind,
-             steps):
+@functools.partial(jax.jit, static_argnames=("factors", "height", "width", "kind", "steps"))
+def _descend(log_tables, log_lmbda, target, dct, weights, learning_rate, *, factors, height, width,
+             kind, steps):
   """`steps` Adam steps on log-tables; `kind` "lmbda" keeps lambda, "bpp"/"mse" adapt it."""
   optimizer = optax.adam(learning_rate)
 
   def objective(log_tables, lmbda):
     # Ideal code lengths are cheaper than building Huffman tables every step and give nearly the
     # same slopes; the exact Huffman size is used again to meet the target at the end.
-    bpp, mse = _model(dct, jnp.exp(log_tables), weights, factors, num_pixels, code="entropy")
+    bpp, mse = rate_distortion(dct, jnp.exp(log_tables), sampling=factors, height=height,
+                               width=width, code="entropy", weights=weights)
     return bpp + lmbda * mse, (bpp, mse)
 
   def step(i, carry):
@@ -164,10 +94,11 @@ def _descend(log_tables, log_lmbda, target, dct, weights, learning_rate, *, fact
   return log_tables, log_lmbda, history
 
 
-@functools.partial(jax.jit, static_argnames=("factors", "num_pixels"))
-def _evaluate(tables, dct, weights, *, factors, num_pixels):
+@functools.partial(jax.jit, static_argnames=("factors", "height", "width"))
+def _evaluate(tables, dct, weights, *, factors, height, width):
   """Model (bpp, mse) for each set of tables in `tables` `(n, C, 8, 8)`: `(n,)`, `(n,)`."""
-  return jax.lax.map(lambda t: _model(dct, t, weights, factors, num_pixels), tables)
+  return jax.lax.map(lambda t: rate_distortion(dct, t, sampling=factors, height=height,
+                                               width=width, weights=weights), tables)
 
 
 def _full_codec_descent(image, tables, lmbda, subsampling, steps, learning_rate):
@@ -227,7 +158,7 @@ def optimize_tables(image, *, bpp: float | None = None, psnr: float | None = Non
       is then the nearest reachable one.
   """
   say = progress or (lambda message: None)
-  shape = _checks.check_images(image)
+  shape = checks.check_images(image)
   if len(shape) != 3:
     raise ValueError(f"optimize_tables takes one image (H, W, C); got shape {shape}.")
   targets = {k: v for k, v in (("bpp", bpp), ("psnr", psnr), ("lmbda", lmbda)) if v is not None}
@@ -236,7 +167,7 @@ def optimize_tables(image, *, bpp: float | None = None, psnr: float | None = Non
   (kind, target), = targets.items()
   if not (isinstance(target, (int, float)) and math.isfinite(target) and target > 0):
     raise ValueError(f"{kind} must be a positive finite number; got {target!r}.")
-  _checks.check_choice("distortion", distortion, DISTORTIONS)
+  checks.check_choice("distortion", distortion, DISTORTIONS)
   if steps < 1:
     raise ValueError(f"steps must be at least 1; got {steps}.")
   image = jnp.asarray(image, jnp.float32)
@@ -244,11 +175,10 @@ def optimize_tables(image, *, bpp: float | None = None, psnr: float | None = Non
   factors = sampling.factors_for(subsampling, channels)
   num_pixels = height * width
   dct = transform(image, subsampling=subsampling)
-  weights = _distortion_weights(factors, num_pixels)
+  weights = rgb_mse_weights(factors, num_pixels)
   if importance is not None:
     if distortion != "mse":
       raise ValueError('importance weights go with distortion="mse".')
-    from djpeg import roi
     importance = roi.check_importance(importance, height, width)
     weights = tuple(jnp.asarray(w) * b[..., None, None]
                     for w, b in zip(weights, roi.block_means(importance, height, width, factors)))
@@ -261,8 +191,9 @@ def optimize_tables(image, *, bpp: float | None = None, psnr: float | None = Non
   reference = int(np.argmin(np.abs(qualities - 75)))
   first = encode(image, tables=start[reference], subsampling=subsampling)
   bpp_curve, mse_curve = (np.asarray(v) for v in _evaluate(
-      jnp.asarray(start), dct, weights, factors=factors, num_pixels=num_pixels))
-  measured = _mse_offset(first, image, mse_curve[reference], importance)
+      jnp.asarray(start), dct, weights, factors=factors, height=height, width=width))
+  # The DCT-domain model misses chroma subsampling and pixel rounding: calibrate its offset.
+  measured = decoded_mse(image, first, importance) - float(mse_curve[reference])
   if kind == "bpp":
     index = int(np.argmin(np.abs(bpp_curve - target)))
     dual_target = float(target)
@@ -297,19 +228,19 @@ def optimize_tables(image, *, bpp: float | None = None, psnr: float | None = Non
     kind_code = {"bpp": "bpp", "psnr": "mse", "lmbda": "lmbda"}[kind]
     log_tables, log_lmbda, history = _descend(
         jnp.log(jnp.asarray(start[index])), jnp.float32(math.log(lmbda0)), jnp.float32(dual_target),
-        dct, weights, jnp.float32(learning_rate), factors=factors, num_pixels=num_pixels,
+        dct, weights, jnp.float32(learning_rate), factors=factors, height=height, width=width,
         kind=kind_code, steps=steps)
     tables, lmbda_final, history = np.exp(np.asarray(log_tables)), float(np.exp(log_lmbda)), np.asarray(history)
   tables = np.clip(np.floor(tables + 0.5), 1, 255)
   say(f"descent: {steps} steps, model {history[-1, 0]:.3f} bpp, distortion {history[-1, 1]:.4g}")
 
   if kind in ("bpp", "psnr") and distortion == "mse":
-    tables = _meet_target(tables, kind, dual_target, dct, weights, factors, num_pixels)
+    tables = _scale_to_target(tables, kind, dual_target, dct, weights, factors, height, width)
 
   coefficients = encode(image, tables=tables, subsampling=subsampling)
   decoded = decode(coefficients)
   result = TableOptimization(
-      tables=tables.astype(np.int32), subsampling=subsampling if channels == 3 else "gray",
+      tables=tables.astype(np.int32), subsampling=subsampling,
       bits_per_pixel=8 * float(rate.file_bytes(coefficients)) / num_pixels,
       psnr=float(metrics.psnr(jnp.round(decoded * 255) / 255, image)),
       ms_ssim=float(metrics.ms_ssim(decoded, image)) if min(height, width) >= 11 else float("nan"),
@@ -318,21 +249,7 @@ def optimize_tables(image, *, bpp: float | None = None, psnr: float | None = Non
   return result
 
 
-def _mse_offset(coefficients, image, model_mse, importance=None) -> float:
-  """Decoded RGB MSE minus the model's, for one set of tables (chroma subsampling and rounding).
-
-  With per-pixel `importance` `(H, W)`, the MSE is weighted by it.
-  """
-  decoded = decode(coefficients)
-  error = (jnp.round(decoded * 255) - jnp.round(image * 255)) ** 2
-  if importance is None:
-    real = float(jnp.mean(error))
-  else:
-    real = float(jnp.mean(error * jnp.asarray(importance)[..., None]))
-  return real - float(model_mse)
-
-
-def _meet_target(tables, kind, target, dct, weights, factors, num_pixels):
+def _scale_to_target(tables, kind, target, dct, weights, factors, height, width):
   """Scales the tables uniformly to meet a bpp or MSE target (log-spaced rounds of 13).
 
   Among the scalings that meet the target the best one on the other axis wins. A target beyond
@@ -341,7 +258,8 @@ def _meet_target(tables, kind, target, dct, weights, factors, num_pixels):
   def search(tables, scales):
     candidates = np.clip(np.floor(tables[None] * scales[:, None, None, None] + 0.5), 1, 255)
     bpp, mse = (np.asarray(v) for v in _evaluate(jnp.asarray(candidates, jnp.float32), dct,
-                                                 weights, factors=factors, num_pixels=num_pixels))
+                                                 weights, factors=factors, height=height,
+                                                 width=width))
     reach, other = (bpp, mse) if kind == "bpp" else (mse, bpp)
     ok = reach <= target
     index = int(np.argmin(np.where(ok, other, np.inf))) if ok.any() else int(np.argmin(reach))

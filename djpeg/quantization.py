@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from djpeg.rounding import divide_round_half_away, quantizer, straight_through
+from djpeg.tables import round_tables
 
 #: Width (in steps) over which the dead-zone surrogate smooths each threshold for gradients.
 DEADZONE_TEMPERATURE = 0.25
@@ -92,3 +93,16 @@ def _deadzone(coefficients, steps, rounded, quantized, theta, temperature):
 def dequantize(quantized: jax.Array, steps: jax.Array) -> jax.Array:
   """Quantized values times their steps: the coefficients a decoder reconstructs."""
   return quantized * steps
+
+
+def quantize_with_tables(dct, tables) -> tuple[tuple[jax.Array, ...], jax.Array]:
+  """Quantizes one image's components by real-valued tables, as the encoder would.
+
+  Args:
+    dct: per component `(rows, cols, 8, 8)` coefficients (`djpeg.transform`).
+    tables: `(C, 8, 8)` steps, rounded and clipped to 1..255 straight-through (`round_tables`).
+  Returns:
+    (per component the quantized values, the `(C, 8, 8)` integer-valued steps used).
+  """
+  steps = round_tables(tables)
+  return tuple(quantize(d, steps[c]) for c, d in enumerate(dct)), steps

@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from djpeg.coefficients import Coefficients
+from djpeg.exact import sizes
 from djpeg.huffman import code_lengths
 from djpeg.tables import ZIGZAG
 
@@ -155,7 +156,7 @@ def _group_symbols(components, factors, group):
   return dc_diff, dc_counts, ac_counts, ac_parts
 
 
-def _image_rate(components, factors, code: str, with_used: bool = False):
+def image_rate(components, factors, code: str, with_used: bool = False):
   """Bits of one image's entropy-coded data; components `(rows, cols, 8, 8)` each.
 
   With `with_used`, also the number of distinct Huffman symbols used (what the DHT segments of
@@ -208,9 +209,9 @@ def _batched(comps, *, kind: str, factors, options: tuple):
   """Runs one per-image statistic over a flat batch; compiled once per geometry and options."""
   opts = dict(options)
   if kind == "rate":
-    fn = lambda c: _image_rate(c, factors, opts["code"])
+    fn = lambda c: image_rate(c, factors, opts["code"])
   elif kind == "file":
-    fn = lambda c: _image_rate(c, factors, opts["code"], with_used=True)
+    fn = lambda c: image_rate(c, factors, opts["code"], with_used=True)
   elif kind == "counts":
     fn = lambda c: _image_counts(c, factors)
   elif kind == "nonzeros":
@@ -264,16 +265,12 @@ def rate_log(coefficients: Coefficients, *, bits_per_log2: float = 2.0) -> jax.A
   return _per_image(coefficients, "log", scale=float(bits_per_log2))
 
 
-#: Mean share of stuffed zero bytes (after 0xFF) in the entropy-coded data of the writer's files,
-#: measured on the training images (0.04%..0.55% per file).
-STUFFING = 0.0032
-
-
 def header_bytes(tables: jax.Array, used_symbols: jax.Array) -> jax.Array:
   """Bytes of everything but the entropy-coded data in a baseline file from `djpeg.save`.
 
-  SOI, JFIF APP0, one DQT per distinct table, SOF0, one DHT per Huffman table (17 bytes plus one
-  per used symbol), SOS and EOI, as the writer lays them out.
+  SOI, JFIF APP0, one DQT per distinct table, SOF0, one DHT per Huffman table, SOS and EOI, as
+  the writer lays them out (`djpeg.exact.sizes`); this counts the distinct tables in JAX, so it
+  works under `jit` and on batches.
 
   Args:
     tables: `(..., C, 8, 8)` quantization tables.
@@ -288,8 +285,8 @@ def header_bytes(tables: jax.Array, used_symbols: jax.Array) -> jax.Array:
       new &= jnp.any(tables[..., i, :, :] != tables[..., j, :, :], axis=(-2, -1))
     distinct = distinct + new
   huffman_tables = 4 if num == 3 else 2
-  return (2 + 18 + 69 * distinct + (10 + 3 * num) + 21 * huffman_tables + used_symbols
-          + (8 + 2 * num) + 2)
+  return (sizes.frame_bytes(num, distinct) + sizes.dht_bytes(huffman_tables, used_symbols)
+          + sizes.sos_bytes(num))
 
 
 def file_bytes(coefficients: Coefficients, *, code: str = "huffman") -> jax.Array:
@@ -304,4 +301,4 @@ def file_bytes(coefficients: Coefficients, *, code: str = "huffman") -> jax.Arra
   if code not in CODES:
     raise ValueError(f"unknown code {code!r}; expected one of {', '.join(map(repr, CODES))}.")
   bits, used = _per_image(coefficients, "file", code=code)
-  return header_bytes(coefficients.tables, used) + bits / 8 * (1 + STUFFING) + 0.5
+  return header_bytes(coefficients.tables, used) + sizes.data_bytes(bits)

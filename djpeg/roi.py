@@ -6,7 +6,7 @@ vary across the image is which coefficients each block keeps (see `djpeg.quantiz
 
 * `saliency_map` turns what a user gives into a validated `(H, W)` map in [0, 1]: an array, a
   mask image file, a callable, "auto", the hook where a learned saliency network plugs in
-  (`models.saliency.SaliencyNet`, found through an entry point, or one installed with
+  (`djpeg.models.saliency.SaliencyNet`, found through an entry point, or one installed with
   `register_saliency`), or "ms-ssim", MS-SSIM's own per-block weight of squared error measured
   on the image (`msssim_map`: the map the network learns to predict, at the cost of a JPEG and
   a gradient of MS-SSIM per image);
@@ -25,12 +25,16 @@ from __future__ import annotations
 
 import io
 import os
+from importlib.metadata import entry_points
 from typing import Callable
 
 import jax.numpy as jnp
 import numpy as np
+from PIL import Image
 
-from djpeg import sampling as sampling_lib
+from djpeg import codec, metrics, sampling as sampling_lib
+from djpeg.distortion import rgb_mse_weights
+from djpeg.images import load_image
 
 #: Default weight of the least important pixels relative to the most important (before
 #: normalisation): errors there count a tenth as much.
@@ -60,7 +64,7 @@ def register_saliency(model: Callable | None) -> None:
   the background weight its maps are meant for (`pixel_weights`); `djpeg.encoder.compress`
   uses it unless told otherwise. None removes the model, and "auto" falls back to the one an
   installed package provides (entry point group `djpeg.saliency_models`, name "auto": this
-  distribution's `models.saliency.predict_saliency`, the learned SaliencyNet).
+  distribution's `djpeg.models.saliency.predict_saliency`, the learned SaliencyNet).
   """
   global _saliency_model
   if model is not None and not callable(model):
@@ -76,7 +80,6 @@ def auto_model() -> Callable:
   """
   if _saliency_model is not None:
     return _saliency_model
-  from importlib.metadata import entry_points
   found = entry_points(group="djpeg.saliency_models", name="auto")
   if not found:
     raise NotImplementedError(
@@ -130,7 +133,6 @@ def msssim_block_weights(images, quality, *, faithful: bool = True) -> jnp.ndarr
     `(B, ceil(H / 8), ceil(W / 8))` in (0, 1], largest 1 per image
     (`djpeg.metrics.ms_ssim_sensitivity` of the JPEG's decode).
   """
-  from djpeg import codec, metrics
   decoded = codec.jpeg(images, quality=quality, subsampling="4:2:0", faithful=faithful)
   return metrics.ms_ssim_sensitivity(images, jnp.clip(decoded, 0.0, 1.0))
 
@@ -143,19 +145,15 @@ def pixel_map(block_map, height: int, width: int) -> jnp.ndarray:
 
 
 def _load_mask(path) -> np.ndarray:
-  from PIL import Image, UnidentifiedImageError
+  """A mask file as `(H, W)` in [0, 1]: gray or colour (its luma, as Pillow computes it);
+  transparent pixels count as black (unimportant)."""
   try:
-    with Image.open(path) as mask:
-      mask.load()
-      if mask.mode in ("I", "I;16", "F"):
-        values = np.asarray(mask, np.float64)
-        peak = 65535.0 if mask.mode.startswith("I") else 1.0
-        return values / peak
-      return np.asarray(mask.convert("L"), np.float64) / 255.0
-  except FileNotFoundError:
-    raise ValueError(f"saliency mask {os.fspath(path)!r}: no such file.") from None
-  except (UnidentifiedImageError, OSError) as e:
-    raise ValueError(f"saliency mask {os.fspath(path)!r} cannot be read as an image: {e}") from None
+    pixels = load_image(path, matte="black")
+  except ValueError as e:
+    raise ValueError(f"saliency mask: {e}") from None
+  if pixels.shape[-1] == 3:
+    return np.asarray(Image.fromarray(pixels).convert("L"), np.float64) / 255.0
+  return pixels[..., 0].astype(np.float64) / 255.0
 
 
 def check_map(values, height: int, width: int, what: str = "saliency map") -> np.ndarray:
@@ -298,9 +296,8 @@ def deadzone(weights, tables, *, lmbda, height: int, width: int, subsampling: st
     One `(..., rows, cols, 8, 8)` array per component; the DC entry is 0 (the trellis rounds
     every DC).
   """
-  from djpeg.optimize import _distortion_weights
   factors = sampling_lib.factors_for(subsampling, len(weights))
-  w = _distortion_weights(factors, height * width)
+  w = rgb_mse_weights(factors, height * width)
   tables = jnp.asarray(tables, jnp.float32)
   out = []
   for c, m in enumerate(weights):
@@ -324,7 +321,6 @@ def _salient(saliency: np.ndarray) -> np.ndarray:
 
 
 def _pillow_decode_at(pixels: np.ndarray, quality: int, subsampling: int) -> np.ndarray:
-  from PIL import Image
   buf = io.BytesIO()
   Image.fromarray(pixels).save(buf, "JPEG", quality=int(quality), subsampling=subsampling)
   return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
@@ -358,7 +354,6 @@ def msroi(pixels: np.ndarray, saliency, *, quality: int, low: int = 80, high: in
   """The MS-ROI file: `msroi_mosaic` re-encoded once by libjpeg-turbo (Pillow, 4:2:0) at
   `quality`. Prakash et al. pick the quality whose file fits the byte budget of the uniform
   JPEG it is compared with; `bench/roi.py` does the same."""
-  from PIL import Image
   buf = io.BytesIO()
   Image.fromarray(msroi_mosaic(pixels, saliency, low=low, high=high)).save(
       buf, "JPEG", quality=int(quality), subsampling=2, optimize=optimize)

@@ -6,12 +6,19 @@ is the step for vertical frequency u and horizontal frequency v. Baseline JPEG a
 
 from __future__ import annotations
 
+import json
+from importlib import resources
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from djpeg import _checks
+from djpeg import checks
+from djpeg.atomic import write_bytes_atomic
 from djpeg.rounding import clip_ste, floor_divide, straight_through
+
+#: The quality used when neither a quality nor tables are given: libjpeg's (and Pillow's) default.
+DEFAULT_QUALITY = 75
 
 #: ITU-T T.81 Annex K, table K.1 (luminance), natural order.
 ANNEX_K_LUMA = np.array([
@@ -103,12 +110,12 @@ def quality_tables(quality, base=None) -> jax.Array:
     >>> djpeg.quality_tables(50)[0, 0]  # q=50 is the identity on the base table
     Array([16., 11., 10., 16., 24., 40., 51., 61.], dtype=float32)
   """
-  _checks.concrete_range("quality", quality, 1, 100)
+  checks.concrete_range("quality", quality, 1, 100)
   if base is None:
     base = ANNEX_K
   if np.ndim(base) < 2 or np.shape(base)[-2:] != (8, 8):
     raise ValueError(f"base tables must have shape (8, 8) or (k, 8, 8); got {np.shape(base)}.")
-  _checks.concrete_range("base table", base, 1, 32767, what="entries")
+  checks.concrete_range("base table", base, 1, 32767, what="entries")
   base = jnp.asarray(base, jnp.float32)
   scale = quality_scale(quality)
   scale = jnp.reshape(scale, jnp.shape(scale) + (1,) * base.ndim)
@@ -154,8 +161,6 @@ def save_table_family(path: str, tables, lambdas, *, subsampling: str = "4:2:0",
     subsampling, description: recorded in the file.
     extra: optional per-level dicts merged into each level's record.
   """
-  import json
-  from djpeg._files import write_bytes_atomic
   tables = np.clip(np.round(np.asarray(tables, np.float64)), 1, 255).astype(int)
   if tables.ndim != 4 or tables.shape[1] not in (1, 3) or tables.shape[2:] != (8, 8):
     raise ValueError(f"tables must have shape (levels, 1 or 3, 8, 8); got {tables.shape}.")
@@ -184,8 +189,6 @@ def load_table_family(path: str) -> dict:
   Raises:
     ValueError: unreadable file, wrong format or version, or tables outside 1..255.
   """
-  import json
-  from importlib import resources
   try:
     if path == "learned":
       text = resources.files("djpeg").joinpath("data/learned_tables.json").read_text()

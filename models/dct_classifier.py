@@ -22,7 +22,7 @@ import numpy as np
 from flax import nnx
 
 from djpeg import Coefficients
-from models.classifier import ResNet
+from djpeg.models.classifier import ResNet
 
 
 def stack_coefficients(items: Sequence[Coefficients]) -> Coefficients:

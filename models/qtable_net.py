@@ -16,7 +16,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from djpeg.tables import ANNEX_K
+import djpeg
+from djpeg import sampling
+from djpeg.distortion import coefficient_mse, decoded_mse, rate_distortion, rgb_mse_weights
+from djpeg.quantization import quantize_with_tables
+from djpeg.models.params import load_packaged
+from djpeg.tables import ANNEX_K, quality_tables
 
 #: log(lambda) is centred and scaled by these before entering the network.
 LOG_LAMBDA_CENTRE = float(np.log(0.01))
@@ -105,7 +110,6 @@ class TableFamily(nnx.Module):
   """
 
   def __init__(self, lambdas, start_qualities, *, rngs: nnx.Rngs | None = None):
-    from djpeg.tables import quality_tables
     self.lambdas = nnx.Variable(jnp.asarray(lambdas, jnp.float32))
     with jax.ensure_compile_time_eval():   # constants, also when built inside a trace
       start = np.asarray(quality_tables(np.asarray(start_qualities, np.float32),
@@ -120,49 +124,14 @@ class TableFamily(nnx.Module):
 
 # ----------------------------------------------------------------- the shipped network
 
-PRETRAINED = "data/qtable_net.npz"
-
-
-def save_params(model: nnx.Module, path: str) -> None:
-  """Writes a model's parameters as one flat .npz (keys are '/'-joined paths), atomically."""
-  import io
-  from djpeg._files import write_bytes_atomic
-  flat = {"/".join(map(str, k)): np.asarray(v)
-          for k, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
-  buf = io.BytesIO()
-  np.savez(buf, **flat)
-  write_bytes_atomic(path, buf.getvalue())
-
-
-def load_params(model: nnx.Module, path: str) -> nnx.Module:
-  """Loads `save_params` output into `model` (same architecture); returns the model."""
-  try:
-    with np.load(path) as data:
-      stored = dict(data)
-  except (OSError, ValueError) as e:
-    raise ValueError(f"cannot read model parameters {path!r}: {e}") from None
-  flat = nnx.to_flat_state(nnx.state(model, nnx.Param))
-  missing = ["/".join(map(str, k)) for k, _ in flat if "/".join(map(str, k)) not in stored]
-  if missing or len(stored) != len(flat):
-    raise ValueError(f"{path!r} does not hold this model's parameters (missing {missing[:3]}...).")
-  for key, variable in flat:
-    value = stored["/".join(map(str, key))]
-    if value.shape != variable.shape:
-      raise ValueError(f"{path!r}: parameter {'/'.join(map(str, key))} has shape {value.shape}, "
-                       f"the model expects {variable.shape}.")
-    variable.set_value(jnp.asarray(value))
-  return model
+PRETRAINED = "qtable_net.npz"
 
 
 def pretrained(width: int = 48) -> QTableNet:
   """The QTableNet shipped with the package (trained by `djpeg-train tables net`)."""
-  from importlib import resources
-  path = resources.files("models").joinpath(PRETRAINED)
-  if not path.is_file():
-    raise ValueError("the package has no trained QTableNet; train one with "
-                     "`djpeg-train tables net` and export it to models/data/qtable_net.npz.")
-  with resources.as_file(path) as p:
-    return load_params(QTableNet(width=width, rngs=nnx.Rngs(0)), str(p))
+  return load_packaged(QTableNet(width=width, rngs=nnx.Rngs(0)), PRETRAINED,
+                       "train one with `djpeg-train tables net` and copy its qtable_net.npz to "
+                       "models/data/.")
 
 
 # ------------------------------------------------------------------- inference helpers
@@ -180,7 +149,6 @@ def _features(net: QTableNet, dct):
 def _candidates(net: QTableNet, features, dct, log_lambdas, *, factors, height, width, with_rate):
   """Tables for each candidate lambda, their model MSE, and (with_rate) their file bpp (ideal
   code lengths: no Huffman construction per candidate)."""
-  from djpeg.optimize import rate_distortion
   n = log_lambdas.shape[0]
   tables = net.head(jnp.broadcast_to(features, (n,) + features.shape[1:]), log_lambdas)
   rounded = jnp.clip(jnp.floor(tables + 0.5), 1, 255)
@@ -194,12 +162,11 @@ def _candidates(net: QTableNet, features, dct, log_lambdas, *, factors, height, 
   if with_rate:
     bpp, mse = jax.vmap(one)(rounded)
   else:   # the MSE model alone is cheap: no symbol counting
-    from djpeg.optimize import _distortion_weights, _quantized
-    weights = _distortion_weights(factors, height * width)
+    weights = rgb_mse_weights(factors, height * width)
 
     def mse_only(t):
-      q, steps = _quantized(image, t)
-      return sum(jnp.sum(w * (d - x * s) ** 2) for w, d, x, s in zip(weights, image, q, steps))
+      q, steps = quantize_with_tables(image, t)
+      return coefficient_mse(image, q, steps, weights)
 
     mse, bpp = jax.vmap(mse_only)(rounded), jnp.zeros(n)
   return rounded, bpp, mse
@@ -226,8 +193,6 @@ def predict_tables(image, *, lmbda: float | None = None, bpp: float | None = Non
   Returns:
     `(3, 8, 8)` int tables, 1..255, for `djpeg.encode(image, tables=..., subsampling=...)`.
   """
-  import djpeg
-  from djpeg import sampling
   targets = [t for t in (lmbda, bpp, psnr) if t is not None]
   if len(targets) != 1:
     raise ValueError("give exactly one of lmbda, bpp and psnr.")
@@ -252,7 +217,7 @@ def predict_tables(image, *, lmbda: float | None = None, bpp: float | None = Non
     # The DCT-domain MSE misses chroma subsampling and rounding: calibrate it once on the image.
     middle = len(tables) // 2
     c = djpeg.encode(image, tables=tables[middle], subsampling=subsampling)
-    real = float(djpeg.metrics.mse(jnp.round(djpeg.decode(c) * 255), jnp.round(image * 255)))
+    real = decoded_mse(image, c)
     limit = 255.0 ** 2 / 10 ** (psnr / 10) - (real - float(mse[middle]))
     meets = lambda _, mse: mse <= limit
   else:

@@ -25,7 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from djpeg.roi import pixel_map  # noqa: F401  (per-block map -> per-pixel, re-exported)
+from djpeg.models.params import load_packaged
+from djpeg.roi import pixel_map
 
 #: Weight of the least important pixels relative to the most important that maps from this
 #: network are meant to be used with (`djpeg.roi.pixel_weights`'s background): MS-SSIM's
@@ -42,7 +43,7 @@ BACKGROUND = 0.001
 #: (`djpeg.metrics.ms_ssim_sensitivity` at q50, exponent 1) gives -16.0% on those images.
 CONTRAST = 1.2
 
-PRETRAINED = "data/saliency_net.npz"
+PRETRAINED = "saliency_net.npz"
 
 
 def _pad_to_blocks(images: jax.Array) -> jax.Array:
@@ -122,29 +123,12 @@ class SaliencyNet(nnx.Module):
 
 # ----------------------------------------------------------------- the shipped network
 
-def save_params(model: nnx.Module, path: str) -> None:
-  """Writes the parameters as one flat .npz, atomically (`models.qtable_net.save_params`)."""
-  from models.qtable_net import save_params as save
-  save(model, path)
-
-
-def load_params(model: nnx.Module, path: str) -> nnx.Module:
-  """Loads `save_params` output into `model` (same architecture); returns the model."""
-  from models.qtable_net import load_params as load
-  return load(model, path)
-
-
 @functools.lru_cache(maxsize=1)
 def pretrained(width: int = 48) -> SaliencyNet:
   """The SaliencyNet shipped with the package (trained by `djpeg-train saliency`)."""
-  from importlib import resources
-  path = resources.files("models").joinpath(PRETRAINED)
-  if not path.is_file():
-    raise ValueError("the package has no trained SaliencyNet; train one with "
-                     "`djpeg-train saliency` and copy its saliency_net.npz to "
-                     "models/data/saliency_net.npz.")
-  with resources.as_file(path) as p:
-    return load_params(SaliencyNet(width=width, rngs=nnx.Rngs(0)), str(p))
+  return load_packaged(SaliencyNet(width=width, rngs=nnx.Rngs(0)), PRETRAINED,
+                       "train one with `djpeg-train saliency` and copy its saliency_net.npz to "
+                       "models/data/.")
 
 
 def contrasted(block_map: jax.Array, contrast: float = CONTRAST) -> jax.Array:

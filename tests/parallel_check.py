@@ -11,8 +11,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from train import consistency, parallel  # noqa: E402
-from train import state as state_lib  # noqa: E402
+from djpeg.train import consistency, parallel  # noqa: E402
+from djpeg.train import state as state_lib  # noqa: E402
 
 
 def main():

@@ -21,10 +21,10 @@ from nbclient import NotebookClient
 from PIL import Image
 
 import djpeg
-from models.classifier import ResNet
-from models.dct_classifier import DCTResNet, coefficient_planes, stack_coefficients
-from train import checkpoint, consistency, data, evaluate, monitor
-from train import state as state_lib
+from djpeg.models.classifier import ResNet
+from djpeg.models.dct_classifier import DCTResNet, coefficient_planes, stack_coefficients
+from djpeg.train import checkpoint, consistency, data, evaluate, monitor
+from djpeg.train import state as state_lib
 from train_util import make_dataset
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

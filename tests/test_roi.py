@@ -74,9 +74,8 @@ def test_map_forms(pixels, mask, tmp_path):
 
 def test_auto_saliency_is_a_hook(pixels, monkeypatch):
   # Without an installed model (no entry point), "auto" says how to get one.
-  import importlib.metadata
   with monkeypatch.context() as m:
-    m.setattr(importlib.metadata, "entry_points", lambda **kw: [])
+    m.setattr(roi, "entry_points", lambda **kw: [])
     with pytest.raises(NotImplementedError, match="register_saliency"):
       roi.saliency_map("auto", pixels)
   # A registered model takes precedence over the installed one.
@@ -125,11 +124,11 @@ def test_roi_keeps_quality_inside_and_saves_bytes_outside(pixels, mask):
 
 
 def test_trellis_with_block_weights_beats_uniform_inside_at_equal_bytes(pixels, mask):
-  from djpeg.encoder import _Problem
+  from djpeg.encoder import TrellisImage
   image = pixels.astype(np.float32) / 255
   tables = np.asarray(djpeg.quality_tables(90))[[0, 1, 1]].astype(np.float64)
-  uniform_problem = _Problem(image, "4:2:0", None)
-  focused_problem = _Problem(image, "4:2:0", roi.pixel_weights(mask, 0.05))
+  uniform_problem = TrellisImage(image, "4:2:0", None)
+  focused_problem = TrellisImage(image, "4:2:0", roi.pixel_weights(mask, 0.05))
 
   def file(problem, lmbda):
     chosen = problem.trellis(tables, lmbda, 2)

@@ -1,7 +1,6 @@
 """The learned saliency network: valid maps for any image, what it learned, training, "auto"."""
 
-import argparse
-import importlib.metadata
+import dataclasses
 import io
 import os
 
@@ -14,15 +13,15 @@ from PIL import Image
 import djpeg
 from djpeg import roi
 from djpeg.encoder import compress
-from models import saliency
-from train import saliency as train_saliency
+from djpeg.models import params, saliency
+from djpeg.train import saliency as train_saliency
 from tests.test_tables_training import losses, make_folder
 
 
 @pytest.fixture
 def no_installed_model(monkeypatch):
   """As on a machine where only the `djpeg` package is installed: no saliency entry point."""
-  monkeypatch.setattr(importlib.metadata, "entry_points", lambda **kw: [])
+  monkeypatch.setattr(roi, "entry_points", lambda **kw: [])
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 3), (13, 29, 3), (40, 17, 1), (64, 64, 3)])
@@ -139,17 +138,16 @@ def test_training_target_is_the_metrics_own_weighting():
 
 def test_a_few_steps_train_resume_and_export(tmp_path):
   folder = make_folder(tmp_path / "images")
-  args = argparse.Namespace(data=folder, out=str(tmp_path / "run"), steps=4, batch=2, crop=48,
-                            learning_rate=3e-3, width=12, seed=0, eval_every=2,
-                            checkpoint_every=2, log_every=1, val_images=2)
+  args = train_saliency.Config(data=folder, out=str(tmp_path / "run"), steps=4, batch=2, crop=48,
+                               learning_rate=3e-3, width=12, seed=0, eval_every=2,
+                               checkpoint_every=2, log_every=1, val_images=2)
   train_saliency.run(args)
   assert len(losses(args.out)) == 4
-  net = saliency.load_params(saliency.SaliencyNet(width=12, rngs=nnx.Rngs(1)),
-                             os.path.join(args.out, "saliency_net.npz"))
+  net = params.load_params(saliency.SaliencyNet(width=12, rngs=nnx.Rngs(1)),
+                           os.path.join(args.out, "saliency_net.npz"))
   assert np.all(np.isfinite(net.head.kernel[...]))
   # A rerun of a finished run resumes at its end and trains nothing more.
-  args.steps = 4
   train_saliency.run(args)
   assert len(losses(args.out)) == 4
   with pytest.raises(ValueError, match="at least 32"):
-    train_saliency.run(argparse.Namespace(**dict(vars(args), crop=16)))
+    train_saliency.run(dataclasses.replace(args, crop=16))

@@ -1,10 +1,8 @@
 """Learning tables: the family and QTableNet train, resume exactly, and always give valid tables."""
 
-import argparse
 import os
 import subprocess
 import sys
-import warnings
 
 import jax.numpy as jnp
 import numpy as np
@@ -12,8 +10,9 @@ import pytest
 from PIL import Image
 
 import djpeg
-from models.qtable_net import QTableNet, load_params, predict_tables
-from train import tables as train_tables
+from djpeg.models.params import load_params
+from djpeg.models.qtable_net import QTableNet, predict_tables
+from djpeg.train import tables as train_tables
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -34,7 +33,7 @@ def args_for(kind, data, out, steps, **extra):
               learning_rate=5.0 if kind == "family" else 3e-3, width=8, seed=0, eval_every=steps,
               checkpoint_every=2, log_every=1, val_images=2)
   args.update(extra)
-  return argparse.Namespace(**args)
+  return train_tables.Config(**args)
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +90,7 @@ def test_predicted_tables_are_always_valid(image):
 
 def test_shipped_network_beats_annex_k(colour_batch):
   """The packaged QTableNet: smaller files than the standard tables at the same PSNR."""
-  from models.qtable_net import pretrained
+  from djpeg.models.qtable_net import pretrained
   pretrained()   # raises clearly if the package lacks it
   pixels = colour_batch[0]
   image = pixels.astype(np.float32) / 255
@@ -109,8 +108,8 @@ def test_sharded_step_equals_single_device_step(folder):
 import os, sys
 sys.path.insert(0, {REPO!r})
 import numpy as np, jax, optax
-from train import parallel, state as state_lib, tables as T
-from train.data import CropStream
+from djpeg.train import parallel, state as state_lib, tables as T
+from djpeg.train.data import CropStream
 assert len(jax.devices()) == 4
 batch = next(CropStream({folder!r}, crop=32, batch_size=4, seed=3))
 for kind in ("family", "net"):
@@ -154,7 +153,7 @@ def test_bad_data_and_checkpoints(tmp_path, folder):
     for name in files:
       with open(os.path.join(root, name), "wb") as f:
         f.write(b"garbage")
-  from train.checkpoint import CheckpointError
+  from djpeg.train.checkpoint import CheckpointError
   with pytest.raises(CheckpointError, match="corrupt"):
     train_tables.run(args_for("family", folder, out, steps=4))
 

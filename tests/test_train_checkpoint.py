@@ -12,8 +12,8 @@ import optax
 import pytest
 from flax import nnx
 
-from train import checkpoint, loop, monitor, parallel
-from train import state as state_lib
+from djpeg.train import checkpoint, loop, monitor, parallel
+from djpeg.train import state as state_lib
 
 
 class Tiny(nnx.Module):
@@ -170,7 +170,7 @@ def test_nan_guard_keeps_last_good_checkpoint(tmp_path, setup):
 KILL_CHILD = r"""
 import sys, numpy as np
 sys.path.insert(0, sys.argv[2])
-from train.checkpoint import Checkpointer
+from djpeg.train.checkpoint import Checkpointer
 ck = Checkpointer(sys.argv[1], max_to_keep=3)
 for step in range(1, 10000):
   ck.save(step, {"w": np.full((1 << 20,), step, np.float32)}, {"step": step})

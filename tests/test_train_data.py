@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from train_util import class_image, make_folder
-from train import data
+from djpeg.train import data
 
 
 @pytest.fixture

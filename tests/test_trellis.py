@@ -11,7 +11,7 @@ import simplejpeg
 import djpeg
 from djpeg import rate, samples, sampling
 from djpeg.exact import trellis as trellis_lib
-from djpeg.optimize import _distortion_weights
+from djpeg.distortion import rgb_mse_weights
 from djpeg.tables import ZIGZAG
 from conftest import huffman_tables
 from exact_util import jpeglib_coefficients
@@ -24,7 +24,7 @@ def setup(name="castle", subsampling="4:2:0", quality=50):
   factors = sampling.factors_for(subsampling, channels)
   dct = [np.asarray(d) for d in djpeg.transform(image, subsampling=subsampling)]
   tables = np.asarray(djpeg.encode(image, quality=quality, subsampling=subsampling).tables)
-  weights = [np.asarray(w) * height * width for w in _distortion_weights(factors, height * width)]
+  weights = [np.asarray(w) * height * width for w in rgb_mse_weights(factors, height * width)]
   return dct, tables, factors, height, width, weights
 
 
@@ -56,8 +56,8 @@ def test_dynamic_program_equals_exhaustive_search():
   rounded = np.floor(x + 0.5).astype(np.int32)
   dmul = rng.uniform(0.05, 3.0, (n, 63))
   table = rng.integers(0, 2, n)
-  lengths = np.where(trellis_lib._AC_VALID, rng.uniform(2, 16, (2, 256)), np.inf)
-  chosen = trellis_lib._solve(x, rounded, dmul, table, lengths)
+  lengths = np.where(trellis_lib.AC_VALID, rng.uniform(2, 16, (2, 256)), np.inf)
+  chosen = trellis_lib.solve_blocks(x, rounded, dmul, table, lengths)
   assert np.all((chosen >= 0) & (chosen <= rounded))
   for b in range(n):
     candidates = np.flatnonzero(rounded[b])

@@ -5,7 +5,7 @@
     state, meta = ckpt.restore(state)           # latest step; `state` gives structure and sharding
     stream.set_state(meta["data"])
 
-`state` is any pytree of arrays (a `train.state.TrainState`: parameters, batch statistics,
+`state` is any pytree of arrays (a `djpeg.train.state.TrainState`: parameters, batch statistics,
 optimizer state, step, PRNG key). The JSON record carries what is not an array: the data
 iterator's position, the configuration, the last metrics. Restoring both reproduces an
 uninterrupted run bit for bit (on CPU; on GPUs up to XLA's non-deterministic reductions).

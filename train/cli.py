@@ -10,8 +10,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-TASKS = {"tables": "train.tables", "consistency": "train.consistency",
-         "saliency": "train.saliency"}
+TASKS = {"tables": "djpeg.train.tables", "consistency": "djpeg.train.consistency",
+         "saliency": "djpeg.train.saliency"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,14 +13,14 @@ model runs, with libjpeg-turbo's exact arithmetic. Methods, all in one harness:
   With `stop_clean` (default) the clean features are the target (no gradient through them), so
   the network learns to map the JPEG copy onto what it sees in the clean image without moving
   the clean representation. `quality_block=i` adds a quality-conditioned residual block after
-  stage i (`models.classifier.QualityBlock`); at test time it gets the quality read from the file.
+  stage i (`djpeg.models.classifier.QualityBlock`); at test time it gets the quality read from the file.
 
-`model="dct"` trains `models.dct_classifier.DCTResNet` on coefficients from `djpeg.encode`
+`model="dct"` trains `djpeg.models.dct_classifier.DCTResNet` on coefficients from `djpeg.encode`
 instead; its "clean" input is quality 100.
 
-Command line (`python -m train.consistency --help`, or `djpeg-train consistency ...`):
+Command line (`python -m djpeg.train.consistency --help`, or `djpeg-train consistency ...`):
 
-    python -m train.consistency --method consistency --epochs 8 --seed 0 --out runs/fc-s0
+    python -m djpeg.train.consistency --method consistency --epochs 8 --seed 0 --out runs/fc-s0
 
 Progress goes to stdout, metrics to `<out>/metrics.csv`, checkpoints to `<out>/checkpoints`
 (every `--checkpoint-every` steps); run the same command again to resume exactly where it
@@ -33,7 +33,6 @@ as `--beta` and `--layers` are chosen there, and the test split is not read at a
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import json
@@ -48,10 +47,12 @@ import optax
 from flax import nnx
 
 import djpeg
-from models.classifier import ResNet, feature_names
-from models.dct_classifier import DCTResNet
-from train import checkpoint, data, evaluate, loop, monitor, parallel
-from train import state as state_lib
+from djpeg.models.classifier import ResNet, feature_names
+from djpeg.models.dct_classifier import DCTResNet
+from djpeg.train import checkpoint, data, evaluate, loop, monitor, parallel
+from djpeg.train import state as state_lib
+from djpeg.train import config as config_lib
+from djpeg.train.config import as_dict, option
 
 METHODS = ("plain", "augment", "consistency")
 DISTANCES = ("l2", "cosine")
@@ -62,37 +63,44 @@ MODELS = ("pixel", "dct")
 class Config:
   """Everything that defines a run (saved with its checkpoints and results)."""
 
-  method: str = "consistency"
-  model: str = "pixel"
-  data: str = "../shared/data/cifar10"
-  out: str = "runs/consistency"
-  epochs: float = 8.0
-  batch_size: int = 128
-  learning_rate: float = 3e-3
-  weight_decay: float = 5e-4
-  warmup_epochs: float = 0.5
-  seed: int = 0
-  quality_range: tuple[int, int] = (10, 90)
-  subsampling: str = "4:2:0"
-  beta: float = 0.5
-  jpeg_weight: float = 1.0
-  distance: str = "l2"
-  layers: tuple[str, ...] = ("stage3",)
-  stop_clean: bool = True
-  quality_block: int | None = None
-  widths: tuple[int, ...] = (16, 32, 64)
-  blocks: tuple[int, ...] = (1, 1, 1)
-  stem: str = "cifar"
-  resize: int | None = None
-  flip: bool = True
-  pad_crop: int = 0
-  checkpoint_every: int = 200
-  log_every: int = 20
-  eval_qualities: tuple[int, ...] = evaluate.QUALITIES
-  eval_batch_size: int = 500
-  eval_limit: int | None = None
-  validation: int = 0
-  distributed: bool = False
+  method: str = option("consistency", "training method", choices=METHODS)
+  model: str = option("pixel", "pixel ResNet, or DCT-domain ResNet on JPEG coefficients",
+                      choices=MODELS)
+  data: str = option("../shared/data/cifar10", "folder with train/ and test/ class folders")
+  out: str = option("runs/consistency", "run folder: checkpoints, metrics.csv, results.json")
+  epochs: float = option(8.0, "training epochs")
+  batch_size: int = option(128, "images per step")
+  learning_rate: float = option(3e-3, "peak learning rate", flag="--lr")
+  weight_decay: float = option(5e-4, "AdamW weight decay")
+  warmup_epochs: float = option(0.5, "linear warm-up of the learning rate")
+  seed: int = option(0, "random seed")
+  quality_range: tuple[int, int] = option((10, 90), "lo,hi of the training JPEG qualities")
+  subsampling: str = option("4:2:0", "chroma subsampling of the training JPEGs",
+                            choices=djpeg.SUBSAMPLINGS)
+  beta: float = option(0.5, "weight of the consistency term")
+  jpeg_weight: float = option(1.0, "weight of the JPEG copy's cross-entropy beside the clean "
+                                   "one's (consistency; augment always uses 1)")
+  distance: str = option("l2", "distance between clean and JPEG features", choices=DISTANCES)
+  layers: tuple[str, ...] = option(("stage3",), "feature maps compared, e.g. stage2,stage3,pooled")
+  stop_clean: bool = option(True, "stop the consistency gradient at the clean features")
+  quality_block: int | None = option(
+      None, "add a quality-conditioned residual block after this stage (1 is what "
+            "bench/consistency.py uses for the consistency method); at test time it gets the "
+            "quality read from the file's tables")
+  widths: tuple[int, ...] = option((16, 32, 64), "ResNet stage widths")
+  blocks: tuple[int, ...] = option((1, 1, 1), "residual blocks per stage")
+  stem: str = option("cifar", "input stem", choices=("cifar", "imagenet"))
+  resize: int | None = option(None, "scale and centre-crop images to NxN")
+  flip: bool = option(True, "random horizontal flips")
+  pad_crop: int = option(0, "pad by N pixels and crop back at random")
+  checkpoint_every: int = option(200, "steps between checkpoints")
+  log_every: int = option(20, "steps per metrics.csv row")
+  eval_qualities: tuple[int, ...] = option(evaluate.QUALITIES, "qualities of the test JPEGs")
+  eval_batch_size: int = option(500, "images per evaluation batch")
+  eval_limit: int | None = option(None, "test images to use: a fixed random subset (None: all)")
+  validation: int = option(0, "hold out N images per class of train/ and evaluate on them "
+                              "instead of test/ (for choosing settings; test/ is then not read)")
+  distributed: bool = option(False, "call jax.distributed.initialize() (multi-host runs)")
 
   def check(self) -> None:
     """Raises ValueError naming the first bad option."""
@@ -227,7 +235,7 @@ def method_loss(model: nnx.Module, clean, compressed, labels: jax.Array, quality
 
 
 def make_loss_fn(cfg: Config, *, codec: bool = True):
-  """`loss_fn(model, (images, labels), key)` for `train.state.make_train_step`.
+  """`loss_fn(model, (images, labels), key)` for `djpeg.train.state.make_train_step`.
 
   The JPEG copy is made here, inside the step: `djpeg.jpeg` (pixel model) or `djpeg.encode`
   (DCT model) at a random quality per image. `codec=False` uses the clean batch as its own copy
@@ -318,7 +326,7 @@ def train(cfg: Config, *, quiet: bool = False) -> Run:
                             stream.steps_per_epoch, tuple(mesh.devices.flat))
   graphdef, state = state_lib.create_state(model, tx, seed=cfg.seed)
   os.makedirs(cfg.out, exist_ok=True)
-  record = {"config": _jsonable(cfg)}
+  record = {"config": as_dict(cfg)}
   ckpt = checkpoint.Checkpointer(os.path.join(cfg.out, "checkpoints"))
   _check_same_run(ckpt, cfg)
   state = loop.resume(ckpt, parallel.replicate(state, mesh), stream)
@@ -421,7 +429,7 @@ def run_and_evaluate(cfg: Config, *, test_set: evaluate.JpegTestSet | None = Non
   """`train` then `evaluate_run`; writes and returns `<out>/results.json`."""
   run = train(cfg, quiet=quiet)
   acc = evaluate_run(run, test_set=test_set, quiet=quiet)
-  result = {"config": _jsonable(cfg), "steps": run.num_steps,
+  result = {"config": as_dict(cfg), "steps": run.num_steps,
             "train_seconds": run.train_seconds, "skipped_images": run.stream.skipped,
             "accuracy": {str(k): v for k, v in acc.items() if k != "n"}, "test_images": acc["n"],
             "split": evaluation_split(cfg)}
@@ -429,10 +437,6 @@ def run_and_evaluate(cfg: Config, *, test_set: evaluate.JpegTestSet | None = Non
     with open(os.path.join(cfg.out, "results.json"), "w") as f:
       json.dump(result, f, indent=1)
   return result
-
-
-def _jsonable(cfg: Config) -> dict:
-  return json.loads(json.dumps(dataclasses.asdict(cfg)))
 
 
 # Settings that do not change what a run learns: where it lives, how often it logs, how it is tested.
@@ -444,7 +448,7 @@ def config_differences(saved: dict, cfg: Config) -> dict:
   """{setting: (saved, now)} where the config dict `saved` (from a checkpoint or results.json)
   trains something other than `cfg`; bookkeeping settings are ignored, and settings added since
   `saved` was written count as their defaults."""
-  now, defaults = _jsonable(cfg), _jsonable(Config())
+  now, defaults = as_dict(cfg), as_dict(Config())
   return {k: (saved.get(k, defaults[k]), now[k]) for k in now
           if k not in _BOOKKEEPING and saved.get(k, defaults[k]) != now[k]}
 
@@ -460,75 +464,11 @@ def _check_same_run(ckpt: checkpoint.Checkpointer, cfg: Config) -> None:
                      "use another --out or delete it.")
 
 
-def _ints(text: str) -> tuple[int, ...]:
-  return tuple(int(x) for x in text.split(",") if x.strip())
-
-
-def parser() -> argparse.ArgumentParser:
-  d = Config()
-  p = argparse.ArgumentParser(
-      prog="python -m train.consistency",
-      description="Feature consistency training against JPEG (Wan et al. 2020) and baselines.")
-  p.add_argument("--method", choices=METHODS, default=d.method)
-  p.add_argument("--model", choices=MODELS, default=d.model,
-                 help="pixel ResNet, or DCT-domain ResNet on JPEG coefficients")
-  p.add_argument("--data", default=d.data, help="folder with train/ and test/ class folders")
-  p.add_argument("--out", default=d.out, help="run folder: checkpoints, metrics.csv, results.json")
-  p.add_argument("--epochs", type=float, default=d.epochs)
-  p.add_argument("--batch-size", type=int, default=d.batch_size)
-  p.add_argument("--lr", type=float, default=d.learning_rate, dest="learning_rate")
-  p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-  p.add_argument("--seed", type=int, default=d.seed)
-  p.add_argument("--quality-range", type=_ints, default=d.quality_range,
-                 help="lo,hi of the training JPEG qualities (default 10,90)")
-  p.add_argument("--subsampling", choices=djpeg.SUBSAMPLINGS, default=d.subsampling)
-  p.add_argument("--beta", type=float, default=d.beta, help="weight of the consistency term")
-  p.add_argument("--jpeg-weight", type=float, default=d.jpeg_weight,
-                 help="weight of the JPEG copy's cross-entropy beside the clean one's "
-                      "(consistency; augment always uses 1)")
-  p.add_argument("--distance", choices=DISTANCES, default=d.distance)
-  p.add_argument("--layers", type=lambda s: tuple(s.split(",")), default=d.layers,
-                 help="feature maps compared, e.g. stage2,stage3,pooled")
-  p.add_argument("--no-stop-clean", action="store_false", dest="stop_clean",
-                 help="let the consistency gradient reach the clean features too")
-  p.add_argument("--quality-block", type=int, default=None,
-                 help="add a quality-conditioned residual block after this stage (1 is what "
-                      "bench/consistency.py uses for the consistency method); at test time it "
-                      "gets the quality read from the file's tables")
-  p.add_argument("--widths", type=_ints, default=d.widths)
-  p.add_argument("--blocks", type=_ints, default=d.blocks)
-  p.add_argument("--stem", choices=("cifar", "imagenet"), default=d.stem)
-  p.add_argument("--resize", type=int, default=None, help="scale and centre-crop images to NxN")
-  p.add_argument("--no-flip", action="store_false", dest="flip")
-  p.add_argument("--pad-crop", type=int, default=d.pad_crop)
-  p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
-  p.add_argument("--log-every", type=int, default=d.log_every)
-  p.add_argument("--eval-qualities", type=_ints, default=d.eval_qualities)
-  p.add_argument("--eval-limit", type=int, default=None,
-                 help="test images to use: a fixed random subset (default all)")
-  p.add_argument("--validation", type=int, default=d.validation,
-                 help="hold out N images per class of train/ and evaluate on them instead of "
-                      "test/ (for choosing settings; test/ is then not read)")
-  p.add_argument("--distributed", action="store_true",
-                 help="call jax.distributed.initialize() (multi-host runs)")
-  return p
-
-
-def config_from_args(argv: Sequence[str] | None = None) -> Config:
-  args = vars(parser().parse_args(argv))
-  if len(args["quality_range"]) != 2:
-    raise SystemExit("--quality-range needs two numbers, lo,hi")
-  return Config(**args)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-  cfg = config_from_args(argv)
-  try:
-    run_and_evaluate(cfg)
-  except (ValueError, monitor.NonFiniteError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
-  return 0
+  return config_lib.main(Config, run_and_evaluate, argv, prog="djpeg-train consistency",
+                         description="Feature consistency training against JPEG (Wan et al. "
+                                     "2020) and baselines.",
+                         errors=(ValueError, monitor.NonFiniteError))
 
 
 if __name__ == "__main__":

@@ -19,9 +19,9 @@ the file list. `get_state()` returns `{"seed", "epoch", "position"}` (JSON-seria
 would. Only the file list lives in memory; images are read as their batch is assembled.
 
 Unreadable images are skipped with a warning and counted (`skipped`); the batch is filled from the
-next images of the same order, so the skip is deterministic too. Gray, palette, RGBA and 16-bit
-images are converted to 8-bit RGB. Multi-host: pass `process_index` and `process_count`; every
-process draws the same order and keeps its slice of each global batch.
+next images of the same order, so the skip is deterministic too. Images are read by
+`djpeg.images.load_image` (gray repeated to RGB). Multi-host: pass `process_index` and
+`process_count`; every process draws the same order and keeps its slice of each global batch.
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 from PIL import Image
+
+from djpeg.images import load_image
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
@@ -93,21 +95,13 @@ def holdout_mask(labels: np.ndarray, per_class: int, classes: Sequence[str] = ()
   return mask
 
 
-def to_rgb(image: Image.Image) -> np.ndarray:
-  """A PIL image (any mode: RGB, L, P, RGBA, I;16, F, ...) as `(H, W, 3)` uint8 RGB."""
-  if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-    a = np.asarray(image, np.float64)
-    peak = 65535.0 if image.mode != "F" else max(float(a.max()), 1.0)
-    a = np.clip(np.round(a / peak * 255.0), 0, 255).astype(np.uint8)
-    return np.repeat(a[..., None], 3, axis=-1)
-  return np.asarray(image.convert("RGB"))
-
-
 def load_rgb(path: str) -> np.ndarray:
-  """Reads one image file as `(H, W, 3)` uint8 RGB. Raises OSError/ValueError if unreadable."""
-  with Image.open(path) as image:
-    image.load()
-    return to_rgb(image)
+  """Reads one image file as `(H, W, 3)` uint8 RGB (`djpeg.images.load_image`, gray repeated).
+
+  Raises ValueError if unreadable or without a faithful 8-bit reading (transparency, CMYK).
+  """
+  pixels = load_image(path)
+  return np.repeat(pixels, 3, axis=-1) if pixels.shape[-1] == 1 else pixels
 
 
 def _resize_short(pixels: np.ndarray, short: int) -> np.ndarray:

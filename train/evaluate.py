@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 import djpeg
-from models.dct_classifier import stack_coefficients
+from djpeg.models.dct_classifier import stack_coefficients
 
 QUALITIES = (10, 20, 30, 50, 75, 90)
 PIL_SUBSAMPLING = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}
@@ -122,7 +122,7 @@ def jpeg_accuracy(predict: Callable[[object, np.ndarray], np.ndarray], folder,
       `(B, H, W, 3)` in [0, 1], or a batched `djpeg.Coefficients` with inputs="coefficients".
       Every call has the same batch size (the last batch is padded), so a jitted predict compiles
       once per input kind. `quality` is what the file's tables say (clean: 100).
-    folder: a `train.data.ImageFolder` over the test split made with `epochs=1,
+    folder: a `djpeg.train.data.ImageFolder` over the test split made with `epochs=1,
       drop_last=False, uint8=True` (and `shuffle=True` with a fixed seed if `limit` is to take a
       random subset rather than the first classes in folder order).
     qualities: JPEG qualities for Pillow (libjpeg-turbo).

@@ -1,8 +1,8 @@
 """A generic, resumable training loop: batches in, steps, metrics, NaN guard, checkpoints out.
 
 Any task plugs in with a pure step `(state, batch) -> (state, metrics)` (from
-`train.state.make_train_step`) and a batch stream with `get_state`/`set_state` (from
-`train.data`):
+`djpeg.train.state.make_train_step`) and a batch stream with `get_state`/`set_state` (from
+`djpeg.train.data`):
 
     mesh = parallel.data_mesh()
     graphdef, state = state_lib.create_state(model, tx, seed=seed)
@@ -20,6 +20,7 @@ before every save, so a checkpoint never holds a state that followed a non-finit
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -28,8 +29,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from train import monitor, parallel
-from train.checkpoint import Checkpointer
+from djpeg.train import monitor, parallel
+from djpeg.train.checkpoint import Checkpointer
+from djpeg.train.config import option
 
 
 def resume(checkpointer: Checkpointer | None, state, stream=None) -> Any:
@@ -56,7 +58,7 @@ def fit(state, step_fn: Callable, stream: Iterator, *, num_steps: int, mesh,
   """Runs `step_fn` on batches of `stream` until `state.step == num_steps`.
 
   Args:
-    state: replicated training state (`train.state.TrainState`), e.g. from `resume`.
+    state: replicated training state (`djpeg.train.state.TrainState`), e.g. from `resume`.
     step_fn: `(state, sharded batch) -> (state, metrics)`, e.g. `parallel.parallel_step(...)`.
     stream: yields host batches (pytrees of numpy arrays); `get_state()` is saved with checkpoints.
     num_steps: total steps of the run (not steps still to do).
@@ -163,18 +165,19 @@ def fit_with_validation(state, step_fn: Callable, stream, *, out: str, mesh, num
   return state, first, time.time() - started
 
 
-def add_run_arguments(parser, *, steps: int, batch: int, crop: int, crop_help: str | None = None,
-                      every: int, log_every: int, val_images: int) -> None:
-  """The flags every crop-stream training command shares (`train.tables`, `train.saliency`)."""
-  parser.add_argument("--data", required=True, help="folder of training images (recursive)")
-  parser.add_argument("--out", required=True, help="run folder: checkpoints, metrics, export")
-  parser.add_argument("--steps", type=int, default=steps)
-  parser.add_argument("--batch", type=int, default=batch)
-  parser.add_argument("--crop", type=int, default=crop, help=crop_help)
-  parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--eval-every", type=int, default=every)
-  parser.add_argument("--checkpoint-every", type=int, default=every)
-  parser.add_argument("--log-every", type=int, default=log_every)
-  parser.add_argument("--val-images", type=int, default=val_images)
-  parser.add_argument("--distributed", action="store_true",
-                      help="call jax.distributed.initialize() first (multi-host runs)")
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CropRunConfig:
+  """The settings every crop-stream training task shares (`djpeg.train.tables`, `djpeg.train.saliency`);
+  each task's config extends it and may change the defaults."""
+
+  data: str = option(help="folder of training images (recursive)", required=True)
+  out: str = option(help="run folder: checkpoints, metrics, export", required=True)
+  steps: int = option(1000, "training steps")
+  batch: int = option(8, "crops per step")
+  crop: int = option(128, "crop side in pixels")
+  seed: int = option(0, "random seed (initialization and data order)")
+  eval_every: int = option(250, "steps between validations")
+  checkpoint_every: int = option(250, "steps between checkpoints")
+  log_every: int = option(25, "steps per metrics.csv row")
+  val_images: int = option(8, "validation centre crops")
+  distributed: bool = option(False, "call jax.distributed.initialize() first (multi-host runs)")

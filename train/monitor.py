@@ -1,7 +1,7 @@
 """Small run-time helpers for training loops: a NaN guard, a CSV metrics log, progress lines.
 
 * `check_finite(metrics, step, checkpoint_dir)` raises `NonFiniteError` when a step's loss or
-  gradients were NaN/inf (the "finite" metric of `train.state.make_train_step`), naming the step
+  gradients were NaN/inf (the "finite" metric of `djpeg.train.state.make_train_step`), naming the step
   and the last good checkpoint, which the loop has not overwritten.
 * `MetricsLog(path)` appends one CSV row per call (`step`, `time`, then the metric names of the
   first row); it continues an existing file on resume, dropping rows past the resumed step so the

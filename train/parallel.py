@@ -17,7 +17,7 @@ Several hosts (e.g. a TPU pod slice or GPU nodes): start the same program on eve
 elsewhere pass `coordinator_address="host0:1234", num_processes=N, process_id=i`), or pass
 `--distributed` to the `djpeg-train` commands, which do it. `jax.devices()` then lists every
 host's devices and the mesh spans them all. Give each process its slice of the global batch (the
-data streams in `train.data` take `process_index=jax.process_index(),
+data streams in `djpeg.train.data` take `process_index=jax.process_index(),
 process_count=jax.process_count()`); `shard_batch` assembles the global array from the local
 slices with `jax.make_array_from_process_local_data`. Checkpoints (orbax) are written
 collectively: every process calls save and restore. Print and log from process 0 only.

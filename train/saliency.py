@@ -1,11 +1,11 @@
 """Training SaliencyNet to predict, from the image alone, where MS-SSIM gains most per bit.
 
-  python -m train.saliency --data ../shared/data/train --out runs/saliency   (djpeg-train saliency)
+  python -m djpeg.train.saliency --data ../shared/data/train --out runs/saliency   (djpeg-train saliency)
 
 The shipped `models/data/saliency_net.npz` is this command's result with its defaults (1000 steps
 of 8 crops of 192x192, Adam 1e-3, seed 0; 19 minutes on a 2-core CPU), with `--data` a folder
 of links to the 292 images of ../shared/data/train other than bsd200 files 100-107: those eight
-were held out to choose `models.saliency.CONTRAST` with the real exporter.
+were held out to choose `djpeg.models.saliency.CONTRAST` with the real exporter.
 
 The exporter (`djpeg.encoder.compress(saliency=...)`) turns a map into per-block distortion
 weights and minimises bits + lambda * weighted squared error (table optimization and trellis).
@@ -28,12 +28,12 @@ worse above the better one), and the network it trained reached -6.0% MS-SSIM BD
 
 Validation crops log the regression loss and the correlation between the predicted and measured
 log-maps (`validation.csv`). Checkpoints, resume, NaN guard and data parallelism are those of
-`train.tables`. The result is exported to `<out>/saliency_net.npz` (`models.saliency.save_params`).
+`djpeg.train.tables`. The result is exported to `<out>/saliency_net.npz` (`djpeg.models.params.save_params`).
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import functools
 import json
 import os
@@ -45,14 +45,36 @@ import optax
 from flax import nnx
 
 from djpeg import roi
-from models.saliency import SaliencyNet, save_params
-from train import data, loop, monitor, parallel
-from train import state as state_lib
+from djpeg.models.params import save_params
+from djpeg.models.saliency import SaliencyNet
+from djpeg.train import data, loop, monitor, parallel
+from djpeg.train import state as state_lib
+from djpeg.train import config as config_lib
+from djpeg.train.config import as_dict, option
 
 #: IJG qualities at which the training crops are coded to measure the sensitivity.
 QUALITY_RANGE = (25.0, 90.0)
 #: Validation qualities.
 VALIDATION_QUALITIES = (40.0, 75.0)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Config(loop.CropRunConfig):
+  """One saliency-network run (saved with its checkpoints)."""
+
+  crop: int = option(192, "crop side (>= 176 for all five MS-SSIM scales)")
+  learning_rate: float = option(1e-3, "Adam's learning rate")
+  width: int = option(48, "network width")
+
+  def check(self) -> None:
+    """Raises ValueError naming the first bad setting."""
+    if self.steps < 1 or self.batch < 1:
+      raise ValueError("steps and batch must be positive.")
+    if self.crop < 32:
+      # MS-SSIM needs 11x11 windows; below 176 pixels it uses fewer than its five scales.
+      raise ValueError(f"crop must be at least 32 pixels; got {self.crop}.")
+    if not self.learning_rate > 0:
+      raise ValueError(f"learning_rate must be positive; got {self.learning_rate}.")
 
 
 def target_log_map(images: jax.Array, quality: jax.Array) -> jax.Array:
@@ -121,13 +143,11 @@ def _compiled(width: int, learning_rate: float, devices: tuple):
   return graphdef, tx, mesh, step_fn, _evaluation(graphdef)
 
 
-def run(args: argparse.Namespace) -> dict:
+def run(args: Config) -> dict:
   """Trains (or resumes) one run and exports the network; returns a summary dict."""
-  if args.steps < 1 or args.batch < 1:
-    raise ValueError("steps and batch must be positive.")
-  if args.crop < 32:
-    # MS-SSIM needs 11x11 windows; below 176 pixels it uses fewer than its five scales.
-    raise ValueError(f"crop must be at least 32 pixels; got {args.crop}.")
+  args.check()
+  if args.distributed:
+    jax.distributed.initialize()
   os.makedirs(args.out, exist_ok=True)
   stream = data.CropStream(args.data, crop=args.crop, batch_size=args.batch, seed=args.seed)
   validation = data.centre_crops(args.data, args.crop, args.val_images)
@@ -136,7 +156,7 @@ def run(args: argparse.Namespace) -> dict:
   with state_lib.fast_random():
     _, state = state_lib.create_state(SaliencyNet(width=args.width, rngs=nnx.Rngs(args.seed)),
                                       tx, seed=args.seed)
-  config = {k: v for k, v in vars(args).items() if k != "func"}
+  config = as_dict(args)
 
   def validate(state):
     loss, corr = (float(v) for v in evaluate(state, validation))
@@ -160,26 +180,9 @@ def run(args: argparse.Namespace) -> dict:
   return summary
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-  loop.add_run_arguments(parser, steps=1000, batch=8, crop=192, every=250, log_every=25,
-                         val_images=8,
-                         crop_help="crop side (>= 176 for all five MS-SSIM scales)")
-  parser.add_argument("--learning-rate", type=float, default=1e-3)
-  parser.add_argument("--width", type=int, default=48)
-
-
 def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog="djpeg-train saliency", description=__doc__.splitlines()[0])
-  add_arguments(parser)
-  args = parser.parse_args(argv)
-  if args.distributed:
-    jax.distributed.initialize()
-  try:
-    run(args)
-  except (ValueError, monitor.NonFiniteError) as e:
-    print(f"djpeg-train: {e}", file=sys.stderr)
-    return 1
-  return 0
+  return config_lib.main(Config, run, argv, prog="djpeg-train saliency", description=__doc__.splitlines()[0],
+                         errors=(ValueError, monitor.NonFiniteError))
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 
 `TrainState` holds everything a run needs to continue exactly: the model's parameters and its
 other variables (batch statistics), the optax optimizer state, the step count and the PRNG key.
-It is a plain pytree of arrays, so it can be jitted, sharded (`train.parallel`) and checkpointed
-(`train.checkpoint`) as it is. The model's structure (`nnx.GraphDef`) and the optax transformation
+It is a plain pytree of arrays, so it can be jitted, sharded (`djpeg.train.parallel`) and checkpointed
+(`djpeg.train.checkpoint`) as it is. The model's structure (`nnx.GraphDef`) and the optax transformation
 are static and live outside it.
 
     graphdef, state = create_state(model, optax.adamw(1e-3), seed=0)
@@ -83,7 +83,7 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, lo
   `loss_fn(model, batch, key)` returns a scalar loss and a dict of scalar metrics; it may update
   the model's non-parameter variables (batch statistics), which the new state keeps. `metrics`
   adds "loss", "grad_norm" and "finite" (1.0 when loss and gradients are all finite: the NaN
-  guard reads it). Wrap it in `jax.jit` or `train.parallel.parallel_step`.
+  guard reads it). Wrap it in `jax.jit` or `djpeg.train.parallel.parallel_step`.
   """
 
   def step(state: TrainState, batch) -> tuple[TrainState, dict]:

@@ -1,13 +1,13 @@
 """Learning quantization tables from data: a dataset-level table family, and QTableNet.
 
-  python -m train.tables family --data ../shared/data/train --out runs/family
-  python -m train.tables net    --data ../shared/data/train --out runs/net
+  python -m djpeg.train.tables family --data ../shared/data/train --out runs/family
+  python -m djpeg.train.tables net    --data ../shared/data/train --out runs/net
 
 Both minimise, per training crop, log(bits per pixel + lambda * MSE) through the exact DCT
 (`djpeg.transform`), the straight-through quantizer and the rate model (`djpeg.optimize.
 rate_distortion`: counted symbols, ideal code lengths for the gradient, headers left out; 8-bit
 RGB MSE from the DCT-domain error). The log balances the loss across rate points. `family` learns one table set per
-level of a fixed lambda ladder (all levels on every crop); `net` trains `models.qtable_net.
+level of a fixed lambda ladder (all levels on every crop); `net` trains `djpeg.models.qtable_net.
 QTableNet` with a log-uniform random lambda per crop.
 
 Runs are resumable and exact: checkpoints (orbax) every `--checkpoint-every` steps hold the state
@@ -16,12 +16,12 @@ bit for bit where an uninterrupted run would. A NaN guard stops a run with a cle
 keeps the last good checkpoint; `metrics.csv` logs the training loss, `validation.csv` the periodic
 evaluation on fixed centre crops (and fixed lambdas for the network).
 At the end the result is exported: `family.json` (`djpeg.tables.save_table_family` format) or
-`qtable_net.npz` (`models.qtable_net.save_params`).
+`qtable_net.npz` (`djpeg.models.params.save_params`).
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import functools
 import json
 import os
@@ -36,15 +36,51 @@ from flax import nnx
 import djpeg
 from djpeg import sampling
 from djpeg.optimize import rate_distortion
-from models.qtable_net import QTableNet, TableFamily, save_params
-from train import data, loop, monitor, parallel
-from train import state as state_lib
+from djpeg.models.params import save_params
+from djpeg.models.qtable_net import QTableNet, TableFamily
+from djpeg.train import data, loop, monitor, parallel
+from djpeg.train import state as state_lib
+from djpeg.train import config as config_lib
+from djpeg.train.config import as_dict, option
 
 #: The lambda ladder of table families: level 1 (smallest files) to level 12 (best quality).
 FAMILY_LAMBDAS = np.geomspace(4e-4, 0.3, 12)
 #: The lambda range QTableNet is trained on (log-uniform).
 NET_LAMBDA_RANGE = (3e-4, 0.4)
 _SUBSAMPLING = "4:2:0"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Config(loop.CropRunConfig):
+  """One table-learning run (saved with its checkpoints)."""
+
+  kind: str = option(help="a dataset-level table family, or the table-predicting network",
+                     choices=("family", "net"), positional=True)
+  steps: int = option(3000, "training steps")
+  batch: int = option(16, "crops per step")
+  eval_every: int = option(500, "steps between validations")
+  checkpoint_every: int = option(500, "steps between checkpoints")
+  log_every: int = option(50, "steps per metrics.csv row")
+  val_images: int = option(16, "validation centre crops")
+  learning_rate: float | None = option(
+      None, "learning rate (None: 5 for family, SGD with momentum; 1e-3 for net, Adam)")
+  width: int = option(48, "QTableNet width")
+
+  def check(self) -> None:
+    """Raises ValueError naming the first bad setting."""
+    if self.kind not in ("family", "net"):
+      raise ValueError(f"kind must be 'family' or 'net'; got {self.kind!r}.")
+    if self.steps < 1 or self.batch < 1 or self.crop < 16:
+      raise ValueError("steps and batch must be positive and crop at least 16 pixels.")
+    if self.learning_rate is not None and not self.learning_rate > 0:
+      raise ValueError(f"learning_rate must be positive; got {self.learning_rate}.")
+
+  @property
+  def lr(self) -> float:
+    """The learning rate used: the given one, or the kind's default."""
+    if self.learning_rate is not None:
+      return float(self.learning_rate)
+    return 5.0 if self.kind == "family" else 1e-3
 
 
 def _crop_losses(dct, tables, lambdas, crop: int) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -134,18 +170,19 @@ def build_model(kind: str, seed: int, width: int):
   return QTableNet(width=width, rngs=nnx.Rngs(seed))
 
 
-def run(args: argparse.Namespace) -> dict:
+def run(args: Config) -> dict:
   """Trains (or resumes) one run and exports its result; returns a summary dict."""
-  if args.steps < 1 or args.batch < 1 or args.crop < 16:
-    raise ValueError("steps and batch must be positive and crop at least 16 pixels.")
+  args.check()
+  if args.distributed:
+    jax.distributed.initialize()
   os.makedirs(args.out, exist_ok=True)
   stream = data.CropStream(args.data, crop=args.crop, batch_size=args.batch, seed=args.seed)
   validation = data.centre_crops(args.data, args.crop, args.val_images)
   graphdef, tx, mesh, step_fn, evaluate = _compiled(
-      args.kind, args.width, float(args.learning_rate), args.crop, tuple(jax.devices()))
+      args.kind, args.width, args.lr, args.crop, tuple(jax.devices()))
   _, state = state_lib.create_state(build_model(args.kind, args.seed, args.width), tx,
                                     seed=args.seed)
-  config = {k: v for k, v in vars(args).items() if k != "func"}
+  config = as_dict(args)
 
   def validate(state):
     value = float(evaluate(state, validation))
@@ -177,31 +214,9 @@ def run(args: argparse.Namespace) -> dict:
   return summary
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument("kind", choices=["family", "net"],
-                      help="a dataset-level table family, or the table-predicting network")
-  loop.add_run_arguments(parser, steps=3000, batch=16, crop=128, every=500, log_every=50,
-                         val_images=16)
-  parser.add_argument("--learning-rate", type=float, default=None,
-                      help="learning rate (default: 5 for family, SGD with momentum; 1e-3 for net, "
-                           "Adam)")
-  parser.add_argument("--width", type=int, default=48, help="QTableNet width")
-
-
 def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog="djpeg-train tables", description=__doc__.splitlines()[0])
-  add_arguments(parser)
-  args = parser.parse_args(argv)
-  if args.learning_rate is None:
-    args.learning_rate = 5.0 if args.kind == "family" else 1e-3
-  if args.distributed:
-    jax.distributed.initialize()
-  try:
-    run(args)
-  except (ValueError, monitor.NonFiniteError) as e:
-    print(f"djpeg-train: {e}", file=sys.stderr)
-    return 1
-  return 0
+  return config_lib.main(Config, run, argv, prog="djpeg-train tables", description=__doc__.splitlines()[0],
+                         errors=(ValueError, monitor.NonFiniteError))
 
 
 if __name__ == "__main__":

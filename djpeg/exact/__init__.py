@@ -1,17 +1,21 @@
-"""The exact file backend: real .jpg files from `Coefficients` or images, and back.
+"""The exact file backend, in numpy: `Coefficients` to JPEG bytes and back, and the trellis.
 
-Not differentiable and not traced: numpy only. `save`/`dumps` write baseline or progressive
-JPEG (optimal or Annex K Huffman tables, optional restart markers) with a vectorized entropy
-coder whose output is byte-identical to libjpeg-turbo's for the same coefficients;
-`load_coefficients` reads the quantized coefficients of baseline and progressive files.
+Not differentiable and not traced, and it imports nothing from the JAX layers of djpeg (the
+import-linter contract in pyproject.toml keeps it so). `write_coefficients` writes baseline or
+progressive JPEG (optimal or Annex K Huffman tables, optional restart markers) with a vectorized
+entropy coder whose output is byte-identical to libjpeg-turbo's for the same coefficients;
+`read_coefficients` reads the quantized coefficients of baseline and progressive files.
 
-Modules: `api` (the public functions), `writer` (file layout), `sequential` (the baseline scan),
-`scans` and `progressive` (symbols of progressive scans), `layout` (block order, dummy blocks),
-`huffman` (tables), `bitpack` (bits to bytes), `reader` (parser and decoder), `errors`
-(`JPEGError`).
+Writer side (`jcmarker`/`jchuff`/`jcphuff` in libjpeg-turbo): `writer` (file layout), `sequential`
+(the baseline scan), `scans` and `progressive` (symbols of progressive scans), `layout` (block
+order, dummy blocks), `huffman` (tables), `bitpack` (bits to bytes), `sizes` (how many bytes a
+file takes), `scripts` (progressive scan scripts chosen per image), `trellis` (trellis
+quantization). Reader side (`jdmarker`/`jdhuff`/`jdphuff`/`jdinput`): `markers` (segments),
+`bitreader`, `decode_sequential`, `decode_progressive`, `reader` (the driver). `errors`:
+`JPEGError`.
 """
 
-from djpeg.exact.api import dumps, load_coefficients, save
+from djpeg.exact.api import check_tables, read_coefficients, write_coefficients
 from djpeg.exact.errors import JPEGError
 
-__all__ = ["JPEGError", "dumps", "load_coefficients", "save"]
+__all__ = ["JPEGError", "check_tables", "read_coefficients", "write_coefficients"]

@@ -155,3 +155,12 @@ def optimal_table(freq) -> HuffmanTable:
   order = sorted(range(len(symbols) - 1), key=lambda n: (codesize[n], symbols[n]))
   values = bytes(symbols[n] for n in order)
   return HuffmanTable(tuple(bits[1:17]), values)
+
+
+def extra_bits(table_class: int) -> np.ndarray:
+  """`(256,)` extra bits that follow each symbol: DC size; AC size, or n for EOBn runs."""
+  symbol = np.arange(256)
+  if table_class == 0:
+    return symbol
+  r, s = symbol >> 4, symbol & 15
+  return np.where(s > 0, s, np.where(r < 15, r, 0))

@@ -25,7 +25,7 @@ from djpeg.tables import ZIGZAG
 EOB, ZRL = 0x00, 0xF0
 
 # Bit length of 0..32767 (magnitude categories, EOB run classes); larger maps to the sentinel 99.
-_SIZE_LUT = np.append(np.frexp(np.arange(32768.0))[1], 99).astype(np.int32)
+SIZE_LUT = np.append(np.frexp(np.arange(32768.0))[1], 99).astype(np.int32)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,7 +132,7 @@ def sparse_component(coefficients: np.ndarray) -> Sparse:
 
 def nbits(a: np.ndarray, magnitude: np.ndarray | None = None) -> np.ndarray:
   """Bit length of |a| (JPEG's magnitude category SSSS); 99 where |a| > 32767."""
-  return np.take(_SIZE_LUT, np.abs(a) if magnitude is None else magnitude, mode="clip")
+  return np.take(SIZE_LUT, np.abs(a) if magnitude is None else magnitude, mode="clip")
 
 
 def magnitude_bits(v: np.ndarray, size: np.ndarray) -> np.ndarray:

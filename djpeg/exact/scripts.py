@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from djpeg.exact import huffman, layout as layout_lib, progressive, scans, writer
+from djpeg.exact import layout as layout_lib, progressive, scans, sizes, writer
 
 Scan = scans.Scan
 
@@ -29,19 +29,18 @@ _LUMA_BANDS = ((1, 63), (1, 5, 63), (1, 8, 63))
 
 
 def _scan_bytes(scan: Scan, sparse, height: int, width: int, factors) -> float:
-  """Estimated bytes of one optimized progressive scan: entropy-coded data, its DHT and SOS."""
+  """Estimated bytes of one optimized progressive scan: entropy-coded data, its DHT and SOS
+  (`sizes`; byte stuffing left out)."""
   layout = layout_lib.scan_layout(height, width, factors, scan.components)
-  used, dc_local, ac_local = writer._scan_tables(scan, True)
-  coded = writer._code(scan, sparse, layout, 0, dc_local, ac_local, progressive.MAX_EOBRUN)
-  counts = coded.counts(len(used))
+  used, dc_local, ac_local = writer.scan_tables(scan, True)
+  coded = writer.code_scan(scan, sparse, layout, 0, dc_local, ac_local, progressive.MAX_EOBRUN)
   bits = 0.0
-  header = 2 + 2 + 1 + 2 * len(scan.components) + 3          # SOS
-  for (table_class, _), c in zip(used, counts):
-    if not c.any():
-      continue
-    table = huffman.optimal_table(c)
-    bits += float(np.sum(c * (table.codes[1] + writer._extra_bits(table_class))))
-    header += 2 + 2 + 1 + 16 + len(table.values)                 # DHT
+  header = sizes.sos_bytes(len(scan.components))
+  for (table_class, _), c in zip(used, coded.counts(len(used))):
+    if c.any():
+      table_bits, symbols = sizes.optimal_code_bits(table_class, c)
+      bits += table_bits
+      header += sizes.dht_bytes(1, symbols)
   return header + (bits + coded.raw_bits()) / 8
 
 

@@ -32,16 +32,16 @@ import dataclasses
 
 import numpy as np
 
-from djpeg.exact import huffman, layout as layout_lib, scans, sequential, writer
+from djpeg.exact import huffman, layout as layout_lib, scans, sequential, sizes, writer
 from djpeg.tables import ZIGZAG
 
 _EOB, _ZRL = 0x00, 0xF0
-_SIZE = scans._SIZE_LUT  # bit length of 0..32767
+_SIZE = scans.SIZE_LUT  # bit length of 0..32767
 
-# AC symbols a baseline coder may use: EOB, ZRL and (run, size) for size 1..10.
-_AC_VALID = np.zeros(256, bool)
-_AC_VALID[[_EOB, _ZRL]] = True
-_AC_VALID[(np.arange(16)[:, None] * 16 + np.arange(1, 11)[None, :]).ravel()] = True
+#: AC symbols a baseline coder may use: EOB, ZRL and (run, size) for size 1..10.
+AC_VALID = np.zeros(256, bool)
+AC_VALID[[_EOB, _ZRL]] = True
+AC_VALID[(np.arange(16)[:, None] * 16 + np.arange(1, 11)[None, :]).ravel()] = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,7 +90,7 @@ def symbol_counts(components, height: int, width: int, sampling) -> dict:
   sparse = [scans.sparse_component(np.asarray(c, np.int32)) for c in components]
   scan = scans.sequential_script(len(components))[0]
   layout = layout_lib.scan_layout(height, width, tuple(map(tuple, sampling)), scan.components)
-  used, dc_local, ac_local = writer._scan_tables(scan, False)
+  used, dc_local, ac_local = writer.scan_tables(scan, False)
   counts = sequential.symbols(sparse, layout, 0, dc_local, ac_local).counts(len(used))
   return dict(zip(used, counts))
 
@@ -99,23 +99,13 @@ def _code_lengths(table: huffman.HuffmanTable) -> np.ndarray:
   return table.codes[1].astype(np.float64)
 
 
-def coded_bits(counts: dict) -> float:
-  """Bits of a baseline scan with the optimal tables for `counts`, plus their DHT segments."""
-  total = 0.0
-  for (table_class, _), c in counts.items():
-    table = huffman.optimal_table(c)
-    total += float(np.sum(c * (_code_lengths(table) + writer._extra_bits(table_class))))
-    total += 8 * (5 + 16 + len(table.values))   # DHT marker, length, class/slot, counts, values
-  return total
-
-
 def _pricing_lengths(counts: np.ndarray) -> np.ndarray:
   """`(256,)` AC code lengths to price symbols with: the optimal table of the counts, every
   valid symbol counted at least once so that symbols the current choice does not use have a
   (long) finite length; invalid symbols cost infinity."""
-  prior = np.where(_AC_VALID, 1, 0)
+  prior = np.where(AC_VALID, 1, 0)
   table = huffman.optimal_table(np.asarray(counts, np.int64) * 4 + prior)
-  return np.where(_AC_VALID, _code_lengths(table), np.inf)
+  return np.where(AC_VALID, _code_lengths(table), np.inf)
 
 
 # Costs are fixed-point integers (1/2**16 bit) shifted left by 6 bits, leaving room to pack the
@@ -256,7 +246,7 @@ class _Candidates:
     return out
 
 
-def _solve(x, rounded, dmul, table, lengths) -> np.ndarray:
+def solve_blocks(x, rounded, dmul, table, lengths) -> np.ndarray:
   """The dynamic program over all blocks (`_Candidates`): `(N, 63)` int32 chosen magnitudes,
   with `dmul` the bits a squared step of error costs, `(N, 63)`."""
   return _Candidates(x, rounded, dmul, 1.0, table).solve(lengths)
@@ -314,7 +304,7 @@ class _Counter:
     return {key: by_key[key] for key in self.keys}
 
 
-class _Problem:
+class TrellisProblem:
   """One image's coefficients and tables, prepared for rounding, the trellis and their costs.
 
   AC coefficients of all components are stacked as `(N, 63)` rows in zigzag order (float32:
@@ -360,7 +350,7 @@ class _Problem:
   def evaluate(self, magnitudes):
     """(symbol counts, bits, distortion) of a choice of AC magnitudes `(N, 63)`."""
     counts = self.counter.counts(magnitudes)
-    return counts, coded_bits(counts), self.distortion(magnitudes)
+    return counts, sizes.coded_bits(counts), self.distortion(magnitudes)
 
   def candidates(self, lmbda) -> _Candidates:
     return _Candidates(self.x, self.rounded, self.scale, lmbda, self.table)
@@ -382,7 +372,7 @@ class _Problem:
       y = x * (steps / new)
       r = np.floor(y + np.float32(0.5))
       counts = _ac_histograms(r.astype(np.int32), table)
-      bits = coded_bits({(1, t): counts[t] for t in range(2) if counts[t].any()})
+      bits = sizes.coded_bits({(1, t): counts[t] for t in range(2) if counts[t].any()})
       points.append((bits, float(np.sum(weight * new ** 2 * (y - r) ** 2, dtype=np.float64))))
     (r_fine, d_fine), (r_coarse, d_coarse) = points
     if d_coarse <= d_fine or r_fine <= r_coarse:
@@ -445,7 +435,7 @@ def table_slope(dct, tables, sampling, height: int, width: int, *, weights,
   for given tables. Arguments as for `trellis_quantize`.
   """
   importance = _check_importance(importance, [np.shape(d) for d in dct])
-  return _Problem(dct, tables, sampling, height, width, weights, importance).slope()
+  return TrellisProblem(dct, tables, sampling, height, width, weights, importance).slope()
 
 
 def trellis_quantize(dct, tables, sampling, height: int, width: int, *, lmbda=None, weights,
@@ -471,7 +461,7 @@ def trellis_quantize(dct, tables, sampling, height: int, width: int, *, lmbda=No
   importance = _check_importance(importance, [np.shape(d) for d in dct])
   if lmbda is not None:
     lmbda = _check_lmbda(lmbda)
-  problem = _Problem(dct, tables, sampling, height, width, weights, importance)
+  problem = TrellisProblem(dct, tables, sampling, height, width, weights, importance)
   if lmbda is None:
     lmbda = problem.slope()
   counts, bits, distortion = problem.evaluate(problem.rounded)

@@ -65,7 +65,7 @@ def _huffman_slot(component: int) -> int:
   return 0 if component == 0 else 1
 
 
-def _scan_tables(scan: scans.Scan, progressive_mode: bool):
+def scan_tables(scan: scans.Scan, progressive_mode: bool):
   """The (class, slot) tables a scan uses, and each component's local table indices.
 
   Tables are listed in libjpeg's DHT order: per component its DC table, then its AC table.
@@ -103,7 +103,7 @@ def _selectors(scan: scans.Scan, progressive_mode: bool):
   return out
 
 
-def _code(scan, sparse, layout, restart, dc_local, ac_local, cap):
+def code_scan(scan, sparse, layout, restart, dc_local, ac_local, cap):
   """Dispatches a scan to its coder: sequential, DC first/refine, AC first/refine.
 
   Every coder returns an object with `counts(num_tables)`, `raw_bits()` and
@@ -120,15 +120,6 @@ def _code(scan, sparse, layout, restart, dc_local, ac_local, cap):
                int(ac_local[0]), cap)
 
 
-def _extra_bits(table_class: int) -> np.ndarray:
-  """`(256,)` extra bits that follow each symbol: DC size; AC size, or n for EOBn runs."""
-  symbol = np.arange(256)
-  if table_class == 0:
-    return symbol
-  r, s = symbol >> 4, symbol & 15
-  return np.where(s > 0, s, np.where(r < 15, r, 0))
-
-
 def _code_luts(tables: list[huffman.HuffmanTable], classes: list[int]):
   """Per symbol `table * 256 + byte`: its code shifted left over its extra bits (uint32) and the
   field's total length (uint8; 0 where the symbol has no code).
@@ -140,7 +131,7 @@ def _code_luts(tables: list[huffman.HuffmanTable], classes: list[int]):
   total = np.zeros(n * 256, np.uint8)
   for t, (table, table_class) in enumerate(zip(tables, classes)):
     code, length = table.codes
-    extra = _extra_bits(table_class)
+    extra = huffman.extra_bits(table_class)
     shifted[t * 256:(t + 1) * 256] = code << extra.astype(np.uint32)
     total[t * 256:(t + 1) * 256] = np.where(length > 0, length + extra, 0)
   return shifted, total
@@ -182,8 +173,8 @@ def encode_image(components, tables, height: int, width: int, factors, *, optimi
   cap = progressive.MAX_EOBRUN if optimize else 1
   for n, scan in enumerate(script):
     layout = layout_lib.scan_layout(height, width, factors, scan.components)
-    used, dc_local, ac_local = _scan_tables(scan, progressive_mode)
-    coded = _code(scan, sparse, layout, restart_interval, dc_local, ac_local, cap)
+    used, dc_local, ac_local = scan_tables(scan, progressive_mode)
+    coded = code_scan(scan, sparse, layout, restart_interval, dc_local, ac_local, cap)
     counts = coded.counts(len(used))
     if optimize:
       tables_now = [huffman.optimal_table(c) for c in counts]

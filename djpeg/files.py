@@ -1,0 +1,204 @@
+"""Images and coefficients to files and back: `save`, `dumps`, `load_coefficients`.
+
+The layer where an image becomes a real .jpg file. An image is transformed exactly as
+libjpeg-turbo does (`djpeg.codec`), or, with `trellis` or `saliency`, its coefficients are chosen
+by `djpeg.encoder.compress`; `Coefficients` are written as they are. The bytes come from the
+numpy backend (`djpeg.exact`), so a saved image is the file Pillow would write.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import jax
+import numpy as np
+
+from djpeg import codec
+from djpeg.atomic import write_bytes_atomic
+from djpeg.coefficients import Coefficients
+from djpeg.encoder import compress
+from djpeg.exact import check_tables, read_coefficients, write_coefficients
+from djpeg.tables import DEFAULT_QUALITY
+
+__all__ = ["dumps", "load_coefficients", "save"]
+
+
+def _tables_arg(qtables) -> np.ndarray:
+  """Pillow-style `qtables` (list of 64-lists, dict, or `(k, 8, 8)`) to a `(k, 8, 8)` array."""
+  if isinstance(qtables, dict):
+    qtables = [qtables[i] for i in sorted(qtables)]
+  tables = np.asarray(qtables, np.float64)
+  if tables.ndim == 2 and tables.shape[-1] == 64:
+    tables = tables.reshape(-1, 8, 8)
+  elif tables.ndim == 2 and tables.shape == (8, 8):
+    tables = tables[None]
+  if tables.ndim != 3 or tables.shape[1:] != (8, 8) or not 1 <= len(tables) <= 3:
+    raise ValueError("qtables must be 1 to 3 tables of 64 entries in natural (row-major) order: "
+                     f"a (k, 8, 8) array or a list of 64-lists; got shape {tables.shape}.")
+  check_tables(tables, "qtables")
+  return tables
+
+
+def _as_images(images) -> np.ndarray:
+  """uint8 `(H, W)`, `(H, W, C)`, `(B, H, W, C)` or float in [0, 1] to float32 in [0, 1]."""
+  a = np.asarray(images)
+  if a.ndim == 2:
+    a = a[..., None]
+  if a.dtype == np.uint8:
+    return a.astype(np.float32) / 255.0
+  if not np.issubdtype(a.dtype, np.floating):
+    raise ValueError(f"images must be uint8 or float in [0, 1]; got dtype {a.dtype}.")
+  return a.astype(np.float32)
+
+
+def _trellis_coefficients(images, quality, tables, subsampling, trellis, saliency) -> Coefficients:
+  """Coefficients chosen by `djpeg.encoder.compress` (trellis, region of interest), per image."""
+  images = np.asarray(images)
+  if images.ndim == 2:
+    images = images[..., None]
+  lmbda = None if trellis is True else trellis
+  if lmbda is not None and not (isinstance(lmbda, (int, float)) and np.isfinite(lmbda) and lmbda > 0):
+    raise ValueError(f"trellis must be True, False or a positive lambda (bits per pixel per unit "
+                     f"of RGB MSE); got {trellis!r}.")
+  batch = images[None] if images.ndim == 3 else images
+  quality_of = np.broadcast_to(np.asarray(quality if quality is not None else DEFAULT_QUALITY), batch.shape[:1])
+  results = [compress(image, quality=None if tables is not None and quality is None else
+                      float(quality_of[i]), tables=tables, lmbda=lmbda, saliency=saliency,
+                      subsampling=subsampling, measure=False).coefficients
+             for i, image in enumerate(batch)]
+  if images.ndim == 3:
+    return results[0]
+  return jax.tree.map(lambda *a: np.stack(a), *results)
+
+
+def _coefficients_for(image_or_coefficients, quality, qtables, subsampling, trellis=False,
+                      saliency=None) -> Coefficients:
+  if isinstance(image_or_coefficients, Coefficients):
+    given = [n for n, v in (("quality", quality), ("qtables", qtables), ("subsampling", subsampling))
+             if v is not None]
+    if given:
+      raise ValueError(f"{', '.join(given)} cannot be given with Coefficients: they are written "
+                       "as they are, with their own tables and sampling factors.")
+    if trellis is not False or saliency is not None:
+      raise ValueError("trellis and saliency choose coefficients from the image: pass the image, "
+                       "not Coefficients (djpeg.encoder.compress gives both).")
+    return image_or_coefficients
+  tables = None if qtables is None else _tables_arg(qtables)
+  subsampling = "4:2:0" if subsampling is None else subsampling
+  if trellis is not False or saliency is not None:
+    return _trellis_coefficients(image_or_coefficients, quality, tables, subsampling,
+                                 True if trellis is False else trellis, saliency)
+  pixels = np.asarray(image_or_coefficients)
+  if pixels.dtype == np.uint8:
+    return codec.encode_pixels(pixels[..., None] if pixels.ndim == 2 else pixels,
+                               quality=quality, tables=tables, subsampling=subsampling)
+  images = _as_images(image_or_coefficients)
+  return codec.encode(images, quality=quality, tables=tables, subsampling=subsampling,
+                      faithful=True)
+
+
+def dumps(image_or_coefficients, *, quality=None, qtables=None, subsampling=None,
+          optimize: bool = True, progressive=False, restart_interval: int | None = None,
+          trellis=False, saliency=None):
+  """JPEG file bytes of an image or of quantized coefficients.
+
+  Args:
+    image_or_coefficients: an image, uint8 `(H, W)` / `(H, W, C)` or float in [0, 1]
+      `(H, W, C)` / `(B, H, W, C)` with C = 1 (gray) or 3 (RGB), transformed exactly as
+      libjpeg-turbo does (`djpeg.encode(..., faithful=True)`); or `Coefficients` (from `encode`
+      or `load_coefficients`) whose integer coefficients and tables are written as they are.
+    quality: IJG quality 1..100 (images only; default `DEFAULT_QUALITY`, 75).
+    qtables: quantization tables (images only), natural order: a `(k, 8, 8)` array or a list of
+      k 64-lists (or a dict {0: ..., 1: ...}), k = 1, 2 (luma, chroma) or 3; entries 1..255.
+      With `quality` too they are base tables scaled by it, as libjpeg scales them.
+    subsampling: "4:2:0" (default), "4:2:2" or "4:4:4" (images only; ignored for gray).
+    optimize: optimal Huffman tables per image, built exactly as libjpeg-turbo does (default);
+      False uses the Annex K tables.
+    progressive: progressive JPEG (SOF2) with libjpeg's default scan script and per-scan
+      optimal tables (with `optimize=False`: Annex K tables, end-of-band runs of one block);
+      "optimize": the smallest script of a family of standard ones for this image
+      (`djpeg.exact.scripts`, like mozjpeg's optimize_scans), never larger than libjpeg's.
+    restart_interval: emit RST markers every this many MCUs (None or 0: none).
+    trellis: images only: trellis quantization (`djpeg.exact.trellis`): per block, the values
+      that minimise real bits + lambda * RGB-MSE distortion for these tables; True uses the
+      tables' own rate-distortion slope as lambda, a number is lambda itself (bits per pixel
+      per unit of MSE). The file is as standard as any other.
+    saliency: images only: a region of interest (implies `trellis`): an `(H, W)` map in
+      [0, 1], a mask image path, a callable or "auto" (`djpeg.roi.saliency_map`); important
+      blocks keep more of their coefficients.
+  Returns:
+    `bytes`, or a list of `bytes` for a batch.
+  Raises:
+    ValueError: bad arguments, non-integer coefficients, values JPEG cannot code (|AC| > 1023,
+      DC differences beyond 11 bits), or tables outside 1..255; the message names the
+      component, block or table entry.
+  """
+  c = _coefficients_for(image_or_coefficients, quality, qtables, subsampling, trellis, saliency)
+  files = write_coefficients(c, optimize=optimize, progressive=progressive,
+                             restart_interval=restart_interval)
+  return files if c.batch_shape else files[0]
+
+
+def _write(fp, data: bytes) -> None:
+  if isinstance(fp, (str, os.PathLike)):
+    write_bytes_atomic(fp, data)
+  elif hasattr(fp, "write"):
+    fp.write(data)
+  else:
+    raise ValueError(f"fp must be a path or a binary file object; got {type(fp).__name__}.")
+
+
+def save(fp, image_or_coefficients, *, quality=None, qtables=None, subsampling=None,
+         optimize: bool = True, progressive=False, restart_interval: int | None = None,
+         trellis=False, saliency=None) -> None:
+  """Writes a JPEG file; arguments as for `dumps`.
+
+  Args:
+    fp: a path (str or PathLike) or a binary file object; for a batch of B images or
+      coefficients, a sequence of B of them.
+  All files are encoded before anything is written; a path is written atomically (temporary
+  file in the same directory, then `os.replace`), so on any error no file is left behind.
+  """
+  c = _coefficients_for(image_or_coefficients, quality, qtables, subsampling, trellis, saliency)
+  if c.batch_shape:
+    if isinstance(fp, (str, os.PathLike)) or not isinstance(fp, Sequence) or len(fp) != c.batch_shape[0]:
+      raise ValueError(f"a batch of {c.batch_shape[0]} images needs a sequence of "
+                       f"{c.batch_shape[0]} paths or files; got {fp!r}.")
+    targets = list(fp)
+  else:
+    targets = [fp]
+  for target in targets:
+    if not isinstance(target, (str, os.PathLike)) and not hasattr(target, "write"):
+      raise ValueError(f"fp must be a path or a binary file object; got {type(target).__name__}.")
+  files = write_coefficients(c, optimize=optimize, progressive=progressive,
+                             restart_interval=restart_interval)
+  for target, data in zip(targets, files):
+    _write(target, data)
+
+
+def load_coefficients(fp) -> Coefficients:
+  """Reads the quantized coefficients, tables and sampling factors of a JPEG file.
+
+  Args:
+    fp: a path, `bytes`, or a binary file object (`djpeg.exact.read_coefficients` says which
+      files are read).
+  Returns:
+    `Coefficients` with numpy arrays (int16 components, float32 tables); `djpeg.decode` of it
+    is the image libjpeg-turbo decodes.
+  Raises:
+    JPEGError: the file is malformed, truncated or of a kind not read here; the message says which.
+    ValueError: `fp` is neither a path, bytes nor a binary file object.
+  """
+  if isinstance(fp, (bytes, bytearray, memoryview)):
+    data = bytes(fp)
+  elif isinstance(fp, (str, os.PathLike)):
+    with open(fp, "rb") as f:
+      data = f.read()
+  elif hasattr(fp, "read"):
+    data = fp.read()
+    if not isinstance(data, (bytes, bytearray)):
+      raise ValueError("load_coefficients needs a binary file object (read() returned text).")
+  else:
+    raise ValueError(f"fp must be a path, bytes or a binary file object; got {type(fp).__name__}.")
+  return read_coefficients(data)
