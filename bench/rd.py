@@ -1,56 +1,69 @@
 """Rate-distortion benchmark: real files from each encoder, decoded by libjpeg-turbo, on Kodak.
 
-  python bench/rd.py [--images ../shared/data/kodak] [--limit N] [--qualities 20,30,...,95]
-                     [--plot bench/results/rd_kodak.png]
+  python bench/rd.py [--images ../shared/data/kodak] [--limit N] [--qualities 20,35,50,65,80,95]
+                     [--codecs ...] [--json bench/out/rd.json] [--plot bench/results/rd_kodak.png]
 
-For every image and quality this writes real JPEG files with:
+For every image and quality this writes real JPEG files with each encoder:
 
-  libjpeg-turbo          Pillow, 4:2:0, optimize=True                    (the anchor)
-  libjpeg-turbo prog.    Pillow, 4:2:0, progressive=True
-  mozjpeg 4.0.3          jpeglib's bundled mozjpeg, defaults (trellis, table 3, progressive)
-  jpegli                 pyjpegli, defaults
-  djpeg standard         djpeg.dumps, Annex K tables, optimized Huffman (must equal the anchor)
-  djpeg optimized        djpeg.optimize_tables per image (PSNR target = the anchor's PSNR at that
-                         quality), baseline, optimized Huffman
-  djpeg optimized prog.  the same tables, progressive
-  djpeg standard + trellis  Annex K tables at the anchor's quality, trellis quantization with the
-                         tables' own lambda (djpeg.dumps(..., trellis=True)), baseline
-  djpeg optimized + trellis  djpeg.encoder.compress(psnr=the anchor's PSNR): the optimized tables
-                         above, then the trellis with the tables' slope, the table scale fitted to
-                         the Lagrangian and moved until the decoded PSNR meets the target, baseline
-  djpeg optimized + trellis prog.  the same coefficients, progressive with the smallest of a
-                         family of standard scan scripts (progressive="optimize")
-  djpeg learned family   the table family shipped with djpeg (learned on the training images by
-                         `djpeg-train tables family`), every level: a curve of its own
-  djpeg QTableNet        tables predicted per image by the shipped network (`djpeg-train tables
-                         net`), PSNR target = the anchor's; baseline, and progressive
+  libjpeg-turbo              Pillow, 4:2:0, optimize=True                       (the anchor)
+  libjpeg-turbo progressive  Pillow, 4:2:0, progressive=True
+  mozjpeg                    jpeglib's bundled mozjpeg 4.0.3, defaults (trellis, table 3,
+                             progressive with optimized scans)
+  jpegli                     pyjpegli, defaults
+  djpeg standard             djpeg.dumps at the quality: Annex K, optimized Huffman (must equal
+                             the anchor byte for byte)
+  djpeg default              `djpeg-cli encode --quality Q`: the perceptual mode
+                             (`djpeg.perceptual`: at least the anchor's SSIMULACRA 2 at Q, the
+                             subsampling chosen per image), progressive with optimized scans
+  djpeg PSNR mode            per-image tables + trellis at the anchor's PSNR, progressive with
+                             optimized scans (`djpeg-cli encode --optimize-tables --psnr P
+                             --trellis --optimize-scans`)
+  and, on request (--codecs): djpeg perceptual 4:2:0 (the default mode without 4:4:4),
+  djpeg learned family (every level), djpeg QTableNet (tables per image at the anchor's PSNR).
 
-Bits per pixel count the whole file; PSNR (RGB, 8-bit) and SSIM (RGB, scikit-image convention)
-are measured on Pillow's decode of the file. BD-rate is Bjontegaard's delta rate (cubic fit of
-log-rate against quality over the overlapping quality range) against the anchor, computed per
-image and averaged over images; negative is better. Nothing here is tuned on Kodak: it is the
-report, not the training set.
+Every file is decoded by libjpeg-turbo (Pillow) and measured: bits per pixel of the whole file,
+RGB PSNR, SSIM and MS-SSIM (djpeg.metrics), SSIMULACRA 2 (djpeg.metrics.ssimulacra2, a faithful
+port of Cloudinary's program) and butteraugli's max-norm distance (Debian's `butteraugli`
+program; without it the column is left out and the script says so). BD-rate is Bjontegaard's
+delta rate (cubic fit of log rate against the quality axis, over the overlapping range) against
+the anchor, per image, then averaged; negative is fewer bytes at equal quality. butteraugli is a
+distance (lower is better); its BD-rate runs over the same fit. The report also gives each
+row's BD-rates at each quality pair (per-rate points) and the spread over images. Nothing here
+is tuned on Kodak: it is the report, not the training set.
 """
 
 from __future__ import annotations
 
 import argparse
-import glob
 import io
 import json
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from PIL import Image
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from common import KODAK, REPO, load_rgb, pillow_jpeg, png_paths
+
+METRICS = ("psnr", "ssim", "ms_ssim", "ssimulacra2", "butteraugli")
+LABELS = {"psnr": "RGB PSNR", "ssim": "SSIM", "ms_ssim": "MS-SSIM", "ssimulacra2": "SSIMULACRA 2",
+          "butteraugli": "butteraugli"}
+DEFAULT_CODECS = ("libjpeg-turbo", "libjpeg-turbo progressive", "mozjpeg", "jpegli",
+                  "djpeg standard", "djpeg default", "djpeg PSNR mode")
+EXTRA_CODECS = ("djpeg perceptual 4:2:0", "djpeg learned family", "djpeg QTableNet")
+ANCHOR = "libjpeg-turbo"
 
 
 def bd_rate(rate_anchor, quality_anchor, rate_test, quality_test) -> float:
   """Bjontegaard delta rate in percent (cubic fit of log rate over quality, overlap interval)."""
   qa, qt = np.asarray(quality_anchor, float), np.asarray(quality_test, float)
+  if len(qa) < 4 or len(qt) < 4 or not (np.all(np.isfinite(qa)) and np.all(np.isfinite(qt))):
+    return float("nan")
   pa = np.polyfit(qa, np.log(rate_anchor), 3)
   pt = np.polyfit(qt, np.log(rate_test), 3)
   lo, hi = max(qa.min(), qt.min()), min(qa.max(), qt.max())
@@ -62,15 +75,7 @@ def bd_rate(rate_anchor, quality_anchor, rate_test, quality_test) -> float:
   return float((np.exp(mean_t - mean_a) - 1) * 100)
 
 
-def pillow(pixels, **options) -> bytes:
-  buf = io.BytesIO()
-  Image.fromarray(pixels).save(buf, "JPEG", **options)
-  return buf.getvalue()
-
-
 def mozjpeg(pixels, quality) -> bytes:
-  import tempfile
-
   import jpeglib
   with tempfile.TemporaryDirectory() as tmp:
     path = os.path.join(tmp, "m.jpg")
@@ -86,104 +91,151 @@ def jpegli(pixels, quality) -> bytes:
   return pyjpegli.encode(np.ascontiguousarray(pixels).tobytes(), w, h, int(quality))
 
 
-def measure(data: bytes, pixels: np.ndarray, metrics) -> tuple[float, float, float]:
-  """(bits per pixel, RGB PSNR, SSIM) of a file, decoded by libjpeg-turbo."""
-  decoded = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
-  mse = np.mean((decoded.astype(np.float64) - pixels) ** 2)
-  psnr = float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
-  ssim = float(metrics.ssim(decoded.astype(np.float32) / 255, pixels.astype(np.float32) / 255))
-  return 8 * len(data) / (pixels.shape[0] * pixels.shape[1]), psnr, ssim
+class Meter:
+  """Measures files against one image: every metric, butteraugli in a thread pool."""
+
+  def __init__(self, butteraugli: str | None, workers: int = 2):
+    import jax
+    from djpeg import metrics
+    self.butteraugli = butteraugli
+    self.pool = ThreadPoolExecutor(workers)
+    self._ssimulacra2 = jax.jit(metrics.ssimulacra2)
+    self._ms_ssim = jax.jit(metrics.ms_ssim)
+    self._ssim = jax.jit(metrics.ssim)
+
+  def _butteraugli(self, reference_png: str, decoded: np.ndarray) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+      path = os.path.join(tmp, "d.png")
+      Image.fromarray(decoded).save(path)
+      out = subprocess.run([self.butteraugli, reference_png, path], capture_output=True,
+                           text=True, check=True)
+      return float(out.stdout.split()[0])
+
+  def measure(self, pixels: np.ndarray, files: list[bytes]) -> list[dict]:
+    """`{bpp, psnr, ssim, ms_ssim, ssimulacra2, butteraugli}` of each file."""
+    decoded = [np.asarray(Image.open(io.BytesIO(d)).convert("RGB")) for d in files]
+    with tempfile.TemporaryDirectory() as tmp:
+      reference_png = os.path.join(tmp, "r.png")
+      Image.fromarray(pixels).save(reference_png)
+      pending = [self.pool.submit(self._butteraugli, reference_png, d) for d in decoded] \
+          if self.butteraugli else None
+      ref = pixels.astype(np.float32) * np.float32(1 / 255)
+      out = []
+      for data, dec in zip(files, decoded):
+        d = dec.astype(np.float32) * np.float32(1 / 255)
+        mse = np.mean((dec.astype(np.float64) - pixels) ** 2)
+        out.append(dict(bpp=8 * len(data) / (pixels.shape[0] * pixels.shape[1]),
+                        psnr=float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse),
+                        ssim=float(self._ssim(d, ref)), ms_ssim=float(self._ms_ssim(d, ref)),
+                        ssimulacra2=float(self._ssimulacra2(ref, d))))
+      for point, future in zip(out, pending or []):
+        point["butteraugli"] = future.result()
+    return out
 
 
-CODECS = ("libjpeg-turbo", "libjpeg-turbo progressive", "mozjpeg", "jpegli", "djpeg standard",
-          "djpeg optimized", "djpeg optimized progressive", "djpeg standard + trellis",
-          "djpeg optimized + trellis", "djpeg optimized + trellis progressive",
-          "djpeg learned family", "djpeg QTableNet", "djpeg QTableNet progressive")
-
-
-def run_image(pixels, qualities, codecs, say) -> dict:
+def run_image(pixels, qualities, codecs, meter, say) -> dict:
   import djpeg
-  from djpeg import metrics
+  from djpeg import perceptual
   from djpeg.encoder import compress
   image = pixels.astype(np.float32) / 255
-  points = {name: [] for name in codecs}
+  files = {name: [] for name in codecs}
   timing = {}
-  for q in qualities:
-    anchor = measure(pillow(pixels, quality=q, subsampling=2, optimize=True), pixels, metrics)
-    files = {}
-    if "libjpeg-turbo" in codecs:
-      points["libjpeg-turbo"].append(anchor)
-    if "libjpeg-turbo progressive" in codecs:
-      files["libjpeg-turbo progressive"] = pillow(pixels, quality=q, subsampling=2, progressive=True)
-    if "mozjpeg" in codecs:
-      files["mozjpeg"] = mozjpeg(pixels, q)
-    if "jpegli" in codecs:
-      files["jpegli"] = jpegli(pixels, q)
-    if "djpeg standard" in codecs:
-      files["djpeg standard"] = djpeg.dumps(pixels, quality=q)
-    if "djpeg standard + trellis" in codecs:
-      files["djpeg standard + trellis"] = djpeg.dumps(pixels, quality=q, trellis=True)
-    trellis_rows = ("djpeg optimized + trellis", "djpeg optimized + trellis progressive")
-    if any(name.startswith("djpeg optimized") for name in codecs):
+  anchors = [pillow_jpeg(pixels, quality=q, subsampling=2, optimize=True) for q in qualities]
+  anchor_points = meter.measure(pixels, anchors)
+  for q, anchor, point in zip(qualities, anchors, anchor_points):
+    target_psnr = float(point["psnr"])
+    for name in codecs:
       start = time.perf_counter()
-      result = djpeg.optimize_tables(image, psnr=float(anchor[1]))
-      timing.setdefault("optimize_s", []).append(time.perf_counter() - start)
-      c = djpeg.encode(image, tables=result.tables, subsampling=result.subsampling)
-      if "djpeg optimized" in codecs:
-        files["djpeg optimized"] = djpeg.dumps(c)
-      if "djpeg optimized progressive" in codecs:
-        files["djpeg optimized progressive"] = djpeg.dumps(c, progressive=True)
-      if any(name in codecs for name in trellis_rows):
-        start = time.perf_counter()
-        trellis = compress(pixels, psnr=float(anchor[1]), optimization=result, measure=False)
-        timing.setdefault("trellis_s", []).append(time.perf_counter() - start)
-        if "djpeg optimized + trellis" in codecs:
-          files["djpeg optimized + trellis"] = djpeg.dumps(trellis.coefficients)
-        if "djpeg optimized + trellis progressive" in codecs:
-          files["djpeg optimized + trellis progressive"] = djpeg.dumps(
-              trellis.coefficients, progressive="optimize")
-    if "djpeg QTableNet" in codecs or "djpeg QTableNet progressive" in codecs:
-      from djpeg.models.qtable_net import predict_tables
-      start = time.perf_counter()
-      tables = predict_tables(image, psnr=float(anchor[1]))
-      timing.setdefault("qtablenet_s", []).append(time.perf_counter() - start)
-      c = djpeg.encode(image, tables=tables)
-      if "djpeg QTableNet" in codecs:
-        files["djpeg QTableNet"] = djpeg.dumps(c)
-      if "djpeg QTableNet progressive" in codecs:
-        files["djpeg QTableNet progressive"] = djpeg.dumps(c, progressive=True)
-    for name, data in files.items():
-      points[name].append(measure(data, pixels, metrics))
-    say(f"  q{q}: anchor {anchor[0]:.3f} bpp {anchor[1]:.2f} dB" + "".join(
-        f" | {name} {points[name][-1][0]:.3f} bpp {points[name][-1][1]:.2f} dB"
-        for name in files if name.startswith("djpeg opt")))
+      if name == ANCHOR:
+        data = anchor
+      elif name == "libjpeg-turbo progressive":
+        data = pillow_jpeg(pixels, quality=q, subsampling=2, progressive=True)
+      elif name == "mozjpeg":
+        data = mozjpeg(pixels, q)
+      elif name == "jpegli":
+        data = jpegli(pixels, q)
+      elif name == "djpeg standard":
+        data = djpeg.dumps(pixels, quality=q)
+      elif name == "djpeg default":
+        data = djpeg.dumps(compress(pixels, quality=q).coefficients, progressive="optimize")
+      elif name == "djpeg perceptual 4:2:0":
+        result = perceptual.meet_libjpeg(pixels, q, subsamplings=("4:2:0",))
+        data = djpeg.dumps(result.coefficients, progressive="optimize")
+      elif name == "djpeg PSNR mode":
+        result = compress(pixels, psnr=target_psnr)
+        data = djpeg.dumps(result.coefficients, progressive="optimize")
+      elif name == "djpeg QTableNet":
+        from djpeg.models.qtable_net import predict_tables
+        data = djpeg.dumps(djpeg.encode(image, tables=predict_tables(image, psnr=target_psnr)))
+      else:
+        continue
+      timing.setdefault(name, []).append(time.perf_counter() - start)
+      files[name].append(data)
+  points = {name: meter.measure(pixels, files[name]) for name in codecs
+            if files[name] and name != ANCHOR}
+  points[ANCHOR] = anchor_points
   if "djpeg learned family" in codecs:
     family = djpeg.tables.load_table_family("learned")
-    for tables in family["tables"]:
-      points["djpeg learned family"].append(
-          measure(djpeg.dumps(pixels, qtables=tables, subsampling=family["subsampling"]), pixels,
-                  metrics))
-  return {"points": {k: np.asarray(v).tolist() for k, v in points.items()}, "timing": timing}
+    points["djpeg learned family"] = meter.measure(pixels, [
+        djpeg.dumps(pixels, qtables=t, subsampling=family["subsampling"])
+        for t in family["tables"]])
+  if "djpeg standard" in codecs and files["djpeg standard"] != anchors:
+    say("  WARNING: djpeg standard differs from libjpeg-turbo's files")
+  say("  " + " | ".join(f"{n}: {np.mean([p['bpp'] for p in points[n]]):.3f} bpp "
+                        f"S2 {np.mean([p['ssimulacra2'] for p in points[n]]):.1f}"
+                        for n in codecs if n in points))
+  return {"points": points, "timing": timing}
 
 
-def plot(results, codecs, path):
+def _axis(points, metric):
+  values = [p.get(metric, float("nan")) for p in points]
+  return [-v for v in values] if metric == "butteraugli" else values
+
+
+def summarize(results, codecs, metrics, qualities) -> dict:
+  """Per codec and metric: mean BD-rate, per-image BD-rates, per-rate BD-rates."""
+  out = {}
+  for name in codecs:
+    row = {}
+    for metric in metrics:
+      per_image = []
+      per_rate = []
+      for r in results:
+        a, t = r["points"][ANCHOR], r["points"].get(name)
+        if t is None:
+          continue
+        ra, rt = [p["bpp"] for p in a], [p["bpp"] for p in t]
+        per_image.append(bd_rate(ra, _axis(a, metric), rt, _axis(t, metric)))
+        if len(t) == len(a):   # BD-rate over each window of 4 consecutive qualities
+          per_rate.append([bd_rate(ra[i:i + 4], _axis(a, metric)[i:i + 4], rt[i:i + 4],
+                                   _axis(t, metric)[i:i + 4]) for i in range(len(a) - 3)])
+      row[metric] = {"mean": float(np.nanmean(per_image)) if per_image else float("nan"),
+                     "per_image": per_image,
+                     "per_rate": np.nanmean(np.asarray(per_rate, float), axis=0).tolist()
+                     if per_rate else []}
+    out[name] = row
+  return out
+
+
+def plot(results, codecs, metrics, path):
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  fig, axes = plt.subplots(1, 2, figsize=(12, 5))
-  for name in codecs:
-    curves = np.array([r["points"][name] for r in results])      # (images, points, 3)
-    mean = curves.mean(axis=0)
-    style = "-" if name.startswith("djpeg") else "--"
-    axes[0].plot(mean[:, 0], mean[:, 1], style, marker=".", label=name)
-    axes[1].plot(mean[:, 0], mean[:, 2], style, marker=".", label=name)
-  axes[0].set_ylabel("RGB PSNR (dB)")
-  axes[1].set_ylabel("SSIM")
-  for ax in axes:
+  fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 4))
+  for ax, metric in zip(np.atleast_1d(axes), metrics):
+    for name in codecs:
+      if name == "djpeg learned family":
+        continue
+      curves = np.array([[[p["bpp"], p.get(metric, np.nan)] for p in r["points"][name]]
+                         for r in results])
+      mean = np.nanmean(curves, axis=0)
+      ax.plot(mean[:, 0], mean[:, 1], "-" if name.startswith("djpeg") else "--", marker=".",
+              label=name)
     ax.set_xlabel("bits per pixel (whole file)")
+    ax.set_ylabel(LABELS[metric] + (" (lower is better)" if metric == "butteraugli" else ""))
     ax.grid(alpha=0.3)
-  axes[0].legend(fontsize=8)
-  fig.suptitle(f"Rate-distortion on {len(results)} images, mean over images per quality")
+  np.atleast_1d(axes)[0].legend(fontsize=7)
+  fig.suptitle(f"Rate-distortion on {len(results)} Kodak images, mean over images per quality")
   fig.tight_layout()
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   fig.savefig(path, dpi=80)
@@ -191,63 +243,77 @@ def plot(results, codecs, path):
 
 def main() -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--images", default=os.path.join(REPO, "..", "shared", "data", "kodak"))
+  parser.add_argument("--images", default=KODAK)
   parser.add_argument("--limit", type=int, default=0)
-  parser.add_argument("--qualities", default="20,30,40,50,60,70,80,90,95")
-  parser.add_argument("--codecs", default=",".join(CODECS))
+  parser.add_argument("--qualities", default="20,35,50,65,80,95")
+  parser.add_argument("--codecs", default=",".join(DEFAULT_CODECS),
+                      help=f"comma-separated; also {', '.join(EXTRA_CODECS)}")
   parser.add_argument("--plot", default=os.path.join(REPO, "bench", "results", "rd_kodak.png"))
-  parser.add_argument("--json", default="", help="also save all points to this file")
+  parser.add_argument("--json", default=os.path.join(REPO, "bench", "out", "rd.json"),
+                      help="all points and the summary")
   parser.add_argument("--quiet", action="store_true")
   args = parser.parse_args()
 
-  paths = sorted(glob.glob(os.path.join(args.images, "*.png")))[: args.limit or None]
-  if not paths:
-    print(f"no PNG images in {args.images}", file=sys.stderr)
-    return 1
+  paths = png_paths(args.images, args.limit)
   qualities = [int(q) for q in args.qualities.split(",")]
   codecs = [c for c in args.codecs.split(",") if c]
-  unknown = set(codecs) - set(CODECS)
+  unknown = set(codecs) - set(DEFAULT_CODECS) - set(EXTRA_CODECS)
   if unknown:
-    print(f"unknown codecs {sorted(unknown)}; choose from {CODECS}", file=sys.stderr)
-    return 1
+    sys.exit(f"unknown codecs {sorted(unknown)}; choose from {DEFAULT_CODECS + EXTRA_CODECS}")
+  if ANCHOR not in codecs:
+    codecs.insert(0, ANCHOR)
+  butteraugli = shutil.which("butteraugli")
+  metrics = METRICS if butteraugli else METRICS[:-1]
+  if not butteraugli:
+    print("butteraugli not found: install Debian's `butteraugli` package (apt-get install "
+          "butteraugli) for the butteraugli column; it is left out of this run.\n")
   say = (lambda m: None) if args.quiet else (lambda m: print(m, flush=True))
+  meter = Meter(butteraugli)
   results = []
   for path in paths:
     say(os.path.basename(path))
-    pixels = np.asarray(Image.open(path).convert("RGB"))
-    results.append(run_image(pixels, qualities, codecs, say))
+    results.append(run_image(load_rgb(path), qualities, codecs, meter, say))
 
-  anchor = "libjpeg-turbo"
-  print(f"\nRate-distortion on {len(paths)} images from {args.images}, qualities {qualities}.")
-  print("BD-rate against libjpeg-turbo 4:2:0 optimize (Pillow), per image then averaged "
-        "(negative = smaller files at equal quality):\n")
-  print("| encoder | BD-rate (RGB PSNR) | BD-rate (SSIM) | mean bpp | mean PSNR |")
-  print("|---|---|---|---|---|")
-  summary = {}
+  summary = summarize(results, codecs, metrics, qualities)
+  print(f"\nRate-distortion on {len(paths)} images from {args.images}, qualities {qualities}. "
+        "BD-rate against libjpeg-turbo 4:2:0 optimize (Pillow), per image then averaged "
+        "(negative = fewer bytes at equal quality):\n")
+  print("| encoder | " + " | ".join(f"BD-rate ({LABELS[m]})" for m in metrics)
+        + " | mean bpp | mean SSIMULACRA 2 |")
+  print("|---" * (len(metrics) + 3) + "|")
   for name in codecs:
-    bd_psnr, bd_ssim, bpp, psnr = [], [], [], []
-    for r in results:
-      a, t = np.asarray(r["points"][anchor]), np.asarray(r["points"][name])
-      bd_psnr.append(bd_rate(a[:, 0], a[:, 1], t[:, 0], t[:, 1]))
-      bd_ssim.append(bd_rate(a[:, 0], a[:, 2], t[:, 0], t[:, 2]))
-      bpp.append(t[:, 0].mean())
-      psnr.append(t[:, 1].mean())
-    summary[name] = (np.nanmean(bd_psnr), np.nanmean(bd_ssim))
-    print(f"| {name} | {summary[name][0]:+.2f}% | {summary[name][1]:+.2f}% | {np.mean(bpp):.3f} "
-          f"| {np.mean(psnr):.2f} |")
-  for key, label in (("optimize_s", "djpeg.optimize_tables"),
-                     ("trellis_s", "trellis with the PSNR target met (after the table optimization)"),
-                     ("qtablenet_s", "QTableNet predict_tables")):
-    times = [t for r in results for t in r["timing"].get(key, [])]
+    pts = [p for r in results for p in r["points"].get(name, [])]
+    print(f"| {name} | " + " | ".join(f"{summary[name][m]['mean']:+.2f}%" for m in metrics)
+          + f" | {np.mean([p['bpp'] for p in pts]):.3f} | "
+            f"{np.mean([p['ssimulacra2'] for p in pts]):.2f} |")
+  windows = [f"q{qualities[i]}-{qualities[i + 3]}" for i in range(len(qualities) - 3)]
+  for metric in ("ssimulacra2", "butteraugli"):
+    if metric not in metrics:
+      continue
+    print(f"\nBD-rate ({LABELS[metric]}) over windows of four qualities (per-rate points), and "
+          "the spread over images (min / median / max):\n")
+    print("| encoder | " + " | ".join(windows) + " | min | median | max |")
+    print("|---" * (len(windows) + 4) + "|")
+    for name in codecs:
+      s = summary[name][metric]
+      spread = np.asarray(s["per_image"], float)
+      print(f"| {name} | " + " | ".join(f"{v:+.1f}%" for v in s["per_rate"])
+            + f" | {np.nanmin(spread):+.1f}% | {np.nanmedian(spread):+.1f}% | "
+              f"{np.nanmax(spread):+.1f}% |")
+  print("\nSeconds per file (median; the first call of each size compiles):")
+  for name in codecs:
+    times = [t for r in results for t in r["timing"].get(name, [])]
     if times:
-      print(f"\n{label}: median {np.median(times):.3f} s per call ({len(times)} calls; the first "
-            "of each image size includes compilation).")
+      print(f"  {name}: {np.median(times):.3f} s")
   if args.plot:
-    plot(results, codecs, args.plot)
-    print(f"plot: {args.plot}")
+    plot(results, [c for c in codecs], [m for m in ("psnr", "ssimulacra2", "butteraugli")
+                                        if m in metrics], args.plot)
+    print(f"\nplot: {args.plot}")
   if args.json:
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, "w") as f:
-      json.dump({"paths": paths, "qualities": qualities, "results": results}, f)
+      json.dump({"paths": paths, "qualities": qualities, "results": results,
+                 "summary": summary}, f)
   return 0
 
 

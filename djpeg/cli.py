@@ -3,9 +3,11 @@
   djpeg-cli demo                     the bundled samples: per-image optimized tables against
                                      libjpeg-turbo at the same quality, and the differentiable
                                      codec's agreement with libjpeg-turbo and its gradients
-  djpeg-cli encode IN OUT [options]  an image file to a JPEG file (`djpeg-cli encode --help`):
-                                     --quality, or --optimize-tables with --bpp/--psnr/--lmbda;
-                                     --trellis; --saliency auto|ms-ssim|MASK.png; --progressive
+  djpeg-cli encode IN OUT [options]  an image file to a JPEG file (`djpeg-cli encode --help`).
+                                     By default the perceptual mode: at --quality Q (75), at
+                                     least libjpeg-turbo's SSIMULACRA 2 at Q in fewer bytes.
+                                     --libjpeg: libjpeg-turbo's own file; --optimize-tables with
+                                     --bpp/--psnr/--lmbda; --trellis; --saliency auto|MASK.png
 
 The command is not called `djpeg`: that name belongs to libjpeg-turbo's decoder.
 """
@@ -126,6 +128,15 @@ def encode_command(args: argparse.Namespace) -> int:
            if on]
   if len(modes) > 1:
     raise SystemExit(f"{PROG}: {' and '.join(modes)} exclude each other.")
+  others = [m for m, on in (("--trellis", trellis), ("--optimize-tables", args.optimize_tables),
+                            ("--learned", args.learned), ("--tables", args.tables is not None),
+                            ("--bpp/--psnr/--lmbda", bool(targets))) if on]
+  if args.libjpeg and others:
+    raise SystemExit(f"{PROG}: --libjpeg writes libjpeg-turbo's own file; it excludes "
+                     f"{', '.join(others)}.")
+  perceptual = not (args.libjpeg or others)
+  if args.baseline and (args.progressive or args.optimize_scans):
+    raise SystemExit(f"{PROG}: --baseline excludes --progressive and --optimize-scans.")
   if (args.optimize_tables or args.learned) and len(targets) != 1:
     raise SystemExit(f"{PROG}: {modes[0]} needs exactly one of --bpp, --psnr, --lmbda.")
   if targets and not (args.optimize_tables or args.learned) and not (
@@ -143,8 +154,12 @@ def encode_command(args: argparse.Namespace) -> int:
   say(f"{args.input}: {width}x{height}, {'RGB' if channels == 3 else 'gray'}")
   start = time.perf_counter()
   progressive = "optimize" if args.optimize_scans else args.progressive
+  if perceptual and not (args.baseline or args.progressive or args.standard_huffman):
+    progressive = "optimize"       # like mozjpeg: the smallest file by default
+  subsampling = args.subsampling or (None if perceptual else "4:2:0")
   options = dict(optimize=not args.standard_huffman, progressive=progressive,
                  restart_interval=args.restart_interval)
+  result = None
   try:
     with warnings.catch_warnings(record=True) as caught:
       warnings.simplefilter("always")
@@ -163,9 +178,13 @@ def encode_command(args: argparse.Namespace) -> int:
         if channels != 3:
           raise SystemExit(f"{PROG}: --learned tables are for colour images.")
         tables = _table_predictor()(pixels.astype(np.float32) / 255,
-                                    subsampling=args.subsampling, **targets)
+                                    subsampling=subsampling, **targets)
         say(f"  tables: predicted by the learned network for {targets}")
-      if trellis:
+      if perceptual:
+        result = compress(pixels, quality=DEFAULT_QUALITY if args.quality is None else args.quality,
+                          subsampling=subsampling, progress=lambda m: say(f"  {m}"))
+        djpeg.save(args.output, result.coefficients, **options)
+      elif trellis:
         if args.optimize_tables:
           settings = dict(targets)
         elif tables is not None:
@@ -173,23 +192,23 @@ def encode_command(args: argparse.Namespace) -> int:
         else:
           settings = dict(quality=DEFAULT_QUALITY if args.quality is None else args.quality,
                           lmbda=targets.get("lmbda"))
-        result = compress(pixels, subsampling=args.subsampling, steps=args.steps,
-                          saliency=args.saliency, background=args.background,
+        result = compress(pixels, subsampling=subsampling, steps=args.steps,
+                          saliency=args.saliency, background=args.background, mode="mse",
                           progress=lambda m: say(f"  {m}"), **settings)
         djpeg.save(args.output, result.coefficients, **options)
       elif tables is not None:
         coefficients = djpeg.encode(pixels.astype(np.float32) / 255, tables=tables,
-                                    subsampling=args.subsampling)
+                                    subsampling=subsampling)
         djpeg.save(args.output, coefficients, **options)
       elif args.optimize_tables:
         image = pixels.astype(np.float32) / 255
-        result = djpeg.optimize_tables(image, subsampling=args.subsampling, steps=args.steps,
-                                       progress=lambda m: say(f"  {m}"), **targets)
-        coefficients = djpeg.encode(image, tables=result.tables, subsampling=args.subsampling)
+        optimized = djpeg.optimize_tables(image, subsampling=subsampling, steps=args.steps,
+                                          progress=lambda m: say(f"  {m}"), **targets)
+        coefficients = djpeg.encode(image, tables=optimized.tables, subsampling=subsampling)
         djpeg.save(args.output, coefficients, **options)
       else:
         quality = DEFAULT_QUALITY if args.quality is None else args.quality
-        djpeg.save(args.output, pixels, quality=quality, subsampling=args.subsampling, **options)
+        djpeg.save(args.output, pixels, quality=quality, subsampling=subsampling, **options)
     for w in caught:
       print(f"{PROG}: warning: {w.message}", file=sys.stderr)
   except ValueError as e:
@@ -201,6 +220,9 @@ def encode_command(args: argparse.Namespace) -> int:
   decoded = _decode_file(data, channels)
   say(f"{args.output}: {len(data)} bytes, {8 * len(data) / (height * width):.3f} bits/pixel, "
       f"PSNR {psnr(decoded, pixels):.2f} dB ({time.perf_counter() - start:.1f} s)")
+  if result is not None and result.ssimulacra2 is not None:
+    say(f"  SSIMULACRA 2 {result.ssimulacra2:.2f} (libjpeg-turbo at this quality: "
+        f"{result.target_ssimulacra2:.2f})")
   if trellis and args.saliency is not None and result.saliency is not None:
     inside = result.saliency >= 0.5
     if inside.any() and (~inside).any():
@@ -222,8 +244,18 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("input")
   p.add_argument("output")
   p.add_argument("--quality", type=int,
-                 help=f"IJG quality 1..100 with the Annex K tables (default {DEFAULT_QUALITY})")
-  p.add_argument("--subsampling", default="4:2:0", choices=["4:4:4", "4:2:2", "4:2:0"])
+                 help=f"IJG quality 1..100 (default {DEFAULT_QUALITY}): by default a file at "
+                      "least as good in SSIMULACRA 2 as libjpeg-turbo's at this quality, in "
+                      "fewer bytes; with --libjpeg or --trellis, the Annex K tables at it")
+  p.add_argument("--libjpeg", action="store_true",
+                 help="libjpeg-turbo's own file at --quality (Annex K tables, plain rounding; "
+                      "byte for byte what libjpeg-turbo writes with optimized Huffman tables)")
+  p.add_argument("--subsampling", default=None, choices=["4:4:4", "4:2:2", "4:2:0"],
+                 help="chroma subsampling (default: chosen per image in the default mode, "
+                      "4:2:0 otherwise)")
+  p.add_argument("--baseline", action="store_true",
+                 help="baseline JPEG (the default mode otherwise writes progressive JPEG with "
+                      "optimized scans)")
   p.add_argument("--progressive", action="store_true",
                  help="progressive JPEG (SOF2) with libjpeg's scan script")
   p.add_argument("--optimize-scans", action="store_true",

@@ -1,7 +1,16 @@
 """The complete encoder: quantization tables, trellis quantization, regions of interest.
 
 `compress(image, ...)` chooses the integer coefficients of a standard JPEG file; `djpeg.dumps`
-or `djpeg.save` then write them, baseline or progressive. Three choices are made:
+or `djpeg.save` then write them, baseline or progressive. It has three modes:
+
+* "perceptual" (the default, for `quality` alone): a file at least as good in SSIMULACRA 2 as
+  libjpeg-turbo's at that quality, in as few bytes as djpeg can make (`djpeg.perceptual`:
+  tables and a trellis tuned for SSIMULACRA 2 and butteraugli, the subsampling chosen per image);
+* "libjpeg": libjpeg-turbo's own coefficients at the quality (Annex K tables, plain rounding);
+* "mse": the rate-distortion machinery below, for PSNR (weighted MSE) and size targets; what a
+  `bpp`, `psnr` or `lmbda` target, given tables or a saliency map select.
+
+In the "mse" mode three choices are made:
 
 1. tables: IJG `quality` (or given `tables`), or tables optimized for this image
    (`djpeg.optimize_tables`) for a `bpp`, `psnr` or `lmbda` target;
@@ -27,7 +36,7 @@ import warnings
 
 import numpy as np
 
-from djpeg import checks, codec, roi, sampling
+from djpeg import checks, codec, perceptual, roi, sampling
 from djpeg.coefficients import Coefficients
 from djpeg.distortion import decoded_mse, rgb_mse_weights
 from djpeg.exact import sizes, trellis as trellis_lib, write_coefficients
@@ -35,11 +44,15 @@ from djpeg.optimize import optimize_tables
 from djpeg.tables import DEFAULT_QUALITY
 
 
+MODES = ("perceptual", "mse", "libjpeg")
+
+
 @dataclasses.dataclass(frozen=True)
 class Compressed:
   """The result of `compress`.
 
   Attributes:
+    mode: the mode that chose the coefficients ("perceptual", "mse" or "libjpeg").
     coefficients: `Coefficients` with int32 components, ready for `djpeg.dumps` / `djpeg.save`.
     tables: `(C, 8, 8)` int quantization tables.
     lmbda: the trellis lambda in bits per pixel per unit of (weighted) RGB MSE; None without
@@ -50,7 +63,10 @@ class Compressed:
       measured.
     weighted_psnr: with a saliency map, the PSNR of the importance-weighted MSE; else None.
     saliency: the `(H, W)` map used, or None.
+    ssimulacra2: the perceptual mode: SSIMULACRA 2 of the decoded file; else None.
+    target_ssimulacra2: the perceptual mode: libjpeg-turbo's SSIMULACRA 2 at the quality.
   """
+  mode: str
   coefficients: Coefficients
   tables: np.ndarray
   lmbda: float | None
@@ -58,6 +74,8 @@ class Compressed:
   psnr: float | None
   weighted_psnr: float | None
   saliency: np.ndarray | None
+  ssimulacra2: float | None = None
+  target_ssimulacra2: float | None = None
 
 
 def _as_image(image) -> tuple[np.ndarray, np.ndarray | None]:
@@ -186,19 +204,24 @@ def _search(evaluate, kind, target):
 
 
 def compress(image, *, quality=None, tables=None, bpp: float | None = None,
-             psnr: float | None = None, lmbda: float | None = None, trellis: bool = True,
-             saliency=None, background: float | None = None, subsampling: str = "4:2:0",
-             rounds: int = 2, steps: int = 100, optimization=None, measure: bool = True,
-             progress=None) -> Compressed:
+             psnr: float | None = None, lmbda: float | None = None, mode: str | None = None,
+             trellis: bool = True, saliency=None, background: float | None = None,
+             subsampling: str | None = None, rounds: int = 2, steps: int = 100,
+             optimization=None, measure: bool = True, progress=None) -> Compressed:
   """Chooses tables and coefficients for one image's JPEG file.
 
-  Tables: `quality` (IJG scaling of the Annex K tables, default 75) or `tables`; or, with a
-  target `bpp` (bits per pixel of the file), `psnr` (dB) or `lmbda` alone, tables optimized for
-  this image (`djpeg.optimize_tables`).
+  With `quality` alone (or nothing: `DEFAULT_QUALITY`, 75) the perceptual mode: at least
+  libjpeg-turbo's SSIMULACRA 2 at that quality, in as few bytes as djpeg can make
+  (`djpeg.perceptual.meet_libjpeg`). `mode="libjpeg"` gives libjpeg-turbo's own coefficients.
+  Otherwise ("mse"): tables from `quality` (IJG scaling of the Annex K tables) or `tables`; or,
+  with a target `bpp` (bits per pixel of the file), `psnr` (dB) or `lmbda` alone, tables
+  optimized for this image (`djpeg.optimize_tables`); then the trellis for RGB MSE.
 
   Args:
     image: `(H, W, C)` float in [0, 1] or uint8, C = 3 or 1.
     quality, tables: as for `djpeg.encode` (one image).
+    mode: "perceptual", "mse" or "libjpeg" (module docstring); None chooses "perceptual" when
+      nothing but `quality` is given and "mse" otherwise.
     bpp, psnr: targets met by the final file (checked on the real size / decoded image).
     lmbda: the trade-off in bits per pixel per unit of RGB MSE (8-bit scale): alone, the
       tables are optimized for it; with `quality` or `tables` it is the trellis lambda. By
@@ -211,7 +234,8 @@ def compress(image, *, quality=None, tables=None, bpp: float | None = None,
       (default): the saliency model's own for "auto", 0.001 for "ms-ssim"
       (`djpeg.roi.default_background`),
       `djpeg.roi.BACKGROUND` (0.1) for other maps.
-    subsampling: "4:2:0", "4:2:2" or "4:4:4".
+    subsampling: "4:2:0", "4:2:2" or "4:4:4"; None: chosen per image in the perceptual mode,
+      "4:2:0" otherwise.
     rounds: trellis rounds (each re-prices symbols with the previous result's Huffman tables).
     steps: gradient steps of the table optimization.
     optimization: a `TableOptimization` already run for this image and target (same
@@ -227,6 +251,25 @@ def compress(image, *, quality=None, tables=None, bpp: float | None = None,
   say = progress or (lambda message: None)
   image, pixels = _as_image(image)
   height, width, channels = image.shape
+  checks.check_choice("mode", mode, MODES + (None,))
+  custom = [name for name, value in (("tables", tables), ("bpp", bpp), ("psnr", psnr),
+                                     ("lmbda", lmbda), ("saliency", saliency)) if value is not None]
+  if mode is None:
+    mode = "mse" if custom else "perceptual"
+  if mode != "mse":
+    if custom:
+      raise ValueError(f"mode={mode!r} takes only a quality; {', '.join(custom)} need "
+                       "mode='mse'.")
+    quality = DEFAULT_QUALITY if quality is None else quality
+    checks.concrete_range("quality", quality, 1, 100)
+    if pixels is None:
+      pixels = np.round(np.clip(image, 0.0, 1.0) * 255).astype(np.uint8)
+    if mode == "libjpeg":
+      coefficients = codec.encode_pixels(pixels, quality=quality,
+                                         subsampling=subsampling or "4:2:0")
+      return _finish_plain(image, coefficients, measure)
+    return _perceptual(image, pixels, float(quality), subsampling, measure, say)
+  subsampling = subsampling or "4:2:0"
   targets = {k: v for k, v in (("bpp", bpp), ("psnr", psnr)) if v is not None}
   if len(targets) > 1:
     raise ValueError(f"give at most one of bpp and psnr; got {sorted(targets)}.")
@@ -388,6 +431,34 @@ def _scale_with_trellis(image, problem, base, lmbda0, kind, target, rounds, weig
   return tables, chosen, lmbda0 / t ** 2
 
 
+def _perceptual(image, pixels, quality, subsampling, measure, say) -> Compressed:
+  subsamplings = None if subsampling is None else (subsampling,)
+  result = perceptual.meet_libjpeg(pixels, quality, subsamplings=subsamplings)
+  say(f"perceptual: SSIMULACRA 2 {result.score:.2f} (libjpeg-turbo at q{quality:g}: "
+      f"{result.target:.2f}), {result.subsampling}, "
+      + (f"tables at p{result.p:.1f}" if result.p is not None else "libjpeg-turbo's file kept")
+      + f", {result.evaluations} candidates")
+  c = result.coefficients
+  mse = decoded_mse(image, c) if measure else None
+  return Compressed(
+      mode="perceptual", coefficients=c, tables=np.asarray(c.tables, np.int32), lmbda=None,
+      bits_per_pixel=8 * len(write_coefficients(c)[0]) / (image.shape[0] * image.shape[1]),
+      psnr=None if mse is None else 10 * math.log10(255.0 ** 2 / max(mse, 1e-12)),
+      weighted_psnr=None, saliency=None, ssimulacra2=result.score,
+      target_ssimulacra2=result.target)
+
+
+def _finish_plain(image, coefficients, measure) -> Compressed:
+  mse = decoded_mse(image, coefficients) if measure else None
+  return Compressed(
+      mode="libjpeg", coefficients=coefficients,
+      tables=np.asarray(coefficients.tables, np.int32), lmbda=None,
+      bits_per_pixel=8 * len(write_coefficients(coefficients)[0])
+      / (image.shape[0] * image.shape[1]),
+      psnr=None if mse is None else 10 * math.log10(255.0 ** 2 / max(mse, 1e-12)),
+      weighted_psnr=None, saliency=None)
+
+
 def _finish(image, problem, tables, chosen, lmbda, sal, weights_map, measure) -> Compressed:
   coefficients = problem.coefficients(tables, chosen)
   mse = decoded_mse(image, coefficients) if measure else None
@@ -396,7 +467,7 @@ def _finish(image, problem, tables, chosen, lmbda, sal, weights_map, measure) ->
     weighted = 10 * math.log10(255.0 ** 2 / max(decoded_mse(image, coefficients, weights_map),
                                                  1e-12))
   return Compressed(
-      coefficients=coefficients, tables=np.asarray(tables, np.int32), lmbda=lmbda,
+      mode="mse", coefficients=coefficients, tables=np.asarray(tables, np.int32), lmbda=lmbda,
       bits_per_pixel=8 * _file_bytes(chosen, tables) / problem.num_pixels,
       psnr=None if mse is None else 10 * math.log10(255.0 ** 2 / max(mse, 1e-12)),
       weighted_psnr=weighted, saliency=sal)

@@ -65,7 +65,7 @@ def _trellis_coefficients(images, quality, tables, subsampling, trellis, salienc
   quality_of = np.broadcast_to(np.asarray(quality if quality is not None else DEFAULT_QUALITY), batch.shape[:1])
   results = [compress(image, quality=None if tables is not None and quality is None else
                       float(quality_of[i]), tables=tables, lmbda=lmbda, saliency=saliency,
-                      subsampling=subsampling, measure=False).coefficients
+                      subsampling=subsampling, mode="mse", measure=False).coefficients
              for i, image in enumerate(batch)]
   if images.ndim == 3:
     return results[0]

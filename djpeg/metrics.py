@@ -121,6 +121,46 @@ def ms_ssim_sensitivity(reference: jax.Array, distorted: jax.Array, *, smoothing
                         floor: float = 1e-3) -> jax.Array:
   """How much squared error in each 8x8 block weighs in 1 - MS-SSIM, near `distorted`.
 
+  `block_sensitivity` of the loss 1 - MS-SSIM (details there).
+
+  Args:
+    reference, distorted: `(B, H, W, C)` in [0, 1], at least 11x11.
+  Returns:
+    `(B, ceil(H / 8), ceil(W / 8))` float32 weights, largest 1 per image.
+  """
+  _check_pair("ms_ssim_sensitivity", reference, distorted)
+  return block_sensitivity(lambda r, d: 1.0 - ms_ssim(r, d), reference, distorted,
+                           smoothing=smoothing, floor=floor)
+
+
+@functools.partial(jax.jit, static_argnames=("smoothing", "floor"))
+def ssimulacra2_sensitivity(reference: jax.Array, distorted: jax.Array, *,
+                            smoothing: float = 0.05, floor: float = 1e-3) -> jax.Array:
+  """How much squared error in each 8x8 block weighs in SSIMULACRA 2's loss, near `distorted`.
+
+  `block_sensitivity` of (100 - SSIMULACRA 2) / 100: the per-block weight that makes the
+  exporter's weighted-MSE trellis spend bits where SSIMULACRA 2 gains most from them.
+
+  Args:
+    reference, distorted: `(B, H, W, C)` in [0, 1], at least 8x8.
+  Returns:
+    `(B, ceil(H / 8), ceil(W / 8))` float32 weights, largest 1 per image.
+  """
+  _check_pair("ssimulacra2_sensitivity", reference, distorted)
+  return block_sensitivity(lambda r, d: (100.0 - ssimulacra2(r, d)) / 100.0, reference,
+                           distorted, smoothing=smoothing, floor=floor)
+
+
+def _check_pair(name: str, reference, distorted) -> None:
+  if np.ndim(reference) != 4 or np.shape(reference) != np.shape(distorted):
+    raise ValueError(f"{name} takes two (B, H, W, C) batches of one shape; got "
+                     f"{np.shape(reference)} and {np.shape(distorted)}.")
+
+
+def block_sensitivity(loss, reference: jax.Array, distorted: jax.Array, *,
+                      smoothing: float = 0.05, floor: float = 1e-3) -> jax.Array:
+  """How much squared error in each 8x8 block weighs in a loss, near `distorted`.
+
   Scaling block b's error `e_b = distorted - reference` by `s` changes 1 - MS-SSIM at the rate
   `g_b . e_b` (g its gradient), about `2 w_b |e_b|^2` if the metric is locally `sum_b w_b |e_b|^2`,
   so `w_b = g_b . e_b / |e_b|^2` is the weight of squared error there: the per-block
@@ -131,7 +171,8 @@ def ms_ssim_sensitivity(reference: jax.Array, distorted: jax.Array, *, smoothing
   `(g.e + eps * r) / (|e|^2 + eps)` with `eps = smoothing * mean_b |e_b|^2`.
 
   Args:
-    reference, distorted: `(B, H, W, C)` in [0, 1], at least 11x11.
+    loss: `(reference, distorted) -> (B,)` losses, differentiable (lower is better).
+    reference, distorted: `(B, H, W, C)` in [0, 1].
     smoothing: how far blocks with little error are pulled to the image's ratio (see above).
     floor: weights below `floor` times the image's ratio are raised to it (the metric can fall
       with error locally, and a weight must stay positive).
@@ -141,10 +182,7 @@ def ms_ssim_sensitivity(reference: jax.Array, distorted: jax.Array, *, smoothing
   """
   reference = jnp.asarray(reference, jnp.float32)
   distorted = jnp.asarray(distorted, jnp.float32)
-  if reference.ndim != 4 or reference.shape != distorted.shape:
-    raise ValueError(f"ms_ssim_sensitivity takes two (B, H, W, C) batches of one shape; got "
-                     f"{reference.shape} and {distorted.shape}.")
-  grad = jax.grad(lambda d: jnp.sum(1.0 - ms_ssim(reference, d)))(distorted)
+  grad = jax.grad(lambda d: jnp.sum(loss(reference, d)))(distorted)
   error = distorted - reference
   num = _block_sums(jnp.sum(grad * error, axis=-1))
   den = _block_sums(jnp.sum(error * error, axis=-1))

@@ -10,8 +10,9 @@ Distortion is RGB mean squared error (8-bit scale) by default, computed in the D
 DCT is orthonormal, so each coefficient's error is pixel error energy; chroma errors are weighted
 by how much of them the YCbCr-to-RGB conversion and libjpeg's upsampling filter pass on. This
 model tracks the decoded MSE to a near-constant offset (chroma subsampling and rounding), which
-is calibrated once per image. `distortion="ms-ssim"` runs the full differentiable codec instead
-(decode and MS-SSIM every step; slower).
+is calibrated once per image. `distortion="ms-ssim"` and `"ssimulacra2"` run the full
+differentiable codec instead (decode and the metric every step; slower): their distortion is
+1 - MS-SSIM, or the SSIMULACRA 2 points lost (100 - score).
 
 Targets: `lmbda` minimizes bits/pixel + lmbda * MSE; `bpp` and `psnr` adapt lambda during the
 descent (dual ascent on the constraint) and finish with a uniform rescaling of the tables that
@@ -35,7 +36,7 @@ from djpeg.codec import decode, encode, transform
 from djpeg.distortion import decoded_mse, rate_distortion, rgb_mse_weights
 from djpeg.tables import ANNEX_K, quality_tables
 
-DISTORTIONS = ("mse", "ms-ssim")
+DISTORTIONS = ("mse", "ms-ssim", "ssimulacra2")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,27 +102,40 @@ def _evaluate(tables, dct, weights, *, factors, height, width):
                                                width=width, weights=weights), tables)
 
 
-def _full_codec_descent(image, tables, lmbda, subsampling, steps, learning_rate):
-  """Adam on log-tables through the whole differentiable codec, for MS-SSIM."""
+def codec_distortion(distortion: str, decoded: jax.Array, image: jax.Array) -> jax.Array:
+  """A perceptual distortion of a decode, differentiable: "ms-ssim" is 1 - MS-SSIM,
+  "ssimulacra2" the SSIMULACRA 2 points lost, 100 - score. `(..., H, W, C)` -> `(...)`."""
+  if distortion == "ms-ssim":
+    return 1.0 - metrics.ms_ssim(decoded, image)
+  return 100.0 - metrics.ssimulacra2(image, decoded)
+
+
+@functools.partial(jax.jit, static_argnames=("subsampling", "distortion"))
+def _codec_step(log_tables, state, image, lmbda, learning_rate, *, subsampling, distortion):
+  """One Adam step on log-tables through the whole differentiable codec."""
   optimizer = optax.adam(learning_rate)
   num_pixels = image.shape[0] * image.shape[1]
 
-  @jax.jit
-  def step(log_tables, state):
-    def objective(log_tables):
-      c = encode(image, tables=jnp.exp(log_tables), subsampling=subsampling)
-      bpp = rate.rate(c) / num_pixels
-      loss = 1.0 - metrics.ms_ssim(decode(c), image)
-      return bpp + lmbda * loss, (bpp, loss)
-    (_, aux), grad = jax.value_and_grad(objective, has_aux=True)(log_tables)
-    updates, state = optimizer.update(grad, state, log_tables)
-    return jnp.clip(optax.apply_updates(log_tables, updates), 0.0, math.log(255.0)), state, aux
+  def objective(log_tables):
+    c = encode(image, tables=jnp.exp(log_tables), subsampling=subsampling)
+    bpp = rate.rate(c) / num_pixels
+    loss = codec_distortion(distortion, decode(c), image)
+    return bpp + lmbda * loss, (bpp, loss)
 
+  (_, aux), grad = jax.value_and_grad(objective, has_aux=True)(log_tables)
+  updates, state = optimizer.update(grad, state, log_tables)
+  return jnp.clip(optax.apply_updates(log_tables, updates), 0.0, math.log(255.0)), state, aux
+
+
+def _full_codec_descent(image, tables, lmbda, subsampling, steps, learning_rate, distortion):
+  """Adam on log-tables through the whole differentiable codec, for a perceptual distortion."""
   log_tables = jnp.log(jnp.asarray(tables, jnp.float32))
-  state = optimizer.init(log_tables)
+  state = optax.adam(learning_rate).init(log_tables)
   history = []
   for _ in range(steps):
-    log_tables, state, aux = step(log_tables, state)
+    log_tables, state, aux = _codec_step(log_tables, state, image, jnp.float32(lmbda),
+                                         jnp.float32(learning_rate), subsampling=subsampling,
+                                         distortion=distortion)
     history.append(aux)
   return np.exp(np.asarray(log_tables)), np.asarray(jax.device_get(history), np.float32)
 
@@ -136,12 +150,13 @@ def optimize_tables(image, *, bpp: float | None = None, psnr: float | None = Non
     bpp: bits per pixel of the whole file to spend (the highest quality that fits);
     psnr: RGB PSNR in dB to reach (the fewest bits that reach it);
     lmbda: the trade-off itself: minimise bits/pixel + lmbda * MSE (8-bit scale), or
-      bits/pixel + lmbda * (1 - MS-SSIM).
+      bits/pixel + lmbda * (1 - MS-SSIM), or bits/pixel + lmbda * (100 - SSIMULACRA 2).
 
   Args:
     image: `(H, W, C)` float in [0, 1], C = 3 or 1.
     subsampling: "4:2:0", "4:2:2" or "4:4:4" (ignored for gray).
-    distortion: "mse" (fast, DCT-domain model of RGB MSE) or "ms-ssim" (full codec each step).
+    distortion: "mse" (fast, DCT-domain model of RGB MSE), "ms-ssim" or "ssimulacra2" (full
+      codec and metric each step; lmbda targets only).
     steps: gradient steps (Adam on log-tables).
     learning_rate: Adam's learning rate in log-table units.
     importance: optional `(H, W)` non-negative per-pixel weights of the squared error (e.g.
@@ -218,11 +233,11 @@ def optimize_tables(image, *, bpp: float | None = None, psnr: float | None = Non
   say(f"start: Annex K tables at quality {q0}: {bpp_curve[index]:.3f} bpp, model MSE "
       f"{mse_curve[index]:.2f}; lambda {lmbda0:.3g}")
 
-  if distortion == "ms-ssim":
+  if distortion != "mse":
     if kind != "lmbda":
-      raise ValueError('distortion="ms-ssim" takes an lmbda target.')
+      raise ValueError(f'distortion="{distortion}" takes an lmbda target.')
     tables, history = _full_codec_descent(image, start[index], float(target), subsampling, steps,
-                                          learning_rate)
+                                          learning_rate, distortion)
     lmbda_final = float(target)
   else:
     kind_code = {"bpp": "bpp", "psnr": "mse", "lmbda": "lmbda"}[kind]

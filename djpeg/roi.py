@@ -94,47 +94,75 @@ def default_background(saliency) -> float:
   `BACKGROUND`."""
   if isinstance(saliency, str) and saliency == "auto":
     return float(getattr(auto_model(), "background", BACKGROUND))
-  if isinstance(saliency, str) and saliency == "ms-ssim":
+  if isinstance(saliency, str) and saliency in SENSITIVITY_METRICS:
     return MSSSIM_BACKGROUND
   return BACKGROUND
 
 
+#: Metrics whose per-block sensitivity can be measured (`sensitivity_map`), with the smallest
+#: image side each needs.
+SENSITIVITY_METRICS = {"ms-ssim": 11, "ssimulacra2": 8}
+
+
 def msssim_map(image, quality: float = 50.0) -> np.ndarray:
-  """MS-SSIM's weight of squared error in each 8x8 block of `image`, measured: `saliency="ms-ssim"`.
+  """MS-SSIM's weight of squared error in each 8x8 block: `saliency="ms-ssim"`
+  (`sensitivity_map(image, "ms-ssim", quality)`)."""
+  return sensitivity_map(image, "ms-ssim", quality)
+
+
+def sensitivity_map(image, metric: str, quality: float = 50.0) -> np.ndarray:
+  """A metric's weight of squared error in each 8x8 block of `image`, measured:
+  `saliency="ms-ssim"` or `saliency="ssimulacra2"`.
 
   Codes the image with `djpeg.jpeg` at IJG `quality` (4:2:0) and reads, from that JPEG's error
-  and MS-SSIM's gradient, how much 1 - MS-SSIM grows per unit of squared error in each block
-  (`djpeg.metrics.ms_ssim_sensitivity`). A rate-distortion optimizer that weighs errors by it
-  spends bits where MS-SSIM gains most from them.
+  and the metric's gradient, how much the metric's loss grows per unit of squared error in each
+  block (`djpeg.metrics.ms_ssim_sensitivity`, `ssimulacra2_sensitivity`). A rate-distortion
+  optimizer that weighs errors by it spends bits where the metric gains most from them.
 
   Args:
     image: `(H, W, C)` float32 in [0, 1], C = 3 or 1.
+    metric: "ms-ssim" or "ssimulacra2".
     quality: the operating point the sensitivity is measured at.
   Returns:
-    `(H, W)` float32 in (0, 1], constant over each 8x8 block; all ones for images under 11
-    pixels on a side (MS-SSIM's window).
+    `(H, W)` float32 in (0, 1], constant over each 8x8 block; all ones for images smaller than
+    the metric takes (11 pixels on a side for MS-SSIM, 8 for SSIMULACRA 2).
   """
+  if metric not in SENSITIVITY_METRICS:
+    raise ValueError(f"unknown metric {metric!r}; expected one of "
+                     f"{', '.join(map(repr, SENSITIVITY_METRICS))}.")
   a = np.asarray(image, np.float32)
   height, width = a.shape[:2]
-  if min(height, width) < 11:
+  if min(height, width) < SENSITIVITY_METRICS[metric]:
     return np.ones((height, width), np.float32)
-  blocks = msssim_block_weights(jnp.asarray(a)[None], quality)[0]
+  blocks = block_sensitivity(jnp.asarray(a)[None], quality, metric=metric)[0]
   return np.asarray(pixel_map(blocks, height, width), np.float32)
 
 
 def msssim_block_weights(images, quality, *, faithful: bool = True) -> jnp.ndarray:
-  """MS-SSIM's per-block weight of squared error around a 4:2:0 JPEG of `images` at `quality`.
+  """`block_sensitivity(images, quality, metric="ms-ssim")`."""
+  return block_sensitivity(images, quality, metric="ms-ssim", faithful=faithful)
+
+
+def block_sensitivity(images, quality, *, metric: str = "ms-ssim",
+                      faithful: bool = True) -> jnp.ndarray:
+  """A metric's per-block weight of squared error around a 4:2:0 JPEG of `images` at `quality`.
 
   Args:
-    images: `(B, H, W, C)` float32 in [0, 1], at least 11x11.
+    images: `(B, H, W, C)` float32 in [0, 1], large enough for the metric.
     quality: IJG quality, scalar or `(B,)`.
+    metric: "ms-ssim" or "ssimulacra2".
     faithful: libjpeg's integer arithmetic for the JPEG (False: the float pipeline, faster).
   Returns:
     `(B, ceil(H / 8), ceil(W / 8))` in (0, 1], largest 1 per image
-    (`djpeg.metrics.ms_ssim_sensitivity` of the JPEG's decode).
+    (`djpeg.metrics.ms_ssim_sensitivity` or `ssimulacra2_sensitivity` of the JPEG's decode).
   """
-  decoded = codec.jpeg(images, quality=quality, subsampling="4:2:0", faithful=faithful)
-  return metrics.ms_ssim_sensitivity(images, jnp.clip(decoded, 0.0, 1.0))
+  decoded = jnp.clip(codec.jpeg(images, quality=quality, subsampling="4:2:0", faithful=faithful),
+                     0.0, 1.0)
+  if metric == "ssimulacra2":
+    if images.shape[-1] == 1:
+      images, decoded = (jnp.repeat(x, 3, axis=-1) for x in (images, decoded))
+    return metrics.ssimulacra2_sensitivity(images, decoded)
+  return metrics.ms_ssim_sensitivity(images, decoded)
 
 
 def pixel_map(block_map, height: int, width: int) -> jnp.ndarray:
@@ -225,8 +253,8 @@ def saliency_map(saliency, image) -> np.ndarray | None:
   if isinstance(saliency, str) and saliency == "auto":
     return check_map(auto_model()(np.asarray(image, np.float32)), height, width,
                      "the saliency model's map")
-  if isinstance(saliency, str) and saliency == "ms-ssim":
-    return msssim_map(image)
+  if isinstance(saliency, str) and saliency in SENSITIVITY_METRICS:
+    return sensitivity_map(image, saliency)
   if isinstance(saliency, (str, os.PathLike)):
     return check_map(_load_mask(saliency), height, width, f"saliency mask {os.fspath(saliency)!r}")
   if callable(saliency):

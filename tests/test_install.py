@@ -75,8 +75,8 @@ def png16(values: np.ndarray) -> bytes:
 
 def encode_file(tmp_path, source, *extra):
   out = tmp_path / "out.jpg"
-  code = cli.main(["encode", str(source), str(out), "--quality", "95", "--subsampling", "4:4:4",
-                   "--quiet", *extra])
+  code = cli.main(["encode", str(source), str(out), "--libjpeg", "--quality", "95",
+                   "--subsampling", "4:4:4", "--quiet", *extra])
   return code, out
 
 

@@ -112,7 +112,7 @@ def test_block_weights(pixels, mask):
 # --- the exporter with a region of interest -----------------------------------------------------
 
 def test_roi_keeps_quality_inside_and_saves_bytes_outside(pixels, mask):
-  uniform = compress(pixels, quality=85)
+  uniform = compress(pixels, quality=85, mode="mse")
   focused = compress(pixels, quality=85, saliency=mask, background=0.05)
   a, b = (djpeg.dumps(r.coefficients) for r in (uniform, focused))
   da, db = decode(a), decode(b)

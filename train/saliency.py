@@ -65,6 +65,8 @@ class Config(loop.CropRunConfig):
   crop: int = option(192, "crop side (>= 176 for all five MS-SSIM scales)")
   learning_rate: float = option(1e-3, "Adam's learning rate")
   width: int = option(48, "network width")
+  metric: str = option("ms-ssim", "the metric whose per-block sensitivity the network learns",
+                       choices=tuple(roi.SENSITIVITY_METRICS))
 
   def check(self) -> None:
     """Raises ValueError naming the first bad setting."""
@@ -75,18 +77,22 @@ class Config(loop.CropRunConfig):
       raise ValueError(f"crop must be at least 32 pixels; got {self.crop}.")
     if not self.learning_rate > 0:
       raise ValueError(f"learning_rate must be positive; got {self.learning_rate}.")
+    if self.metric not in roi.SENSITIVITY_METRICS:
+      raise ValueError(f"metric must be one of {tuple(roi.SENSITIVITY_METRICS)}; got "
+                       f"{self.metric!r}.")
 
 
-def target_log_map(images: jax.Array, quality: jax.Array) -> jax.Array:
-  """Log of MS-SSIM's per-block sensitivity to squared error at IJG `quality`.
+def target_log_map(images: jax.Array, quality: jax.Array, metric: str = "ms-ssim") -> jax.Array:
+  """Log of a metric's per-block sensitivity to squared error at IJG `quality`.
 
   Args:
     images: `(B, H, W, 3)` in [0, 1].
     quality: `(B,)` IJG quality of each image's JPEG copy.
+    metric: "ms-ssim" or "ssimulacra2" (`djpeg.roi.block_sensitivity`).
   Returns:
     `(B, ceil(H / 8), ceil(W / 8))`, at most 0 (the largest weight is 1).
   """
-  return jnp.log(roi.msssim_block_weights(images, quality, faithful=False))
+  return jnp.log(roi.block_sensitivity(images, quality, metric=metric, faithful=False))
 
 
 def _centred(x: jax.Array) -> jax.Array:
@@ -109,22 +115,22 @@ def map_losses(logits: jax.Array, target: jax.Array) -> tuple[jax.Array, jax.Arr
   return mse, corr
 
 
-def loss_fn(model: SaliencyNet, batch, key):
+def loss_fn(model: SaliencyNet, batch, key, *, metric: str = "ms-ssim"):
   """Random quality per crop of `batch` `(B, S, S, 3)`."""
   b = batch.shape[0]
   quality = jax.random.uniform(key, (b,), minval=QUALITY_RANGE[0], maxval=QUALITY_RANGE[1])
-  mse, corr = map_losses(model(batch), target_log_map(batch, quality))
+  mse, corr = map_losses(model(batch), target_log_map(batch, quality, metric))
   return jnp.mean(mse), {"correlation": jnp.mean(corr)}
 
 
-def _evaluation(graphdef):
+def _evaluation(graphdef, metric: str):
   """A jitted `(state, batch) -> (loss, correlation)` at the validation qualities."""
 
   @jax.jit
   def evaluate(state, batch):
     model = state_lib.merge_model(graphdef, state)
     logits = model(batch)
-    results = [map_losses(logits, target_log_map(batch, jnp.full((batch.shape[0],), q)))
+    results = [map_losses(logits, target_log_map(batch, jnp.full((batch.shape[0],), q), metric))
                for q in VALIDATION_QUALITIES]
     return (jnp.mean(jnp.stack([r[0] for r in results])),
             jnp.mean(jnp.stack([r[1] for r in results])))
@@ -133,14 +139,15 @@ def _evaluation(graphdef):
 
 
 @functools.lru_cache(maxsize=4)
-def _compiled(width: int, learning_rate: float, devices: tuple):
+def _compiled(width: int, learning_rate: float, metric: str, devices: tuple):
   """(graphdef, tx, mesh, step_fn, evaluate), built once per process."""
   model = SaliencyNet(width=width, rngs=nnx.Rngs(0))
   tx = optax.adam(learning_rate)
   graphdef, _ = state_lib.create_state(model, tx, seed=0)
   mesh = parallel.data_mesh(list(devices))
-  step_fn = parallel.parallel_step(state_lib.make_train_step(graphdef, tx, loss_fn), mesh)
-  return graphdef, tx, mesh, step_fn, _evaluation(graphdef)
+  step_fn = parallel.parallel_step(state_lib.make_train_step(
+      graphdef, tx, functools.partial(loss_fn, metric=metric)), mesh)
+  return graphdef, tx, mesh, step_fn, _evaluation(graphdef, metric)
 
 
 def run(args: Config) -> dict:
@@ -152,7 +159,7 @@ def run(args: Config) -> dict:
   stream = data.CropStream(args.data, crop=args.crop, batch_size=args.batch, seed=args.seed)
   validation = data.centre_crops(args.data, args.crop, args.val_images)
   graphdef, tx, mesh, step_fn, evaluate = _compiled(args.width, float(args.learning_rate),
-                                                    tuple(jax.devices()))
+                                                    args.metric, tuple(jax.devices()))
   with state_lib.fast_random():
     _, state = state_lib.create_state(SaliencyNet(width=args.width, rngs=nnx.Rngs(args.seed)),
                                       tx, seed=args.seed)

@@ -35,7 +35,8 @@ from flax import nnx
 
 import djpeg
 from djpeg import sampling
-from djpeg.optimize import rate_distortion
+from djpeg.distortion import rate_distortion
+from djpeg.optimize import codec_distortion
 from djpeg.models.params import save_params
 from djpeg.models.qtable_net import QTableNet, TableFamily
 from djpeg.train import data, loop, monitor, parallel
@@ -43,11 +44,23 @@ from djpeg.train import state as state_lib
 from djpeg.train import config as config_lib
 from djpeg.train.config import as_dict, option
 
-#: The lambda ladder of table families: level 1 (smallest files) to level 12 (best quality).
+#: The lambda ladder of table families: level 1 (smallest files) to level 12 (best quality),
+#: per distortion: bits per pixel per unit of 8-bit RGB MSE, or per SSIMULACRA 2 point lost.
 FAMILY_LAMBDAS = np.geomspace(4e-4, 0.3, 12)
-#: The lambda range QTableNet is trained on (log-uniform).
+FAMILY_LAMBDAS_SSIMULACRA2 = np.geomspace(4e-3, 0.25, 12)
+#: The lambda range QTableNet is trained on (log-uniform), per distortion.
 NET_LAMBDA_RANGE = (3e-4, 0.4)
+NET_LAMBDA_RANGE_SSIMULACRA2 = (3e-3, 0.35)
+DISTORTIONS = ("mse", "ssimulacra2")
 _SUBSAMPLING = "4:2:0"
+
+
+def family_lambdas(distortion: str) -> np.ndarray:
+  return FAMILY_LAMBDAS_SSIMULACRA2 if distortion == "ssimulacra2" else FAMILY_LAMBDAS
+
+
+def net_lambda_range(distortion: str) -> tuple[float, float]:
+  return NET_LAMBDA_RANGE_SSIMULACRA2 if distortion == "ssimulacra2" else NET_LAMBDA_RANGE
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -65,6 +78,9 @@ class Config(loop.CropRunConfig):
   learning_rate: float | None = option(
       None, "learning rate (None: 5 for family, SGD with momentum; 1e-3 for net, Adam)")
   width: int = option(48, "QTableNet width")
+  distortion: str = option("mse", "what the tables trade bits for: 8-bit RGB MSE (the fast "
+                                  "DCT-domain model), or SSIMULACRA 2 points (decode and metric "
+                                  "every step)", choices=DISTORTIONS)
 
   def check(self) -> None:
     """Raises ValueError naming the first bad setting."""
@@ -74,6 +90,8 @@ class Config(loop.CropRunConfig):
       raise ValueError("steps and batch must be positive and crop at least 16 pixels.")
     if self.learning_rate is not None and not self.learning_rate > 0:
       raise ValueError(f"learning_rate must be positive; got {self.learning_rate}.")
+    if self.distortion not in DISTORTIONS:
+      raise ValueError(f"distortion must be one of {DISTORTIONS}; got {self.distortion!r}.")
 
   @property
   def lr(self) -> float:
@@ -83,13 +101,24 @@ class Config(loop.CropRunConfig):
     return 5.0 if self.kind == "family" else 1e-3
 
 
-def _crop_losses(dct, tables, lambdas, crop: int) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """Per-example (loss, bpp, mse) for DCT coefficients `(B, ...)`, tables `(B, 3, 8, 8)`, `(B,)`."""
+def _crop_losses(batch, dct, tables, lambdas, distortion: str):
+  """Per-example (loss, bpp, distortion) of crops `batch` `(B, S, S, 3)` with their DCT
+  coefficients `dct` (per component `(B, ...)`), tables `(B, 3, 8, 8)` and lambdas `(B,)`.
+
+  Bits are the entropy-coded data's only: file headers would dominate small crops and jump when
+  tables become distinct, which says nothing about images of real size. Distortion is the
+  DCT-domain RGB MSE (`djpeg.distortion.rate_distortion`), or the SSIMULACRA 2 points lost on the
+  crop's decode (`djpeg.optimize.codec_distortion`).
+  """
+  crop = batch.shape[1]
   factors = sampling.factors_for(_SUBSAMPLING, 3)
+  if distortion == "ssimulacra2":
+    coefficients = djpeg.encode(batch, tables=tables, subsampling=_SUBSAMPLING)
+    bpp = djpeg.rate.rate(coefficients, code="entropy") / (crop * crop)
+    loss = codec_distortion("ssimulacra2", djpeg.decode(coefficients), batch)
+    return jnp.log(bpp + lambdas * loss), bpp, loss
 
   def one(d0, d1, d2, t, lam):
-    # Entropy-coded bits only: file headers would dominate small crops and jump when tables
-    # become distinct, which says nothing about images of real size.
     bpp, mse = rate_distortion((d0, d1, d2), t, sampling=factors, height=crop, width=crop,
                                code="entropy", headers=False)
     return jnp.log(bpp + lam * mse), bpp, mse
@@ -97,61 +126,62 @@ def _crop_losses(dct, tables, lambdas, crop: int) -> tuple[jax.Array, jax.Array,
   return jax.vmap(one)(*dct, tables, lambdas)
 
 
-def family_loss(model: TableFamily, batch, key):
+def family_loss(model: TableFamily, batch, key, *, distortion: str = "mse"):
   """All levels on every crop of `batch` `(B, S, S, 3)`."""
-  crop = batch.shape[1]
   dct = djpeg.transform(batch, subsampling=_SUBSAMPLING)
   levels = model.lambdas.shape[0]
   b = batch.shape[0]
   tables = model(jnp.repeat(jnp.arange(levels), b))                 # (K * B, 3, 8, 8)
-  tiled = tuple(jnp.tile(d, (levels,) + (1,) * (d.ndim - 1)) for d in dct)
+  tile = lambda x: jnp.tile(x, (levels,) + (1,) * (x.ndim - 1))
   lambdas = jnp.repeat(model.lambdas[...], b)
-  loss, bpp, mse = _crop_losses(tiled, tables, lambdas, crop)
+  loss, bpp, _ = _crop_losses(tile(batch), tuple(tile(d) for d in dct), tables, lambdas,
+                              distortion)
   return jnp.mean(loss), {"bpp": jnp.mean(bpp)}
 
 
-def net_loss(model: QTableNet, batch, key):
+def net_loss(model: QTableNet, batch, key, *, distortion: str = "mse"):
   """One log-uniform random lambda per crop of `batch` `(B, S, S, 3)`."""
-  crop = batch.shape[1]
-  lo, hi = np.log(NET_LAMBDA_RANGE[0]), np.log(NET_LAMBDA_RANGE[1])
+  lo, hi = np.log(net_lambda_range(distortion))
   log_lambda = jax.random.uniform(key, (batch.shape[0],), minval=lo, maxval=hi)
   dct = djpeg.transform(batch, subsampling=_SUBSAMPLING)
   tables = model(dct, log_lambda)
-  loss, bpp, mse = _crop_losses(dct, tables, jnp.exp(log_lambda), crop)
+  loss, bpp, _ = _crop_losses(batch, dct, tables, jnp.exp(log_lambda), distortion)
   return jnp.mean(loss), {"bpp": jnp.mean(bpp)}
 
 
-def _evaluation(kind: str, graphdef, crop: int):
+def _evaluation(kind: str, graphdef, distortion: str):
   """A jitted `(state, batch) -> mean validation loss` (fixed lambdas for the network)."""
-  lambdas = jnp.asarray(FAMILY_LAMBDAS[::3], jnp.float32)
+  lambdas = jnp.asarray(family_lambdas(distortion)[::3], jnp.float32)
 
   @jax.jit
   def evaluate(state, batch):
     model = state_lib.merge_model(graphdef, state)
     if kind == "family":
-      return family_loss(model, batch, None)[0]
+      return family_loss(model, batch, None, distortion=distortion)[0]
     dct = djpeg.transform(batch, subsampling=_SUBSAMPLING)
     b = batch.shape[0]
     losses = []
     for lam in lambdas:   # the same few rate points every time, for a comparable curve
       tables = model(dct, jnp.full((b,), jnp.log(lam)))
-      losses.append(jnp.mean(_crop_losses(dct, tables, jnp.full((b,), lam), crop)[0]))
+      losses.append(jnp.mean(_crop_losses(batch, dct, tables, jnp.full((b,), lam),
+                                          distortion)[0]))
     return jnp.mean(jnp.stack(losses))
 
   return evaluate
 
 
 @functools.lru_cache(maxsize=8)
-def _compiled(kind: str, width: int, learning_rate: float, crop: int, devices: tuple):
+def _compiled(kind: str, width: int, learning_rate: float, distortion: str, devices: tuple):
   """(graphdef, tx, step_fn, evaluate) for a configuration, built once per process so that
   repeated runs (resumes, tests) reuse the compiled step."""
-  model = build_model(kind, 0, width)
+  model = build_model(kind, 0, width, distortion)
   tx = _optimizer(kind, learning_rate)
   graphdef, _ = state_lib.create_state(model, tx, seed=0)
   mesh = parallel.data_mesh(list(devices))
-  loss_fn = family_loss if kind == "family" else net_loss
+  loss_fn = functools.partial(family_loss if kind == "family" else net_loss,
+                              distortion=distortion)
   step_fn = parallel.parallel_step(state_lib.make_train_step(graphdef, tx, loss_fn), mesh)
-  return graphdef, tx, mesh, step_fn, _evaluation(kind, graphdef, crop)
+  return graphdef, tx, mesh, step_fn, _evaluation(kind, graphdef, distortion)
 
 
 def _optimizer(kind: str, learning_rate: float) -> optax.GradientTransformation:
@@ -163,10 +193,11 @@ def _optimizer(kind: str, learning_rate: float) -> optax.GradientTransformation:
   return optax.adam(learning_rate)
 
 
-def build_model(kind: str, seed: int, width: int):
+def build_model(kind: str, seed: int, width: int, distortion: str = "mse"):
   if kind == "family":
     # Start each level from the Annex K quality with roughly its rate (q 20 to 95).
-    return TableFamily(FAMILY_LAMBDAS, np.linspace(20, 95, len(FAMILY_LAMBDAS)))
+    lambdas = family_lambdas(distortion)
+    return TableFamily(lambdas, np.linspace(20, 95, len(lambdas)))
   return QTableNet(width=width, rngs=nnx.Rngs(seed))
 
 
@@ -179,9 +210,9 @@ def run(args: Config) -> dict:
   stream = data.CropStream(args.data, crop=args.crop, batch_size=args.batch, seed=args.seed)
   validation = data.centre_crops(args.data, args.crop, args.val_images)
   graphdef, tx, mesh, step_fn, evaluate = _compiled(
-      args.kind, args.width, args.lr, args.crop, tuple(jax.devices()))
-  _, state = state_lib.create_state(build_model(args.kind, args.seed, args.width), tx,
-                                    seed=args.seed)
+      args.kind, args.width, args.lr, args.distortion, tuple(jax.devices()))
+  _, state = state_lib.create_state(build_model(args.kind, args.seed, args.width, args.distortion),
+                                    tx, seed=args.seed)
   config = as_dict(args)
 
   def validate(state):
@@ -197,11 +228,13 @@ def run(args: Config) -> dict:
   summary = {"steps": args.steps, "seconds": elapsed,
              "images_per_second": (args.steps - first) * args.batch / max(elapsed, 1e-9)}
   if args.kind == "family":
-    tables = np.asarray(model(jnp.arange(len(FAMILY_LAMBDAS))))
+    lambdas = family_lambdas(args.distortion)
+    tables = np.asarray(model(jnp.arange(len(lambdas))))
     path = os.path.join(args.out, "family.json")
     djpeg.tables.save_table_family(
-        path, tables, FAMILY_LAMBDAS, subsampling=_SUBSAMPLING,
-        description=f"learned by train/tables.py family on {args.data} ({args.steps} steps, "
+        path, tables, lambdas, subsampling=_SUBSAMPLING,
+        description=f"learned by djpeg-train tables family for {args.distortion} on {args.data} "
+                    f"({args.steps} steps, "
                     f"batch {args.batch}, {args.crop}px crops, seed {args.seed})")
   else:
     path = os.path.join(args.out, "qtable_net.npz")

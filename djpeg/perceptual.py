@@ -1,0 +1,289 @@
+"""The perceptual encoder: tables and a trellis for SSIMULACRA 2 and butteraugli, and the default
+mode built on them (at quality Q, at least libjpeg-turbo's SSIMULACRA 2 at Q in fewer bytes).
+
+Three choices, all fitted on the training images (`bench/perceptual_tuning.py`), never on Kodak:
+
+* Tables: `PERCEPTUAL_TABLES`, one luma and one chroma shape scaled by IJG's quality rule
+  (`tables`, a "perceptual quality" p in [1, 100], continuous). The shapes start from the
+  ImageMagick tables mozjpeg uses by default and are tuned on the bytes SSIMULACRA 2 and
+  butteraugli pay: a flatter luma slope, a finer DC and low band (blocking is what the metrics
+  see first), coarser chroma.
+* Trellis (`trellis_quantize`): mozjpeg's cost, per block
+      bits + lambda * m_b * sum_k 64 (e_k / Q_k)^2,
+  errors counted in quantization steps, so the tables' shape doubles as the frequency weighting,
+  and an activity masking m_b = M / (1 + E_b / T): E_b is the block's mean squared AC coefficient
+  (libjpeg's DCT scale), so busy blocks, where errors hide, give up more coefficients. DC is
+  rounded (`djpeg.exact.trellis`).
+* Default mode (`meet_libjpeg`): the target is the SSIMULACRA 2 of libjpeg-turbo's own file at
+  Q (4:2:0, Annex K, decoded exactly as libjpeg-turbo decodes it); p is searched, from a guess
+  fitted on the training images, for the coarsest tables whose trellis result still scores at
+  least the target, each candidate scored on its exact decode. 4:2:0 and 4:4:4 are both tried
+  and the smaller file wins. The result never scores below the target: if no p reaches it (a
+  flat image the anchor codes nearly losslessly), libjpeg-turbo's own coefficients are returned.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from djpeg import codec, sampling
+from djpeg.coefficients import Coefficients
+from djpeg.exact import sizes, trellis as trellis_lib
+from djpeg.metrics import ssimulacra2
+from djpeg.tables import ANNEX_K, DEFAULT_QUALITY, quality_tables
+
+#: The tuned base tables `(2, 8, 8)` (luma, chroma), natural order, before quality scaling
+#: (p = 50 uses them as they are). Tuned from mozjpeg's default (ImageMagick) shape: the luma
+#: log-slope flattened by 30%, the chroma shape 6% flatter and 40% coarser, the low band
+#: (u + v <= 2) 23% finer and the DC a further 41% finer than that.
+PERCEPTUAL_TABLES = np.array([
+    [
+     [10.85, 18.37, 18.37, 26.01, 32.73, 43.07, 57.56, 77.09],
+     [18.37, 19.17, 28.00, 34.54, 40.59, 45.48, 55.39, 70.62],
+     [18.37, 28.00, 31.81, 38.05, 47.85, 61.81, 80.86, 106.57],
+     [26.01, 34.54, 38.05, 45.48, 55.39, 69.96, 89.98, 117.92],
+     [32.73, 40.59, 47.85, 55.39, 66.62, 82.72, 104.35, 134.88],
+     [43.07, 45.48, 61.81, 69.96, 82.72, 100.42, 124.72, 158.50],
+     [57.56, 55.39, 80.86, 89.98, 104.35, 124.72, 152.86, 191.14],
+     [77.09, 70.62, 106.57, 117.92, 134.88, 158.50, 191.14, 235.10]],
+    [
+     [10.95, 18.54, 18.54, 27.01, 36.81, 53.26, 78.70, 116.61],
+     [18.54, 19.64, 29.83, 39.58, 49.18, 57.32, 74.72, 103.64],
+     [18.54, 29.83, 35.42, 45.08, 61.36, 86.62, 124.35, 180.33],
+     [27.01, 39.58, 45.08, 57.32, 74.72, 102.34, 143.58, 206.65],
+     [36.81, 49.18, 61.36, 74.72, 95.81, 128.21, 175.29, 247.60],
+     [53.26, 57.32, 86.62, 102.34, 128.21, 166.45, 222.83, 307.67],
+     [78.70, 74.72, 124.35, 143.58, 175.29, 222.83, 293.03, 395.88],
+     [116.61, 103.64, 180.33, 206.65, 247.60, 307.67, 395.88, 523.08]],
+])
+#: Trellis lambda (bits per unit of masked, step-normalized squared error) and masking: the
+#: block weight is MASKING_WEIGHT / (1 + E_b / MASKING_THRESHOLD) (E_b in libjpeg's DCT units,
+#: 8 times the orthonormal ones, squared). mozjpeg's defaults are lambda 1 and 2^16.5.
+LAMBDA = 2.5324
+MASKING_WEIGHT = 2.0 ** (14.75 - 16.5)
+MASKING_THRESHOLD = 2.0 ** 17.2143
+#: Perceptual quality p that meets libjpeg-turbo's SSIMULACRA 2 at quality Q (4:2:0), median
+#: over 12 training images: piecewise linear in Q through these points (the search starts there).
+GUESS_QUALITIES = np.array([1, 5, 10, 20, 30, 40, 50, 60, 70, 75, 80, 85, 90, 95, 98, 100.0])
+GUESS_P = np.array([1, 4.9, 10.75, 23, 35.75, 48.75, 58, 65.75, 74.25, 78, 82.5, 86.25, 90.5,
+                    97.25, 98.5, 100.0])
+#: Subsamplings the default mode tries, and the quality from which it also tries 4:4:4: on the
+#: training images 4:4:4 made the smaller file at equal SSIMULACRA 2 on 8 of 12 images at
+#: quality 95 and 9 of 12 at 98, and on none at 90 or below.
+SUBSAMPLINGS = ("4:2:0", "4:4:4")
+FULL_CHROMA_FROM = 90
+
+
+def tables(p: float, channels: int = 3) -> np.ndarray:
+  """`(C, 8, 8)` integer tables (1..255) at perceptual quality `p` in [1, 100] (continuous)."""
+  if not (isinstance(p, (int, float, np.floating)) and 1 <= p <= 100):
+    raise ValueError(f"perceptual quality must be a number in [1, 100]; got {p!r}.")
+  scaled = np.asarray(quality_tables(np.float32(p), np.asarray(PERCEPTUAL_TABLES, np.float32)))
+  out = np.clip(np.floor(scaled + 0.5), 1, 255).astype(np.float64)
+  return out[[0, 1, 1]][:channels]
+
+
+def masking(dct) -> list[np.ndarray]:
+  """Per component `(rows, cols)` block weights m_b of the activity masking (module docstring).
+
+  Args:
+    dct: per component `(rows, cols, 8, 8)` orthonormal DCT coefficients (`djpeg.transform`).
+  """
+  out = []
+  for d in dct:
+    ac = (8.0 * np.asarray(d, np.float64)).reshape(d.shape[:2] + (64,))[..., 1:]
+    energy = np.mean(ac * ac, axis=-1)
+    out.append(MASKING_WEIGHT / (1.0 + energy / MASKING_THRESHOLD))
+  return out
+
+
+def step_weights(tables_: np.ndarray) -> list[np.ndarray]:
+  """Per component `(8, 8)` weights 64 / Q^2: a coefficient's squared error in step units."""
+  return [64.0 / np.asarray(t, np.float64) ** 2 for t in tables_]
+
+
+class PerceptualImage:
+  """One image prepared for the perceptual trellis: pixels, per-subsampling DCT and masking.
+
+  Args:
+    pixels: `(H, W, C)` uint8, C = 1 or 3.
+  """
+
+  def __init__(self, pixels: np.ndarray):
+    self.pixels = np.ascontiguousarray(pixels, np.uint8)
+    self.height, self.width, self.channels = self.pixels.shape
+    self.reference = _as_metric_input(self.pixels)
+    self._prepared = {}
+
+  def _prepare(self, subsampling: str):
+    if subsampling not in self._prepared:
+      dct = [np.asarray(d) for d in codec.transform_pixels(self.pixels, subsampling=subsampling)]
+      self._prepared[subsampling] = (dct, masking(dct))
+    return self._prepared[subsampling]
+
+  def trellis(self, p: float, subsampling: str = "4:2:0", *, lmbda: float = LAMBDA,
+              rounds: int = 2) -> tuple[Coefficients, float]:
+    """(coefficients, estimated baseline file bytes) of the perceptual trellis at `p`."""
+    dct, weights = self._prepare(subsampling)
+    steps = tables(p, self.channels)
+    factors = sampling.factors_for(subsampling, self.channels)
+    result = trellis_lib.trellis_quantize(dct, steps, factors, self.height, self.width,
+                                          lmbda=lmbda, weights=step_weights(steps),
+                                          importance=weights, rounds=rounds)
+    coefficients = Coefficients(tuple(result.components), steps.astype(np.float32), self.height,
+                                self.width, factors)
+    return coefficients, float(sizes.baseline_file_bytes(
+        result.bits, num_components=self.channels, distinct_tables=sizes.distinct_tables(steps)))
+
+  def score(self, coefficients: Coefficients) -> float:
+    """SSIMULACRA 2 of the exact decode of `coefficients` against the image: the 8-bit pixels
+    any decoder shows, scored as the reference program reads them from 8-bit files."""
+    decoded = np.asarray(_to_pixels(codec.decode(coefficients)))
+    return float(ssimulacra2(self.reference, _as_metric_input(decoded)))
+
+  def libjpeg(self, quality: float, subsampling: str = "4:2:0") -> Coefficients:
+    """The coefficients libjpeg-turbo writes at IJG `quality` (Annex K tables, plain rounding)."""
+    return codec.encode_pixels(self.pixels, quality=quality, subsampling=subsampling)
+
+
+@jax.jit
+def _to_pixels(decoded: jax.Array) -> jax.Array:
+  """A decode in [0, 1] to its 8-bit pixels."""
+  return jnp.round(decoded * 255.0).astype(jnp.uint8)
+
+
+def _as_metric_input(pixels: np.ndarray) -> jax.Array:
+  """uint8 `(H, W, C)` pixels as SSIMULACRA 2's reference program reads them: u8 * (1 / 255) in
+  float32, gray repeated to RGB. (Kept out of the metric's compiled function: fused into it,
+  the scaling would round differently and move scores by up to 0.01.)"""
+  pixels = np.asarray(pixels)
+  if pixels.shape[-1] == 1:
+    pixels = np.repeat(pixels, 3, axis=-1)
+  return jnp.asarray(pixels.astype(np.float32) * np.float32(1 / 255))
+
+
+@dataclasses.dataclass(frozen=True)
+class PerceptualResult:
+  """What `meet_libjpeg` chose.
+
+  Attributes:
+    coefficients: the file's coefficients (`djpeg.dumps` writes them).
+    score: SSIMULACRA 2 of their exact decode.
+    target: the SSIMULACRA 2 to reach (libjpeg-turbo's at the quality).
+    p: the perceptual quality of the tables (None when libjpeg-turbo's own file was kept).
+    subsampling: the chosen subsampling.
+    evaluations: how many candidates were coded and scored.
+  """
+  coefficients: Coefficients
+  score: float
+  target: float
+  p: float | None
+  subsampling: str
+  evaluations: int
+
+
+def guess(quality: float) -> float:
+  """The perceptual quality p that meets libjpeg-turbo's SSIMULACRA 2 at `quality` on a typical
+  image (fitted on the training images)."""
+  return float(np.interp(quality, GUESS_QUALITIES, GUESS_P))
+
+
+def _search(evaluate, target: float, p0: float, steps: int = 4):
+  """The smallest p in [1, 100] whose score meets `target`: bracket from `p0` by doubling steps,
+  then bisect. `evaluate(p) -> (score, bytes, payload)`. Returns (p, evaluation) of the best
+  candidate that meets the target, or (None, None)."""
+  seen = {}
+
+  def at(p):
+    p = float(min(max(p, 1.0), 100.0))
+    if p not in seen:
+      seen[p] = evaluate(p)
+    return p, seen[p]
+
+  p, (score, _, _) = at(p0)
+  step = 2.0
+  if score >= target:                       # coarser until it misses
+    lo_ok = p
+    hi_miss = None
+    while lo_ok > 1.0:
+      q, (s, _, _) = at(lo_ok - step)
+      if s >= target:
+        lo_ok = q
+        step *= 2
+      else:
+        hi_miss = q
+        break
+    miss, ok = hi_miss, lo_ok
+  else:                                     # finer until it meets
+    miss, ok = p, None
+    while miss < 100.0:
+      q, (s, _, _) = at(miss + step)
+      if s >= target:
+        ok = q
+        break
+      miss = q
+      step *= 2
+  if ok is not None and miss is not None:
+    for _ in range(steps):
+      if abs(ok - miss) < 0.5:
+        break
+      mid = 0.5 * (ok + miss)
+      q, (s, _, _) = at(mid)
+      if s >= target:
+        ok = q
+      else:
+        miss = q
+  meeting = [(p_, v) for p_, v in seen.items() if v[0] >= target]
+  if not meeting:
+    return None, None, len(seen)
+  p_best, value = min(meeting, key=lambda item: item[1][1])    # fewest bytes
+  return p_best, value, len(seen)
+
+
+def meet_libjpeg(pixels: np.ndarray, quality: float = DEFAULT_QUALITY, *,
+                 subsamplings=None) -> PerceptualResult:
+  """The default mode: at least libjpeg-turbo's SSIMULACRA 2 at `quality`, in as few bytes as
+  the perceptual tables and trellis make (module docstring).
+
+  Args:
+    pixels: `(H, W, C)` uint8, C = 1 or 3, at least 8x8.
+    quality: IJG quality 1..100 of the libjpeg-turbo file to match.
+    subsamplings: the subsamplings to try (None: 4:2:0, and 4:4:4 too from quality
+      `FULL_CHROMA_FROM`; gray images have one).
+  """
+  pixels = np.asarray(pixels)
+  if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[-1] not in (1, 3):
+    raise ValueError(f"pixels must be uint8 (H, W, C) with C = 1 or 3; got {pixels.dtype} "
+                     f"{pixels.shape}.")
+  if min(pixels.shape[:2]) < 8:
+    raise ValueError(f"the perceptual mode needs images of at least 8x8 (SSIMULACRA 2's "
+                     f"smallest); got {pixels.shape[1]}x{pixels.shape[0]}.")
+  if not 1 <= quality <= 100:
+    raise ValueError(f"quality must be in [1, 100]; got {quality!r}.")
+  image = PerceptualImage(pixels)
+  anchor = image.libjpeg(quality)
+  target = image.score(anchor)
+  if image.channels == 1:
+    subsamplings = ("4:2:0",)
+  elif subsamplings is None:
+    subsamplings = SUBSAMPLINGS if quality >= FULL_CHROMA_FROM else ("4:2:0",)
+  best, evaluations = None, 0
+  for subsampling in subsamplings:
+    def evaluate(p, subsampling=subsampling):
+      coefficients, size = image.trellis(p, subsampling)
+      return image.score(coefficients), size, coefficients
+    start = guess(quality) if best is None else best.p
+    p, value, count = _search(evaluate, target, start)
+    evaluations += count
+    if p is not None and (best is None or value[1] < best_bytes):
+      best = PerceptualResult(value[2], value[0], target, p, subsampling, 0)
+      best_bytes = value[1]
+  if best is None:
+    return PerceptualResult(anchor, target, target, None, "4:2:0", evaluations)
+  return dataclasses.replace(best, evaluations=evaluations)
