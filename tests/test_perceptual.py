@@ -24,7 +24,12 @@ SAMPLES = ("limes", "houses", "castle", "bear_gray")
 
 def score(pixels: np.ndarray, data: bytes) -> float:
   """SSIMULACRA 2 of a file's Pillow decode against `pixels` (gray repeated to RGB)."""
-  decoded = pillow_decode(data)
+  return score_pixels(pixels, pillow_decode(data))
+
+
+def score_pixels(pixels: np.ndarray, decoded: np.ndarray) -> float:
+  """SSIMULACRA 2 of uint8 `decoded` against uint8 `pixels`, as the reference program reads
+  8-bit files."""
   if pixels.shape[-1] == 1:
     pixels, decoded = np.repeat(pixels, 3, -1), np.repeat(decoded, 3, -1)
   as_float = lambda a: a.astype(np.float32) * np.float32(1 / 255)
@@ -92,3 +97,56 @@ def test_bad_input_and_conflicting_options():
     compress(pixels, mode="fast")
   with pytest.raises(ValueError, match="perceptual quality"):
     perceptual.tables(0.5)
+
+
+# ------------------------------------ everything that targets MSE can target SSIMULACRA 2 too
+
+def test_ssimulacra2_map_is_the_metrics_weight_of_squared_error():
+  # Repairing a high-weight block's JPEG error gains more SSIMULACRA 2 per unit of squared error
+  # removed than repairing a low-weight block's.
+  pixels = samples.load("houses", uint8=True)
+  image = pixels.astype(np.float32) / 255
+  sal = djpeg.roi.saliency_map("ssimulacra2", image)
+  assert sal.shape == pixels.shape[:2] and sal.max() == 1.0 and sal.min() > 0
+  decoded = pillow_decode(pillow_encode(pixels, quality=50))
+  blocks = sal[::8, ::8]
+  inner = blocks[1:-1, 1:-1]
+  rates = []
+  for index in (np.argmax(inner), np.argmin(inner)):
+    r, c = (np.array(np.unravel_index(index, inner.shape)) + 1) * 8
+    repaired = decoded.copy()
+    repaired[r:r + 8, c:c + 8] = pixels[r:r + 8, c:c + 8]
+    removed = np.sum((decoded[r:r + 8, c:c + 8].astype(float) - pixels[r:r + 8, c:c + 8]) ** 2)
+    gain = score_pixels(pixels, repaired) - score_pixels(pixels, decoded)
+    rates.append(gain / removed)
+  assert rates[0] > rates[1]
+  gray = djpeg.roi.saliency_map("ssimulacra2", image[:40, :50, :1])
+  assert gray.shape == (40, 50) and np.all(np.isfinite(gray))
+  np.testing.assert_array_equal(djpeg.roi.saliency_map("ssimulacra2", image[:7, :30]), 1.0)
+
+
+def test_optimize_tables_for_ssimulacra2_lowers_its_lagrangian():
+  pixels = samples.load("limes", uint8=True)
+  image = pixels.astype(np.float32) / 255
+  lmbda = 0.05
+  result = djpeg.optimize_tables(image, lmbda=lmbda, distortion="ssimulacra2", steps=15)
+  assert result.tables.min() >= 1 and result.tables.max() <= 255
+
+  def cost(tables):
+    data = djpeg.dumps(djpeg.encode(image, tables=tables))
+    return 8 * len(data) / pixels[..., 0].size + lmbda * (100 - score(pixels, data))
+  start = djpeg.quality_tables(75)
+  assert cost(result.tables) < cost(np.asarray(start))
+  with pytest.raises(ValueError, match="lmbda target"):
+    djpeg.optimize_tables(image, psnr=30.0, distortion="ssimulacra2")
+
+
+def test_table_training_for_ssimulacra2(tmp_path):
+  from djpeg.train import tables as train_tables
+  from tests.test_tables_training import args_for, losses, make_folder
+  folder = make_folder(tmp_path / "images")
+  out = tmp_path / "s2"
+  train_tables.run(args_for("net", folder, out, steps=6, checkpoint_every=6,
+                            distortion="ssimulacra2"))
+  validation = losses(out, "validation_loss")
+  assert len(validation) == 2 and validation[1] < validation[0], validation
