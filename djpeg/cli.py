@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import sys
 import time
-import warnings
-from importlib.metadata import entry_points
 
 import jax
 import jax.numpy as jnp
@@ -27,9 +26,9 @@ import numpy as np
 from PIL import Image
 
 import djpeg
-from djpeg import samples
-from djpeg.encoder import compress
-from djpeg.images import load_image
+from djpeg import batch, samples
+from djpeg.exact import JPEGError
+from djpeg.export import ExportOptions, export_file
 from djpeg.tables import DEFAULT_QUALITY
 
 PROG = "djpeg-cli"
@@ -109,126 +108,102 @@ def demo(args: argparse.Namespace) -> int:
   return 0
 
 
-def _table_predictor():
-  """The 'learned' table predictor registered by an installed package (entry point group
-  `djpeg.table_predictors`; this distribution's `djpeg.models` provides QTableNet's)."""
-  found = entry_points(group="djpeg.table_predictors", name="learned")
-  if not found:
-    raise SystemExit(f"{PROG}: --learned needs a table predictor; install the full package "
-                     "(pip install .) so that djpeg.models.qtable_net is registered.")
-  return next(iter(found)).load()
+def _options(args: argparse.Namespace) -> ExportOptions:
+  """The command's flags as `ExportOptions`; SystemExit with a message for a bad combination."""
+  targets = [(k, v) for k, v in (("bpp", args.bpp), ("psnr", args.psnr), ("lmbda", args.lmbda))
+             if v is not None]
+  chosen = [m for m, on in (("--optimize-tables", args.optimize_tables), ("--learned", args.learned),
+                            ("--tables", args.tables is not None), ("--libjpeg", args.libjpeg))
+            if on]
+  if len(chosen) > 1:
+    raise SystemExit(f"{PROG}: {' and '.join(chosen)} exclude each other.")
+  if args.libjpeg and (args.trellis or args.saliency or targets):
+    raise SystemExit(f"{PROG}: --libjpeg writes libjpeg-turbo's own file; it excludes "
+                     "--trellis, --saliency and targets.")
+  if args.baseline and (args.progressive or args.optimize_scans):
+    raise SystemExit(f"{PROG}: --baseline excludes --progressive and --optimize-scans.")
+  if len(targets) > 1:
+    raise SystemExit(f"{PROG}: give one of --bpp, --psnr, --lmbda.")
+  if (args.level is None) != (args.tables is None):
+    raise SystemExit(f"{PROG}: --tables FILE and --level K go together.")
+  if args.quality is not None and (args.optimize_tables or args.learned or args.tables):
+    raise SystemExit(f"{PROG}: --quality and {chosen[0]} exclude each other.")
+  if args.optimize_tables:
+    mode = "optimize-tables"
+  elif args.learned:
+    mode = "learned"
+  elif args.tables is not None:
+    mode = "tables"
+  elif args.libjpeg:
+    mode = "libjpeg"
+  elif args.trellis or args.saliency is not None or targets:
+    mode = "trellis"
+  else:
+    mode = "perceptual"
+  if mode in ("optimize-tables", "learned") and not targets:
+    raise SystemExit(f"{PROG}: {chosen[0]} needs exactly one of --bpp, --psnr, --lmbda.")
+  if targets and mode == "trellis" and targets[0][0] != "lmbda":
+    raise SystemExit(f"{PROG}: --bpp, --psnr and --lmbda go with --optimize-tables or --learned "
+                     "(--lmbda also with --trellis, as the trellis lambda).")
+  progressive = ("optimize" if args.optimize_scans else True if args.progressive
+                 else False if args.baseline or args.standard_huffman else None)
+  options = ExportOptions(
+      mode=mode, quality=DEFAULT_QUALITY if args.quality is None else args.quality,
+      target=targets[0] if targets else None, subsampling=args.subsampling,
+      progressive=progressive, optimize_huffman=not args.standard_huffman,
+      restart_interval=args.restart_interval, trellis=args.trellis, saliency=args.saliency,
+      background=args.background, steps=args.steps, tables_file=args.tables, level=args.level,
+      strip=args.strip, matte=args.matte)
+  try:
+    options.check()
+  except ValueError as e:
+    raise SystemExit(f"{PROG}: {e}")
+  return options
 
 
 def encode_command(args: argparse.Namespace) -> int:
-  targets = {k: v for k, v in (("bpp", args.bpp), ("psnr", args.psnr), ("lmbda", args.lmbda))
-             if v is not None}
-  trellis = args.trellis or args.saliency is not None
-  modes = [m for m, on in (("--optimize-tables", args.optimize_tables), ("--learned", args.learned),
-                           ("--tables", args.tables is not None), ("--quality", args.quality is not None))
-           if on]
-  if len(modes) > 1:
-    raise SystemExit(f"{PROG}: {' and '.join(modes)} exclude each other.")
-  others = [m for m, on in (("--trellis", trellis), ("--optimize-tables", args.optimize_tables),
-                            ("--learned", args.learned), ("--tables", args.tables is not None),
-                            ("--bpp/--psnr/--lmbda", bool(targets))) if on]
-  if args.libjpeg and others:
-    raise SystemExit(f"{PROG}: --libjpeg writes libjpeg-turbo's own file; it excludes "
-                     f"{', '.join(others)}.")
-  perceptual = not (args.libjpeg or others)
-  if args.baseline and (args.progressive or args.optimize_scans):
-    raise SystemExit(f"{PROG}: --baseline excludes --progressive and --optimize-scans.")
-  if (args.optimize_tables or args.learned) and len(targets) != 1:
-    raise SystemExit(f"{PROG}: {modes[0]} needs exactly one of --bpp, --psnr, --lmbda.")
-  if targets and not (args.optimize_tables or args.learned) and not (
-      trellis and set(targets) == {"lmbda"}):
-    raise SystemExit(f"{PROG}: --bpp, --psnr and --lmbda go with --optimize-tables or --learned "
-                     "(--lmbda also with --trellis, as the trellis lambda).")
-  if (args.level is None) != (args.tables is None):
-    raise SystemExit(f"{PROG}: --tables FILE and --level K go together.")
+  options = _options(args)
+  if args.output_dir is None:
+    if len(args.inputs) != 2:
+      raise SystemExit(f"{PROG}: give one input and one output file, or inputs and "
+                       "--output-dir FOLDER for many.")
+    if not args.no_cache:
+      batch.enable_compilation_cache()
+    return _encode_one(args.inputs[0], args.inputs[1], options, args.quiet)
   try:
-    pixels = load_image(args.input, matte=args.matte)
+    jobs = batch.shard(batch.plan(args.inputs, args.output_dir), args.shard)
   except ValueError as e:
     raise SystemExit(f"{PROG}: {e}")
-  height, width, channels = pixels.shape
-  say = (lambda m: None) if args.quiet else (lambda m: print(m, flush=True))
-  say(f"{args.input}: {width}x{height}, {'RGB' if channels == 3 else 'gray'}")
+  cache = None if args.no_cache else batch.cache_dir()
   start = time.perf_counter()
-  progressive = "optimize" if args.optimize_scans else args.progressive
-  if perceptual and not (args.baseline or args.progressive or args.standard_huffman):
-    progressive = "optimize"       # like mozjpeg: the smallest file by default
-  subsampling = args.subsampling or (None if perceptual else "4:2:0")
-  options = dict(optimize=not args.standard_huffman, progressive=progressive,
-                 restart_interval=args.restart_interval)
-  result = None
+  outcomes = batch.run(jobs, options, processes=args.jobs or os.cpu_count() or 1,
+                       skip_existing=args.skip_existing, cache=cache, progress=not args.quiet)
+  if not args.quiet:
+    print(batch.summary(outcomes, time.perf_counter() - start))
+  failed = [o for o in outcomes if o.error is not None]
+  if args.quiet:       # otherwise the progress display has named them as they failed
+    for o in failed:
+      print(f"{PROG}: {o.source}: {o.error}", file=sys.stderr)
+  return 1 if failed else 0
+
+
+def _encode_one(source: str, destination: str, options: ExportOptions, quiet: bool) -> int:
+  say = (lambda m: None) if quiet else (lambda m: print(m, flush=True))
   try:
-    with warnings.catch_warnings(record=True) as caught:
-      warnings.simplefilter("always")
-      tables = None
-      if args.tables is not None:
-        family = djpeg.tables.load_table_family(args.tables)
-        levels = len(family["tables"])
-        if not 1 <= args.level <= levels:
-          raise SystemExit(f"{PROG}: --level must be 1..{levels} for {args.tables}; got "
-                           f"{args.level}.")
-        tables = np.asarray(family["tables"][args.level - 1])
-        tables = tables[:channels] if channels == 1 else tables
-        say(f"  tables: level {args.level} of {levels} from {args.tables} (lambda "
-            f"{family['lambdas'][args.level - 1]:.3g})")
-      elif args.learned:
-        if channels != 3:
-          raise SystemExit(f"{PROG}: --learned tables are for colour images.")
-        tables = _table_predictor()(pixels.astype(np.float32) / 255,
-                                    subsampling=subsampling, **targets)
-        say(f"  tables: predicted by the learned network for {targets}")
-      if perceptual:
-        result = compress(pixels, quality=DEFAULT_QUALITY if args.quality is None else args.quality,
-                          subsampling=subsampling, progress=lambda m: say(f"  {m}"))
-        djpeg.save(args.output, result.coefficients, **options)
-      elif trellis:
-        if args.optimize_tables:
-          settings = dict(targets)
-        elif tables is not None:
-          settings = dict(tables=tables)
-        else:
-          settings = dict(quality=DEFAULT_QUALITY if args.quality is None else args.quality,
-                          lmbda=targets.get("lmbda"))
-        result = compress(pixels, subsampling=subsampling, steps=args.steps,
-                          saliency=args.saliency, background=args.background, mode="mse",
-                          progress=lambda m: say(f"  {m}"), **settings)
-        djpeg.save(args.output, result.coefficients, **options)
-      elif tables is not None:
-        coefficients = djpeg.encode(pixels.astype(np.float32) / 255, tables=tables,
-                                    subsampling=subsampling)
-        djpeg.save(args.output, coefficients, **options)
-      elif args.optimize_tables:
-        image = pixels.astype(np.float32) / 255
-        optimized = djpeg.optimize_tables(image, subsampling=subsampling, steps=args.steps,
-                                          progress=lambda m: say(f"  {m}"), **targets)
-        coefficients = djpeg.encode(image, tables=optimized.tables, subsampling=subsampling)
-        djpeg.save(args.output, coefficients, **options)
-      else:
-        quality = DEFAULT_QUALITY if args.quality is None else args.quality
-        djpeg.save(args.output, pixels, quality=quality, subsampling=subsampling, **options)
-    for w in caught:
-      print(f"{PROG}: warning: {w.message}", file=sys.stderr)
-  except ValueError as e:
+    result = export_file(source, destination, options, progress=lambda m: say(f"  {m}"))
+  except (ValueError, NotImplementedError, JPEGError) as e:
     raise SystemExit(f"{PROG}: {e}")
-  except NotImplementedError as e:
-    raise SystemExit(f"{PROG}: {e}")
-  with open(args.output, "rb") as f:
-    data = f.read()
-  decoded = _decode_file(data, channels)
-  say(f"{args.output}: {len(data)} bytes, {8 * len(data) / (height * width):.3f} bits/pixel, "
-      f"PSNR {psnr(decoded, pixels):.2f} dB ({time.perf_counter() - start:.1f} s)")
-  if result is not None and result.ssimulacra2 is not None:
+  for note in result.notes:
+    print(f"{PROG}: warning: {note}", file=sys.stderr)
+  say(f"{destination}: {result.output_bytes} bytes, "
+      f"{8 * result.output_bytes / (result.width * result.height):.3f} bits/pixel, "
+      f"PSNR {result.psnr:.2f} dB ({result.seconds:.1f} s)")
+  if result.ssimulacra2 is not None:
     say(f"  SSIMULACRA 2 {result.ssimulacra2:.2f} (libjpeg-turbo at this quality: "
         f"{result.target_ssimulacra2:.2f})")
-  if trellis and args.saliency is not None and result.saliency is not None:
-    inside = result.saliency >= 0.5
-    if inside.any() and (~inside).any():
-      say(f"  PSNR inside the region of interest (map >= 0.5): "
-          f"{psnr(decoded[inside], pixels[inside]):.2f} dB, outside: "
-          f"{psnr(decoded[~inside], pixels[~inside]):.2f} dB")
+  if result.roi_psnr is not None:
+    say(f"  PSNR inside the region of interest (map >= 0.5): {result.roi_psnr[0]:.2f} dB, "
+        f"outside: {result.roi_psnr[1]:.2f} dB")
   return 0
 
 
@@ -240,9 +215,20 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--qualities", default="50,75,90", help="comma-separated qualities (1..100)")
   p.set_defaults(func=demo)
 
-  p = sub.add_parser("encode", help="encode an image file (PNG, TIFF, ...) as JPEG")
-  p.add_argument("input")
-  p.add_argument("output")
+  p = sub.add_parser("encode", help="encode image files (PNG, TIFF, JPEG, ...) as JPEG",
+                     description="One file: djpeg-cli encode IN OUT. Many: djpeg-cli encode "
+                                 "INPUT... --output-dir FOLDER (files, folders searched "
+                                 "recursively, glob patterns; the tree is mirrored).")
+  p.add_argument("inputs", nargs="+", metavar="INPUT")
+  p.add_argument("-o", "--output-dir", help="write every input's .jpg under this folder")
+  p.add_argument("--jobs", type=int, default=None,
+                 help="worker processes for many inputs (default: the number of cores)")
+  p.add_argument("--skip-existing", action="store_true", help="leave outputs that exist alone")
+  p.add_argument("--shard", metavar="I/N",
+                 help="export only the I-th of N interleaved slices of the inputs (0-based)")
+  p.add_argument("--no-cache", action="store_true",
+                 help="no persistent compilation cache (default: in ~/.cache/djpeg/jax or "
+                      "$DJPEG_CACHE_DIR)")
   p.add_argument("--quality", type=int,
                  help=f"IJG quality 1..100 (default {DEFAULT_QUALITY}): by default a file at "
                       "least as good in SSIMULACRA 2 as libjpeg-turbo's at this quality, in "
@@ -288,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--matte", metavar="white|black",
                  help="composite transparent images onto this colour (a JPEG has no alpha; "
                       "without it, a transparent input is refused)")
+  p.add_argument("--strip", action="store_true",
+                 help="drop the input's ICC profile, EXIF, XMP and comment (kept by default)")
   p.add_argument("--quiet", action="store_true")
   p.set_defaults(func=encode_command)
   args = parser.parse_args(argv)

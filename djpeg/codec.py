@@ -213,13 +213,62 @@ def _pixel_geometry(pixels, subsampling: str):
   return batch_shape, height, width, channels, sampling.factors_for(subsampling, channels)
 
 
-def transform_pixels(pixels: np.ndarray, *, subsampling: str = "4:2:0") -> tuple[jax.Array, ...]:
-  """`transform` for 8-bit pixels `(H, W, C)` or `(B, H, W, C)` uint8, as the exporter needs it:
-  the same coefficients as `transform(pixels / 255)`, with a quarter of the bytes to move."""
+#: The exporter codes one image in stripes of `STRIPE` rows (a multiple of every MCU height),
+#: padded to a width class (a multiple of `WIDTH_CLASS` pixels) by repeating the last row and
+#: column, as libjpeg pads partial MCUs. Every block of the image is then computed exactly as
+#: on the whole image, the memory stays that of a stripe, and one compiled program serves every
+#: image of a width class, whatever its height.
+STRIPE = 256
+WIDTH_CLASS = 256
+
+
+def _stripes(pixels: np.ndarray):
+  """(first block row of the stripe in luma, `(STRIPE, W_class, C)` uint8 stripe) of one image."""
+  height, width = pixels.shape[:2]
+  padded_width = -(-width // WIDTH_CLASS) * WIDTH_CLASS
+  for top in range(0, height, STRIPE):
+    stripe = pixels[top:top + STRIPE]
+    pad = ((0, STRIPE - stripe.shape[0]), (0, padded_width - width), (0, 0))
+    yield top // 8, np.pad(stripe, pad, mode="edge") if any(p[1] for p in pad) else stripe
+
+
+@functools.partial(jax.jit, static_argnames=("factors",))
+def _transform_tile(tile, *, factors):
+  """One `(STRIPE, W_class, C)` uint8 stripe -> per component DCT blocks."""
+  return _transform(tile[None], factors=factors, faithful=True)
+
+
+@functools.partial(jax.jit, static_argnames=("factors",))
+def _encode_tile(tile, steps, *, factors):
+  """One `(STRIPE, W_class, C)` uint8 stripe and `(C, 8, 8)` steps -> int16 quantized blocks."""
+  components = _encode(tile[None], steps[None], None, factors=factors, rounding="ste",
+                       faithful=True)
+  return tuple(c[0].astype(jnp.int16) for c in components)
+
+
+def _by_stripes(pixels: np.ndarray, factors, run) -> tuple[np.ndarray, ...]:
+  """Per component numpy blocks of one image, `run(stripe)` on each stripe, cropped to the
+  image's block grid (`sampling.component_blocks`)."""
+  height, width = pixels.shape[:2]
+  parts = [[] for _ in factors]
+  for _, stripe in _stripes(np.asarray(pixels, np.uint8)):
+    for c, blocks in enumerate(run(jnp.asarray(stripe))):
+      parts[c].append(np.asarray(blocks))
+  out = []
+  for c in range(len(factors)):
+    rows, cols = sampling.component_blocks(height, width, factors, c)
+    out.append(np.concatenate(parts[c], axis=0)[:rows, :cols])
+  return tuple(out)
+
+
+def transform_pixels(pixels: np.ndarray, *, subsampling: str = "4:2:0") -> tuple[np.ndarray, ...]:
+  """`transform` for 8-bit pixels `(H, W, C)` uint8, as the exporter needs it: the same
+  coefficients as `transform(pixels / 255)`, computed in stripes (one compilation per width
+  class, the memory of one stripe; see `STRIPE`), as numpy arrays."""
   batch_shape, height, width, channels, factors = _pixel_geometry(pixels, subsampling)
-  flat = jnp.asarray(np.asarray(pixels, np.uint8)).reshape((-1, height, width, channels))
-  out = _transform(flat, factors=factors, faithful=True)
-  return tuple(c.reshape(batch_shape + c.shape[1:]) for c in out)
+  if batch_shape:
+    raise ValueError(f"transform_pixels takes one image (H, W, C); got {np.shape(pixels)}.")
+  return _by_stripes(pixels, factors, lambda s: [d[0] for d in _transform_tile(s, factors=factors)])
 
 
 def encode_pixels(pixels: np.ndarray, *, quality=None, tables=None,
@@ -231,8 +280,13 @@ def encode_pixels(pixels: np.ndarray, *, quality=None, tables=None,
   dispatch of separate steps costs as much as the arithmetic. The components come back as int16
   (what a file stores; 8-bit samples give |values| <= 1024), so the writer needs no conversion.
   """
-  batch_shape, height, width, _, factors = _pixel_geometry(pixels, subsampling)
+  batch_shape, height, width, channels, factors = _pixel_geometry(pixels, subsampling)
   quality, base = _table_arguments(quality, tables, batch_shape)
+  if not batch_shape:           # one image: in stripes (`STRIPE`)
+    steps = np.asarray(_steps(quality, base, batch_shape=(), num_components=channels))
+    components = _by_stripes(pixels, factors,
+                             lambda s: _encode_tile(s, jnp.asarray(steps), factors=factors))
+    return Coefficients(components, steps, height, width, factors)
   components, steps = _encode_pixels(np.asarray(pixels, np.uint8), quality, base,
                                      batch_shape=batch_shape, factors=factors)
   return Coefficients(components, steps, height, width, factors)

@@ -13,15 +13,17 @@ from typing import Sequence
 
 import jax
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from djpeg import codec
 from djpeg.atomic import write_bytes_atomic
 from djpeg.coefficients import Coefficients
 from djpeg.encoder import compress
-from djpeg.exact import check_tables, read_coefficients, write_coefficients
+from djpeg.exact import Metadata, check_tables, read_coefficients, write_coefficients
+from djpeg.images import describe
 from djpeg.tables import DEFAULT_QUALITY
 
-__all__ = ["dumps", "load_coefficients", "save"]
+__all__ = ["dumps", "load_coefficients", "read_metadata", "save"]
 
 
 def _tables_arg(qtables) -> np.ndarray:
@@ -38,6 +40,33 @@ def _tables_arg(qtables) -> np.ndarray:
                      f"a (k, 8, 8) array or a list of 64-lists; got shape {tables.shape}.")
   check_tables(tables, "qtables")
   return tables
+
+
+#: Pillow's integer forms of `subsampling`.
+PILLOW_SUBSAMPLING = {0: "4:4:4", 1: "4:2:2", 2: "4:2:0"}
+
+
+def _subsampling_arg(subsampling) -> str:
+  """"4:2:0" (None), a name, or Pillow's 0 / 1 / 2 (and -1, its "keep"; here the default)."""
+  if subsampling is None or subsampling == -1:
+    return "4:2:0"
+  if isinstance(subsampling, (int, np.integer)) and not isinstance(subsampling, bool):
+    if int(subsampling) not in PILLOW_SUBSAMPLING:
+      raise ValueError(f"subsampling must be 0 (4:4:4), 1 (4:2:2), 2 (4:2:0) or a name; got "
+                       f"{subsampling!r}.")
+    return PILLOW_SUBSAMPLING[int(subsampling)]
+  return subsampling
+
+
+def _metadata_arg(metadata, icc_profile, exif, xmp, comment) -> Metadata | None:
+  """A `Metadata` from either `metadata=` or Pillow's keywords (not both)."""
+  given = any(v is not None for v in (icc_profile, exif, xmp, comment))
+  if metadata is not None and given:
+    raise ValueError("give metadata= or icc_profile=/exif=/xmp=/comment=, not both.")
+  if metadata is not None and not isinstance(metadata, Metadata):
+    raise ValueError(f"metadata must be a djpeg.exact.Metadata; got {type(metadata).__name__}.")
+  return metadata if metadata is not None else (
+      Metadata.of(icc_profile=icc_profile, exif=exif, xmp=xmp, comment=comment) if given else None)
 
 
 def _as_images(images) -> np.ndarray:
@@ -85,7 +114,7 @@ def _coefficients_for(image_or_coefficients, quality, qtables, subsampling, trel
                        "not Coefficients (djpeg.encoder.compress gives both).")
     return image_or_coefficients
   tables = None if qtables is None else _tables_arg(qtables)
-  subsampling = "4:2:0" if subsampling is None else subsampling
+  subsampling = _subsampling_arg(subsampling)
   if trellis is not False or saliency is not None:
     return _trellis_coefficients(image_or_coefficients, quality, tables, subsampling,
                                  True if trellis is False else trellis, saliency)
@@ -100,7 +129,8 @@ def _coefficients_for(image_or_coefficients, quality, qtables, subsampling, trel
 
 def dumps(image_or_coefficients, *, quality=None, qtables=None, subsampling=None,
           optimize: bool = True, progressive=False, restart_interval: int | None = None,
-          trellis=False, saliency=None):
+          trellis=False, saliency=None, icc_profile=None, exif=None, xmp=None, comment=None,
+          metadata: Metadata | None = None):
   """JPEG file bytes of an image or of quantized coefficients.
 
   Args:
@@ -112,7 +142,8 @@ def dumps(image_or_coefficients, *, quality=None, qtables=None, subsampling=None
     qtables: quantization tables (images only), natural order: a `(k, 8, 8)` array or a list of
       k 64-lists (or a dict {0: ..., 1: ...}), k = 1, 2 (luma, chroma) or 3; entries 1..255.
       With `quality` too they are base tables scaled by it, as libjpeg scales them.
-    subsampling: "4:2:0" (default), "4:2:2" or "4:4:4" (images only; ignored for gray).
+    subsampling: "4:2:0" (default), "4:2:2" or "4:4:4", or Pillow's 2, 1, 0 (images only;
+      ignored for gray).
     optimize: optimal Huffman tables per image, built exactly as libjpeg-turbo does (default);
       False uses the Annex K tables.
     progressive: progressive JPEG (SOF2) with libjpeg's default scan script and per-scan
@@ -127,6 +158,10 @@ def dumps(image_or_coefficients, *, quality=None, qtables=None, subsampling=None
     saliency: images only: a region of interest (implies `trellis`): an `(H, W)` map in
       [0, 1], a mask image path, a callable or "auto" (`djpeg.roi.saliency_map`); important
       blocks keep more of their coefficients.
+    icc_profile, exif, xmp, comment: metadata written into the file, Pillow's keywords: bytes
+      (str for XMP and comments; a `PIL.Image.Exif` for EXIF); profiles over 64 KB span
+      several APP2 segments (`djpeg.exact.metadata`). The EXIF orientation is kept as it is.
+    metadata: or all of them at once, as a `djpeg.exact.Metadata` (e.g. `read_metadata`).
   Returns:
     `bytes`, or a list of `bytes` for a batch.
   Raises:
@@ -134,9 +169,10 @@ def dumps(image_or_coefficients, *, quality=None, qtables=None, subsampling=None
       DC differences beyond 11 bits), or tables outside 1..255; the message names the
       component, block or table entry.
   """
+  meta = _metadata_arg(metadata, icc_profile, exif, xmp, comment)
   c = _coefficients_for(image_or_coefficients, quality, qtables, subsampling, trellis, saliency)
   files = write_coefficients(c, optimize=optimize, progressive=progressive,
-                             restart_interval=restart_interval)
+                             restart_interval=restart_interval, metadata=meta)
   return files if c.batch_shape else files[0]
 
 
@@ -151,7 +187,8 @@ def _write(fp, data: bytes) -> None:
 
 def save(fp, image_or_coefficients, *, quality=None, qtables=None, subsampling=None,
          optimize: bool = True, progressive=False, restart_interval: int | None = None,
-         trellis=False, saliency=None) -> None:
+         trellis=False, saliency=None, icc_profile=None, exif=None, xmp=None, comment=None,
+         metadata: Metadata | None = None) -> None:
   """Writes a JPEG file; arguments as for `dumps`.
 
   Args:
@@ -160,6 +197,7 @@ def save(fp, image_or_coefficients, *, quality=None, qtables=None, subsampling=N
   All files are encoded before anything is written; a path is written atomically (temporary
   file in the same directory, then `os.replace`), so on any error no file is left behind.
   """
+  meta = _metadata_arg(metadata, icc_profile, exif, xmp, comment)
   c = _coefficients_for(image_or_coefficients, quality, qtables, subsampling, trellis, saliency)
   if c.batch_shape:
     if isinstance(fp, (str, os.PathLike)) or not isinstance(fp, Sequence) or len(fp) != c.batch_shape[0]:
@@ -172,7 +210,7 @@ def save(fp, image_or_coefficients, *, quality=None, qtables=None, subsampling=N
     if not isinstance(target, (str, os.PathLike)) and not hasattr(target, "write"):
       raise ValueError(f"fp must be a path or a binary file object; got {type(target).__name__}.")
   files = write_coefficients(c, optimize=optimize, progressive=progressive,
-                             restart_interval=restart_interval)
+                             restart_interval=restart_interval, metadata=meta)
   for target, data in zip(targets, files):
     _write(target, data)
 
@@ -202,3 +240,45 @@ def load_coefficients(fp) -> Coefficients:
   else:
     raise ValueError(f"fp must be a path, bytes or a binary file object; got {type(fp).__name__}.")
   return read_coefficients(data)
+
+
+#: TIFF tags that describe the picture rather than the TIFF file's layout: what a JPEG's EXIF
+#: keeps of a TIFF input (with the EXIF and GPS sub-IFDs).
+_TIFF_DESCRIPTION_TAGS = (0x010E, 0x010F, 0x0110, 0x0112, 0x0131, 0x0132, 0x013B, 0x8298)
+
+
+def _tiff_exif(tags) -> bytes | None:
+  """An EXIF block from a TIFF file's tags: its description tags, EXIF and GPS IFDs."""
+  exif = Image.Exif()
+  for tag in _TIFF_DESCRIPTION_TAGS:
+    if tag in tags:
+      exif[tag] = tags[tag]
+  for ifd in (0x8769, 0x8825):
+    sub = tags.get_ifd(ifd)
+    if sub:
+      exif[ifd] = sub
+  return exif.tobytes() if len(exif) else None
+
+
+def read_metadata(source) -> Metadata:
+  """The ICC profile, EXIF, XMP and comment of an image file (JPEG, PNG, TIFF, WebP, ...), as
+  Pillow reads them; absent ones are None.
+
+  Raises:
+    ValueError: the file is missing or unreadable.
+  """
+  what = describe(source)
+  try:
+    with Image.open(source) as image:
+      info = image.info
+      exif = info.get("exif")
+      if exif is None and image.format == "TIFF":
+        exif = _tiff_exif(image.getexif())
+      xmp = info.get("xmp") or info.get("XML:com.adobe.xmp")
+      comment = info.get("comment") or info.get("Comment")
+      return Metadata.of(icc_profile=info.get("icc_profile"), exif=exif, xmp=xmp,
+                         comment=comment)
+  except FileNotFoundError:
+    raise ValueError(f"{what}: no such file.") from None
+  except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as e:
+    raise ValueError(f"{what} cannot be read as an image: {e}") from None

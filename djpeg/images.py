@@ -33,7 +33,8 @@ _ALPHA = {"RGBA": "RGB", "LA": "L", "PA": "RGB", "RGBa": "RGB", "La": "L"}
 MATTES = {"white": (255, 255, 255), "black": (0, 0, 0)}
 
 
-def _name(source: Any) -> str:
+def describe(source: Any) -> str:
+  """How messages name an image source: its path, or "the image"."""
   return repr(os.fspath(source)) if isinstance(source, (str, os.PathLike)) else "the image"
 
 
@@ -122,7 +123,7 @@ def load_image(source, *, matte=None) -> np.ndarray:
     ValueError: the file is missing or unreadable, or its pixels have no faithful 8-bit reading
       (`pixels_of`); the message names the file.
   """
-  what = _name(source)
+  what = describe(source)
   try:
     with Image.open(source) as image:
       if _high_byte_colour(image):
@@ -140,3 +141,4 @@ def load_image(source, *, matte=None) -> np.ndarray:
 def to_float(pixels: np.ndarray) -> np.ndarray:
   """uint8 pixels to float32 in [0, 1], the codec's convention."""
   return np.asarray(pixels, np.float32) / 255.0
+

@@ -17,5 +17,6 @@ quantization). Reader side (`jdmarker`/`jdhuff`/`jdphuff`/`jdinput`): `markers` 
 
 from djpeg.exact.api import check_tables, read_coefficients, write_coefficients
 from djpeg.exact.errors import JPEGError
+from djpeg.exact.metadata import Metadata
 
-__all__ = ["JPEGError", "check_tables", "read_coefficients", "write_coefficients"]
+__all__ = ["JPEGError", "Metadata", "check_tables", "read_coefficients", "write_coefficients"]

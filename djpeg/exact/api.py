@@ -11,6 +11,7 @@ import numpy as np
 
 from djpeg.coefficients import Coefficients
 from djpeg.exact import reader, scripts, writer
+from djpeg.exact.metadata import Metadata
 
 __all__ = ["check_tables", "read_coefficients", "write_coefficients"]
 
@@ -87,7 +88,8 @@ def _checked_integers(i: int, a: np.ndarray) -> np.ndarray:
 
 
 def write_coefficients(c: Coefficients, *, optimize: bool = True, progressive=False,
-                       restart_interval: int | None = None) -> list[bytes]:
+                       restart_interval: int | None = None,
+                       metadata: Metadata | None = None) -> list[bytes]:
   """The JPEG files of quantized coefficients (libjpeg's `jpeg_write_coefficients`): one per image.
 
   Args:
@@ -100,6 +102,7 @@ def write_coefficients(c: Coefficients, *, optimize: bool = True, progressive=Fa
       of one block); "optimize": the smallest script of a family of standard ones for this image
       (`scripts`, like mozjpeg's optimize_scans), never larger than libjpeg's.
     restart_interval: emit RST markers every this many MCUs (None or 0: none).
+    metadata: ICC profile, EXIF, XMP and comment written into every file (`Metadata`).
   Returns:
     A list of `bytes`, one file per image (one item for batch shape `()`).
   Raises:
@@ -125,13 +128,15 @@ def write_coefficients(c: Coefficients, *, optimize: bool = True, progressive=Fa
   check_tables(tables, "Coefficients.tables")
   components = _integer_components(c)
   tables = tables.astype(np.int64)
+  segments = metadata.segments() if metadata else []
   def one(comps, tabs):
     script = None
     if progressive == "optimize":
       script = scripts.choose(comps, c.height, c.width, c.sampling)
     return writer.encode_image(comps, tabs, c.height, c.width, c.sampling, optimize=optimize,
                                progressive_mode=bool(progressive),
-                               restart_interval=int(restart_interval), script=script)
+                               restart_interval=int(restart_interval), script=script,
+                               segments=segments)
 
   if not c.batch_shape:
     return [one(components, tables)]

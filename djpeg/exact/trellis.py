@@ -246,6 +246,26 @@ class _Candidates:
     return out
 
 
+#: Blocks per chunk of the dynamic program on large images (`TrellisProblem.candidates`).
+CHUNK_BLOCKS = 1 << 16
+
+
+class _ChunkedCandidates:
+  """`_Candidates` of a large image, built and solved chunk by chunk of blocks."""
+
+  def __init__(self, problem: TrellisProblem, lmbda: float):
+    self.problem, self.lmbda = problem, lmbda
+
+  def solve(self, lengths: np.ndarray) -> np.ndarray:
+    p = self.problem
+    out = np.empty(p.x.shape, np.int32)
+    for start in range(0, p.x.shape[0], CHUNK_BLOCKS):
+      part = slice(start, start + CHUNK_BLOCKS)
+      out[part] = _Candidates(p.x[part], p.rounded[part], p.scale[part], self.lmbda,
+                              p.table[part]).solve(lengths)
+    return out
+
+
 def solve_blocks(x, rounded, dmul, table, lengths) -> np.ndarray:
   """The dynamic program over all blocks (`_Candidates`): `(N, 63)` int32 chosen magnitudes,
   with `dmul` the bits a squared step of error costs, `(N, 63)`."""
@@ -352,8 +372,13 @@ class TrellisProblem:
     counts = self.counter.counts(magnitudes)
     return counts, sizes.coded_bits(counts), self.distortion(magnitudes)
 
-  def candidates(self, lmbda) -> _Candidates:
-    return _Candidates(self.x, self.rounded, self.scale, lmbda, self.table)
+  def candidates(self, lmbda) -> _Candidates | _ChunkedCandidates:
+    """The dynamic program's candidates: all blocks at once, or chunks of `CHUNK_BLOCKS`
+    built as they are solved (the program is per block, so the result is the same; large
+    images then need the memory of one chunk's candidates, not the whole image's)."""
+    if self.x.shape[0] <= CHUNK_BLOCKS:
+      return _Candidates(self.x, self.rounded, self.scale, lmbda, self.table)
+    return _ChunkedCandidates(self, lmbda)
 
   def slope(self, sample: int = 2048) -> float:
     """Bits saved per unit of distortion added by coarser AC steps (`table_slope`).

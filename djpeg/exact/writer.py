@@ -146,7 +146,7 @@ def _check_codes(counts: np.ndarray, tables: list[huffman.HuffmanTable]) -> None
 
 def encode_image(components, tables, height: int, width: int, factors, *, optimize: bool = True,
                  progressive_mode: bool = False, restart_interval: int = 0,
-                 script=None) -> bytes:
+                 script=None, segments: list[bytes] = ()) -> bytes:
   """One image's JPEG file.
 
   Args:
@@ -159,12 +159,13 @@ def encode_image(components, tables, height: int, width: int, factors, *, optimi
     restart_interval: MCUs per restart interval, 0 for none.
     script: progressive mode only: the scans to write instead of libjpeg's (e.g. from
       `djpeg.exact.scripts.choose`).
+    segments: marker segments written after the JFIF APP0 (metadata: `metadata.Metadata`).
   Returns:
     The file's bytes.
   """
   sparse = [scans.sparse_component(np.asarray(c)) for c in components]
   distinct, qslots = quant_slots(tables)
-  out = [b"\xff\xd8", _JFIF]
+  out = [b"\xff\xd8", _JFIF, *segments]
   out += [_dqt(i, t) for i, t in enumerate(distinct)]
   out.append(_sof(progressive_mode, height, width, factors, qslots))
   if script is None or not progressive_mode:

@@ -1,0 +1,224 @@
+"""Many images at once: the batch mode of `djpeg-cli encode`, and the compilation cache.
+
+`plan` turns inputs (files, folders searched recursively, glob patterns) and an output folder
+into (source, destination) jobs: the output tree mirrors each input folder, every output is a
+`.jpg`, two inputs that would write the same output are refused before anything is written, and
+`shard` keeps the I-th of N slices (`--shard I/N`, for Slurm arrays or Kubernetes indexed jobs).
+`run` exports the jobs in worker processes, each keeping its compiled functions warm and
+single-threaded (one process per core scales better than one process on many threads), shows
+a progress bar (tqdm) with images per second and bytes saved, and returns one `Outcome` per
+job: a bad file is reported with its reason and the others go on. Outputs are written
+atomically, so an interrupted run leaves no partial file.
+
+`enable_compilation_cache` turns on JAX's persistent compilation cache in a user cache folder
+($DJPEG_CACHE_DIR, else $XDG_CACHE_HOME/djpeg/jax, else ~/.cache/djpeg/jax), so a second run over
+images of the same sizes compiles nothing. The API can call it too.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import glob
+import multiprocessing
+import os
+import sys
+
+import jax
+
+from djpeg.exact import JPEGError
+from djpeg.export import ExportOptions, ExportResult, export_file
+
+#: Extensions of the image files a folder search picks up.
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif", ".ppm",
+                    ".pgm", ".pnm")
+
+
+def cache_dir() -> str:
+  """The persistent compilation cache folder (module docstring)."""
+  if os.environ.get("DJPEG_CACHE_DIR"):
+    return os.environ["DJPEG_CACHE_DIR"]
+  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+  return os.path.join(base, "djpeg", "jax")
+
+
+def enable_compilation_cache(path: str | None = None) -> str:
+  """Turns on JAX's persistent compilation cache at `path` (default `cache_dir()`), keeping
+  every compiled program however quick it was to compile; returns the folder. Call it before
+  the first compilation."""
+  path = path or cache_dir()
+  os.makedirs(path, exist_ok=True)
+  jax.config.update("jax_compilation_cache_dir", path)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+  return path
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+  """One job's end: its result, or why it failed, or that it was skipped."""
+  source: str
+  destination: str
+  result: ExportResult | None = None
+  error: str | None = None
+  skipped: bool = False
+
+
+def _expand(item: str) -> list[tuple[str, str]]:
+  """(file, path relative to the output folder) for one input argument."""
+  if os.path.isdir(item):
+    found = []
+    for root, _, names in os.walk(item):
+      for name in names:
+        if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith("."):
+          path = os.path.join(root, name)
+          found.append((path, os.path.relpath(path, item)))
+    return sorted(found)
+  if os.path.exists(item):
+    return [(item, os.path.basename(item))]
+  matches = sorted(glob.glob(item, recursive=True))
+  if not matches:
+    raise ValueError(f"{item!r}: no such file or folder, and no file matches it as a pattern.")
+  base = os.path.dirname(item.split("*")[0].split("?")[0].split("[")[0]) or "."
+  return [(m, os.path.relpath(m, base)) for m in matches if os.path.isfile(m)]
+
+
+def plan(inputs: list[str], output_dir: str) -> list[tuple[str, str]]:
+  """(source, destination) jobs for `inputs` written under `output_dir` (module docstring).
+
+  Raises:
+    ValueError: an input that names nothing, or two inputs that would write one output.
+  """
+  jobs, seen = [], {}
+  for item in inputs:
+    for source, relative in _expand(item):
+      destination = os.path.join(output_dir, os.path.splitext(relative)[0] + ".jpg")
+      key = os.path.normcase(os.path.abspath(destination))
+      if key in seen and os.path.abspath(seen[key]) != os.path.abspath(source):
+        raise ValueError(f"{seen[key]!r} and {source!r} would both be written to "
+                         f"{destination!r}; rename one or export them separately.")
+      if key not in seen:
+        seen[key] = source
+        jobs.append((source, destination))
+  return jobs
+
+
+def shard(jobs: list, spec: str | None) -> list:
+  """The I-th of N interleaved slices of `jobs` for `spec` "I/N" (0 <= I < N); all for None."""
+  if spec is None:
+    return jobs
+  try:
+    index, count = (int(x) for x in spec.split("/"))
+  except ValueError:
+    raise ValueError(f"--shard takes I/N with 0 <= I < N; got {spec!r}.") from None
+  if not 0 <= index < count:
+    raise ValueError(f"--shard takes I/N with 0 <= I < N; got {spec!r}.")
+  return jobs[index::count]
+
+
+def _export(source: str, destination: str, options: ExportOptions) -> Outcome:
+  try:
+    os.makedirs(os.path.dirname(os.path.abspath(destination)), exist_ok=True)
+    return Outcome(source, destination, result=export_file(source, destination, options,
+                                                           measure=False))
+  except (ValueError, JPEGError, OSError, NotImplementedError) as e:
+    return Outcome(source, destination, error=str(e))
+
+
+def _init_worker(cache: str | None) -> None:
+  if cache:
+    enable_compilation_cache(cache)
+
+
+def run(jobs: list[tuple[str, str]], options: ExportOptions, *, processes: int = 1,
+        skip_existing: bool = False, cache: str | None = None, progress: bool = True,
+        stream=sys.stderr) -> list[Outcome]:
+  """Exports `jobs` with `processes` worker processes (1: in this process).
+
+  Returns one `Outcome` per job, in the jobs' order. An interrupt (Ctrl-C) cancels the jobs not
+  started and re-raises; no partial file is left behind (writes are atomic).
+  """
+  from tqdm import tqdm
+  outcomes: dict[int, Outcome] = {}
+  todo = []
+  for i, (source, destination) in enumerate(jobs):
+    if skip_existing and os.path.exists(destination):
+      outcomes[i] = Outcome(source, destination, skipped=True)
+    else:
+      todo.append(i)
+  bar = tqdm(total=len(todo), unit="image", disable=not progress, file=stream,
+             dynamic_ncols=True)
+  saved = [0, 0]
+
+  def finish(i: int, outcome: Outcome) -> None:
+    outcomes[i] = outcome
+    if outcome.result is not None:
+      saved[0] += outcome.result.input_bytes
+      saved[1] += outcome.result.output_bytes
+    else:
+      bar.write(f"djpeg-cli: {outcome.source}: {outcome.error}", file=stream)
+    if saved[0]:
+      bar.set_postfix_str(f"saved {(saved[0] - saved[1]) / 2 ** 20:.1f} MB "
+                          f"({100 * (1 - saved[1] / saved[0]):.0f}%)")
+    bar.update(1)
+
+  try:
+    if processes <= 1 or len(todo) <= 1:
+      if cache:
+        enable_compilation_cache(cache)
+      for i in todo:
+        finish(i, _export(*jobs[i], options))
+    else:
+      _run_pool(jobs, todo, options, processes, cache, finish)
+  finally:
+    bar.close()
+  return [outcomes[i] for i in range(len(jobs))]
+
+
+def _run_pool(jobs, todo, options, processes, cache, finish) -> None:
+  # Each worker runs XLA on one thread: `processes` single-threaded workers use the cores
+  # better than as many multi-threaded ones fighting over them.
+  saved_flags = os.environ.get("XLA_FLAGS")
+  os.environ["XLA_FLAGS"] = ((saved_flags + " ") if saved_flags else "") + (
+      "--xla_cpu_multi_thread_eigen=false")
+  context = multiprocessing.get_context("spawn")    # JAX is not fork-safe
+  try:
+    with concurrent.futures.ProcessPoolExecutor(
+        max_workers=processes, mp_context=context, initializer=_init_worker,
+        initargs=(cache,)) as pool:
+      futures = {pool.submit(_export, *jobs[i], options): i for i in todo}
+      try:
+        for future in concurrent.futures.as_completed(futures):
+          finish(futures[future], future.result())
+      except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+  finally:
+    if saved_flags is None:
+      os.environ.pop("XLA_FLAGS", None)
+    else:
+      os.environ["XLA_FLAGS"] = saved_flags
+
+
+def summary(outcomes: list[Outcome], seconds: float) -> str:
+  """A table of what a run did: files, bytes in and out, saving, mean quality, throughput."""
+  done = [o.result for o in outcomes if o.result is not None]
+  failed = [o for o in outcomes if o.error is not None]
+  skipped = [o for o in outcomes if o.skipped]
+  lines = [f"{'files written':24s} {len(done)}", f"{'files failed':24s} {len(failed)}",
+           f"{'files skipped':24s} {len(skipped)}"]
+  if done:
+    bytes_in = sum(r.input_bytes for r in done)
+    bytes_out = sum(r.output_bytes for r in done)
+    pixels = sum(r.width * r.height for r in done)
+    lines += [f"{'input bytes':24s} {bytes_in:,}", f"{'output bytes':24s} {bytes_out:,}",
+              f"{'saving':24s} {100 * (1 - bytes_out / max(bytes_in, 1)):.1f}%",
+              f"{'bits per pixel':24s} {8 * bytes_out / pixels:.3f}"]
+    scores = [r.ssimulacra2 for r in done if r.ssimulacra2 is not None]
+    if scores:
+      targets = [r.target_ssimulacra2 for r in done if r.target_ssimulacra2 is not None]
+      lines.append(f"{'mean SSIMULACRA 2':24s} {sum(scores) / len(scores):.2f} "
+                   f"(libjpeg-turbo at the quality: {sum(targets) / len(targets):.2f})")
+    lines.append(f"{'time':24s} {seconds:.1f} s ({len(done) / max(seconds, 1e-9):.2f} images/s, "
+                 f"{pixels / 1e6 / max(seconds, 1e-9):.3f} MP/s)")
+  return "\n".join(lines)

@@ -1,0 +1,118 @@
+"""Metadata a JPEG file carries beside its image: ICC profile, EXIF, XMP and comments.
+
+`Metadata` holds them as bytes; `segments` lays them out as the APPn and COM segments other
+software reads (after the JFIF APP0, in this order):
+
+* EXIF: one APP1 segment, "Exif\\0\\0" and the TIFF structure (at most 65,527 bytes);
+* XMP: one APP1 segment, "http://ns.adobe.com/xap/1.0/\\0" and the packet (at most 65,502 bytes;
+  the extended-XMP scheme for larger packets is not written);
+* ICC profile: APP2 "ICC_PROFILE\\0" segments, each with its sequence number and the count,
+  65,519 bytes of profile per segment (ICC.1:2010 Annex B.4), so profiles over 64 KB span
+  several segments, up to 255 of them;
+* comment: COM segments of up to 65,533 bytes each.
+
+The EXIF orientation tag is kept as it is: pixels are never rotated (as `jpegtran -copy all`).
+Oversize EXIF or XMP raises `ValueError` naming the size; nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+
+_EXIF_HEADER = b"Exif\x00\x00"
+_XMP_HEADER = b"http://ns.adobe.com/xap/1.0/\x00"
+_ICC_HEADER = b"ICC_PROFILE\x00"
+_MAX_PAYLOAD = 65533                       # a segment's length field counts itself (2 bytes)
+ICC_CHUNK = _MAX_PAYLOAD - len(_ICC_HEADER) - 2
+
+
+def _segment(marker: int, payload: bytes) -> bytes:
+  return struct.pack(">BBH", 0xFF, marker, len(payload) + 2) + payload
+
+
+def _as_bytes(name: str, value) -> bytes | None:
+  if value is None:
+    return None
+  if isinstance(value, str):
+    return value.encode("utf-8")
+  if isinstance(value, (bytes, bytearray, memoryview)):
+    return bytes(value)
+  if hasattr(value, "tobytes"):            # PIL.Image.Exif
+    return value.tobytes()
+  raise ValueError(f"{name} must be bytes (or str); got {type(value).__name__}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class Metadata:
+  """ICC profile, EXIF, XMP and comment of a file, as bytes (None: absent).
+
+  Attributes:
+    icc_profile: the ICC profile itself.
+    exif: the EXIF TIFF structure, with or without the "Exif\\0\\0" prefix JPEG files use.
+    xmp: the XMP packet (UTF-8 XML).
+    comment: the comment's bytes.
+  """
+  icc_profile: bytes | None = None
+  exif: bytes | None = None
+  xmp: bytes | None = None
+  comment: bytes | None = None
+
+  @classmethod
+  def of(cls, *, icc_profile=None, exif=None, xmp=None, comment=None) -> Metadata:
+    """From Pillow's keyword values: bytes, str (XMP, comment) or a `PIL.Image.Exif`."""
+    exif = _as_bytes("exif", exif)
+    if exif and exif.startswith(_EXIF_HEADER):
+      exif = exif[len(_EXIF_HEADER):]
+    return cls(icc_profile=_as_bytes("icc_profile", icc_profile) or None, exif=exif or None,
+               xmp=_as_bytes("xmp", xmp) or None, comment=_as_bytes("comment", comment) or None)
+
+  def __bool__(self) -> bool:
+    return any(v is not None for v in (self.icc_profile, self.exif, self.xmp, self.comment))
+
+  def segments(self) -> list[bytes]:
+    """The APP1 (EXIF, XMP), APP2 (ICC) and COM segments, markers included."""
+    out = []
+    if self.exif is not None:
+      payload = _EXIF_HEADER + self.exif
+      if len(payload) > _MAX_PAYLOAD:
+        raise ValueError(f"EXIF of {len(self.exif)} bytes does not fit one APP1 segment "
+                         f"(at most {_MAX_PAYLOAD - len(_EXIF_HEADER)}); strip or shrink it.")
+      out.append(_segment(0xE1, payload))
+    if self.xmp is not None:
+      payload = _XMP_HEADER + self.xmp
+      if len(payload) > _MAX_PAYLOAD:
+        raise ValueError(f"XMP packet of {len(self.xmp)} bytes does not fit one APP1 segment "
+                         f"(at most {_MAX_PAYLOAD - len(_XMP_HEADER)}); extended XMP is not "
+                         "written: strip or shrink it.")
+      out.append(_segment(0xE1, payload))
+    if self.icc_profile is not None:
+      chunks = [self.icc_profile[i:i + ICC_CHUNK]
+                for i in range(0, len(self.icc_profile), ICC_CHUNK)]
+      if len(chunks) > 255:
+        raise ValueError(f"ICC profile of {len(self.icc_profile)} bytes needs more than 255 "
+                         "APP2 segments.")
+      out += [_segment(0xE2, _ICC_HEADER + bytes([i + 1, len(chunks)]) + chunk)
+              for i, chunk in enumerate(chunks)]
+    if self.comment is not None:
+      out += [_segment(0xFE, self.comment[i:i + _MAX_PAYLOAD])
+              for i in range(0, len(self.comment), _MAX_PAYLOAD)]
+    return out
+
+
+def parse_segments(segments: list[tuple[int, bytes]]) -> Metadata:
+  """Metadata from a file's (marker, payload) APPn/COM segments (ICC chunks reassembled in
+  sequence order; the first EXIF and XMP segment; comments joined)."""
+  icc, exif, xmp, comments = {}, None, None, []
+  for marker, payload in segments:
+    if marker == 0xE1 and payload.startswith(_EXIF_HEADER) and exif is None:
+      exif = payload[len(_EXIF_HEADER):]
+    elif marker == 0xE1 and payload.startswith(_XMP_HEADER) and xmp is None:
+      xmp = payload[len(_XMP_HEADER):]
+    elif marker == 0xE2 and payload.startswith(_ICC_HEADER) and len(payload) > len(_ICC_HEADER) + 2:
+      icc[payload[len(_ICC_HEADER)]] = payload[len(_ICC_HEADER) + 2:]
+    elif marker == 0xFE:
+      comments.append(payload)
+  profile = b"".join(icc[k] for k in sorted(icc)) if icc else None
+  return Metadata(icc_profile=profile, exif=exif, xmp=xmp,
+                  comment=b"".join(comments) if comments else None)

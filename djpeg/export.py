@@ -1,0 +1,234 @@
+"""One image file to one JPEG file, with every choice the command line offers: `export_file`.
+
+The unit of work of `djpeg-cli encode`, of its batch mode and of the Ray Data path
+(`djpeg.ray`): read the image (`djpeg.images.load_image`) and its metadata, choose the
+coefficients in the requested mode, write the file atomically with the metadata, and report
+what was done (`ExportResult`). `ExportOptions` is frozen and picklable, so worker processes
+and Ray actors receive it as it is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import time
+import warnings
+from importlib.metadata import entry_points
+
+import numpy as np
+
+from djpeg import codec, tables as tables_lib
+from djpeg.atomic import write_bytes_atomic
+from djpeg.encoder import compress
+from djpeg.files import dumps, read_metadata
+from djpeg.images import load_image
+from djpeg.optimize import optimize_tables
+from djpeg.tables import DEFAULT_QUALITY
+
+#: The modes of `ExportOptions.mode`.
+MODES = ("perceptual", "libjpeg", "trellis", "optimize-tables", "learned", "tables")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportOptions:
+  """How to export an image (the command line's flags; see `djpeg-cli encode --help`).
+
+  Attributes:
+    mode: "perceptual" (default: at least libjpeg-turbo's SSIMULACRA 2 at `quality`, fewer
+      bytes), "libjpeg" (libjpeg-turbo's own file), "trellis" (Annex K tables at `quality`, the
+      MSE trellis), "optimize-tables" (per-image tables for `target`), "learned" (QTableNet's
+      tables for `target`), "tables" (level `level` of the family file `tables_file`).
+    quality: IJG quality 1..100.
+    target: ("bpp" | "psnr" | "lmbda", value) for the modes that take one.
+    subsampling: None (chosen per image in the perceptual mode, 4:2:0 otherwise) or a name.
+    progressive: None (optimized scans in the perceptual mode, baseline otherwise), False,
+      True (libjpeg's script) or "optimize".
+    optimize_huffman: optimized Huffman tables (False: Annex K's).
+    restart_interval: RST markers every N MCUs (None: none).
+    trellis: the MSE trellis on top of "optimize-tables", "learned" or "tables".
+    saliency, background: a region of interest for the trellis (`djpeg.roi.saliency_map`).
+    steps: gradient steps of the table optimization.
+    tables_file, level: the table family and its level for mode "tables".
+    strip: drop the input's ICC profile, EXIF, XMP and comment (kept by default).
+    matte: colour transparent inputs are composited onto (None: transparency is an error).
+  """
+  mode: str = "perceptual"
+  quality: int = DEFAULT_QUALITY
+  target: tuple[str, float] | None = None
+  subsampling: str | None = None
+  progressive: bool | str | None = None
+  optimize_huffman: bool = True
+  restart_interval: int | None = None
+  trellis: bool = False
+  saliency: str | None = None
+  background: float | None = None
+  steps: int = 100
+  tables_file: str | None = None
+  level: int | None = None
+  strip: bool = False
+  matte: str | None = None
+
+  def check(self) -> None:
+    """Raises ValueError naming the first inconsistent option."""
+    if self.mode not in MODES:
+      raise ValueError(f"unknown mode {self.mode!r}; expected one of {', '.join(MODES)}.")
+    if not 1 <= self.quality <= 100:
+      raise ValueError(f"quality must be in 1..100; got {self.quality}.")
+    needs_target = self.mode in ("optimize-tables", "learned")
+    if needs_target and self.target is None:
+      raise ValueError(f"mode {self.mode!r} needs a target (bpp, psnr or lmbda).")
+    if self.target is not None and not needs_target and not (
+        self.mode == "trellis" and self.target[0] == "lmbda"):
+      raise ValueError("a bpp, psnr or lmbda target goes with optimized or learned tables "
+                       "(lmbda also with the trellis, as its lambda).")
+    if (self.mode == "tables") != (self.tables_file is not None and self.level is not None):
+      raise ValueError("a table family file and its level go together, with mode 'tables'.")
+    if self.mode in ("perceptual", "libjpeg") and (self.trellis or self.saliency):
+      raise ValueError(f"mode {self.mode!r} takes no trellis or saliency options.")
+
+  @property
+  def resolved_progressive(self):
+    if self.progressive is None:
+      return "optimize" if self.mode == "perceptual" and self.optimize_huffman else False
+    return self.progressive
+
+  @property
+  def resolved_subsampling(self) -> str | None:
+    if self.subsampling is None and self.mode != "perceptual":
+      return "4:2:0"
+    return self.subsampling
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportResult:
+  """What `export_file` did for one image."""
+  source: str
+  destination: str
+  width: int
+  height: int
+  input_bytes: int
+  output_bytes: int
+  seconds: float
+  psnr: float | None
+  ssimulacra2: float | None = None
+  target_ssimulacra2: float | None = None
+  roi_psnr: tuple[float, float] | None = None
+  notes: tuple[str, ...] = ()
+
+
+def _predictor():
+  found = entry_points(group="djpeg.table_predictors", name="learned")
+  if not found:
+    raise ValueError("mode 'learned' needs a table predictor; install the full package "
+                     "(pip install .) so that djpeg.models.qtable_net is registered.")
+  return next(iter(found)).load()
+
+
+def encode_pixels_for(pixels: np.ndarray, options: ExportOptions, progress=None):
+  """(Coefficients, compress result or None) for uint8 pixels in the options' mode."""
+  say = progress or (lambda message: None)
+  channels = pixels.shape[-1]
+  subsampling = options.resolved_subsampling
+  kind_value = dict([options.target]) if options.target else {}
+  if options.mode == "perceptual":
+    result = compress(pixels, quality=options.quality, subsampling=subsampling, progress=say)
+    return result.coefficients, result
+  if options.mode == "libjpeg":
+    return codec.encode_pixels(pixels, quality=options.quality, subsampling=subsampling), None
+  tables = None
+  if options.mode == "tables":
+    family = tables_lib.load_table_family(options.tables_file)
+    levels = len(family["tables"])
+    if not 1 <= options.level <= levels:
+      raise ValueError(f"level must be 1..{levels} for {options.tables_file}; got "
+                       f"{options.level}.")
+    tables = np.asarray(family["tables"][options.level - 1])
+    tables = tables[:channels] if channels == 1 else tables
+  elif options.mode == "learned":
+    if channels != 3:
+      raise ValueError("learned tables are for colour images.")
+    tables = _predictor()(pixels.astype(np.float32) / 255, subsampling=subsampling, **kind_value)
+  trellis = options.trellis or options.saliency is not None or options.mode == "trellis"
+  if trellis:
+    if options.mode == "optimize-tables":
+      settings = kind_value
+    elif tables is not None:
+      settings = dict(tables=tables)
+    else:
+      settings = dict(quality=options.quality, lmbda=kind_value.get("lmbda"))
+    result = compress(pixels, subsampling=subsampling, steps=options.steps,
+                      saliency=options.saliency, background=options.background, mode="mse",
+                      progress=say, **settings)
+    return result.coefficients, result
+  image = pixels.astype(np.float32) / 255
+  if options.mode == "optimize-tables":
+    tables = optimize_tables(image, subsampling=subsampling, steps=options.steps, progress=say,
+                             **kind_value).tables
+  return codec.encode(image, tables=tables, subsampling=subsampling), None
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+  mse = float(np.mean((np.asarray(a, np.float64) - b) ** 2))
+  return float("inf") if mse == 0 else float(10 * np.log10(255.0 ** 2 / mse))
+
+
+def export_file(source, destination, options: ExportOptions = ExportOptions(), *,
+                measure: bool = True, progress=None) -> ExportResult:
+  """Reads an image file, encodes it as `options` say, writes the JPEG file atomically.
+
+  `measure` decodes the result to report its PSNR (False: `psnr` is None).
+
+  Raises:
+    ValueError: an unreadable or unsupported input (named), a bad option, or an output path
+      equal to the input's.
+  """
+  source, destination = os.fspath(source), os.fspath(destination)
+  if os.path.exists(destination) and os.path.samefile(source, destination):
+    raise ValueError(f"{destination!r} is the input itself; refusing to overwrite it.")
+  data, result = export_bytes(source, options, measure=measure, progress=progress)
+  write_bytes_atomic(destination, data)
+  return dataclasses.replace(result, destination=destination)
+
+
+def export_bytes(source, options: ExportOptions = ExportOptions(), *, measure: bool = True,
+                 progress=None) -> tuple[bytes, ExportResult]:
+  """`export_file` without the output file: (the JPEG file's bytes, what was done).
+
+  Args:
+    source: a path, a binary file object or the bytes of an image file.
+  """
+  options.check()
+  start = time.perf_counter()
+  input_bytes = len(source) if isinstance(source, (bytes, bytearray)) else (
+      os.path.getsize(source) if isinstance(source, (str, os.PathLike)) else None)
+  name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else "<bytes>"
+  if isinstance(source, (bytes, bytearray)):
+    source = io.BytesIO(source)
+  pixels = load_image(source, matte=options.matte)
+  if hasattr(source, "seek"):
+    source.seek(0)
+  metadata = None if options.strip else read_metadata(source)
+  notes = []
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    coefficients, result = encode_pixels_for(pixels, options, progress)
+  notes += [str(w.message) for w in caught]
+  data = dumps(coefficients, optimize=options.optimize_huffman,
+               progressive=options.resolved_progressive,
+               restart_interval=options.restart_interval, metadata=metadata or None)
+  psnr = roi_psnr = None
+  if measure:
+    decoded = np.round(np.asarray(codec.decode(coefficients), np.float64) * 255)
+    psnr = _psnr(decoded, pixels)
+    saliency = getattr(result, "saliency", None)
+    if saliency is not None and (saliency >= 0.5).any() and (saliency < 0.5).any():
+      inside = saliency >= 0.5
+      roi_psnr = (_psnr(decoded[inside], pixels[inside]), _psnr(decoded[~inside], pixels[~inside]))
+  height, width = pixels.shape[:2]
+  return data, ExportResult(
+      source=name, destination="", width=width, height=height,
+      input_bytes=input_bytes if input_bytes is not None else 0, output_bytes=len(data),
+      seconds=time.perf_counter() - start, psnr=psnr, roi_psnr=roi_psnr,
+      ssimulacra2=getattr(result, "ssimulacra2", None),
+      target_ssimulacra2=getattr(result, "target_ssimulacra2", None), notes=tuple(notes))

@@ -1,0 +1,152 @@
+"""Folders of images: the batch CLI, compilation counts per size class, interruption, Ray."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from djpeg import batch, cli, samples
+from djpeg.export import ExportOptions, export_file
+from conftest import pillow_decode
+
+
+def make_library(root, sizes=((128, 192), (75, 97), (40, 33))):
+  """A small library: PNG and JPEG inputs of several sizes, in a nested tree."""
+  photo = samples.load("houses", uint8=True)
+  (root / "trip" / "day1").mkdir(parents=True)
+  paths = []
+  for i, (h, w) in enumerate(sizes):
+    pixels = np.asarray(Image.fromarray(photo).resize((w, h)))
+    path = root / ("trip" if i % 2 else "trip/day1") / f"img{i}.{'png' if i % 2 else 'jpg'}"
+    Image.fromarray(pixels).save(path, quality=95) if path.suffix == ".jpg" else \
+        Image.fromarray(pixels).save(path)
+    paths.append(path)
+  return paths
+
+
+def test_a_folder_with_a_corrupt_file(tmp_path, capsys):
+  make_library(tmp_path / "in")
+  (tmp_path / "in" / "trip" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+  code = cli.main(["encode", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--jobs", "1",
+                   "--libjpeg"])
+  assert code == 1
+  err = capsys.readouterr()
+  assert "broken.png" in err.err and "cannot be read" in err.err
+  assert "files written            3" in err.out and "files failed             1" in err.out
+  written = sorted(os.path.relpath(os.path.join(d, f), tmp_path / "out")
+                   for d, _, fs in os.walk(tmp_path / "out") for f in fs)
+  assert written == ["trip/day1/img0.jpg", "trip/day1/img2.jpg", "trip/img1.jpg"]
+  for name in written:
+    pillow_decode((tmp_path / "out" / name).read_bytes())
+  # --skip-existing leaves them alone; a second run writes nothing new.
+  before = {n: (tmp_path / "out" / n).stat().st_mtime_ns for n in written}
+  assert cli.main(["encode", str(tmp_path / "in" / "trip" / "day1"), "-o",
+                   str(tmp_path / "out" / "trip" / "day1"), "--skip-existing", "--quiet"]) == 0
+  assert all((tmp_path / "out" / n).stat().st_mtime_ns == before[n] for n in written)
+
+
+def test_shards_split_the_library_and_outputs_never_overwrite_inputs(tmp_path):
+  make_library(tmp_path / "in")
+  jobs = batch.plan([str(tmp_path / "in")], str(tmp_path / "out"))
+  parts = [batch.shard(jobs, f"{i}/2") for i in range(2)]
+  assert sorted(parts[0] + parts[1]) == sorted(jobs) and not set(parts[0]) & set(parts[1])
+  with pytest.raises(ValueError, match="I/N"):
+    batch.shard(jobs, "2/2")
+  source = tmp_path / "in" / "trip" / "img1.png"
+  with pytest.raises(ValueError, match="the input itself"):
+    export_file(source, source)
+  (tmp_path / "x").mkdir()
+  Image.new("RGB", (8, 8)).save(tmp_path / "x" / "img1.png")
+  with pytest.raises(ValueError, match="would both be written"):
+    batch.plan([str(source), str(tmp_path / "x" / "img1.png")], str(tmp_path / "out"))
+
+
+def test_worker_processes_give_the_same_files(tmp_path):
+  make_library(tmp_path / "in")
+  assert cli.main(["encode", str(tmp_path / "in"), "-o", str(tmp_path / "one"), "--jobs", "1",
+                   "--quiet", "--no-cache"]) == 0
+  assert cli.main(["encode", str(tmp_path / "in"), "-o", str(tmp_path / "two"), "--jobs", "2",
+                   "--quiet", "--no-cache"]) == 0
+  for root, _, names in os.walk(tmp_path / "one"):
+    for name in names:
+      a = os.path.join(root, name)
+      b = os.path.join(tmp_path / "two", os.path.relpath(a, tmp_path / "one"))
+      assert open(a, "rb").read() == open(b, "rb").read(), name
+
+
+def test_a_killed_run_leaves_no_partial_file(tmp_path):
+  # A large image, a run killed while it works on it: no file, no temporary file left.
+  big = np.asarray(Image.fromarray(samples.load("castle", uint8=True)).resize((1600, 1200)))
+  (tmp_path / "in").mkdir()
+  Image.fromarray(big).save(tmp_path / "in" / "big.png")
+  proc = subprocess.Popen([sys.executable, "-m", "djpeg", "encode", str(tmp_path / "in"), "-o",
+                           str(tmp_path / "out"), "--jobs", "1", "--no-cache", "--quiet"])
+  time.sleep(8)
+  proc.send_signal(signal.SIGINT)
+  proc.wait(timeout=120)
+  leftovers = [f for _, _, fs in os.walk(tmp_path / "out") for f in fs] \
+      if (tmp_path / "out").exists() else []
+  assert all(f == "big.jpg" for f in leftovers), leftovers        # finished or nothing
+  assert not any(f.startswith(".djpeg-") for f in leftovers)
+  for f in leftovers:
+    pillow_decode((tmp_path / "out" / f).read_bytes())
+
+
+def test_sizes_of_one_class_compile_once(tmp_path):
+  # The libjpeg-identical export of three sizes in one size class: one compilation of the
+  # transform, counted by JAX's own compile log.
+  code = textwrap.dedent("""
+      import logging, numpy as np
+      from djpeg import codec, files, samples
+      count = []
+      class Counter(logging.Handler):
+        def emit(self, record):
+          if "Compiling" in record.getMessage() and "_encode_tile" in record.getMessage():
+            count.append(1)
+      logging.getLogger("jax._src.interpreters.pxla").addHandler(Counter())
+      logging.getLogger("jax._src.interpreters.pxla").setLevel(logging.DEBUG)
+      import jax
+      jax.config.update("jax_log_compiles", True)
+      photo = samples.load("houses", uint8=True)
+      for h, w in ((100, 150), (120, 190), (128, 192)):
+        files.dumps(photo[:h, :w], quality=75)
+      print(len(count))
+      """)
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert int(out.stdout.strip().splitlines()[-1]) == 1
+
+
+ray = pytest.importorskip("ray")
+
+
+def test_ray_data_gives_the_clis_bytes(tmp_path):
+  from djpeg import raydata
+  make_library(tmp_path / "in")
+  assert cli.main(["encode", str(tmp_path / "in"), "-o", str(tmp_path / "cli"), "--jobs", "1",
+                   "--quiet", "--no-cache"]) == 0
+  ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True,
+           log_to_driver=False)
+  try:
+    outcomes = raydata.export_folder([str(tmp_path / "in")], str(tmp_path / "ray"),
+                                     ExportOptions(), concurrency=2)
+    assert all(o.error is None for o in outcomes)
+    for o in outcomes:
+      cli_file = tmp_path / "cli" / os.path.relpath(o.destination, tmp_path / "ray")
+      assert open(o.destination, "rb").read() == cli_file.read_bytes()
+    data = [p.read_bytes() for p in sorted((tmp_path / "in").rglob("*.png"))]
+    dataset = ray.data.from_items([{"bytes": d} for d in data]).map_batches(
+        raydata.Exporter, fn_constructor_kwargs={"options": ExportOptions(mode="libjpeg")},
+        concurrency=1, batch_size=2)
+    rows = dataset.take_all()
+    assert len(rows) == len(data) and all(r["error"] == "" and len(r["jpeg"]) for r in rows)
+  finally:
+    ray.shutdown()
