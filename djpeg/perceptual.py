@@ -31,7 +31,6 @@ the last digit on the whole image, and every image size compiles the same search
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 
 import jax
@@ -42,7 +41,7 @@ from djpeg import codec, sampling
 from djpeg.coefficients import Coefficients
 from djpeg.exact import sizes, trellis as trellis_lib
 from djpeg.metrics import ssimulacra2
-from djpeg.tables import ANNEX_K, DEFAULT_QUALITY, quality_tables
+from djpeg.tables import DEFAULT_QUALITY, quality_tables
 
 #: The tuned base tables `(2, 8, 8)` (luma, chroma), natural order, before quality scaling
 #: (p = 50 uses them as they are). Tuned from mozjpeg's default (ImageMagick) shape: the luma
@@ -324,7 +323,7 @@ def meet_libjpeg(pixels: np.ndarray, quality: float = DEFAULT_QUALITY, *,
     subsamplings = ("4:2:0",)
   elif subsamplings is None:
     subsamplings = SUBSAMPLINGS if quality >= FULL_CHROMA_FROM else ("4:2:0",)
-  best, evaluations = None, 0
+  best, best_bytes, evaluations = None, math.inf, 0
   for subsampling in subsamplings:
     def evaluate(p, subsampling=subsampling):
       coefficients, size = image.trellis(p, subsampling)
@@ -332,7 +331,7 @@ def meet_libjpeg(pixels: np.ndarray, quality: float = DEFAULT_QUALITY, *,
     start = guess(quality) if best is None else best.p
     p, value, count = _search(evaluate, target, start)
     evaluations += count
-    if p is not None and (best is None or value[1] < best_bytes):
+    if p is not None and value[1] < best_bytes:
       best = PerceptualResult(value[2], value[0], target, p, subsampling, 0)
       best_bytes = value[1]
   if best is None:
