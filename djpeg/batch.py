@@ -25,6 +25,7 @@ import os
 import sys
 
 import jax
+from tqdm import tqdm
 
 from djpeg.exact import JPEGError
 from djpeg.export import ExportOptions, ExportResult, export_file
@@ -132,13 +133,13 @@ def _init_worker(cache: str | None) -> None:
 
 def run(jobs: list[tuple[str, str]], options: ExportOptions, *, processes: int = 1,
         skip_existing: bool = False, cache: str | None = None, progress: bool = True,
-        stream=sys.stderr) -> list[Outcome]:
+        stream=None) -> list[Outcome]:
   """Exports `jobs` with `processes` worker processes (1: in this process).
 
   Returns one `Outcome` per job, in the jobs' order. An interrupt (Ctrl-C) cancels the jobs not
   started and re-raises; no partial file is left behind (writes are atomic).
   """
-  from tqdm import tqdm
+  stream = stream or sys.stderr
   outcomes: dict[int, Outcome] = {}
   todo = []
   for i, (source, destination) in enumerate(jobs):

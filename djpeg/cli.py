@@ -136,15 +136,20 @@ def _options(args: argparse.Namespace) -> ExportOptions:
     mode = "tables"
   elif args.libjpeg:
     mode = "libjpeg"
-  elif args.trellis or args.saliency is not None or targets:
+  elif args.trellis or args.saliency is not None or (targets and targets[0][0] == "lmbda"):
     mode = "trellis"
   else:
-    mode = "perceptual"
+    mode = "perceptual"       # with a psnr or bpp target: JPEG inputs, in the DCT domain
   if mode in ("optimize-tables", "learned") and not targets:
     raise SystemExit(f"{PROG}: {chosen[0]} needs exactly one of --bpp, --psnr, --lmbda.")
   if targets and mode == "trellis" and targets[0][0] != "lmbda":
-    raise SystemExit(f"{PROG}: --bpp, --psnr and --lmbda go with --optimize-tables or --learned "
-                     "(--lmbda also with --trellis, as the trellis lambda).")
+    raise SystemExit(f"{PROG}: --bpp and --psnr go with --optimize-tables or --learned, or "
+                     "alone for JPEG inputs; not with --trellis (which takes --lmbda).")
+  if args.lossless and args.pixels:
+    raise SystemExit(f"{PROG}: --lossless and --pixels exclude each other.")
+  if (args.lossless or args.pixels) and mode != "perceptual":
+    raise SystemExit(f"{PROG}: --lossless and --pixels choose how the default mode treats JPEG "
+                     "inputs; they exclude the other modes.")
   progressive = ("optimize" if args.optimize_scans else True if args.progressive
                  else False if args.baseline or args.standard_huffman else None)
   options = ExportOptions(
@@ -153,7 +158,8 @@ def _options(args: argparse.Namespace) -> ExportOptions:
       progressive=progressive, optimize_huffman=not args.standard_huffman,
       restart_interval=args.restart_interval, trellis=args.trellis, saliency=args.saliency,
       background=args.background, steps=args.steps, tables_file=args.tables, level=args.level,
-      strip=args.strip, matte=args.matte)
+      strip=args.strip, matte=args.matte,
+      jpeg_input="lossless" if args.lossless else "pixels" if args.pixels else "dct")
   try:
     options.check()
   except ValueError as e:
@@ -194,7 +200,7 @@ def _encode_one(source: str, destination: str, options: ExportOptions, quiet: bo
   except (ValueError, NotImplementedError, JPEGError) as e:
     raise SystemExit(f"{PROG}: {e}")
   for note in result.notes:
-    print(f"{PROG}: warning: {note}", file=sys.stderr)
+    print(f"{PROG}: note: {note}", file=sys.stderr)
   say(f"{destination}: {result.output_bytes} bytes, "
       f"{8 * result.output_bytes / (result.width * result.height):.3f} bits/pixel, "
       f"PSNR {result.psnr:.2f} dB ({result.seconds:.1f} s)")
@@ -233,6 +239,12 @@ def main(argv: list[str] | None = None) -> int:
                  help=f"IJG quality 1..100 (default {DEFAULT_QUALITY}): by default a file at "
                       "least as good in SSIMULACRA 2 as libjpeg-turbo's at this quality, in "
                       "fewer bytes; with --libjpeg or --trellis, the Annex K tables at it")
+  p.add_argument("--lossless", action="store_true",
+                 help="JPEG inputs: the same coefficients, re-optimized (Huffman tables, scans); "
+                      "never larger than the input")
+  p.add_argument("--pixels", action="store_true",
+                 help="JPEG inputs: decode and encode the pixels (by default their own "
+                      "coefficients are recompressed, with no second generation of loss)")
   p.add_argument("--libjpeg", action="store_true",
                  help="libjpeg-turbo's own file at --quality (Annex K tables, plain rounding; "
                       "byte for byte what libjpeg-turbo writes with optimized Huffman tables)")
@@ -257,8 +269,10 @@ def main(argv: list[str] | None = None) -> int:
                  help='a table family file (djpeg-train tables family), or "learned" for the '
                       "family shipped with djpeg; with --level")
   p.add_argument("--level", type=int, help="level of the table family (1 = smallest files)")
-  p.add_argument("--bpp", type=float, help="target bits per pixel of the file")
-  p.add_argument("--psnr", type=float, help="target RGB PSNR in dB")
+  p.add_argument("--bpp", type=float,
+                 help="target bits per pixel of the file (alone: JPEG inputs, recompressed)")
+  p.add_argument("--psnr", type=float,
+                 help="target RGB PSNR in dB (alone: JPEG inputs, against their decode)")
   p.add_argument("--lmbda", type=float, help="trade-off: bits/pixel + lmbda * MSE")
   p.add_argument("--steps", type=int, default=100, help="gradient steps for --optimize-tables")
   p.add_argument("--trellis", action="store_true",

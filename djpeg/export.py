@@ -24,6 +24,7 @@ from djpeg.encoder import compress
 from djpeg.files import dumps, read_metadata
 from djpeg.images import load_image
 from djpeg.optimize import optimize_tables
+from djpeg.recompress import optimize_file, recompress
 from djpeg.tables import DEFAULT_QUALITY
 
 #: The modes of `ExportOptions.mode`.
@@ -52,6 +53,9 @@ class ExportOptions:
     tables_file, level: the table family and its level for mode "tables".
     strip: drop the input's ICC profile, EXIF, XMP and comment (kept by default).
     matte: colour transparent inputs are composited onto (None: transparency is an error).
+    jpeg_input: what the perceptual mode does with a JPEG input: "dct" (default: recompress
+      its own coefficients, `djpeg.recompress`, for `quality` or a psnr / bpp `target`),
+      "lossless" (re-optimize it losslessly) or "pixels" (decode it and encode the pixels).
   """
   mode: str = "perceptual"
   quality: int = DEFAULT_QUALITY
@@ -68,6 +72,7 @@ class ExportOptions:
   level: int | None = None
   strip: bool = False
   matte: str | None = None
+  jpeg_input: str = "dct"
 
   def check(self) -> None:
     """Raises ValueError naming the first inconsistent option."""
@@ -79,9 +84,14 @@ class ExportOptions:
     if needs_target and self.target is None:
       raise ValueError(f"mode {self.mode!r} needs a target (bpp, psnr or lmbda).")
     if self.target is not None and not needs_target and not (
-        self.mode == "trellis" and self.target[0] == "lmbda"):
+        self.mode == "trellis" and self.target[0] == "lmbda") and not (
+        self.mode == "perceptual" and self.target[0] in ("psnr", "bpp")):
       raise ValueError("a bpp, psnr or lmbda target goes with optimized or learned tables "
-                       "(lmbda also with the trellis, as its lambda).")
+                       "(lmbda also with the trellis, as its lambda; psnr and bpp alone with "
+                       "JPEG inputs, recompressed in the DCT domain).")
+    if self.jpeg_input not in ("dct", "lossless", "pixels"):
+      raise ValueError(f"jpeg_input must be 'dct', 'lossless' or 'pixels'; got "
+                       f"{self.jpeg_input!r}.")
     if (self.mode == "tables") != (self.tables_file is not None and self.level is not None):
       raise ValueError("a table family file and its level go together, with mode 'tables'.")
     if self.mode in ("perceptual", "libjpeg") and (self.trellis or self.saliency):
@@ -132,6 +142,9 @@ def encode_pixels_for(pixels: np.ndarray, options: ExportOptions, progress=None)
   subsampling = options.resolved_subsampling
   kind_value = dict([options.target]) if options.target else {}
   if options.mode == "perceptual":
+    if options.target is not None:
+      raise ValueError(f"a {options.target[0]} target alone applies to JPEG inputs (recompressed "
+                       "in the DCT domain); for other images add --optimize-tables.")
     result = compress(pixels, quality=options.quality, subsampling=subsampling, progress=say)
     return result.coefficients, result
   if options.mode == "libjpeg":
@@ -166,6 +179,43 @@ def encode_pixels_for(pixels: np.ndarray, options: ExportOptions, progress=None)
     tables = optimize_tables(image, subsampling=subsampling, steps=options.steps, progress=say,
                              **kind_value).tables
   return codec.encode(image, tables=tables, subsampling=subsampling), None
+
+
+def _recompressing(options: ExportOptions) -> bool:
+  """Whether a JPEG input is recompressed as a JPEG (not decoded to pixels first)."""
+  return options.mode == "perceptual" and options.jpeg_input != "pixels"
+
+
+def _export_jpeg(raw: bytes, name: str, options: ExportOptions, measure: bool,
+                 start: float) -> tuple[bytes, ExportResult]:
+  """A JPEG input in the perceptual mode: re-optimized losslessly, or recompressed in the DCT
+  domain (`djpeg.recompress`)."""
+  score = target = None
+  if options.jpeg_input == "lossless":
+    if options.target is not None:
+      raise ValueError("lossless re-optimization takes no target.")
+    data = optimize_file(raw, strip=options.strip)
+    notes = ("lossless: the input's coefficients, re-optimized" if data != raw else
+             "lossless: no rewrite was smaller; the input is kept",)
+  else:
+    kind, value = options.target if options.target else ("quality", options.quality)
+    result = recompress(raw, strip=options.strip, **{kind: value})
+    data = result.data
+    if kind == "quality" and result.kind == "lossy":
+      score, target = result.score, result.target
+    notes = {"lossy": (), "lossless": ("no recompression was smaller than the input's lossless "
+                                       "re-optimization; that is written",),
+             "input": ("no recompression was smaller than the input; the input is kept",)}[
+                 result.kind]
+  psnr = None
+  pixels = load_image(io.BytesIO(raw))
+  if measure:
+    psnr = _psnr(load_image(io.BytesIO(data)).astype(np.float64), pixels)
+  height, width = pixels.shape[:2]
+  return data, ExportResult(source=name, destination="", width=width, height=height,
+                            input_bytes=len(raw), output_bytes=len(data),
+                            seconds=time.perf_counter() - start, psnr=psnr, ssimulacra2=score,
+                            target_ssimulacra2=target, notes=notes)
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -203,7 +253,17 @@ def export_bytes(source, options: ExportOptions = ExportOptions(), *, measure: b
   input_bytes = len(source) if isinstance(source, (bytes, bytearray)) else (
       os.path.getsize(source) if isinstance(source, (str, os.PathLike)) else None)
   name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else "<bytes>"
+  if isinstance(source, (str, os.PathLike)):
+    with open(source, "rb") as f:
+      head = f.read(3)
+    if head == b"\xff\xd8\xff" and _recompressing(options):
+      with open(source, "rb") as f:
+        source = f.read()
+  elif hasattr(source, "read"):
+    source = source.read()
   if isinstance(source, (bytes, bytearray)):
+    if bytes(source[:3]) == b"\xff\xd8\xff" and _recompressing(options):
+      return _export_jpeg(bytes(source), name, options, measure, start)
     source = io.BytesIO(source)
   pixels = load_image(source, matte=options.matte)
   if hasattr(source, "seek"):

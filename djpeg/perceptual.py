@@ -234,23 +234,25 @@ def guess(quality: float) -> float:
   return float(np.interp(quality, GUESS_QUALITIES, GUESS_P))
 
 
-def _slope(p: float) -> float:
+def ssimulacra2_slope(p: float) -> float:
   """Typical SSIMULACRA 2 points gained per unit of perceptual quality p near `p` (training
   images): the first step of the search."""
   return 0.5 if p < 80 else 0.9
 
 
-def _search(evaluate, target: float, p0: float, *, tolerance: float = 0.75,
-            budget: int = 8):
+def search(evaluate, target: float, p0: float, *, slope=ssimulacra2_slope,
+           tolerance: float = 0.75, budget: int = 8, prefer: str = "fewest"):
   """The smallest p in [1, 100] whose score meets `target`, by a safeguarded secant search.
 
   Scores rise with p (finer tables). From `p0` the first step assumes the typical slope
-  (`_slope`); later steps interpolate between the closest points on each side of the target
-  (the secant, kept inside the bracket and at least `tolerance / 2` from its ends), stepping
+  (`slope(p)`, score per unit of p); later steps interpolate between the closest points on
+  each side of the target (the secant, kept inside the bracket and at least `tolerance / 2`
+  from its ends), stepping
   outwards by doubling while one side is still missing. It stops when the bracket is narrower
   than `tolerance` or after `budget` evaluations. `evaluate(p) -> (score, bytes, payload)`.
-  Returns (p, evaluation, count) of the candidate with the fewest bytes that meets the target,
-  or (None, None, count) when none does (even at p = 100).
+  Returns (p, evaluation, count) of the candidate with the fewest bytes that meets the target
+  (`prefer="most"`: the most bytes, for a size budget), or (None, None, count) when none does
+  (even at p = 100).
   """
   seen = {}
 
@@ -262,7 +264,7 @@ def _search(evaluate, target: float, p0: float, *, tolerance: float = 0.75,
 
   p = p0
   s = at(p)
-  step = (target - s) / _slope(p) + (0.25 if s < target else -0.25)
+  step = (target - s) / slope(p) + (0.25 if s < target else -0.25)
   p_next = p + step
   while len(seen) < budget:
     ok = [q for q, v in seen.items() if v[0] >= target]
@@ -272,8 +274,13 @@ def _search(evaluate, target: float, p0: float, *, tolerance: float = 0.75,
       if hi - lo < tolerance:
         break
       s_lo, s_hi = seen[lo][0], seen[hi][0]
-      secant = lo + (target - s_lo) * (hi - lo) / max(s_hi - s_lo, 1e-6)
-      p_next = min(max(secant, lo + tolerance / 2), hi - tolerance / 2)
+      if math.isfinite(s_lo) and math.isfinite(s_hi):
+        secant = lo + (target - s_lo) * (hi - lo) / max(s_hi - s_lo, 1e-6)
+      else:                                  # e.g. PSNR of a lossless candidate: bisect
+        secant = 0.5 * (lo + hi)
+      # At least an eighth of the bracket from either end, so that it always shrinks.
+      margin = max(tolerance / 2, (hi - lo) / 8)
+      p_next = min(max(secant, lo + margin), hi - margin)
     elif hi is None:                       # everything misses: finer
       if lo >= 100.0:
         break
@@ -289,7 +296,8 @@ def _search(evaluate, target: float, p0: float, *, tolerance: float = 0.75,
   meeting = [(q, v) for q, v in seen.items() if v[0] >= target]
   if not meeting:
     return None, None, len(seen)
-  q, value = min(meeting, key=lambda item: item[1][1])    # fewest bytes
+  pick = max if prefer == "most" else min
+  q, value = pick(meeting, key=lambda item: item[1][1])    # fewest (or most) bytes
   return q, value, len(seen)
 
 
@@ -329,7 +337,7 @@ def meet_libjpeg(pixels: np.ndarray, quality: float = DEFAULT_QUALITY, *,
       coefficients, size = image.trellis(p, subsampling)
       return image.score(coefficients), size, coefficients
     start = guess(quality) if best is None else best.p
-    p, value, count = _search(evaluate, target, start)
+    p, value, count = search(evaluate, target, start)
     evaluations += count
     if p is not None and value[1] < best_bytes:
       best = PerceptualResult(value[2], value[0], target, p, subsampling, 0)

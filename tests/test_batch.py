@@ -150,3 +150,17 @@ def test_ray_data_gives_the_clis_bytes(tmp_path):
     assert len(rows) == len(data) and all(r["error"] == "" and len(r["jpeg"]) for r in rows)
   finally:
     ray.shutdown()
+
+
+def test_an_interrupted_write_leaves_nothing(tmp_path, monkeypatch):
+  # Ctrl-C at the worst moment, as the finished file is moved into place: nothing is left.
+  import djpeg.atomic
+  source = tmp_path / "in.png"
+  Image.fromarray(samples.load("limes", uint8=True)).save(source)
+
+  def interrupted(*args):
+    raise KeyboardInterrupt
+  monkeypatch.setattr(djpeg.atomic.os, "replace", interrupted)
+  with pytest.raises(KeyboardInterrupt):
+    export_file(source, tmp_path / "out.jpg", ExportOptions(mode="libjpeg"))
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png"]

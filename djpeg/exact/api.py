@@ -7,6 +7,9 @@ JPEG decoder shows for them. Images become coefficients above this package (`djp
 
 from __future__ import annotations
 
+import struct
+from collections.abc import Sequence
+
 import numpy as np
 
 from djpeg.coefficients import Coefficients
@@ -89,7 +92,8 @@ def _checked_integers(i: int, a: np.ndarray) -> np.ndarray:
 
 def write_coefficients(c: Coefficients, *, optimize: bool = True, progressive=False,
                        restart_interval: int | None = None,
-                       metadata: Metadata | None = None) -> list[bytes]:
+                       metadata: Metadata | None = None,
+                       segments: Sequence[tuple[int, bytes]] = ()) -> list[bytes]:
   """The JPEG files of quantized coefficients (libjpeg's `jpeg_write_coefficients`): one per image.
 
   Args:
@@ -103,6 +107,8 @@ def write_coefficients(c: Coefficients, *, optimize: bool = True, progressive=Fa
       (`scripts`, like mozjpeg's optimize_scans), never larger than libjpeg's.
     restart_interval: emit RST markers every this many MCUs (None or 0: none).
     metadata: ICC profile, EXIF, XMP and comment written into every file (`Metadata`).
+    segments: (marker, payload) APPn / COM segments copied into every file as they are (what
+      `markers.metadata_segments` reads from another file), after `metadata`'s.
   Returns:
     A list of `bytes`, one file per image (one item for batch shape `()`).
   Raises:
@@ -128,7 +134,12 @@ def write_coefficients(c: Coefficients, *, optimize: bool = True, progressive=Fa
   check_tables(tables, "Coefficients.tables")
   components = _integer_components(c)
   tables = tables.astype(np.int64)
-  segments = metadata.segments() if metadata else []
+  raw = metadata.segments() if metadata else []
+  for marker, payload in segments:
+    if not (0xE1 <= marker <= 0xEF or marker == 0xFE) or len(payload) > 65533:
+      raise ValueError(f"segment FF {marker:02X} of {len(payload)} bytes cannot be copied: only "
+                       "APP1..APP15 and COM segments of at most 65,533 bytes.")
+    raw.append(struct.pack(">BBH", 0xFF, marker, len(payload) + 2) + payload)
   def one(comps, tabs):
     script = None
     if progressive == "optimize":
@@ -136,7 +147,7 @@ def write_coefficients(c: Coefficients, *, optimize: bool = True, progressive=Fa
     return writer.encode_image(comps, tabs, c.height, c.width, c.sampling, optimize=optimize,
                                progressive_mode=bool(progressive),
                                restart_interval=int(restart_interval), script=script,
-                               segments=segments)
+                               segments=raw)
 
   if not c.batch_shape:
     return [one(components, tables)]

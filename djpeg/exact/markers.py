@@ -99,6 +99,30 @@ def segment(data: bytes, pos: int, marker: int) -> tuple[bytes, int]:
   return data[pos + 2:pos + length], pos + length
 
 
+def metadata_segments(data: bytes) -> list[tuple[int, bytes]]:
+  """The (marker, payload) of every APPn and COM segment before the first scan, in file order.
+
+  Raises:
+    JPEGError: not a JPEG file, or one whose markers end before a scan.
+  """
+  if data[:2] != b"\xff\xd8":
+    raise JPEGError("not a JPEG file: it does not start with an SOI marker (FF D8).")
+  out, pos = [], 2
+  while True:
+    pos, marker = next_marker(data, pos)
+    if marker in (0xDA, 0xD9):
+      return out
+    payload, pos = segment(data, pos, marker)
+    if 0xE0 <= marker <= 0xEF or marker == 0xFE:
+      out.append((marker, payload))
+
+
+def is_rgb_coded(segments: list[tuple[int, bytes]]) -> bool:
+  """Whether an Adobe APP14 segment says the components are RGB, not YCbCr (transform 0)."""
+  return any(marker == 0xEE and payload[:5] == b"Adobe" and len(payload) >= 12
+             and payload[11] == 0 for marker, payload in segments)
+
+
 def parse_dqt(p: bytes) -> dict[int, np.ndarray]:
   """{slot: `(8, 8)` float32 table in natural order} of one DQT segment."""
   tables = {}

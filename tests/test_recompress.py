@@ -1,0 +1,124 @@
+"""JPEG in, JPEG out: lossless re-optimization and DCT-domain recompression, against jpeglib,
+Pillow and libjpeg-turbo's strict decoder."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import simplejpeg
+from PIL import Image
+
+import djpeg
+from djpeg import cli, recompress, samples
+from djpeg.exact import JPEGError
+from conftest import pillow_decode, read_dct
+
+EXIF = Image.Exif()
+EXIF[0x0112] = 6
+
+
+def camera_jpeg(name="houses", quality=92, **options) -> bytes:
+  buf = io.BytesIO()
+  Image.fromarray(samples.load(name, uint8=True)).save(
+      buf, "JPEG", quality=quality, exif=EXIF.tobytes(), comment=b"from a camera", **options)
+  return buf.getvalue()
+
+
+@pytest.mark.parametrize("options", [{}, {"progressive": True}, {"subsampling": 0},
+                                     {"optimize": True, "restart_marker_blocks": 2}])
+def test_lossless_keeps_every_coefficient_and_is_never_larger(options):
+  data = camera_jpeg(**options)
+  out = recompress.optimize_file(data)
+  assert len(out) <= len(data)
+  for ours, theirs in zip(read_dct(out)[0], read_dct(data)[0]):
+    np.testing.assert_array_equal(ours, theirs)
+  assert read_dct(out)[1][0].tolist() == read_dct(data)[1][0].tolist()
+  image = Image.open(io.BytesIO(out))
+  assert image.getexif()[0x0112] == 6 and image.info.get("comment") == b"from a camera"
+  # An input that cannot be made smaller comes back as it is.
+  assert recompress.optimize_file(out) == out or len(recompress.optimize_file(out)) < len(out)
+
+
+def test_lossy_recompression_meets_its_targets_and_keeps_the_grid(tmp_path):
+  data = camera_jpeg("castle", 95)
+  decoded = pillow_decode(data)
+  ours = recompress.recompress(data, quality=75)
+  assert ours.kind == "lossy" and len(ours.data) < len(data)
+  # The target: libjpeg-turbo re-encoding the input's decode at 75, measured on that decode.
+  reencoded = io.BytesIO()
+  Image.fromarray(decoded).save(reencoded, "JPEG", quality=75)
+  f = lambda a: a.astype(np.float32) * np.float32(1 / 255)
+  score = lambda d: float(djpeg.metrics.ssimulacra2(f(decoded), f(pillow_decode(d))))
+  assert score(ours.data) >= score(reencoded.getvalue())
+  c_in, c_out = djpeg.load_coefficients(data), djpeg.load_coefficients(ours.data)
+  assert c_in.sampling == c_out.sampling and [a.shape for a in c_in.components] == [
+      a.shape for a in c_out.components]
+  psnr = recompress.recompress(data, psnr=38.0)
+  assert psnr.score >= 38.0
+  mse = np.mean((pillow_decode(psnr.data).astype(float) - decoded) ** 2)
+  assert 10 * np.log10(255 ** 2 / mse) >= 38.0
+  budget = recompress.recompress(data, bpp=1.5)
+  assert 8 * len(budget.data) / decoded[..., 0].size <= 1.5
+  for out in (ours.data, psnr.data, budget.data):
+    simplejpeg.decode_jpeg(out, strict=True)
+    assert Image.open(io.BytesIO(out)).getexif()[0x0112] == 6
+    if shutil.which("djpeg"):
+      (tmp_path / "o.jpg").write_bytes(out)
+      subprocess.run(["djpeg", "-strict", "-outfile", str(tmp_path / "o.ppm"),
+                      str(tmp_path / "o.jpg")], check=True)
+
+
+def test_never_larger_than_the_input():
+  # A small, coarse input: no requantization is smaller than its lossless rewrite.
+  data = camera_jpeg("limes", 20)
+  result = recompress.recompress(data, quality=95)
+  assert len(result.data) <= len(data) and result.kind in ("lossless", "input")
+
+
+def test_gray_and_422_inputs():
+  gray = io.BytesIO()
+  Image.fromarray(samples.load("bear_gray", uint8=True)[..., 0]).save(gray, "JPEG", quality=95)
+  result = recompress.recompress(gray.getvalue(), quality=70)
+  assert djpeg.load_coefficients(result.data).num_components == 1
+  data = camera_jpeg("castle", 95, subsampling=1)
+  assert djpeg.load_coefficients(recompress.recompress(data, quality=70).data).sampling == \
+      djpeg.load_coefficients(data).sampling
+
+
+def test_unsupported_inputs_are_named(tmp_path):
+  cmyk = io.BytesIO()
+  Image.fromarray(samples.load("limes", uint8=True)).convert("CMYK").save(cmyk, "JPEG")
+  with pytest.raises(JPEGError, match="CMYK"):
+    recompress.recompress(cmyk.getvalue())
+  with pytest.raises(JPEGError, match="truncated"):
+    recompress.optimize_file(camera_jpeg()[:500])
+  rgb = io.BytesIO()
+  Image.fromarray(samples.load("limes", uint8=True)).save(rgb, "JPEG", keep_rgb=True)
+  with pytest.raises(JPEGError, match="RGB"):
+    recompress.optimize_file(rgb.getvalue())
+  # In the batch CLI: a per-file error, the others written, exit status 1.
+  (tmp_path / "in").mkdir()
+  (tmp_path / "in" / "cmyk.jpg").write_bytes(cmyk.getvalue())
+  (tmp_path / "in" / "good.jpg").write_bytes(camera_jpeg())
+  assert cli.main(["encode", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--jobs", "1",
+                   "--quiet", "--no-cache"]) == 1
+  assert (tmp_path / "out" / "good.jpg").exists() and not (tmp_path / "out" / "cmyk.jpg").exists()
+
+
+def test_cli_modes_for_jpeg_inputs(tmp_path):
+  source = tmp_path / "in.jpg"
+  source.write_bytes(camera_jpeg("houses", 95))
+  for name, extra in (("d", []), ("l", ["--lossless"]), ("p", ["--psnr", "37"]),
+                      ("x", ["--pixels"])):
+    assert cli.main(["encode", str(source), str(tmp_path / f"{name}.jpg"), "--quiet",
+                     "--no-cache", *extra]) == 0
+  sizes = {n: (tmp_path / f"{n}.jpg").stat().st_size for n in "dlpx"}
+  assert sizes["l"] <= source.stat().st_size and max(sizes["d"], sizes["p"]) < sizes["l"]
+  with pytest.raises(SystemExit, match="JPEG inputs"):
+    png = tmp_path / "in.png"
+    Image.fromarray(samples.load("houses", uint8=True)).save(png)
+    cli.main(["encode", str(png), str(tmp_path / "y.jpg"), "--psnr", "37", "--no-cache"])
