@@ -9,11 +9,13 @@ out) and picks, independently for the DC and for each component's AC coefficient
 of a few structures:
 
   DC:          one interleaved scan, or Al = 1 plus a refinement scan;
-  luma AC:     bands 1-63, 1-5 + 6-63 or 1-8 + 9-63, at Al = 0, 1 or 2 (with refinements);
-  chroma AC:   1-63 at Al = 0 or 1 (with a refinement).
+  luma AC:     bands 1-63, or split after coefficient 2, 5, 8, 12 or 18 (mozjpeg's split
+               points), at Al = 0..3 (with refinements);
+  chroma AC:   1-63, or split after 2, 5 or 8, at Al = 0..2.
 
 libjpeg's own script is one of the combinations, so the choice is never larger than it by the
-estimate. Every script is a valid progressive JPEG: DC scans first, then spectral bands, each
+estimate. Large images choose on evenly spaced MCU rows (`SAMPLE_BLOCKS` blocks), which have
+the image's statistics at a fraction of the pricing time. Every script is a valid progressive JPEG: DC scans first, then spectral bands, each
 successive-approximation chain refined down to Al = 0.
 """
 
@@ -25,7 +27,14 @@ from djpeg.exact import layout as layout_lib, progressive, scans, sizes, writer
 
 Scan = scans.Scan
 
-_LUMA_BANDS = ((1, 63), (1, 5, 63), (1, 8, 63))
+#: Spectral splits tried (1..k, k+1..63; mozjpeg's optimize_scans tries the same split points)
+#: and the successive-approximation depths, for luma and for chroma.
+_LUMA_BANDS = ((1, 63), (1, 2, 63), (1, 5, 63), (1, 8, 63), (1, 12, 63), (1, 18, 63))
+_LUMA_DEPTHS = (0, 1, 2, 3)
+_CHROMA_BANDS = ((1, 63), (1, 2, 63), (1, 5, 63), (1, 8, 63))
+_CHROMA_DEPTHS = (0, 1, 2)
+#: Images with more blocks than this choose their script on evenly spaced MCU rows.
+SAMPLE_BLOCKS = 1 << 14
 
 
 def _scan_bytes(scan: Scan, sparse, height: int, width: int, factors) -> float:
@@ -55,9 +64,27 @@ def _chain(component: int, bands, al: int) -> tuple[list[Scan], list[Scan]]:
 
 def _options(component: int, luma: bool):
   """Candidate (first scans, refinement scans) for one component's AC coefficients."""
-  if luma:
-    return [_chain(component, bands, al) for bands in _LUMA_BANDS for al in (0, 1, 2)]
-  return [_chain(component, (1, 63), al) for al in (0, 1)]
+  bands, depths = (_LUMA_BANDS, _LUMA_DEPTHS) if luma else (_CHROMA_BANDS, _CHROMA_DEPTHS)
+  return [_chain(component, b, al) for b in bands for al in depths]
+
+
+def _sample_rows(components, height: int, width: int, factors):
+  """Evenly spaced MCU rows of a large image, as a smaller image with the same statistics
+  (components, height, width), or the image itself when it is small enough."""
+  total = sum(np.shape(c)[0] * np.shape(c)[1] for c in components)
+  if total <= SAMPLE_BLOCKS:
+    return components, height
+  v_max = max(v for _, v in factors)
+  full_rows = height // (8 * v_max)          # whole MCU rows (a partial last one is left out)
+  if full_rows < 2:
+    return components, height
+  keep = max(1, int(full_rows * SAMPLE_BLOCKS / total))
+  rows = np.unique(np.linspace(0, full_rows - 1, keep).round().astype(int))
+  sampled = []
+  for c, (_, v) in zip(components, factors):
+    block_rows = (rows[:, None] * v + np.arange(v)[None, :]).ravel()
+    sampled.append(np.asarray(c)[block_rows[block_rows < np.shape(c)[0]]])
+  return sampled, len(rows) * 8 * v_max
 
 
 def choose(components, height: int, width: int, factors) -> tuple[Scan, ...]:
@@ -67,8 +94,9 @@ def choose(components, height: int, width: int, factors) -> tuple[Scan, ...]:
     components: per component, `(rows_c, cols_c, 8, 8)` integer coefficients.
     height, width, factors: frame geometry and sampling factors.
   """
-  sparse = [scans.sparse_component(np.asarray(c)) for c in components]
   factors = tuple(map(tuple, factors))
+  components, height = _sample_rows(components, height, width, factors)
+  sparse = [scans.sparse_component(np.asarray(c)) for c in components]
   every = tuple(range(len(components)))
   cache = {}
 
