@@ -106,8 +106,8 @@ def masking(dct) -> list[np.ndarray]:
   """
   out = []
   for d in dct:
-    ac = (8.0 * np.asarray(d, np.float64)).reshape(d.shape[:2] + (64,))[..., 1:]
-    energy = np.mean(ac * ac, axis=-1)
+    ac = np.asarray(d, np.float32).reshape(d.shape[:2] + (64,))[..., 1:]
+    energy = 64.0 * np.einsum("...k,...k->...", ac, ac, dtype=np.float64) / 63.0
     out.append(MASKING_WEIGHT / (1.0 + energy / MASKING_THRESHOLD))
   return out
 

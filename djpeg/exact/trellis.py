@@ -49,7 +49,7 @@ class TrellisResult:
   """What `trellis_quantize` chose and what it costs.
 
   Attributes:
-    components: per component, `(rows, cols, 8, 8)` int32 quantized values (natural order).
+    components: per component, `(rows, cols, 8, 8)` int16 quantized values (natural order).
     bits: entropy-coded bits of the baseline scan with optimal Huffman tables, plus the bits of
       the DHT segments (exact symbol counts; byte stuffing and final padding excluded).
     distortion: sum over coefficients of lambda-free weighted squared error (weights times
@@ -194,8 +194,8 @@ class _Candidates:
     self.active = np.searchsorted(-self.count_sorted, -np.arange(width), side="right")
 
   def solve(self, lengths: np.ndarray) -> np.ndarray:
-    """`(N, 63)` int32 chosen magnitudes for AC code lengths `(2, 256)` (inf: not codable)."""
-    out = np.zeros(self.shape, np.int32)
+    """`(N, 63)` int16 chosen magnitudes for AC code lengths `(2, 256)` (inf: not codable)."""
+    out = np.zeros(self.shape, np.int16)
     if self.kmax == 0:
       return out
     n_blocks, width = self.shape[0], self.kmax + 1
@@ -258,7 +258,7 @@ class _ChunkedCandidates:
 
   def solve(self, lengths: np.ndarray) -> np.ndarray:
     p = self.problem
-    out = np.empty(p.x.shape, np.int32)
+    out = np.empty(p.x.shape, np.int16)
     for start in range(0, p.x.shape[0], CHUNK_BLOCKS):
       part = slice(start, start + CHUNK_BLOCKS)
       out[part] = _Candidates(p.x[part], p.rounded[part], p.scale[part], self.lmbda,
@@ -360,7 +360,8 @@ class TrellisProblem:
     self.scale = np.ascontiguousarray(np.concatenate(scales))  # weighted error per step^2
     self.table = np.concatenate(tabs)
     self.component = np.concatenate(comps)
-    self.rounded = np.floor(self.x + np.float32(0.5)).astype(np.int32)
+    # Magnitudes are at most 1023 (8-bit JPEG), so int16 halves the largest arrays.
+    self.rounded = np.floor(self.x + np.float32(0.5)).astype(np.int16)
     self.counter = _Counter(self.dc, self.table, height, width, sampling)
 
   def distortion(self, magnitudes) -> float:
@@ -409,7 +410,7 @@ class TrellisProblem:
     out, start = [], 0
     for c, shape in enumerate(self.shapes):
       n = int(np.prod(shape[:-2]))
-      z = np.empty((n, 64), np.int32)
+      z = np.empty((n, 64), np.int16)
       z[:, 0] = self.dc[c].reshape(-1)
       z[:, 1:] = values[start:start + n]
       natural = np.empty_like(z)
