@@ -7,9 +7,12 @@ skipped. Everything else is refused with a `JPEGError` naming it.
 
 The stages: `markers` parses and checks each segment; for each scan `bitreader` finds and
 destuffs its entropy-coded data; `decode_sequential` or `decode_progressive` decodes it into the
-coefficient store (one row of 64 zigzag values per block); at EOI the store becomes
-`Coefficients` in natural order. Every loop is bounded by the data (each block consumes bits, or
-is skipped in O(1) by an end-of-band run), and malformed input of any kind raises `JPEGError`.
+coefficient store (one int16 row of 64 values per block, in natural order); at EOI the store's
+rows become the components of `Coefficients` (views, not copies). A value beyond int16, which
+only a corrupt file can code, makes the reader start again with an int32 store. Every loop is
+bounded by the data (each block consumes bits, or is skipped by an end-of-band run, and the
+blocks all scans visit are capped by the file's size), and malformed input of any kind raises
+`JPEGError`.
 """
 
 from __future__ import annotations
@@ -20,18 +23,21 @@ import numpy as np
 
 from djpeg.coefficients import Coefficients
 from djpeg.exact import layout as layout_lib, markers
-from djpeg.exact.bitreader import ScanTarget, destuff, entropy_segment
+from djpeg.exact.bitreader import CoefficientOverflow, ScanTarget, destuff, entropy_segment
 from djpeg.exact.decode_progressive import (decode_ac_first, decode_ac_refine, decode_dc_first,
                                             decode_dc_refine)
 from djpeg.exact.decode_sequential import decode_sequential
 from djpeg.exact.errors import JPEGError
-from djpeg.tables import NATURAL_TO_ZIGZAG
 
 
 def read(data: bytes) -> Coefficients:
   """Parses a JPEG file; see `djpeg.exact.read_coefficients`."""
+  _compile_decoders()
   try:
-    return _Reader(data).run()
+    try:
+      return _Reader(data, np.int16).run()
+    except CoefficientOverflow:
+      return _Reader(data, np.int32).run()
   except JPEGError:
     raise
   except (IndexError, ValueError, OverflowError, struct.error, KeyError) as e:
@@ -40,19 +46,44 @@ def read(data: bytes) -> Coefficients:
     raise JPEGError(f"malformed JPEG data ({type(e).__name__}: {e}).") from e
 
 
-class _Reader:
-  """State of one parse: tables, frame, coefficient store."""
+_decoders_compiled = False
 
-  def __init__(self, data: bytes):
+
+def _compile_decoders() -> None:
+  """Makes numba compile every decoding loop (or load it from its disk cache) at a program's
+  first read, all at once, by reading two tiny files the writer makes (baseline and progressive,
+  with restart markers) into both stores, int16 and int32: so that no later read stops to
+  compile. The cost, once per process: about 6 s of compiling on a cold cache (once per
+  installation), else about 0.3 s of numba's own start-up."""
+  global _decoders_compiled
+  if _decoders_compiled:
+    return
+  _decoders_compiled = True
+  from djpeg.exact import writer  # only here: the reader does not otherwise need the writer
+  blocks = [np.zeros((1, 2, 8, 8), np.int64)]
+  tables = np.ones((1, 8, 8), np.int64)
+  for progressive in (False, True):
+    data = writer.encode_image(blocks, tables, 8, 16, ((1, 1),), progressive_mode=progressive,
+                               restart_interval=1)
+    for store_dtype in (np.int16, np.int32):
+      _Reader(data, store_dtype).run()
+
+
+class _Reader:
+  """State of one parse: tables, frame, coefficient store (of dtype `store_dtype`)."""
+
+  def __init__(self, data: bytes, store_dtype):
     self.data = data
+    self.store_dtype = store_dtype
     self.array = np.frombuffer(data, np.uint8)
     self.qtables: dict[int, np.ndarray] = {}
-    self.htables: dict[tuple[int, int], list[int]] = {}
+    self.htables: dict[tuple[int, int], np.ndarray] = {}
     self.restart = 0
     self.frame: markers.Frame | None = None
     self.store: np.ndarray | None = None
+    self.nonzero: np.ndarray | None = None  # per store row, a mask of nonzero AC (progressive)
     self.coded: np.ndarray | None = None  # (C, 64) last Al per coefficient, -1: not yet coded
-    self.dest_cache: dict[tuple[int, ...], list[int]] = {}
+    self.dest_cache: dict[tuple[int, ...], np.ndarray] = {}
     # Blocks visited by all scans so far. Scans that skip blocks cheaply (end-of-band runs) could
     # otherwise make a small corrupt file cost time quadratic in its size.
     self.visits = 0
@@ -82,7 +113,9 @@ class _Reader:
         if self.frame is not None:
           raise JPEGError("more than one frame header (SOF).")
         self.frame = markers.parse_sof(marker, payload, len(data))
-        self.store = np.zeros((self.frame.num_blocks + 1) * 64, np.int32)  # last row: sink
+        rows = self.frame.num_blocks + 1  # the last row: a sink for dummy blocks
+        self.store = np.zeros(rows * 64, self.store_dtype)
+        self.nonzero = np.zeros(rows if self.frame.progressive else 0, np.int64)
         self.coded = np.full((len(self.frame.components), 64), -1, np.int64)
       elif marker in markers.UNSUPPORTED_SOF:
         raise JPEGError(f"{markers.UNSUPPORTED_SOF[marker]} JPEG is not supported; djpeg reads "
@@ -130,7 +163,7 @@ class _Reader:
     bits = destuff(self.array, pos, end, rst, layout.num_mcus, self.restart)
     tables = self._tables(scan)
     per_interval = self.restart * layout.blocks_per_mcu if self.restart else layout.num_blocks
-    target = ScanTarget(self.store, self._dest(layout), per_interval)
+    target = ScanTarget(self.store, self._dest(layout), per_interval, self.nonzero)
     ss, se, ah, al = scan.ss, scan.se, scan.ah, scan.al
     if not frame.progressive:
       decode_sequential(bits, target, layout, tables)
@@ -145,7 +178,7 @@ class _Reader:
       decode_ac_refine(bits, target, layout, tables[0][1], ss, se, al)
     return end
 
-  def _tables(self, scan: markers.ScanHeader) -> list[tuple[list[int] | None, list[int] | None]]:
+  def _tables(self, scan: markers.ScanHeader) -> list[tuple[np.ndarray | None, np.ndarray | None]]:
     """Decoder LUTs (DC, AC) of each scan component; None where the scan needs none."""
     progressive = self.frame.progressive
     out = []
@@ -166,7 +199,7 @@ class _Reader:
       out.append((dc, ac))
     return out
 
-  def _dest(self, layout) -> list[int]:
+  def _dest(self, layout) -> np.ndarray:
     """Store row (times 64) of each coded block; dummies go to the sink row."""
     if layout.components in self.dest_cache:
       return self.dest_cache[layout.components]
@@ -178,7 +211,7 @@ class _Reader:
     src = layout.source
     comp = layout.component
     row = np.where(src < bounds[-1], offsets[comp] + src - bounds[comp], len(self.store) // 64 - 1)
-    self.dest_cache[layout.components] = (row * 64).tolist()
+    self.dest_cache[layout.components] = np.ascontiguousarray(row * 64, np.int64)
     return self.dest_cache[layout.components]
 
   def _result(self) -> Coefficients:
@@ -190,12 +223,12 @@ class _Reader:
       if self.coded[c, 0] < 0 or comp.table is None:
         raise JPEGError(f"component {c} (id {comp.ident}) is never coded by a scan.")
       n = comp.rows * comp.cols
-      zigzag = self.store[comp.offset * 64:(comp.offset + n) * 64].reshape(n, 64)
-      natural = zigzag[:, NATURAL_TO_ZIGZAG].reshape(comp.rows, comp.cols, 8, 8)
-      if natural.size and (natural.max() > 32767 or natural.min() < -32768):
-        comps.append(natural)
-      else:
-        comps.append(natural.astype(np.int16))
+      natural = self.store[comp.offset * 64:(comp.offset + n) * 64].reshape(comp.rows, comp.cols,
+                                                                             8, 8)
+      if natural.dtype != np.int16:  # an int32 store: int16 where the values fit
+        if not natural.size or (natural.min() >= -32768 and natural.max() <= 32767):
+          natural = natural.astype(np.int16)
+      comps.append(natural)
       tables.append(comp.table)
     return Coefficients(tuple(comps), np.stack(tables).astype(np.float32), frame.height,
                         frame.width, frame.factors)
