@@ -3,6 +3,9 @@
   djpeg-train tables family|net ...   learned quantization tables (see train.tables)
   djpeg-train consistency ...         JPEG-aware feature-consistency training (see train.consistency)
   djpeg-train saliency ...            the saliency network for regions of interest (see train.saliency)
+  djpeg-train task-tables family|net|block|alternate ...
+                                      quantization tables (and trellis weights) learned for a
+                                      classifier's accuracy (see train.task_tables)
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 TASKS = {"tables": "djpeg.train.tables", "consistency": "djpeg.train.consistency",
-         "saliency": "djpeg.train.saliency"}
+         "saliency": "djpeg.train.saliency", "task-tables": "djpeg.train.task_tables"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
