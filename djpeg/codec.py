@@ -110,11 +110,13 @@ def _steps(quality, base, *, batch_shape, num_components):
 
 
 @functools.partial(jax.jit, static_argnames=("factors", "faithful"))
-def _transform(images, *, factors, faithful):
+def _transform(images, *, factors, faithful, valid_rows=None):
   """images `(N, H, W, C)` -> per component DCT coefficients `(N, rows, cols, 8, 8)`.
 
   Images are float in [0, 1], or uint8 samples (the file writer's fast path: a quarter of the
-  bytes to move, no rounding to undo).
+  bytes to move, no rounding to undo). `valid_rows` (a traced int, or None for all of H): the
+  image ends there, and the rows below it are edge padding of a stripe (`STRIPE`); each
+  downsampled plane then repeats its last real row below it, as libjpeg pads (`jcprepct.c`).
   """
   _, height, width, channels = images.shape
   if images.dtype == jnp.uint8:
@@ -132,18 +134,22 @@ def _transform(images, *, factors, faithful):
     rh, rv = sampling.ratios(factors, c)
     rows, cols = sampling.component_blocks(height, width, factors, c)
     plane = sampling.downsample_component(planes[c], rh, rv, rows, cols, exact=faithful)
+    if valid_rows is not None and rv > 1:
+      last = (valid_rows + rv - 1) // rv - 1
+      plane = jnp.take(plane, jnp.minimum(jnp.arange(plane.shape[-2]), last), axis=-2)
     blocks = blockify(plane)
     out.append(fdct_islow(blocks) if faithful else fdct(blocks - 128.0))
   return tuple(out)
 
 
 @functools.partial(jax.jit, static_argnames=("factors", "rounding", "faithful"))
-def _encode(images, steps, key, deadzone=None, *, factors, rounding, faithful):
+def _encode(images, steps, key, deadzone=None, valid_rows=None, *, factors, rounding, faithful):
   """images `(N, H, W, C)` in [0, 1], steps `(N, C, 8, 8)` -> quantized components.
 
   `deadzone`: None, or per component `(N, rows, cols, 1, 1)` or `(N, rows, cols, 8, 8)`.
+  `valid_rows`: see `_transform`.
   """
-  dct = _transform(images, factors=factors, faithful=faithful)
+  dct = _transform(images, factors=factors, faithful=faithful, valid_rows=valid_rows)
   keys = [None] * len(dct) if key is None else list(jax.random.split(key, len(dct)))
   zones = [None] * len(dct) if deadzone is None else deadzone
   return tuple(quantize(d, steps[:, c, None, None, :, :], rounding=rounding, key=keys[c],
@@ -215,44 +221,48 @@ def _pixel_geometry(pixels, subsampling: str):
 
 #: The exporter codes one image in stripes of `STRIPE` rows (a multiple of every MCU height),
 #: padded to a width class (a multiple of `WIDTH_CLASS` pixels) by repeating the last row and
-#: column, as libjpeg pads partial MCUs. Every block of the image is then computed exactly as
-#: on the whole image, the memory stays that of a stripe, and one compiled program serves every
-#: image of a width class, whatever its height.
+#: column, as libjpeg pads partial MCUs at the right edge. At the bottom libjpeg repeats the last
+#: *downsampled* row instead, so the stripe's real height goes along (`_transform`'s
+#: `valid_rows`). Every block of the image is then computed exactly as on the whole image, the
+#: memory stays that of a stripe, and one compiled program serves every image of a width class,
+#: whatever its height.
 STRIPE = 256
 WIDTH_CLASS = 256
 
 
 def _stripes(pixels: np.ndarray):
-  """(first block row of the stripe in luma, `(STRIPE, W_class, C)` uint8 stripe) of one image."""
+  """(real rows of the stripe, `(STRIPE, W_class, C)` uint8 stripe) of one image."""
   height, width = pixels.shape[:2]
   padded_width = -(-width // WIDTH_CLASS) * WIDTH_CLASS
   for top in range(0, height, STRIPE):
     stripe = pixels[top:top + STRIPE]
     pad = ((0, STRIPE - stripe.shape[0]), (0, padded_width - width), (0, 0))
-    yield top // 8, np.pad(stripe, pad, mode="edge") if any(p[1] for p in pad) else stripe
+    yield stripe.shape[0], np.pad(stripe, pad, mode="edge") if any(p[1] for p in pad) else stripe
 
 
 @functools.partial(jax.jit, static_argnames=("factors",))
-def _transform_tile(tile, *, factors):
-  """One `(STRIPE, W_class, C)` uint8 stripe -> per component DCT blocks."""
-  return _transform(tile[None], factors=factors, faithful=True)
+def _transform_tile(tile, valid_rows, *, factors):
+  """One `(STRIPE, W_class, C)` uint8 stripe whose first `valid_rows` rows are the image's ->
+  per component DCT blocks."""
+  return _transform(tile[None], factors=factors, faithful=True, valid_rows=valid_rows)
 
 
 @functools.partial(jax.jit, static_argnames=("factors",))
-def _encode_tile(tile, steps, *, factors):
-  """One `(STRIPE, W_class, C)` uint8 stripe and `(C, 8, 8)` steps -> int16 quantized blocks."""
-  components = _encode(tile[None], steps[None], None, factors=factors, rounding="ste",
-                       faithful=True)
+def _encode_tile(tile, valid_rows, steps, *, factors):
+  """One `(STRIPE, W_class, C)` uint8 stripe (its first `valid_rows` rows the image's) and
+  `(C, 8, 8)` steps -> int16 quantized blocks."""
+  components = _encode(tile[None], steps[None], None, None, valid_rows, factors=factors,
+                       rounding="ste", faithful=True)
   return tuple(c[0].astype(jnp.int16) for c in components)
 
 
 def _by_stripes(pixels: np.ndarray, factors, run) -> tuple[np.ndarray, ...]:
-  """Per component numpy blocks of one image, `run(stripe)` on each stripe, cropped to the
-  image's block grid (`sampling.component_blocks`)."""
+  """Per component numpy blocks of one image, `run(stripe, valid_rows)` on each stripe, cropped
+  to the image's block grid (`sampling.component_blocks`)."""
   height, width = pixels.shape[:2]
   parts = [[] for _ in factors]
-  for _, stripe in _stripes(np.asarray(pixels, np.uint8)):
-    for c, blocks in enumerate(run(jnp.asarray(stripe))):
+  for valid_rows, stripe in _stripes(np.asarray(pixels, np.uint8)):
+    for c, blocks in enumerate(run(jnp.asarray(stripe), jnp.int32(valid_rows))):
       parts[c].append(np.asarray(blocks))
   out = []
   for c in range(len(factors)):
@@ -268,7 +278,8 @@ def transform_pixels(pixels: np.ndarray, *, subsampling: str = "4:2:0") -> tuple
   batch_shape, height, width, channels, factors = _pixel_geometry(pixels, subsampling)
   if batch_shape:
     raise ValueError(f"transform_pixels takes one image (H, W, C); got {np.shape(pixels)}.")
-  return _by_stripes(pixels, factors, lambda s: [d[0] for d in _transform_tile(s, factors=factors)])
+  return _by_stripes(pixels, factors,
+                     lambda s, v: [d[0] for d in _transform_tile(s, v, factors=factors)])
 
 
 def encode_pixels(pixels: np.ndarray, *, quality=None, tables=None,
@@ -285,7 +296,8 @@ def encode_pixels(pixels: np.ndarray, *, quality=None, tables=None,
   if not batch_shape:           # one image: in stripes (`STRIPE`)
     steps = np.asarray(_steps(quality, base, batch_shape=(), num_components=channels))
     components = _by_stripes(pixels, factors,
-                             lambda s: _encode_tile(s, jnp.asarray(steps), factors=factors))
+                             lambda s, v: _encode_tile(s, v, jnp.asarray(steps),
+                                                       factors=factors))
     return Coefficients(components, steps, height, width, factors)
   components, steps = _encode_pixels(np.asarray(pixels, np.uint8), quality, base,
                                      batch_shape=batch_shape, factors=factors)

@@ -69,6 +69,24 @@ def test_dumps_of_an_image_is_pillows_file(quality):
       gray, quality=quality, progressive=True)
 
 
+@pytest.mark.parametrize("height,width", [(10, 10), (24, 24), (37, 53), (302, 17),
+                                          (2 * djpeg.codec.STRIPE + 8, 24)])
+def test_dumps_of_an_image_of_any_height_is_pillows_file(height, width):
+  """Images are coded in stripes of `codec.STRIPE` rows padded at the bottom; where the image
+  ends inside a chroma block (height not a multiple of 16 in 4:2:0), libjpeg repeats the last
+  downsampled row, not the last image row, and so must the stripes."""
+  from PIL import Image
+
+  castle = Image.fromarray(samples.load("castle", uint8=True))
+  pixels = np.asarray(castle.resize((width, height), Image.BICUBIC)).astype(np.int16)
+  # Texture down to the last rows, so that a wrongly padded chroma row changes a coefficient.
+  noise = np.random.default_rng(height).integers(-40, 41, pixels.shape)
+  pixels = np.clip(pixels + noise, 0, 255).astype(np.uint8)
+  for sub in PIL_SUBSAMPLING:
+    want = pillow_file(pixels, quality=75, subsampling=PIL_SUBSAMPLING[sub], optimize=True)
+    assert djpeg.dumps(pixels, quality=75, subsampling=sub) == want, sub
+
+
 @pytest.mark.parametrize("restart", [None, 40000])
 def test_long_end_of_band_runs_are_pillows(restart):
   """A flat 1500x1500 gray image: end-of-band runs past 4095 and libjpeg's forced flush at
