@@ -8,7 +8,8 @@
 #   bash bench/task_tables_cpu.sh [RUNS] [EPOCHS] [STEPS] [BATCH] [LIMIT]
 #
 # Defaults: bench/out/task_tables_cpu 3 800 32 2000. Already trained classifiers and table runs
-# (their export in RUNS) are kept, so a stopped run resumes stage by stage.
+# (their export in RUNS) are kept, so a stopped run resumes stage by stage. METHODS="plain"
+# trains only the plain classifier's rows (no consistency classifier, no alternating run).
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 RUNS=$(realpath -m "${1:-$REPO/bench/out/task_tables_cpu}")
@@ -20,7 +21,7 @@ T0=$SECONDS
 stamp() { echo "=== $((SECONDS - T0)) s: $*"; }
 mkdir -p "$RUNS"
 
-for method in plain consistency; do
+for method in ${METHODS:-plain consistency}; do
   if [ ! -f "$RUNS/classifiers/$method.npz" ]; then
     stamp "classifier $method, $EPOCHS epochs"
     $B train-classifier --method "$method" --data "$DATA" --runs "$RUNS" --work "$WORK" \
@@ -40,7 +41,8 @@ for method in plain consistency; do
     fi
   done
 done
-if [ ! -f "$RUNS/tables/alternate-s0/summary.json" ]; then
+if [[ " ${METHODS:-consistency} " == *" consistency "* ]] &&
+   [ ! -f "$RUNS/tables/alternate-s0/summary.json" ]; then
   stamp "alternate (consistency classifier and family, 3 rounds)"
   rm -rf "$WORK/tables/alternate-s0"
   $B train-tables --classifier consistency --kind alternate --seeds 0 --data "$DATA" \
