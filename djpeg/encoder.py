@@ -78,15 +78,16 @@ class Compressed:
   target_ssimulacra2: float | None = None
 
 
-def _as_image(image) -> tuple[np.ndarray, np.ndarray | None]:
-  """(float32 image in [0, 1], the uint8 pixels when given as such)."""
+def _as_image(image, as_float: bool = True) -> tuple[np.ndarray | None, np.ndarray | None]:
+  """(float32 image in [0, 1], the uint8 pixels when given as such); with `as_float=False`,
+  uint8 pixels come back without the float copy (None in its place)."""
   a = np.asarray(image)
   if a.ndim == 2:
     a = a[..., None]
   if a.dtype == np.uint8:
     if a.ndim != 3 or a.shape[-1] not in (1, 3) or min(a.shape[:2]) < 1:
       raise ValueError(f"compress takes one image (H, W, C) with C = 1 or 3; got shape {a.shape}.")
-    return a.astype(np.float32) / 255, a
+    return (a.astype(np.float32) / 255 if as_float else None), a
   shape = checks.check_images(a)
   if len(shape) != 3:
     raise ValueError(f"compress takes one image (H, W, C); got shape {shape}.")
@@ -249,13 +250,14 @@ def compress(image, *, quality=None, tables=None, bpp: float | None = None,
     NotImplementedError: saliency="auto" without a saliency model installed.
   """
   say = progress or (lambda message: None)
-  image, pixels = _as_image(image)
-  height, width, channels = image.shape
   checks.check_choice("mode", mode, MODES + (None,))
   custom = [name for name, value in (("tables", tables), ("bpp", bpp), ("psnr", psnr),
                                      ("lmbda", lmbda), ("saliency", saliency)) if value is not None]
   if mode is None:
     mode = "mse" if custom else "perceptual"
+  # The perceptual and libjpeg modes work on 8-bit pixels: a float copy (12 bytes a pixel,
+  # 288 MB for a 24-MP photo) only to measure the result.
+  image, pixels = _as_image(image, as_float=mode == "mse" or measure)
   if mode != "mse":
     if custom:
       raise ValueError(f"mode={mode!r} takes only a quality; {', '.join(custom)} need "
@@ -267,8 +269,9 @@ def compress(image, *, quality=None, tables=None, bpp: float | None = None,
     if mode == "libjpeg":
       coefficients = codec.encode_pixels(pixels, quality=quality,
                                          subsampling=subsampling or "4:2:0")
-      return _finish_plain(image, coefficients, measure)
+      return _finish_plain(image, pixels, coefficients, measure)
     return _perceptual(image, pixels, float(quality), subsampling, measure, say)
+  height, width, channels = image.shape
   subsampling = subsampling or "4:2:0"
   targets = {k: v for k, v in (("bpp", bpp), ("psnr", psnr)) if v is not None}
   if len(targets) > 1:
@@ -442,19 +445,19 @@ def _perceptual(image, pixels, quality, subsampling, measure, say) -> Compressed
   mse = decoded_mse(image, c) if measure else None
   return Compressed(
       mode="perceptual", coefficients=c, tables=np.asarray(c.tables, np.int32), lmbda=None,
-      bits_per_pixel=8 * len(write_coefficients(c)[0]) / (image.shape[0] * image.shape[1]),
+      bits_per_pixel=8 * len(write_coefficients(c)[0]) / (pixels.shape[0] * pixels.shape[1]),
       psnr=None if mse is None else 10 * math.log10(255.0 ** 2 / max(mse, 1e-12)),
       weighted_psnr=None, saliency=None, ssimulacra2=result.score,
       target_ssimulacra2=result.target)
 
 
-def _finish_plain(image, coefficients, measure) -> Compressed:
+def _finish_plain(image, pixels, coefficients, measure) -> Compressed:
   mse = decoded_mse(image, coefficients) if measure else None
   return Compressed(
       mode="libjpeg", coefficients=coefficients,
       tables=np.asarray(coefficients.tables, np.int32), lmbda=None,
       bits_per_pixel=8 * len(write_coefficients(coefficients)[0])
-      / (image.shape[0] * image.shape[1]),
+      / (pixels.shape[0] * pixels.shape[1]),
       psnr=None if mse is None else 10 * math.log10(255.0 ** 2 / max(mse, 1e-12)),
       weighted_psnr=None, saliency=None)
 

@@ -145,7 +145,9 @@ def encode_pixels_for(pixels: np.ndarray, options: ExportOptions, progress=None)
     if options.target is not None:
       raise ValueError(f"a {options.target[0]} target alone applies to JPEG inputs (recompressed "
                        "in the DCT domain); for other images add --optimize-tables.")
-    result = compress(pixels, quality=options.quality, subsampling=subsampling, progress=say)
+    # measure=False: export_bytes measures the file itself when asked (one decode, not two).
+    result = compress(pixels, quality=options.quality, subsampling=subsampling, progress=say,
+                      measure=False)
     return result.coefficients, result
   if options.mode == "libjpeg":
     return codec.encode_pixels(pixels, quality=options.quality, subsampling=subsampling), None
@@ -172,7 +174,7 @@ def encode_pixels_for(pixels: np.ndarray, options: ExportOptions, progress=None)
       settings = dict(quality=options.quality, lmbda=kind_value.get("lmbda"))
     result = compress(pixels, subsampling=subsampling, steps=options.steps,
                       saliency=options.saliency, background=options.background, mode="mse",
-                      progress=say, **settings)
+                      progress=say, measure=False, **settings)
     return result.coefficients, result
   image = pixels.astype(np.float32) / 255
   if options.mode == "optimize-tables":

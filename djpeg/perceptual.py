@@ -149,8 +149,16 @@ class PerceptualImage:
     self.pixels = np.ascontiguousarray(pixels, np.uint8)
     self.height, self.width, self.channels = self.pixels.shape
     self.tiles = tiles
-    self.reference = _as_metric_input(self._split(self.pixels))
+    self._reference = None
     self._prepared = {}
+
+  @property
+  def reference(self) -> jax.Array:
+    """The image as the metric reads it, made at the first score: a large image searched on a
+    sample is never scored whole, and its float copy would be 12 bytes per pixel."""
+    if self._reference is None:
+      self._reference = _as_metric_input(self._split(self.pixels))
+    return self._reference
 
   def _split(self, pixels: np.ndarray) -> np.ndarray:
     """`(H, W, C)` -> `(tiles, H / tiles, W, C)` when the image is a mosaic of tiles."""
