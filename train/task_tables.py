@@ -478,12 +478,12 @@ def fixed_images(split: LabeledImages, count: int) -> tuple[np.ndarray, np.ndarr
 
 
 @functools.lru_cache(maxsize=1)
+@functools.cache
 def _ijg_luma_tables() -> np.ndarray:
-  """`(100, 8, 8)` IJG luma tables at qualities 1..100 (libjpeg's `jpeg_quality_scaling`, in
-  numpy so that it is a constant under any transformation)."""
-  q = np.arange(1, 101)
-  scale = np.where(q < 50, 5000 // q, 200 - 2 * q)[:, None, None]
-  return np.clip((np.asarray(ANNEX_K)[0] * scale + 50) // 100, 1, 255).astype(np.float32)
+  """`(100, 8, 8)` IJG luma tables at qualities 1..100 (`djpeg.tables.quality_tables`), as a
+  numpy constant so that it stays one under any transformation."""
+  with jax.ensure_compile_time_eval():     # first called while tracing a training step
+    return np.asarray(quality_tables(np.arange(1.0, 101.0))[:, 0])
 
 
 def file_quality(tables: jax.Array) -> jax.Array:
