@@ -15,17 +15,24 @@ and renames it to `<step>` only when every file is written, so a run killed mid-
 previous checkpoints intact and a temporary folder that is ignored (and deleted in the background
 when the folder is next opened, at the latest before the next save). Saves are synchronous here:
 when `save` returns, the checkpoint is final. The last `max_to_keep` checkpoints are kept
-(default 2, so one good checkpoint survives a save that turns out bad). Unreadable or corrupt
+(default 2, so one good checkpoint survives a save that turns out bad); older ones are renamed
+out of the listing before they are deleted, so a kill mid-delete leaves no half checkpoint. Unreadable or corrupt
 checkpoints raise `CheckpointError` naming the step and folder.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import time
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+
+#: The name a checkpoint folder takes while it is deleted (orbax's temporary-folder marker, so
+#: that orbax never lists it either).
+_DISCARDED = ".orbax-checkpoint-tmp-discarded-"
 
 
 class CheckpointError(ValueError):
@@ -46,8 +53,11 @@ class Checkpointer:
     self.directory = os.path.abspath(directory)
     if os.path.exists(self.directory) and not os.path.isdir(self.directory):
       raise ValueError(f"checkpoint directory {self.directory!r} exists and is not a folder.")
+    self.max_to_keep = max_to_keep
+    # Old checkpoints are deleted here (`_discard`), not by orbax: orbax deletes a step folder in
+    # place, and a run killed meanwhile left a listed step with half its files.
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=max_to_keep, create=True, enable_async_checkpointing=False,
+        max_to_keep=None, create=True, enable_async_checkpointing=False,
         cleanup_tmp_directories=True)
     self._manager = ocp.CheckpointManager(self.directory, options=options,
                                           item_names=("state", "meta"))
@@ -64,8 +74,9 @@ class Checkpointer:
 
   def save(self, step: int, state: Any, meta: dict | None = None) -> None:
     """Writes checkpoint `step` (replacing one of the same step) and waits until it is final."""
+    self._remove_discarded()
     if step in self.all_steps():
-      self._manager.delete(step)
+      self._discard(step)
     saved = self._manager.save(
         int(step), args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                            meta=ocp.args.JsonSave(dict(meta or {}))),
@@ -73,6 +84,22 @@ class Checkpointer:
     self._manager.wait_until_finished()
     if not saved:
       raise CheckpointError(f"orbax declined to save step {step} in {self.directory!r}.")
+    for old in self.all_steps()[:-self.max_to_keep]:
+      self._discard(old)
+
+  def _discard(self, step: int) -> None:
+    """Deletes checkpoint `step` atomically: renamed out of the listing first (a temporary name,
+    which a later save removes if this process dies first), then deleted."""
+    path = os.path.join(self.directory, str(step))
+    doomed = f"{path}{_DISCARDED}{time.time_ns()}"
+    os.rename(path, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+    self._manager.reload()
+
+  def _remove_discarded(self) -> None:
+    for name in os.listdir(self.directory):
+      if _DISCARDED in name:
+        shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
 
   def restore(self, state: Any, step: int | None = None) -> tuple[Any, dict]:
     """Reads checkpoint `step` (default: the latest) into the structure of `state`.
