@@ -50,6 +50,28 @@ def test_default_mode_is_never_below_libjpeg_turbo(name, quality):
   simplejpeg.decode_jpeg(ours, strict=True) if pixels.shape[-1] == 3 else None
 
 
+@pytest.mark.parametrize("sample", ["true", "misleading"])
+def test_default_mode_holds_on_the_whole_of_a_sampled_image(sample, monkeypatch):
+  # Over a megapixel the search runs on sampled tiles; up to WHOLE_CHECK_LIMIT the choice is
+  # then checked and corrected on the whole image, so the promise holds for the whole file even
+  # when the sample misleads (here: flat tiles, which alone would pick tables 6 points short).
+  if sample == "misleading":
+    monkeypatch.setattr(perceptual, "sample_mosaic", lambda px, *args, **kwargs: np.full(
+        (perceptual.SAMPLE_TILES * perceptual.SAMPLE_TILE, perceptual.SAMPLE_TILE, 3), 128,
+        np.uint8) + (np.arange(perceptual.SAMPLE_TILE)[None, :, None] // 8).astype(np.uint8))
+  tiles = [samples.load(name, uint8=True) for name in ("limes", "houses", "castle")]
+  rows = [np.concatenate([tiles[(r + c) % 3][::(-1) ** r, ::(-1) ** c] for c in range(6)], 1)
+          for r in range(8)]
+  pixels = np.ascontiguousarray(np.concatenate(rows, 0))                  # 1024 x 1152
+  size = pixels.shape[0] * pixels.shape[1]
+  assert perceptual.EXACT_LIMIT < size <= perceptual.WHOLE_CHECK_LIMIT
+  theirs = pillow_encode(pixels, quality=75, optimize=True)
+  result = perceptual.meet_libjpeg(pixels, 75)
+  ours = djpeg.dumps(result.coefficients, progressive="optimize")
+  assert not result.sampled and abs(result.target - score(pixels, theirs)) < 1e-3
+  assert score(pixels, ours) >= score(pixels, theirs) and len(ours) < len(theirs)
+
+
 def test_libjpeg_mode_is_libjpeg_turbos_file():
   pixels = samples.load("castle", uint8=True)
   for quality in (20, 75, 95):
