@@ -443,9 +443,13 @@ def _perceptual(image, pixels, quality, subsampling, measure, say) -> Compressed
       + f", {result.evaluations} candidates")
   c = result.coefficients
   mse = decoded_mse(image, c) if measure else None
+  # The trellis's size model, not a second write of a file the caller writes anyway (0.4 s at
+  # 24 MP); libjpeg-turbo's own coefficients, when kept, are written to count them.
+  file_bytes = (result.file_bytes if result.file_bytes is not None
+                else len(write_coefficients(c)[0]))
   return Compressed(
       mode="perceptual", coefficients=c, tables=np.asarray(c.tables, np.int32), lmbda=None,
-      bits_per_pixel=8 * len(write_coefficients(c)[0]) / (pixels.shape[0] * pixels.shape[1]),
+      bits_per_pixel=8 * file_bytes / (pixels.shape[0] * pixels.shape[1]),
       psnr=None if mse is None else 10 * math.log10(255.0 ** 2 / max(mse, 1e-12)),
       weighted_psnr=None, saliency=None, ssimulacra2=result.score,
       target_ssimulacra2=result.target)

@@ -236,6 +236,8 @@ class PerceptualResult:
     subsampling: the chosen subsampling.
     evaluations: how many candidates were coded and scored.
     sampled: whether score and target are a sample's (a large image) or the whole image's.
+    file_bytes: the baseline file's bytes by `djpeg.exact.sizes` (the trellis's exact symbol
+      counts and optimal tables, mean stuffing); None when libjpeg-turbo's file was kept.
   """
   coefficients: Coefficients
   score: float
@@ -244,6 +246,7 @@ class PerceptualResult:
   subsampling: str
   evaluations: int
   sampled: bool = False
+  file_bytes: float | None = None
 
 
 def guess(quality: float) -> float:
@@ -358,7 +361,8 @@ def meet_libjpeg(pixels: np.ndarray, quality: float = DEFAULT_QUALITY, *,
     p, value, count = search(evaluate, target, start)
     evaluations += count
     if p is not None and value[1] < best_bytes:
-      best = PerceptualResult(value[2], value[0], target, p, subsampling, 0)
+      best = PerceptualResult(value[2], value[0], target, p, subsampling, 0,
+                              file_bytes=value[1])
       best_bytes = value[1]
   if sampled and pixels.shape[0] * pixels.shape[1] <= WHOLE_CHECK_LIMIT:
     return _on_whole_image(full, quality, best, evaluations)
@@ -366,7 +370,8 @@ def meet_libjpeg(pixels: np.ndarray, quality: float = DEFAULT_QUALITY, *,
     coefficients = full.libjpeg(quality) if sampled else anchor
     return PerceptualResult(coefficients, target, target, None, "4:2:0", evaluations, sampled)
   if sampled:        # the whole image, once, at the tables chosen on the sample
-    best = dataclasses.replace(best, coefficients=full.trellis(best.p, best.subsampling)[0])
+    coefficients, size = full.trellis(best.p, best.subsampling)
+    best = dataclasses.replace(best, coefficients=coefficients, file_bytes=size)
   return dataclasses.replace(best, evaluations=evaluations, sampled=sampled)
 
 
@@ -390,4 +395,5 @@ def _on_whole_image(full: PerceptualImage, quality: float, from_sample: Perceptu
   evaluations += count
   if p is None:
     return PerceptualResult(anchor, target, target, None, "4:2:0", evaluations, False)
-  return PerceptualResult(value[2], value[0], target, p, subsampling, evaluations, False)
+  return PerceptualResult(value[2], value[0], target, p, subsampling, evaluations, False,
+                          file_bytes=value[1])
