@@ -15,7 +15,8 @@ mosaics of them, not real camera photos). Then, on this machine:
    quality, and mozjpeg 4.0.3 (jpeglib), one process;
 4. every file decoded by libjpeg-turbo (Pillow) and scored: SSIMULACRA 2 and RGB PSNR;
 5. the 24-megapixel photo alone: the default mode and libjpeg-identical q75, first call and
-   warm, with the process's peak memory (each in its own process).
+   warm, file to file, with the process's peak memory (each in its own process); then the
+   encode alone, pixels in memory to bytes, beside libjpeg-turbo (Pillow) on the same array.
 
 Throughput per core is megapixels per second divided by the processes used (mozjpeg and Pillow
 are single-threaded). Figures, not tests: nothing here asserts.
@@ -119,11 +120,32 @@ def _one_photo(path: str, mode: str) -> dict:
         start = time.perf_counter()
         export_file({path!r}, {path!r} + ".{mode}.jpg", options, measure=False)
         times.append(time.perf_counter() - start)
+      # The encode alone, from the decoded pixels to the file's bytes, beside libjpeg-turbo
+      # (Pillow, 4:2:0, optimize) on the same array: the file-to-file time above includes
+      # reading the PNG (about 0.7 s of zlib for 72 MB here).
+      import io, numpy as np, djpeg
+      from djpeg.encoder import compress
+      from PIL import Image
+      pixels = np.asarray(Image.open({path!r}).convert("RGB"))
+      memory, pillow = [], []
+      for i in range(2):
+        start = time.perf_counter()
+        if {mode!r} == "libjpeg":
+          djpeg.dumps(pixels, quality=75)
+        else:
+          djpeg.dumps(compress(pixels, quality=75, measure=False).coefficients,
+                      progressive="optimize")
+        memory.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        Image.fromarray(pixels).save(io.BytesIO(), "JPEG", quality=75, subsampling=2,
+                                     optimize=True)
+        pillow.append(time.perf_counter() - start)
       # VmHWM: the peak resident memory of this program. (ru_maxrss would carry over the
       # benchmark process's own peak: Linux keeps it across fork and exec.)
       with open("/proc/self/status") as f:
         hwm = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
-      print(json.dumps(dict(first=times[0], warm=times[1], peak_mb=hwm / 1024)))
+      print(json.dumps(dict(first=times[0], warm=times[1], peak_mb=hwm / 1024,
+                            memory_warm=memory[1], pillow_warm=pillow[1])))
       """)
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
   return json.loads(out.stdout.strip().splitlines()[-1])
@@ -133,8 +155,9 @@ def _large(first: list[str]) -> None:
   big = [p for p in first if "4000x6000" in p][0]
   for mode in ("perceptual", "libjpeg"):
     r = _one_photo(big, mode)
-    print(f"24-MP photo, {mode}: first call {r['first']:.1f} s, warm {r['warm']:.1f} s, peak "
-          f"memory {r['peak_mb']:.0f} MB")
+    print(f"24-MP photo, {mode}: first call {r['first']:.2f} s, warm {r['warm']:.2f} s (PNG file "
+          f"to JPEG file), peak memory {r['peak_mb']:.0f} MB; pixels to bytes in memory, warm: "
+          f"{r['memory_warm']:.2f} s, libjpeg-turbo (Pillow) {r['pillow_warm']:.2f} s")
 
 
 def main() -> int:

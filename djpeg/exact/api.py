@@ -56,7 +56,7 @@ def _small_integers(a: np.ndarray) -> np.ndarray | None:
   if a.dtype not in (np.float32, np.float64, np.int16, np.int32):
     return None
   with np.errstate(invalid="ignore"):
-    ints = a.astype(np.int16)  # NaN, inf and values beyond int16 come out different from `a`
+    ints = a.astype(np.int16, copy=False)  # NaN, inf, values beyond int16 come out different
   if a.dtype != np.int16 and not np.array_equal(ints, a):
     return None
   if ints.size and (ints.max() > 1023 or ints.min() < -1023):

@@ -17,7 +17,8 @@ import struct
 
 import numpy as np
 
-from djpeg.exact import huffman, layout as layout_lib, progressive, scans, sequential
+from djpeg.exact import (huffman, layout as layout_lib, progressive, scans, sequential,
+                         sequential_compiled)
 from djpeg.tables import ZIGZAG
 
 _JFIF = b"\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
@@ -163,7 +164,7 @@ def encode_image(components, tables, height: int, width: int, factors, *, optimi
   Returns:
     The file's bytes.
   """
-  sparse = [scans.sparse_component(np.asarray(c)) for c in components]
+  sparse = None              # the coefficients as nonzero lists, for the array-pass coders
   distinct, qslots = quant_slots(tables)
   out = [b"\xff\xd8", _JFIF, *segments]
   out += [_dqt(i, t) for i, t in enumerate(distinct)]
@@ -175,7 +176,14 @@ def encode_image(components, tables, height: int, width: int, factors, *, optimi
   for n, scan in enumerate(script):
     layout = layout_lib.scan_layout(height, width, factors, scan.components)
     used, dc_local, ac_local = scan_tables(scan, progressive_mode)
-    coded = code_scan(scan, sparse, layout, restart_interval, dc_local, ac_local, cap)
+    coded = None
+    if scan.ss == 0 and scan.se == 63:       # sequential: the compiled coder when it can
+      coded = sequential_compiled.scan(components, layout, restart_interval, dc_local, ac_local,
+                                       len(used))
+    if coded is None:
+      if sparse is None:
+        sparse = [scans.sparse_component(np.asarray(c)) for c in components]
+      coded = code_scan(scan, sparse, layout, restart_interval, dc_local, ac_local, cap)
     counts = coded.counts(len(used))
     if optimize:
       tables_now = [huffman.optimal_table(c) for c in counts]
