@@ -17,7 +17,9 @@ quantization. Here the file's own coefficients are the starting point:
   input: `quality` (at least the SSIMULACRA 2, against the input's decode, of libjpeg-turbo
   re-encoding that decode at Q, 4:2:0), `psnr` (dB against the input's decode) or `bpp`; p is
   searched as in the default mode (`djpeg.perceptual.search`), large images on a sample of
-  tiles. Never larger than the input (nor than its lossless re-optimization).
+  tiles, then (up to `perceptual.WHOLE_CHECK_LIMIT` pixels, and for a bpp budget at any size)
+  checked and corrected on the whole image. Never larger than the input (nor than its lossless
+  re-optimization).
 
 Inputs djpeg does not read (arithmetic coding, 12-bit, lossless, hierarchical, CMYK) raise
 `djpeg.JPEGError` naming what is unsupported, and so do RGB-coded JPEGs (an Adobe APP14 segment
@@ -168,6 +170,41 @@ def _mosaic(coefficients: Coefficients, tiles: int, size: int) -> Coefficients:
                       np.asarray(coefficients.tables), tiles * size, size, coefficients.sampling)
 
 
+def _search(source: _Source, kind: str, target: float, *, start: float | None = None,
+            budget: int = 8):
+  """(p, (score, bytes, coefficients), goal) of the perceptual search on `source` for a
+  `kind` target (`recompress`), from `start` (None: the usual first guess); p is None when no
+  candidate meets the goal."""
+  if kind == "quality":
+    anchor = codec.encode_pixels(source.reference_pixels, quality=target, subsampling="4:2:0")
+    goal = source.ssimulacra2(source.decode(anchor))
+    measure, slope = source.ssimulacra2, perceptual.ssimulacra2_slope
+  elif kind == "psnr":
+    goal, measure, slope = target, source.psnr, (lambda p: _PSNR_SLOPE)
+  else:
+    # The most bits that fit: search in p for the largest file at most the budget.
+    goal = target * source.c.height * source.c.width / 8
+
+  def evaluate(p):
+    candidate, size = source.trellis(p)
+    if kind == "bpp":
+      return -size, size, candidate
+    return measure(source.decode(candidate)), size, candidate
+
+  tolerance = 0.75 if start is None else 1.0
+  if kind == "bpp":
+    p, value, _ = perceptual.search(lambda q: evaluate(101 - q), -goal,
+                                    25.0 if start is None else 101 - start,
+                                    slope=lambda q: 0.02 * goal, prefer="most", budget=budget,
+                                    tolerance=tolerance)
+    return (None if p is None else 101 - p), value, goal
+  if start is None:
+    start = perceptual.guess(target) if kind == "quality" else 75.0
+  p, value, _ = perceptual.search(evaluate, goal, start, slope=slope, budget=budget,
+                                  tolerance=tolerance)
+  return p, value, goal
+
+
 def recompress(data: bytes, *, quality: float | None = None, psnr: float | None = None,
                bpp: float | None = None, strip: bool = False) -> Recompressed:
   """Lossy recompression of a JPEG file in the DCT domain (module docstring).
@@ -200,29 +237,15 @@ def recompress(data: bytes, *, quality: float | None = None, psnr: float | None 
              and min(coefficients.height, coefficients.width) >= 2 * perceptual.SAMPLE_TILE)
   source = (_Source(_mosaic(coefficients, perceptual.SAMPLE_TILES, perceptual.SAMPLE_TILE),
                      perceptual.SAMPLE_TILES) if sampled else _Source(coefficients))
-  if kind == "quality":
-    anchor = codec.encode_pixels(source.reference_pixels, quality=target, subsampling="4:2:0")
-    goal = source.ssimulacra2(source.decode(anchor))
-    measure, slope = source.ssimulacra2, perceptual.ssimulacra2_slope
-  elif kind == "psnr":
-    goal, measure, slope = target, source.psnr, (lambda p: _PSNR_SLOPE)
-  else:
-    # The most bits that fit: search in p for the largest file at most the budget.
-    goal = target * source.c.height * source.c.width / 8
-
-  def evaluate(p):
-    candidate, size = source.trellis(p)
-    if kind == "bpp":
-      return -size, size, candidate
-    return measure(source.decode(candidate)), size, candidate
-
-  if kind == "bpp":
-    p, value, _ = perceptual.search(lambda q: evaluate(101 - q), -goal, 25.0,
-                                    slope=lambda q: 0.02 * goal, prefer="most")
-    p = None if p is None else 101 - p
-  else:
-    start = perceptual.guess(target) if kind == "quality" else 75.0
-    p, value, _ = perceptual.search(evaluate, goal, start, slope=slope)
+  p, value, goal = _search(source, kind, target)
+  # As in the default mode (`djpeg.perceptual`): a sample's choice is checked and corrected on
+  # the whole image up to WHOLE_CHECK_LIMIT pixels; a size budget, which needs no scoring, at
+  # every size. The goal then becomes the whole image's.
+  if sampled and p is not None and (pixels <= perceptual.WHOLE_CHECK_LIMIT or kind == "bpp"):
+    whole = _Source(coefficients, decode=kind != "bpp")
+    budget = 8 if kind == "bpp" else perceptual.WHOLE_CHECK_BUDGET   # sizes need no scoring
+    p, value, goal = _search(whole, kind, target, start=p, budget=budget)
+    sampled = False
   if p is None:
     return Recompressed(lossless, "lossless" if lossless != bytes(data) else "input", None,
                         math.inf if kind == "psnr" else 100.0, goal, sampled)

@@ -72,6 +72,35 @@ def test_lossy_recompression_meets_its_targets_and_keeps_the_grid(tmp_path):
                       str(tmp_path / "o.jpg")], check=True)
 
 
+@pytest.mark.parametrize("sample", ["true", "misleading"])
+def test_sampled_inputs_meet_their_targets_on_the_whole_image(sample, monkeypatch):
+  # Over a megapixel the search runs on sampled tiles; up to WHOLE_CHECK_LIMIT it is checked and
+  # corrected on the whole image, and a bpp budget at any size. A misleading sample (flat tiles)
+  # alone would pick far too coarse tables for the quality target and too fine for the budget.
+  tiles = [samples.load(name, uint8=True) for name in ("limes", "houses", "castle")]
+  rows = [np.concatenate([tiles[(r + c) % 3][::(-1) ** r, ::(-1) ** c] for c in range(6)], 1)
+          for r in range(8)]
+  pixels = np.ascontiguousarray(np.concatenate(rows, 0))                  # 1024 x 1152
+  buf = io.BytesIO()
+  Image.fromarray(pixels).save(buf, "JPEG", quality=95)
+  data = buf.getvalue()
+  if sample == "misleading":
+    flat = np.full((1024, 128, 3), 128, np.uint8) + (np.arange(128)[None, :, None] // 8).astype(
+        np.uint8)
+    flat_coefficients = djpeg.codec.encode_pixels(flat, quality=95)
+    monkeypatch.setattr(recompress, "_mosaic", lambda *args: flat_coefficients)
+  decoded = pillow_decode(data)
+  reencoded = io.BytesIO()
+  Image.fromarray(decoded).save(reencoded, "JPEG", quality=75)
+  f = lambda a: a.astype(np.float32) * np.float32(1 / 255)
+  score = lambda d: float(djpeg.metrics.ssimulacra2(f(decoded), f(pillow_decode(d))))
+  ours = recompress.recompress(data, quality=75)
+  assert ours.kind == "lossy" and not ours.sampled
+  assert score(ours.data) >= score(reencoded.getvalue())
+  budget = recompress.recompress(data, bpp=1.2)
+  assert budget.kind == "lossy" and 1.1 <= 8 * len(budget.data) / decoded[..., 0].size <= 1.2
+
+
 def test_never_larger_than_the_input():
   # A small, coarse input: no requantization is smaller than its lossless rewrite.
   data = camera_jpeg("limes", 20)
