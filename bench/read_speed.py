@@ -1,6 +1,7 @@
 """Speed of reading a JPEG's quantized coefficients, beside libjpeg's, measured in one run.
 
   python bench/read_speed.py [--images DIR] [--limit N] [--quality 85] [--repeats 5] [--large]
+                             [--write]
 
 The images (default: the 24 Kodak PNGs, 768x512, in ../shared/data/kodak) are encoded with
 Pillow (libjpeg-turbo) at `--quality` with 4:2:0 subsampling, once as baseline and once as
@@ -21,6 +22,12 @@ new folder) and once with the cache the first one filled.
 `--large` also reads one 24-megapixel (6000x4000) progressive file tiled from the images and
 reports the peak memory the read allocates (tracemalloc: numpy and Python allocations) beside
 the size of the coefficient arrays it returns.
+
+`--write` also times the other direction, coefficients to a baseline file with optimized
+Huffman tables: `djpeg.dumps` (its compiled sequential coder), the same with the array-pass
+coder it replaced (`djpeg.exact.sequential`, still the progressive path's), and libjpeg's
+`jpeg_write_coefficients` (`jpeglib`'s `write_dct` with OPTIMIZE_CODING, to a file), on the
+baseline files' coefficients (and the 24-MP file's with `--large`).
 """
 
 from __future__ import annotations
@@ -87,7 +94,7 @@ def _check_equal(path: str) -> None:
       sys.exit(f"{path}: component {i} differs from jpeglib's")
 
 
-def _large(images: list[np.ndarray], folder: str, quality: int) -> None:
+def _large(images: list[np.ndarray], folder: str, quality: int, write: bool = False) -> None:
   import djpeg
   tiles = [x[:500, :500] for x in images]  # Kodak has landscape and portrait images
   rows = [np.concatenate([tiles[(r * 12 + c) % len(tiles)] for c in range(12)], axis=1)
@@ -109,6 +116,32 @@ def _large(images: list[np.ndarray], folder: str, quality: int) -> None:
         f"{mp / theirs:.1f} MP/s (ratio {theirs / ours:.2f})")
   print(f"  peak memory of the read (tracemalloc) {peak / 1e6:.0f} MB; the int16 coefficient "
         f"arrays it returns {coef_bytes / 1e6:.0f} MB ({peak / coef_bytes:.2f}x)")
+  if write:
+    ours, arrays, theirs = _write_times(c, 3, folder)
+    print(f"  writing it as a baseline file: djpeg {ours:.2f} s, djpeg's array-pass coder "
+          f"{arrays:.2f} s, libjpeg (jpeglib write_dct) {theirs:.2f} s")
+
+
+def _write_times(coefficients, r: int, folder: str) -> tuple[float, float, float]:
+  """Seconds (median of `r`) to write `coefficients` as a baseline file: djpeg, djpeg's array
+  coder, libjpeg (jpeglib)."""
+  import jpeglib
+  import djpeg
+  from djpeg.exact import sequential_compiled
+  compiled = median_time(lambda: djpeg.dumps(coefficients), r, warmup=True)
+  original = sequential_compiled.scan
+  sequential_compiled.scan = lambda *args, **kwargs: None
+  try:
+    arrays = median_time(lambda: djpeg.dumps(coefficients), r, warmup=True)
+  finally:
+    sequential_compiled.scan = original
+  comps = [np.asarray(c) for c in coefficients.components]
+  dct = jpeglib.from_dct(Y=comps[0], Cb=comps[1] if len(comps) > 1 else None,
+                         Cr=comps[2] if len(comps) > 1 else None,
+                         qt=np.asarray(coefficients.tables, np.uint16)[:2])
+  path = os.path.join(folder, "written.jpg")
+  theirs = median_time(lambda: dct.write_dct(path, flags=["+OPTIMIZE_CODING"]), r, warmup=True)
+  return compiled, arrays, theirs
 
 
 def main() -> None:
@@ -120,6 +153,8 @@ def main() -> None:
   parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument("--large", action="store_true",
                       help="also read a 24-megapixel progressive file and report its memory")
+  parser.add_argument("--write", action="store_true",
+                      help="also time writing the coefficients (module docstring)")
   args = parser.parse_args()
 
   import jpeglib
@@ -171,8 +206,16 @@ def main() -> None:
     print(f"  numba cache filled (loads):   {cached[0]:.2f}, {cached[1]:.2f}, {cached[2]:.2f}, "
           f"{cached[3]:.4f}")
 
+    if args.write:
+      sums = np.zeros(3)
+      for path in files["baseline"]:
+        sums += _write_times(djpeg.load_coefficients(path), r, folder)
+      print("\nwriting a baseline file with optimized Huffman tables, MP/s: djpeg "
+            f"{mp / sums[0]:.1f}, djpeg's array-pass coder {mp / sums[1]:.1f}, libjpeg "
+            f"(jpeglib write_dct) {mp / sums[2]:.1f}")
+
     if args.large:
-      _large(images, folder, args.quality)
+      _large(images, folder, args.quality, args.write)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,8 @@ scored tile by tile (the mean of their scores, anchor and candidates alike); the
 then coded once at the chosen tables, and every image size compiles the same search programs.
 A sample predicts the whole image's score to within about a point either way, so images up to
 `WHOLE_CHECK_LIMIT` pixels (1920x1080, 1200x1600) go on from the sample's choice to a short
-search on the whole image against the whole image's target (`WHOLE_CHECK_BUDGET` candidates):
+search on the whole image against the whole image's target (`WHOLE_CHECK_BUDGET` candidates;
+none more when the sample's choice meets it within `WHOLE_CHECK_SLACK`):
 the guarantee holds for them as for small images, and an overshoot on the sample is taken back.
 Above that (phone photos) the whole image is not scored: SSIMULACRA 2 costs about a second
 and 0.6 GB per megapixel here, so the target holds on the sample, not necessarily to the last
@@ -92,6 +93,9 @@ SAMPLE_TILES = 8
 #: most this many whole-image candidates (module docstring).
 WHOLE_CHECK_LIMIT = 2_500_000
 WHOLE_CHECK_BUDGET = 4
+#: The sample's choice is kept when the whole image scores at most this far above its target
+#: (about 1% of the bytes); otherwise the short search runs.
+WHOLE_CHECK_SLACK = 0.3
 #: Subsamplings the default mode tries, and the quality from which it also tries 4:4:4: on the
 #: training images 4:4:4 made the smaller file at equal SSIMULACRA 2 on 8 of 12 images at
 #: quality 95 and 9 of 12 at 98, and on none at 90 or below.
@@ -387,12 +391,20 @@ def _on_whole_image(full: PerceptualImage, quality: float, from_sample: Perceptu
     return PerceptualResult(anchor, target, target, None, "4:2:0", evaluations, False)
   subsampling = from_sample.subsampling
 
+  seen = {}
+
   def evaluate(p):
-    coefficients, size = full.trellis(p, subsampling)
-    return full.score(coefficients), size, coefficients
-  p, value, count = search(evaluate, target, from_sample.p, budget=WHOLE_CHECK_BUDGET,
-                           tolerance=1.0)
-  evaluations += count
+    if p not in seen:
+      coefficients, size = full.trellis(p, subsampling)
+      seen[p] = (full.score(coefficients), size, coefficients)
+    return seen[p]
+  start = round(float(from_sample.p), 3)
+  first = evaluate(start)
+  if target <= first[0] < target + WHOLE_CHECK_SLACK:       # the sample was right: done
+    return PerceptualResult(first[2], first[0], target, start, subsampling, evaluations + 1,
+                            False, file_bytes=first[1])
+  p, value, _ = search(evaluate, target, start, budget=WHOLE_CHECK_BUDGET, tolerance=1.0)
+  evaluations += len(seen)
   if p is None:
     return PerceptualResult(anchor, target, target, None, "4:2:0", evaluations, False)
   return PerceptualResult(value[2], value[0], target, p, subsampling, evaluations, False,

@@ -5,8 +5,8 @@ and it names the offending block of an invalid input. This module codes the same
 bit, with two numba loops in coding order, libjpeg's own shape (`jchuff.c`): one counts the
 symbols (the optimal tables need them), the other emits the fields through a bit buffer, with
 0xFF stuffing, 1-padding and RST markers at the ends of restart intervals. One pass reads each
-coefficient once and keeps nothing per coefficient, so a 24-MP 4:2:0 scan takes about a fifth
-of the array passes' time and none of their memory (`bench/codec_speed.py --write`).
+coefficient once and keeps nothing per coefficient: less time than the array passes, and none
+of their memory (`bench/read_speed.py --write`).
 
 `scan(components, layout, restart, dc_local, ac_local)` returns an object with `counts`,
 `raw_bits` and `segment`, like every scan coder (`djpeg.exact.scans`), or None when an input
