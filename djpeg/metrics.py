@@ -19,7 +19,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from djpeg.blocks import blockify
-from djpeg.ssimulacra2 import ssimulacra2  # noqa: F401  (Cloudinary's metric; see its module)
+# Cloudinary's metric (see its module); the reference/against pair scores many candidates of one
+# image with the reference's half computed once.
+from djpeg.ssimulacra2 import Ssimulacra2Reference  # noqa: F401
+from djpeg.ssimulacra2 import ssimulacra2  # noqa: F401
+from djpeg.ssimulacra2 import ssimulacra2_against, ssimulacra2_reference  # noqa: F401
 
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 

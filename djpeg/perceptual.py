@@ -47,7 +47,7 @@ import numpy as np
 from djpeg import codec, sampling
 from djpeg.coefficients import Coefficients
 from djpeg.exact import sizes, trellis as trellis_lib
-from djpeg.metrics import ssimulacra2
+from djpeg.metrics import Ssimulacra2Reference, ssimulacra2_against, ssimulacra2_reference
 from djpeg.tables import DEFAULT_QUALITY, quality_tables
 
 #: The tuned base tables `(2, 8, 8)` (luma, chroma), natural order, before quality scaling
@@ -167,11 +167,12 @@ class PerceptualImage:
     self._prepared = {}
 
   @property
-  def reference(self) -> jax.Array:
-    """The image as the metric reads it, made at the first score: a large image searched on a
-    sample is never scored whole, and its float copy would be 12 bytes per pixel."""
+  def reference(self) -> Ssimulacra2Reference:
+    """The image's half of the metric (`ssimulacra2_reference`: computed once, not per
+    candidate), made at the first score: a large image searched on a sample is never scored
+    whole, and this costs about 40 bytes per pixel."""
     if self._reference is None:
-      self._reference = _as_metric_input(self._split(self.pixels))
+      self._reference = ssimulacra2_reference(_as_metric_input(self._split(self.pixels)))
     return self._reference
 
   def _split(self, pixels: np.ndarray) -> np.ndarray:
@@ -204,7 +205,7 @@ class PerceptualImage:
     """SSIMULACRA 2 of the exact decode of `coefficients` against the image: the 8-bit pixels
     any decoder shows, scored as the reference program reads them from 8-bit files."""
     decoded = np.asarray(_to_pixels(codec.decode(coefficients)))
-    scores = ssimulacra2(self.reference, _as_metric_input(self._split(decoded)))
+    scores = ssimulacra2_against(self.reference, _as_metric_input(self._split(decoded)))
     return float(np.mean(np.asarray(scores)))
 
   def libjpeg(self, quality: float, subsampling: str = "4:2:0") -> Coefficients:

@@ -40,7 +40,7 @@ from djpeg.coefficients import Coefficients
 from djpeg.exact import JPEGError, read_coefficients, sizes, trellis as trellis_lib
 from djpeg.exact import write_coefficients
 from djpeg.exact.markers import is_rgb_coded, metadata_segments
-from djpeg.metrics import ssimulacra2
+from djpeg.metrics import ssimulacra2_against, ssimulacra2_reference
 from djpeg.tables import DEFAULT_QUALITY
 
 #: Typical PSNR gained per unit of perceptual quality p (the first step of a PSNR search).
@@ -109,6 +109,7 @@ class _Source:
     self.weights = perceptual.masking(self.dct)
     self.tiles = tiles
     self.reference_pixels = self.decode(coefficients) if decode else None
+    self._reference = None
 
   def trellis(self, p: float, lmbda: float = perceptual.LAMBDA) -> tuple[Coefficients, float]:
     c = self.c
@@ -129,9 +130,11 @@ class _Source:
     return np.asarray(_to_pixels(codec.decode(coefficients)))
 
   def ssimulacra2(self, decoded: np.ndarray) -> float:
-    ref = perceptual._as_metric_input(self._split(self.reference_pixels))
-    return float(np.mean(np.asarray(ssimulacra2(ref, perceptual._as_metric_input(
-        self._split(decoded))))))
+    if self._reference is None:           # the reference's half of the metric, once
+      self._reference = ssimulacra2_reference(
+          perceptual._as_metric_input(self._split(self.reference_pixels)))
+    return float(np.mean(np.asarray(ssimulacra2_against(
+        self._reference, perceptual._as_metric_input(self._split(decoded))))))
 
   def psnr(self, decoded: np.ndarray) -> float:
     mse = float(np.mean((decoded.astype(np.float64) - self.reference_pixels) ** 2))

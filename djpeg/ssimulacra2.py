@@ -64,6 +64,8 @@ JVP (x^(-2/3) / 3 from the Newton iterate), neither changing forward values.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -484,33 +486,63 @@ def _score_from_values(values: jax.Array) -> jax.Array:
   return jnp.where(pos, _F32(100.0) - _F32(10.0) * safe ** _F32(_EXPONENT), _F32(100.0))
 
 
-@jax.jit
-def _ssimulacra2_batch(reference: jax.Array, distorted: jax.Array) -> jax.Array:
-  """`(B, H, W, 3)` float32 sRGB pair -> `(B,)` scores."""
-  b, h, w = reference.shape[:3]
+def _xyb_canvas(img: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """`(B, H, W, 3)` float32 sRGB -> (its positive XYB at every scale on the canvas
+  `(B, 3, H_c, W)`, zero outside the scales' images; the `(H_c, W)` inside mask)."""
+  b, h, w = img.shape[:3]
   sizes, offsets, h_c = _canvas_layout(h, w)
   gap = 2 * _RG["radius"]
-  # Linear RGB at every scale, laid out on the canvas `(B, 3, H_c, W)`.
-  canvases = []
-  for img in (reference, distorted):
-    lin = _srgb_to_linear(jnp.moveaxis(img, -1, -3))  # (B, 3, H, W)
-    parts = []
-    for scale, (hs, ws) in enumerate(sizes):
-      if scale:
-        lin = _downsample(lin)
-        parts.append(jnp.zeros((b, 3, gap, w), jnp.float32))
-      parts.append(jnp.pad(lin, ((0, 0), (0, 0), (0, 0), (0, w - ws))))
-    canvases.append(jnp.concatenate(parts, axis=2))
+  lin = _srgb_to_linear(jnp.moveaxis(img, -1, -3))  # (B, 3, H, W)
+  parts = []
+  for scale, (hs, ws) in enumerate(sizes):
+    if scale:
+      lin = _downsample(lin)
+      parts.append(jnp.zeros((b, 3, gap, w), jnp.float32))
+    parts.append(jnp.pad(lin, ((0, 0), (0, 0), (0, 0), (0, w - ws))))
+  canvas = jnp.concatenate(parts, axis=2)
+  inside = jnp.asarray(np.arange(w)[None, :] < _row_widths(h, w)[:, None])  # (H_c, W)
+  return jnp.where(inside, _linear_to_positive_xyb(canvas), _F32(0.0)), inside
+
+
+def _row_widths(h: int, w: int) -> np.ndarray:
+  """`(H_c,)` true width of each canvas row (0 in the gaps between scales)."""
+  sizes, offsets, h_c = _canvas_layout(h, w)
   row_w = np.zeros((h_c,), np.int32)
   for (hs, ws), o in zip(sizes, offsets):
     row_w[o:o + hs] = ws
-  inside = jnp.asarray(np.arange(w)[None, :] < row_w[:, None])  # (H_c, W)
-  img1, img2 = (jnp.where(inside, _linear_to_positive_xyb(c), _F32(0.0)) for c in canvases)
-  products = [_no_fma(img1 * img1, img1), _no_fma(img2 * img2, img2), _no_fma(img1 * img2, img1)]
-  stack = jnp.stack(products + [img1, img2], axis=0)  # (5, B, 3, H_c, W)
-  blurred = _blur_canvas(stack.reshape(-1, h_c, w), row_w, offsets).reshape(stack.shape)
-  blurred = jnp.where(inside, blurred, _F32(0.0))
-  maps = _error_maps(img1, img2, blurred)  # (B, 3 channels, 3 maps, H_c, W)
+  return row_w
+
+
+def _blurred(planes: list[jax.Array], h: int, w: int, inside: jax.Array) -> jax.Array:
+  """FastGaussian of canvas planes `[(B, 3, H_c, W), ...]` -> `(len, B, 3, H_c, W)`, zero
+  outside the images. (Each line is blurred on its own: blurring planes in one call or in
+  several gives the same numbers.)"""
+  _, offsets, h_c = _canvas_layout(h, w)
+  stack = jnp.stack(planes, axis=0)
+  blurred = _blur_canvas(stack.reshape(-1, h_c, w), _row_widths(h, w), offsets)
+  return jnp.where(inside, blurred.reshape(stack.shape), _F32(0.0))
+
+
+@jax.jit
+def _reference_side(reference: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """`(B, H, W, 3)` sRGB reference -> its XYB canvas, blurred square and blurred XYB: the half
+  of the metric that does not depend on the distorted image."""
+  h, w = reference.shape[1:3]
+  img1, inside = _xyb_canvas(reference)
+  s11, mu1 = _blurred([_no_fma(img1 * img1, img1), img1], h, w, inside)
+  return img1, s11, mu1
+
+
+@jax.jit
+def _against_reference(img1: jax.Array, s11: jax.Array, mu1: jax.Array,
+                       distorted: jax.Array) -> jax.Array:
+  """`_reference_side`'s arrays and `(B, H, W, 3)` sRGB distorted images -> `(B,)` scores."""
+  h, w = distorted.shape[1:3]
+  sizes, offsets, _ = _canvas_layout(h, w)
+  img2, inside = _xyb_canvas(distorted)
+  s22, s12, mu2 = _blurred([_no_fma(img2 * img2, img2), _no_fma(img1 * img2, img1), img2],
+                           h, w, inside)
+  maps = _error_maps(img1, img2, jnp.stack([s11, s22, s12, mu1, mu2]))  # (B, 3, 3, H_c, W)
   m2 = maps * maps
   row1 = jnp.sum(maps, axis=-1)  # (B, 3, 3, H_c)
   row4 = jnp.sum(m2 * m2, axis=-1)
@@ -521,6 +553,12 @@ def _ssimulacra2_batch(reference: jax.Array, distorted: jax.Array) -> jax.Array:
     n4 = _safe_fourth_root(jnp.sum(row4[..., o:o + hs], axis=-1) * inv)
     values.append(jnp.stack([n1, n4], axis=-2))  # (B, 3 channels, 2 norms, 3 maps)
   return _score_from_values(jnp.stack(values, axis=1))
+
+
+@jax.jit
+def _ssimulacra2_batch(reference: jax.Array, distorted: jax.Array) -> jax.Array:
+  """`(B, H, W, 3)` float32 sRGB pair -> `(B,)` scores."""
+  return _against_reference(*_reference_side(reference), distorted)
 
 
 # ------------------------------------------------------------------------------------------
@@ -556,6 +594,45 @@ def _check_image(name: str, x) -> jax.Array:
       raise ValueError(
           f"ssimulacra2: {name} values must be in [0, 1] (sRGB), got range [{lo:g}, {hi:g}]")
   return jnp.asarray(x, jnp.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class Ssimulacra2Reference:
+  """A reference image's half of SSIMULACRA 2, computed once (`ssimulacra2_reference`) for
+  scoring many distorted versions of it (`ssimulacra2_against`): an encoder's search scores
+  several candidates of one image. About 12 float32 values per pixel and scale-canvas row.
+
+  Attributes:
+    shape: the reference's shape `(..., H, W, C)` as given.
+    arrays: its XYB canvas, blurred square and blurred XYB, `(B, 3, H_c, W)` each.
+  """
+  shape: tuple[int, ...]
+  arrays: tuple[jax.Array, jax.Array, jax.Array]
+
+
+def ssimulacra2_reference(reference: jax.Array) -> Ssimulacra2Reference:
+  """Prepares `reference` (as for `ssimulacra2`) for `ssimulacra2_against`."""
+  reference = _check_image("reference", reference)
+  h, w, c = reference.shape[-3:]
+  flat = reference.reshape((-1, h, w, c))
+  if c == 1:
+    flat = jnp.repeat(flat, 3, axis=-1)
+  return Ssimulacra2Reference(tuple(reference.shape), _reference_side(flat))
+
+
+def ssimulacra2_against(reference: Ssimulacra2Reference, distorted: jax.Array) -> jax.Array:
+  """`ssimulacra2(r, distorted)` for a reference prepared by `ssimulacra2_reference(r)`: the
+  same scores (the same operations, the reference's done once)."""
+  distorted = _check_image("distorted", distorted)
+  if tuple(distorted.shape) != reference.shape:
+    raise ValueError(
+        f"ssimulacra2: image shapes differ: reference {reference.shape}, "
+        f"distorted {tuple(distorted.shape)}")
+  h, w, c = distorted.shape[-3:]
+  flat = distorted.reshape((-1, h, w, c))
+  if c == 1:
+    flat = jnp.repeat(flat, 3, axis=-1)
+  return _against_reference(*reference.arrays, flat).reshape(reference.shape[:-3])
 
 
 def ssimulacra2(reference: jax.Array, distorted: jax.Array) -> jax.Array:

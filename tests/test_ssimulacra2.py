@@ -248,3 +248,27 @@ def test_tiny_out_of_range_is_tolerated():
   r = refs[0].copy()
   r[0, 0, 0] = 1.0 + 1e-7
   assert np.isfinite(float(ssimulacra2(r, dists[0])))
+
+
+def test_prepared_reference_scores_match_the_reference_program():
+  # One reference prepared once, every fixture distortion of it scored against it: the
+  # reference program's scores, as the direct call gives them.
+  from djpeg.metrics import ssimulacra2_against, ssimulacra2_reference
+  by_reference: dict[str, list[dict]] = {}
+  for pair in PAIRS:
+    by_reference.setdefault(pair["reference"], []).append(pair)
+  name, pairs = max(by_reference.items(), key=lambda item: len(item[1]))
+  assert len(pairs) >= 3
+  ref = _to_float(_pair_images(pairs[0])[0])
+  prepared = ssimulacra2_reference(ref)
+  for pair in pairs:
+    dist = _to_float(_pair_images(pair)[1])
+    got = float(ssimulacra2_against(prepared, dist))
+    assert abs(got - pair["score"]) <= TOLERANCE, (pair["id"], got, pair["score"])
+    assert got == float(ssimulacra2(ref, dist))
+  batch = ssimulacra2_reference(np.stack([ref, ref]))
+  assert ssimulacra2_against(batch, np.stack([ref, ref])).shape == (2,)
+  gray = ref[..., :1]
+  assert float(ssimulacra2_against(ssimulacra2_reference(gray), gray)) == 100.0
+  with pytest.raises(ValueError, match="shapes differ"):
+    ssimulacra2_against(prepared, ref[:-1])
