@@ -596,6 +596,14 @@ def _check_image(name: str, x) -> jax.Array:
   return jnp.asarray(x, jnp.float32)
 
 
+def _flat_rgb(x: jax.Array) -> jax.Array:
+  """Checked `(..., H, W, C)` images -> `(B, H, W, 3)`, gray repeated to RGB as the reference
+  program reads gray PNGs."""
+  h, w, c = x.shape[-3:]
+  x = x.reshape((-1, h, w, c))
+  return jnp.repeat(x, 3, axis=-1) if c == 1 else x
+
+
 @dataclasses.dataclass(frozen=True)
 class Ssimulacra2Reference:
   """A reference image's half of SSIMULACRA 2, computed once (`ssimulacra2_reference`) for
@@ -613,11 +621,7 @@ class Ssimulacra2Reference:
 def ssimulacra2_reference(reference: jax.Array) -> Ssimulacra2Reference:
   """Prepares `reference` (as for `ssimulacra2`) for `ssimulacra2_against`."""
   reference = _check_image("reference", reference)
-  h, w, c = reference.shape[-3:]
-  flat = reference.reshape((-1, h, w, c))
-  if c == 1:
-    flat = jnp.repeat(flat, 3, axis=-1)
-  return Ssimulacra2Reference(tuple(reference.shape), _reference_side(flat))
+  return Ssimulacra2Reference(tuple(reference.shape), _reference_side(_flat_rgb(reference)))
 
 
 def ssimulacra2_against(reference: Ssimulacra2Reference, distorted: jax.Array) -> jax.Array:
@@ -628,11 +632,7 @@ def ssimulacra2_against(reference: Ssimulacra2Reference, distorted: jax.Array) -
     raise ValueError(
         f"ssimulacra2: image shapes differ: reference {reference.shape}, "
         f"distorted {tuple(distorted.shape)}")
-  h, w, c = distorted.shape[-3:]
-  flat = distorted.reshape((-1, h, w, c))
-  if c == 1:
-    flat = jnp.repeat(flat, 3, axis=-1)
-  return _against_reference(*reference.arrays, flat).reshape(reference.shape[:-3])
+  return _against_reference(*reference.arrays, _flat_rgb(distorted)).reshape(reference.shape[:-3])
 
 
 def ssimulacra2(reference: jax.Array, distorted: jax.Array) -> jax.Array:
@@ -661,10 +661,5 @@ def ssimulacra2(reference: jax.Array, distorted: jax.Array) -> jax.Array:
     raise ValueError(
         f"ssimulacra2: image shapes differ: reference {reference.shape}, "
         f"distorted {distorted.shape}")
-  batch = reference.shape[:-3]
-  h, w, c = reference.shape[-3:]
-  if c == 1:
-    reference = jnp.repeat(reference, 3, axis=-1)
-    distorted = jnp.repeat(distorted, 3, axis=-1)
-  scores = _ssimulacra2_batch(reference.reshape((-1, h, w, 3)), distorted.reshape((-1, h, w, 3)))
-  return scores.reshape(batch)
+  scores = _ssimulacra2_batch(_flat_rgb(reference), _flat_rgb(distorted))
+  return scores.reshape(reference.shape[:-3])
