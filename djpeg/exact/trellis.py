@@ -16,14 +16,14 @@ priced with libjpeg's optimal tables, DHT bytes included), plain rounding among 
 trellis never does worse than rounding by that measure.
 
 DC coefficients stay rounded as libjpeg rounds them: a DC difference couples neighbouring
-blocks, and its share of the rate is small. The program is vectorized over blocks: Python loops
-run over the candidate positions of a block (at most 63) and over rounds, never over blocks.
+blocks, and its share of the rate is small.
 
 The state of the program is the last non-zero candidate. `cost[j]` is the cheapest way to code a
 block up to and including its j-th candidate as its last non-zero coefficient, relative to
 zeroing every candidate: a min over the previous non-zero candidate (or the DC) of its cost plus
-the (run, size) symbol, ZRLs and the candidate's own magnitude bits and distortion change. Blocks
-are sorted by their number of candidates so that step j touches only blocks that have one.
+the (run, size) symbol, ZRLs and the candidate's own magnitude bits and distortion change. The
+program and the symbol counts run as loops over blocks compiled by numba
+(`djpeg.exact.trellis_compiled`); preparing the problem and choosing among rounds are arrays.
 """
 
 from __future__ import annotations
@@ -32,11 +32,13 @@ import dataclasses
 
 import numpy as np
 
-from djpeg.exact import huffman, layout as layout_lib, scans, sequential, sizes, writer
+from djpeg.exact import huffman, layout as layout_lib, scans, sequential, sizes, trellis_compiled
+from djpeg.exact import writer
 from djpeg.tables import ZIGZAG
 
 _EOB, _ZRL = 0x00, 0xF0
 _SIZE = scans.SIZE_LUT  # bit length of 0..32767
+_ZIGZAG = np.asarray(ZIGZAG, np.int64)
 
 #: AC symbols a baseline coder may use: EOB, ZRL and (run, size) for size 1..10.
 AC_VALID = np.zeros(256, bool)
@@ -109,11 +111,10 @@ def _pricing_lengths(counts: np.ndarray) -> np.ndarray:
 
 
 # Costs are fixed-point integers (1/2**16 bit) shifted left by 6 bits, leaving room to pack the
-# index of a predecessor (< 64) into the low bits: one `min` then yields both the cheapest
-# predecessor's cost and its index (numpy's argmin over short rows is far slower than min).
+# index of a predecessor (< 64) into the low bits: one comparison then yields both the cheapest
+# predecessor's cost and its index, ties going to the earliest (`trellis_compiled`).
 _ONE = float(1 << 22)
 _SHIFT = 6
-_INF = np.int64(1) << 56
 
 
 def _fixed(bits) -> np.ndarray:
@@ -137,162 +138,25 @@ def _transition_table(lengths: np.ndarray) -> np.ndarray:
   return _fixed(out.reshape(-1))
 
 
-class _Candidates:
-  """The dynamic program's inputs for one set of tables and lambda, prepared once per round set.
+def solve_blocks(x, rounded, dmul, table, lengths) -> np.ndarray:
+  """The dynamic program over all blocks: `(N, 63)` int16 chosen magnitudes.
 
   Args:
     x: `(N, 63)` |coefficient| / step of the AC coefficients in zigzag order.
-    rounded: `(N, 63)` int32 round(x), >= 0.
-    scale: `(N, 63)` weighted error per squared step (weight * importance * step^2); times
-      `lmbda`, the bits a squared step of error costs.
+    rounded: `(N, 63)` round(x), >= 0.
+    dmul: `(N, 63)` the bits a squared step of error costs (lambda * weight * importance *
+      step^2).
     table: `(N,)` AC Huffman table of each block (0 or 1).
+    lengths: `(2, 256)` AC code lengths to price symbols with (inf: not codable).
   """
-
-  def __init__(self, x, rounded, scale, lmbda, table):
-    rounded = np.ascontiguousarray(rounded)
-    self.shape = rounded.shape
-    n_blocks = rounded.shape[0]
-    count = np.count_nonzero(rounded, axis=1)
-    self.kmax = int(count.max()) if n_blocks else 0
-    if self.kmax == 0:
-      return
-    # Blocks are visited in order of decreasing candidate count, so that the blocks with a j-th
-    # candidate are a prefix. Candidates (non-zero rounded values) stay in flat lists in natural
-    # order; candidate j (1-based) of block b is entry first[b] + j - 1.
-    order = np.argsort(-count, kind="stable")
-    rank_of = np.empty(n_blocks, np.int64)
-    rank_of[order] = np.arange(n_blocks)
-    self.count_sorted = count[order]
-    self.src = np.flatnonzero(rounded)
-    rows, ks = np.divmod(self.src, 63)
-    first_natural = np.cumsum(count) - count
-    self.first = first_natural[order]
-    v1 = rounded.reshape(-1)[self.src]
-    v2 = v1 - 1
-    xs = np.ascontiguousarray(x).reshape(-1)[self.src].astype(np.float64)
-    dm = np.ascontiguousarray(scale).reshape(-1)[self.src].astype(np.float64) * lmbda
-    size1, size2 = _SIZE[v1], _SIZE[v2]
-    # Own cost of a value relative to zeroing it: magnitude bits + dm * ((x - v)^2 - x^2).
-    own1 = size1 + dm * v1 * (v1 - 2 * xs)
-    own2 = np.where(v2 > 0, size2 + dm * v2 * (v2 - 2 * xs), np.inf)
-    # v - 1 has the same size as v unless v is a power of two: then both share every symbol and
-    # the cheaper one wins whatever precedes it. Only powers of two need a second candidate.
-    same = size2 == size1
-    self.lower_a = same & (own2 < own1)
-    self.own_a = _fixed(np.minimum(own1, np.where(same, own2, np.inf)))
-    self.split = ~same & (v2 > 0)
-    self.own_b = _fixed(own2)
-    self.v1 = v1
-    tab = np.asarray(table, np.int32)
-    self.tab_sorted = tab[order]
-    self.key_a = (tab[rows] * 1024 + 16 * (ks + 1) + size1).astype(np.int32)
-    self.key_b = (tab[rows] * 1024 + 16 * (ks + 1) + size2).astype(np.int32)
-    width = self.kmax + 1                  # column 0 is the DC: the start of every block
-    self.pos16 = np.zeros((width, n_blocks), np.int32)
-    np.put(self.pos16, (np.arange(len(rows)) - first_natural[rows] + 1) * n_blocks
-           + rank_of[rows], 16 * (ks + 1))
-    self.active = np.searchsorted(-self.count_sorted, -np.arange(width), side="right")
-
-  def solve(self, lengths: np.ndarray) -> np.ndarray:
-    """`(N, 63)` int16 chosen magnitudes for AC code lengths `(2, 256)` (inf: not codable)."""
-    out = np.zeros(self.shape, np.int16)
-    if self.kmax == 0:
-      return out
-    n_blocks, width = self.shape[0], self.kmax + 1
-    first, pos16 = self.first, self.pos16
-    transition = _transition_table(lengths)
-    cost = np.full((width, n_blocks), _INF, np.int64)   # (candidate, sorted block), transposed
-    cost[0] = 0
-    pred = np.zeros(len(self.src), np.int8)
-    lower = self.lower_a.copy()
-    index = np.arange(width, dtype=np.int64)[:, None]
-    for j in range(1, width):
-      n = int(self.active[j])
-      f = first[:n] + (j - 1)
-      t = cost[:j, :n] + np.take(transition, self.key_a[f] - pos16[:j, :n])
-      t += index[:j]
-      m = t.min(axis=0)
-      p = m & 63
-      best = (m - p) + self.own_a[f]
-      sp = np.flatnonzero(self.split[f])
-      if sp.size:
-        fs = f[sp]
-        t2 = cost[:j, sp] + np.take(transition, self.key_b[fs] - pos16[:j, sp])
-        t2 += index[:j]
-        m2 = t2.min(axis=0)
-        p2 = m2 & 63
-        best2 = (m2 - p2) + self.own_b[fs]
-        win = best2 < best[sp]
-        w = sp[win]
-        best[w] = best2[win]
-        p[w] = p2[win]
-        lower[fs[win]] = True
-      cost[j, :n] = best
-      pred[f] = p
-    # Where the block ends: after candidate j (EOB unless it is position 63), or right after DC.
-    eob = _fixed(lengths[self.tab_sorted, _EOB])
-    valid = index <= self.count_sorted[None, :]
-    end = np.where(valid, cost + np.where(pos16 == 16 * 63, 0, eob[None, :]), _INF)
-    end[0] = eob
-    cur = end.argmin(axis=0)
-    chosen = np.zeros(len(self.src), np.int32)
-    live = np.flatnonzero(cur > 0)
-    while live.size:
-      fi = first[live] + cur[live] - 1
-      chosen[fi] = self.v1[fi] - lower[fi]
-      cur[live] = pred[fi]
-      live = live[cur[live] > 0]
-    out.reshape(-1)[self.src] = chosen
-    return out
-
-
-#: Blocks per chunk of the dynamic program on large images (`TrellisProblem.candidates`).
-CHUNK_BLOCKS = 1 << 16
-
-
-class _ChunkedCandidates:
-  """`_Candidates` of a large image, built and solved chunk by chunk of blocks."""
-
-  def __init__(self, problem: TrellisProblem, lmbda: float):
-    self.problem, self.lmbda = problem, lmbda
-
-  def solve(self, lengths: np.ndarray) -> np.ndarray:
-    p = self.problem
-    out = np.empty(p.x.shape, np.int16)
-    for start in range(0, p.x.shape[0], CHUNK_BLOCKS):
-      part = slice(start, start + CHUNK_BLOCKS)
-      out[part] = _Candidates(p.x[part], p.rounded[part], p.scale[part], self.lmbda,
-                              p.table[part]).solve(lengths)
-    return out
-
-
-def solve_blocks(x, rounded, dmul, table, lengths) -> np.ndarray:
-  """The dynamic program over all blocks (`_Candidates`): `(N, 63)` int32 chosen magnitudes,
-  with `dmul` the bits a squared step of error costs, `(N, 63)`."""
-  return _Candidates(x, rounded, dmul, 1.0, table).solve(lengths)
+  return trellis_compiled.solve(
+      np.ascontiguousarray(x), np.ascontiguousarray(rounded), np.ascontiguousarray(dmul), 1.0,
+      np.ascontiguousarray(table), _transition_table(lengths), _fixed(lengths[:, _EOB]))
 
 
 def _ac_histograms(magnitudes: np.ndarray, table: np.ndarray) -> np.ndarray:
   """`(2, 256)` AC symbol counts per table of blocks `(N, 63)` (zigzag magnitudes)."""
-  flat = np.flatnonzero(magnitudes)
-  b = flat // 63
-  k = flat - 63 * b
-  first = np.ones(len(b), bool)
-  first[1:] = b[1:] != b[:-1]
-  prev = np.empty_like(k)
-  prev[1:] = k[:-1]
-  prev[first] = -1
-  run = k - prev - 1
-  size = _SIZE[magnitudes.reshape(-1)[flat]]
-  tab = table[b]
-  ac = np.bincount(tab * 256 + ((run & 15) << 4) + size, minlength=512).reshape(2, 256)
-  long_runs = run >= 16
-  if long_runs.any():
-    ac[:, _ZRL] += np.bincount(tab[long_runs], weights=run[long_runs] >> 4,
-                               minlength=2).astype(np.int64)
-  ends = magnitudes[:, 62] == 0                        # the last coefficient is zero: EOB
-  ac[:, _EOB] += np.bincount(table[ends], minlength=2)
-  return ac
+  return trellis_compiled.ac_histograms(np.ascontiguousarray(magnitudes), table)
 
 
 class _Counter:
@@ -335,33 +199,35 @@ class TrellisProblem:
   def __init__(self, dct, tables, sampling, height, width, weights, importance):
     num = len(dct)
     self.shapes = [np.shape(d) for d in dct]
-    xs, scales, tabs, comps, self.dc = [], [], [], [], []
+    blocks = [int(np.prod(shape[:-2])) for shape in self.shapes]
+    total = sum(blocks)
+    self.signed = np.empty((total, 63), np.float32)
+    self.x = np.empty((total, 63), np.float32)
+    self.scale = np.empty((total, 63), np.float32)        # weighted error per step^2
+    # Magnitudes are at most 1023 (8-bit JPEG), so int16 halves the largest arrays.
+    self.rounded = np.empty((total, 63), np.int16)
+    self.table = np.repeat(_ac_table(num), blocks)
+    self.component = np.repeat(np.arange(num), blocks)
     self.ac_steps = np.empty((num, 63), np.float32)
+    self.dc = []
     self.distortion_const = 0.0
+    start = 0
     for c in range(num):
-      flat = np.asarray(dct[c], np.float32).reshape(-1, 64)[:, ZIGZAG]
+      flat = np.ascontiguousarray(np.asarray(dct[c], np.float32).reshape(-1, 64))
       steps = np.asarray(tables[c], np.float32).reshape(64)[ZIGZAG]
       w = np.asarray(weights[c], np.float32).reshape(64)[ZIGZAG]
-      imp = (np.float32(1.0) if importance is None
-             else np.asarray(importance[c], np.float32).reshape(-1, 1))
-      ratio = flat / steps
-      dc = round_half_away(ratio[:, 0])
+      imp = (np.ones(blocks[c], np.float32) if importance is None
+             else np.asarray(importance[c], np.float32).reshape(-1))
+      trellis_compiled.prepare_ac(flat, _ZIGZAG, steps, w * steps ** 2, imp, start, self.signed,
+                                  self.x, self.scale, self.rounded)
+      ratio_dc = flat[:, 0] / steps[0]
+      dc = round_half_away(ratio_dc)
       self.dc.append(dc.reshape(self.shapes[c][:-2]))
       # The DC's distortion is the same for every choice: counted, never optimized.
       self.distortion_const += float(np.sum(
-          imp * (w[0] * steps[0] ** 2) * (ratio[:, :1] - dc[:, None]) ** 2, dtype=np.float64))
-      xs.append(ratio[:, 1:])
-      scales.append(np.broadcast_to(imp * (w[1:] * steps[1:] ** 2), (flat.shape[0], 63)))
-      tabs.append(np.full(flat.shape[0], _ac_table(num)[c]))
-      comps.append(np.full(flat.shape[0], c))
+          imp * (w[0] * steps[0] ** 2) * (ratio_dc - dc) ** 2, dtype=np.float64))
       self.ac_steps[c] = steps[1:]
-    self.signed = np.ascontiguousarray(np.concatenate(xs))
-    self.x = np.abs(self.signed)
-    self.scale = np.ascontiguousarray(np.concatenate(scales))  # weighted error per step^2
-    self.table = np.concatenate(tabs)
-    self.component = np.concatenate(comps)
-    # Magnitudes are at most 1023 (8-bit JPEG), so int16 halves the largest arrays.
-    self.rounded = np.floor(self.x + np.float32(0.5)).astype(np.int16)
+      start += blocks[c]
     self.counter = _Counter(self.dc, self.table, height, width, sampling)
 
   def distortion(self, magnitudes) -> float:
@@ -373,13 +239,11 @@ class TrellisProblem:
     counts = self.counter.counts(magnitudes)
     return counts, sizes.coded_bits(counts), self.distortion(magnitudes)
 
-  def candidates(self, lmbda) -> _Candidates | _ChunkedCandidates:
-    """The dynamic program's candidates: all blocks at once, or chunks of `CHUNK_BLOCKS`
-    built as they are solved (the program is per block, so the result is the same; large
-    images then need the memory of one chunk's candidates, not the whole image's)."""
-    if self.x.shape[0] <= CHUNK_BLOCKS:
-      return _Candidates(self.x, self.rounded, self.scale, lmbda, self.table)
-    return _ChunkedCandidates(self, lmbda)
+  def solve(self, lmbda: float, lengths: np.ndarray) -> np.ndarray:
+    """`(N, 63)` int16 AC magnitudes minimising bits + lmbda * distortion per block, symbols
+    priced with AC code lengths `(2, 256)` (`trellis_compiled.solve`)."""
+    return trellis_compiled.solve(self.x, self.rounded, self.scale, float(lmbda), self.table,
+                                  _transition_table(lengths), _fixed(lengths[:, _EOB]))
 
   def slope(self, sample: int = 2048) -> float:
     """Bits saved per unit of distortion added by coarser AC steps (`table_slope`).
@@ -406,17 +270,16 @@ class TrellisProblem:
     return (r_fine - r_coarse) / (d_coarse - d_fine)
 
   def components(self, magnitudes) -> list[np.ndarray]:
-    values = np.where(np.signbit(self.signed), -magnitudes, magnitudes)
+    """Per component, `(rows, cols, 8, 8)` int16 quantized values in natural order: the
+    rounded DC and the AC `magnitudes` `(N, 63)` with their coefficients' signs."""
+    magnitudes = np.ascontiguousarray(magnitudes, np.int16)
     out, start = [], 0
     for c, shape in enumerate(self.shapes):
-      n = int(np.prod(shape[:-2]))
-      z = np.empty((n, 64), np.int16)
-      z[:, 0] = self.dc[c].reshape(-1)
-      z[:, 1:] = values[start:start + n]
-      natural = np.empty_like(z)
-      natural[:, ZIGZAG] = z
+      natural = np.empty((int(np.prod(shape[:-2])), 64), np.int16)
+      trellis_compiled.natural_blocks(magnitudes, self.signed, self.dc[c].reshape(-1),
+                                      _ZIGZAG, start, natural)
       out.append(natural.reshape(shape))
-      start += n
+      start += natural.shape[0]
     return out
 
 
@@ -493,11 +356,10 @@ def trellis_quantize(dct, tables, sampling, height: int, width: int, *, lmbda=No
   counts, bits, distortion = problem.evaluate(problem.rounded)
   rounding = (bits, distortion, bits + lmbda * distortion)
   best = (rounding[2], problem.rounded, bits, distortion, 0)
-  candidates = problem.candidates(lmbda) if rounds else None
   for r in range(1, rounds + 1):
     lengths = np.stack([_pricing_lengths(counts[(1, s)]) if (1, s) in counts
                         else np.full(256, np.inf) for s in (0, 1)])
-    magnitudes = candidates.solve(lengths)
+    magnitudes = problem.solve(lmbda, lengths)
     counts, bits, distortion = problem.evaluate(magnitudes)
     cost = bits + lmbda * distortion
     if cost < best[0]:
