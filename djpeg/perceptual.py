@@ -30,9 +30,12 @@ A sample predicts the whole image's score to within about a point either way, so
 search on the whole image against the whole image's target (`WHOLE_CHECK_BUDGET` candidates;
 none more when the sample's choice meets it within `WHOLE_CHECK_SLACK`):
 the guarantee holds for them as for small images, and an overshoot on the sample is taken back.
-Above that (phone photos) the whole image is not scored: SSIMULACRA 2 costs about a second
-and 0.6 GB per megapixel here, so the target holds on the sample, not necessarily to the last
-digit on the whole image.
+Above that (phone photos) the whole image is not scored: SSIMULACRA 2 costs about half a second
+and 0.6 GB per megapixel here. The same short search runs instead on a larger sample,
+`CHECK_TILES` tiles of `CHECK_TILE` pixels (a megapixel), which predicts the whole image's
+choice far better than the small one; the target then holds on that sample, not necessarily to
+the last digit on the whole image. (The whole image is then coded once.) Every size above
+`WHOLE_CHECK_LIMIT` compiles the same programs.
 """
 
 from __future__ import annotations
@@ -93,6 +96,11 @@ SAMPLE_TILES = 8
 #: most this many whole-image candidates (module docstring).
 WHOLE_CHECK_LIMIT = 2_500_000
 WHOLE_CHECK_BUDGET = 4
+#: Larger images are checked the same way on a larger sample (`CHECK_TILES` tiles of
+#: `CHECK_TILE` pixels, a megapixel): on the 3- and 12-MP library photos (training images) the
+#: small sample's p was 0.3 to 2.5 above the whole image's, the large sample's 0.1 to 0.6.
+CHECK_TILE = 256
+CHECK_TILES = 16
 #: The sample's choice is kept when the whole image scores at most this far above its target
 #: (about 1% of the bytes); otherwise the short search runs.
 WHOLE_CHECK_SLACK = 0.3
@@ -370,7 +378,12 @@ def meet_libjpeg(pixels: np.ndarray, quality: float = DEFAULT_QUALITY, *,
                               file_bytes=value[1])
       best_bytes = value[1]
   if sampled and pixels.shape[0] * pixels.shape[1] <= WHOLE_CHECK_LIMIT:
-    return _on_whole_image(full, quality, best, evaluations)
+    return _checked(full, quality, best, evaluations)
+  if sampled and best is not None and min(pixels.shape[:2]) >= CHECK_TILE:
+    check = PerceptualImage(sample_mosaic(pixels, CHECK_TILES, CHECK_TILE), CHECK_TILES)
+    checked = _checked(check, quality, best, evaluations)
+    evaluations, target = checked.evaluations, checked.target
+    best = checked if checked.p is not None else None
   if best is None:
     coefficients = full.libjpeg(quality) if sampled else anchor
     return PerceptualResult(coefficients, target, target, None, "4:2:0", evaluations, sampled)
@@ -380,33 +393,35 @@ def meet_libjpeg(pixels: np.ndarray, quality: float = DEFAULT_QUALITY, *,
   return dataclasses.replace(best, evaluations=evaluations, sampled=sampled)
 
 
-def _on_whole_image(full: PerceptualImage, quality: float, from_sample: PerceptualResult | None,
-                    evaluations: int) -> PerceptualResult:
-  """The sample's choice checked on the whole image and corrected by a short search there:
-  the target becomes the whole image's (libjpeg-turbo's file at `quality`), the search starts
-  at the sample's p (its subsampling kept) and takes the fewest bytes that meet it; when none of
-  `WHOLE_CHECK_BUDGET` candidates does, libjpeg-turbo's own coefficients."""
-  anchor = full.libjpeg(quality)
-  target = full.score(anchor)
+def _checked(image: PerceptualImage, quality: float, from_sample: PerceptualResult | None,
+             evaluations: int) -> PerceptualResult:
+  """The sample's choice checked on `image` (the whole image, or a larger sample) and corrected
+  by a short search there: the target becomes `image`'s (libjpeg-turbo's file at `quality`),
+  the search starts at the sample's p (its subsampling kept) and takes the fewest bytes that
+  meet it; when none of `WHOLE_CHECK_BUDGET` candidates does, libjpeg-turbo's own coefficients
+  (p None). `sampled` says whether `image` is a sample."""
+  sampled = image.tiles > 1
+  anchor = image.libjpeg(quality)
+  target = image.score(anchor)
   if from_sample is None:             # the sample found nothing better than libjpeg-turbo's file
-    return PerceptualResult(anchor, target, target, None, "4:2:0", evaluations, False)
+    return PerceptualResult(anchor, target, target, None, "4:2:0", evaluations, sampled)
   subsampling = from_sample.subsampling
 
   seen = {}
 
   def evaluate(p):
     if p not in seen:
-      coefficients, size = full.trellis(p, subsampling)
-      seen[p] = (full.score(coefficients), size, coefficients)
+      coefficients, size = image.trellis(p, subsampling)
+      seen[p] = (image.score(coefficients), size, coefficients)
     return seen[p]
   start = round(float(from_sample.p), 3)
   first = evaluate(start)
   if target <= first[0] < target + WHOLE_CHECK_SLACK:       # the sample was right: done
     return PerceptualResult(first[2], first[0], target, start, subsampling, evaluations + 1,
-                            False, file_bytes=first[1])
+                            sampled, file_bytes=first[1])
   p, value, _ = search(evaluate, target, start, budget=WHOLE_CHECK_BUDGET, tolerance=1.0)
   evaluations += len(seen)
   if p is None:
-    return PerceptualResult(anchor, target, target, None, "4:2:0", evaluations, False)
-  return PerceptualResult(value[2], value[0], target, p, subsampling, evaluations, False,
+    return PerceptualResult(anchor, target, target, None, "4:2:0", evaluations, sampled)
+  return PerceptualResult(value[2], value[0], target, p, subsampling, evaluations, sampled,
                           file_bytes=value[1])

@@ -18,8 +18,8 @@ quantization. Here the file's own coefficients are the starting point:
   re-encoding that decode at Q, 4:2:0), `psnr` (dB against the input's decode) or `bpp`; p is
   searched as in the default mode (`djpeg.perceptual.search`), large images on a sample of
   tiles, then (up to `perceptual.WHOLE_CHECK_LIMIT` pixels, and for a bpp budget at any size)
-  checked and corrected on the whole image. Never larger than the input (nor than its lossless
-  re-optimization).
+  checked and corrected on the whole image, above that on a larger sample. Never larger than
+  the input (nor than its lossless re-optimization).
 
 Inputs djpeg does not read (arithmetic coding, 12-bit, lossless, hierarchical, CMYK) raise
 `djpeg.JPEGError` naming what is unsupported, and so do RGB-coded JPEGs (an Adobe APP14 segment
@@ -249,6 +249,12 @@ def recompress(data: bytes, *, quality: float | None = None, psnr: float | None 
     budget = 8 if kind == "bpp" else perceptual.WHOLE_CHECK_BUDGET   # sizes need no scoring
     p, value, goal = _search(whole, kind, target, start=p, budget=budget)
     sampled = False
+  elif sampled and p is not None and min(coefficients.height, coefficients.width) >= \
+      perceptual.CHECK_TILE:
+    # Larger images: the same short search on a larger sample (`perceptual.CHECK_TILES`).
+    check = _Source(_mosaic(coefficients, perceptual.CHECK_TILES, perceptual.CHECK_TILE),
+                    perceptual.CHECK_TILES)
+    p, value, goal = _search(check, kind, target, start=p, budget=perceptual.WHOLE_CHECK_BUDGET)
   if p is None:
     return Recompressed(lossless, "lossless" if lossless != bytes(data) else "input", None,
                         math.inf if kind == "psnr" else 100.0, goal, sampled)

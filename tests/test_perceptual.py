@@ -72,6 +72,35 @@ def test_default_mode_holds_on_the_whole_of_a_sampled_image(sample, monkeypatch)
   assert score(pixels, ours) >= score(pixels, theirs) and len(ours) < len(theirs)
 
 
+def test_larger_images_are_checked_on_a_larger_sample(monkeypatch):
+  # Above WHOLE_CHECK_LIMIT the whole image is not scored: the small sample's choice is checked
+  # and corrected on a larger sample (CHECK_TILES tiles of CHECK_TILE pixels). Here the small
+  # sample misleads (flat tiles): alone it leaves the whole file points below libjpeg-turbo's
+  # score; checked, the file lands within a point of it.
+  real = perceptual.sample_mosaic
+
+  def misleading(px, tiles=perceptual.SAMPLE_TILES, size=perceptual.SAMPLE_TILE):
+    if size != perceptual.SAMPLE_TILE:
+      return real(px, tiles, size)
+    return np.full((tiles * size, size, 3), 128, np.uint8) + (
+        np.arange(size)[None, :, None] // 8).astype(np.uint8)
+  monkeypatch.setattr(perceptual, "sample_mosaic", misleading)
+  tiles = [samples.load(name, uint8=True) for name in ("limes", "houses", "castle")]
+  rows = [np.concatenate([tiles[(r + c) % 3][::(-1) ** r, ::(-1) ** c] for c in range(8)], 1)
+          for r in range(13)]
+  pixels = np.ascontiguousarray(np.concatenate(rows, 0))                  # 1664 x 1536
+  assert pixels.shape[0] * pixels.shape[1] > perceptual.WHOLE_CHECK_LIMIT
+  theirs = pillow_encode(pixels, quality=75, optimize=True)
+  target = score(pixels, theirs)
+  result = perceptual.meet_libjpeg(pixels, 75)
+  ours = djpeg.dumps(result.coefficients, progressive="optimize")
+  assert result.sampled and result.score >= result.target
+  assert score(pixels, ours) > target - 1.0 and len(ours) < len(theirs)
+  monkeypatch.setattr(perceptual, "CHECK_TILE", 1 << 20)        # no check: the sample alone
+  alone = djpeg.dumps(perceptual.meet_libjpeg(pixels, 75).coefficients, progressive="optimize")
+  assert score(pixels, alone) < target - 2.0
+
+
 def test_libjpeg_mode_is_libjpeg_turbos_file():
   pixels = samples.load("castle", uint8=True)
   for quality in (20, 75, 95):

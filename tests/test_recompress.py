@@ -13,7 +13,7 @@ import simplejpeg
 from PIL import Image
 
 import djpeg
-from djpeg import cli, recompress, samples
+from djpeg import cli, perceptual, recompress, samples
 from djpeg.exact import JPEGError
 from conftest import pillow_decode, read_dct
 
@@ -99,6 +99,38 @@ def test_sampled_inputs_meet_their_targets_on_the_whole_image(sample, monkeypatc
   assert score(ours.data) >= score(reencoded.getvalue())
   budget = recompress.recompress(data, bpp=1.2)
   assert budget.kind == "lossy" and 1.1 <= 8 * len(budget.data) / decoded[..., 0].size <= 1.2
+
+
+def test_larger_inputs_are_checked_on_a_larger_sample(monkeypatch):
+  # Above WHOLE_CHECK_LIMIT the small sample's choice is checked and corrected on a larger
+  # sample (perceptual.CHECK_TILES tiles), as in the default mode. The small sample misleads
+  # here (flat tiles): alone it leaves the file points below the target, checked within one.
+  tiles = [samples.load(name, uint8=True) for name in ("limes", "houses", "castle")]
+  rows = [np.concatenate([tiles[(r + c) % 3][::(-1) ** r, ::(-1) ** c] for c in range(8)], 1)
+          for r in range(13)]
+  pixels = np.ascontiguousarray(np.concatenate(rows, 0))                  # 1664 x 1536
+  assert pixels.shape[0] * pixels.shape[1] > perceptual.WHOLE_CHECK_LIMIT
+  buf = io.BytesIO()
+  Image.fromarray(pixels).save(buf, "JPEG", quality=95)
+  data = buf.getvalue()
+  size = perceptual.SAMPLE_TILE
+  flat = np.full((perceptual.SAMPLE_TILES * size, size, 3), 128, np.uint8) + (
+      np.arange(size)[None, :, None] // 8).astype(np.uint8)
+  flat_coefficients = djpeg.codec.encode_pixels(flat, quality=95)
+  real = recompress._mosaic
+  monkeypatch.setattr(recompress, "_mosaic", lambda c, tiles, size: (
+      flat_coefficients if size == perceptual.SAMPLE_TILE else real(c, tiles, size)))
+  decoded = pillow_decode(data)
+  reencoded = io.BytesIO()
+  Image.fromarray(decoded).save(reencoded, "JPEG", quality=75)
+  f = lambda a: a.astype(np.float32) * np.float32(1 / 255)
+  score = lambda d: float(djpeg.metrics.ssimulacra2(f(decoded), f(pillow_decode(d))))
+  target = score(reencoded.getvalue())
+  ours = recompress.recompress(data, quality=75)
+  assert ours.kind == "lossy" and ours.sampled and ours.score >= ours.target
+  assert score(ours.data) > target - 1.0
+  monkeypatch.setattr(perceptual, "CHECK_TILE", 1 << 20)        # no check: the sample alone
+  assert score(recompress.recompress(data, quality=75).data) < target - 2.0
 
 
 def test_never_larger_than_the_input():
