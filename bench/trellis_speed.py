@@ -42,7 +42,8 @@ def main() -> None:
   import jax
   import djpeg
   from djpeg import encoder
-  from rd import mozjpeg, pillow
+  from common import pillow_jpeg as pillow
+  from rd import mozjpeg
 
   images = [load_rgb(p) for p in png_paths(args.images, args.limit)]
   q = args.quality
