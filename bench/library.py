@@ -16,7 +16,9 @@ mosaics of them, not real camera photos). Then, on this machine:
 4. every file decoded by libjpeg-turbo (Pillow) and scored: SSIMULACRA 2 and RGB PSNR;
 5. the 24-megapixel photo alone: the default mode and libjpeg-identical q75, first call and
    warm, file to file, with the process's peak memory (each in its own process); then the
-   encode alone, pixels in memory to bytes, beside libjpeg-turbo (Pillow) on the same array.
+   encode alone, pixels in memory to bytes, beside libjpeg-turbo (Pillow) on the same array;
+   then the MSE modes from pixels in memory: `compress(psnr=36)` (per-image tables, the
+   trellis) and `compress(quality=75, mode="mse")` (Annex K tables, the trellis).
 
 Throughput per core is megapixels per second divided by the processes used (mozjpeg and Pillow
 are single-threaded). Figures, not tests: nothing here asserts.
@@ -151,13 +153,41 @@ def _one_photo(path: str, mode: str) -> dict:
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _other_mode(path: str, options: str) -> dict:
+  """The 24-MP photo in a child process, `compress(pixels, **options)` from pixels in memory:
+  first call, warm call, peak memory."""
+  code = textwrap.dedent(f"""
+      import json, time
+      import numpy as np
+      from PIL import Image
+      from djpeg.encoder import compress
+      pixels = np.asarray(Image.open({path!r}).convert("RGB"))
+      times = []
+      for i in range(2):
+        start = time.perf_counter()
+        result = compress(pixels, measure=False, {options})
+        times.append(time.perf_counter() - start)
+      with open("/proc/self/status") as f:
+        hwm = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+      print(json.dumps(dict(first=times[0], warm=times[1], peak_mb=hwm / 1024,
+                            bpp=result.bits_per_pixel)))
+      """)
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def _large(first: list[str]) -> None:
   big = [p for p in first if "4000x6000" in p][0]
   for mode in ("perceptual", "libjpeg"):
     r = _one_photo(big, mode)
     print(f"24-MP photo, {mode}: first call {r['first']:.2f} s, warm {r['warm']:.2f} s (PNG file "
           f"to JPEG file), peak memory {r['peak_mb']:.0f} MB; pixels to bytes in memory, warm: "
-          f"{r['memory_warm']:.2f} s, libjpeg-turbo (Pillow) {r['pillow_warm']:.2f} s")
+          f"{r['memory_warm']:.2f} s, libjpeg-turbo (Pillow) {r['pillow_warm']:.2f} s", flush=True)
+  # The other modes, from pixels in memory (the issue's "any mode at most 2 GB").
+  for options in ("psnr=36.0", "quality=75, mode='mse'"):
+    r = _other_mode(big, options)
+    print(f"24-MP photo, compress({options}): first call {r['first']:.2f} s, warm "
+          f"{r['warm']:.2f} s, peak memory {r['peak_mb']:.0f} MB, {r['bpp']:.3f} bpp", flush=True)
 
 
 def main() -> int:

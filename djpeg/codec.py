@@ -403,6 +403,36 @@ def decode(coefficients: Coefficients, *, faithful: bool = True) -> jax.Array:
   return images.reshape(batch_shape + images.shape[1:])
 
 
+def decode_stripes(coefficients: Coefficients, rows: int = 1024):
+  """Decodes one image in stripes of about `rows` pixel rows: yields `(top, stripe)`, the
+  stripe `(h, W, C)` float32 in [0, 1] being rows `top:top + h` of `decode(coefficients)`,
+  exactly: each stripe is decoded with one MCU row of context above and below (what fancy
+  upsampling reads across a stripe's edge), then cut. A large image then needs the memory of a
+  stripe's decode, not the whole image's (about 60 bytes a pixel); shapes, and so compilations,
+  are a few per image width.
+
+  Args:
+    coefficients: one image's `Coefficients` (no batch).
+    rows: pixel rows per stripe (rounded down to whole MCU rows, at least one).
+  """
+  coefficients.check()
+  if coefficients.batch_shape:
+    raise ValueError(f"decode_stripes takes one image; got batch shape {coefficients.batch_shape}.")
+  factors, height, width = coefficients.sampling, coefficients.height, coefficients.width
+  mcu_h = 8 * max(v for _, v in factors)
+  total = -(-height // mcu_h)
+  per = max(1, int(rows) // mcu_h)
+  for a in range(0, total, per):
+    b = min(a + per, total)
+    lo, hi = max(a - 1, 0), min(b + 1, total)
+    part = Coefficients(
+        tuple(np.asarray(comp)[lo * v:hi * v] for comp, (_, v) in zip(coefficients.components,
+                                                                       factors)),
+        coefficients.tables, min(hi * mcu_h, height) - lo * mcu_h, width, factors)
+    top = (a - lo) * mcu_h
+    yield a * mcu_h, decode(part)[top:top + min(b * mcu_h, height) - a * mcu_h]
+
+
 def jpeg(images, *, quality=None, tables=None, subsampling: str = "4:2:0", rounding: str = "ste",
          faithful: bool = True, key: jax.Array | None = None, deadzone=None) -> jax.Array:
   """`decode(encode(images, ...))`: what a JPEG round trip makes of `images`, differentiably.

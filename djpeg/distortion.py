@@ -106,17 +106,40 @@ def rate_distortion(dct, tables, *, sampling, height: int, width: int, code: str
   return bits / num_pixels, coefficient_mse(dct, q, steps, weights)
 
 
+def _levels(image) -> jax.Array:
+  """The 8-bit levels, as float32, of an image in [0, 1] or of uint8 pixels."""
+  if np.asarray(image).dtype == np.uint8:
+    return jnp.asarray(image, jnp.float32)
+  return jnp.round(jnp.asarray(image, jnp.float32) * 255)
+
+
+#: Images with more pixels than this are decoded for `decoded_mse` in stripes of
+#: `DECODE_STRIPE_ROWS` rows (`codec.decode_stripes`): a whole 24-MP decode holds about 1.5 GB.
+DECODE_WHOLE_LIMIT = 4_000_000
+DECODE_STRIPE_ROWS = 1024
+
+
 def decoded_mse(image, coefficients: Coefficients, importance=None) -> float:
   """RGB MSE (8-bit scale) of libjpeg-turbo's decode of `coefficients` against `image`.
 
   Args:
-    image: `(H, W, C)` float in [0, 1] (the original; rounded to 8 bits as the encoder reads it).
+    image: `(H, W, C)` float in [0, 1] (the original; rounded to 8 bits as the encoder reads it),
+      or its uint8 pixels.
     coefficients: one image's `Coefficients`.
     importance: optional `(H, W)` per-pixel weights of the squared error (mean 1 keeps the
       scale); None for the plain MSE.
   """
-  decoded = codec.decode(coefficients)
-  error = (jnp.round(decoded * 255) - jnp.round(jnp.asarray(image, jnp.float32) * 255)) ** 2
-  if importance is None:
-    return float(jnp.mean(error))
-  return float(jnp.mean(error * jnp.asarray(importance, jnp.float32)[..., None]))
+  if coefficients.height * coefficients.width <= DECODE_WHOLE_LIMIT:
+    decoded = codec.decode(coefficients)
+    error = (jnp.round(decoded * 255) - _levels(image)) ** 2
+    if importance is None:
+      return float(jnp.mean(error))
+    return float(jnp.mean(error * jnp.asarray(importance, jnp.float32)[..., None]))
+  total = 0.0
+  for top, stripe in codec.decode_stripes(coefficients, DECODE_STRIPE_ROWS):
+    rows = slice(top, top + stripe.shape[0])
+    error = (jnp.round(stripe * 255) - _levels(image[rows])) ** 2
+    if importance is not None:
+      error = error * jnp.asarray(importance[rows], jnp.float32)[..., None]
+    total += float(jnp.sum(error, dtype=jnp.float32))
+  return total / (coefficients.height * coefficients.width * np.shape(image)[-1])

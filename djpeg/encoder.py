@@ -255,9 +255,12 @@ def compress(image, *, quality=None, tables=None, bpp: float | None = None,
                                      ("lmbda", lmbda), ("saliency", saliency)) if value is not None]
   if mode is None:
     mode = "mse" if custom else "perceptual"
-  # The perceptual and libjpeg modes work on 8-bit pixels: a float copy (12 bytes a pixel,
-  # 288 MB for a 24-MP photo) only to measure the result.
-  image, pixels = _as_image(image, as_float=mode == "mse" or measure)
+  # 8-bit pixels are worked on as they are (the transform, the trellis, the measured error):
+  # a float copy (12 bytes a pixel, 288 MB for a 24-MP photo) only where a saliency map is
+  # computed from the image.
+  image, pixels = _as_image(image, as_float=mode == "mse" and saliency is not None)
+  if image is None:
+    image = pixels
   if mode != "mse":
     if custom:
       raise ValueError(f"mode={mode!r} takes only a quality; {', '.join(custom)} need "
@@ -299,8 +302,9 @@ def compress(image, *, quality=None, tables=None, bpp: float | None = None,
 
   if optimize:
     (kind, target), = (targets or {"lmbda": lmbda}).items()
-    result = optimization or optimize_tables(image, subsampling=subsampling, steps=steps,
-                                             importance=weights_map, progress=progress,
+    fit_image, fit_map = _table_fit_sample(image, weights_map)
+    result = optimization or optimize_tables(fit_image, subsampling=subsampling, steps=steps,
+                                             importance=fit_map, progress=progress,
                                              **{kind: target})
     base = np.asarray(result.tables, np.float64)
   else:
@@ -327,6 +331,29 @@ def compress(image, *, quality=None, tables=None, bpp: float | None = None,
   return _finish(image, problem, base, chosen, chosen.lmbda, sal, weights_map, measure)
 
 
+#: Images with more pixels than this fit their tables (`optimize_tables`, whose rate model
+#: holds every coefficient's soft histogram terms: 15 GB and minutes at 24 MP) on a sample, the
+#: larger sample of the perceptual mode (`perceptual.CHECK_TILES` tiles of
+#: `perceptual.CHECK_TILE` pixels, one compiled shape for every large image); the trellis and
+#: the check of the bpp or PSNR target then run on the whole image.
+TABLE_FIT_LIMIT = perceptual.EXACT_LIMIT
+
+
+def _table_fit_sample(image: np.ndarray, weights_map: np.ndarray | None):
+  """(float32 image in [0, 1], per-pixel weights) the tables are fitted on: the image itself up
+  to `TABLE_FIT_LIMIT` pixels, else a mosaic of tiles (the weights cut alike, mean 1 again).
+  `image` is float in [0, 1] or uint8 pixels."""
+  height, width = image.shape[:2]
+  as_float = lambda a: a.astype(np.float32) / 255 if a.dtype == np.uint8 else a
+  if height * width <= TABLE_FIT_LIMIT or min(height, width) < perceptual.CHECK_TILE:
+    return as_float(image), weights_map
+  cut = lambda a: perceptual.sample_mosaic(a, perceptual.CHECK_TILES, perceptual.CHECK_TILE)
+  if weights_map is None:
+    return as_float(cut(image)), None
+  weights = cut(np.asarray(weights_map, np.float32)[..., None])[..., 0]
+  return as_float(cut(image)), weights / max(float(weights.mean()), 1e-12)
+
+
 def _golden(f, lo, hi, evaluations=7):
   """Minimum of `f` over [lo, hi] by golden-section search; returns (x, f(x)) of the best seen."""
   ratio = (math.sqrt(5) - 1) / 2
@@ -346,6 +373,10 @@ def _golden(f, lo, hi, evaluations=7):
       seen.append((fb, b))
   best = min(seen)
   return best[1], best[0]
+
+
+#: The most coefficient bytes `_Family` keeps in trellis results.
+_FAMILY_CACHE_BYTES = 128 << 20
 
 
 class _Family:
@@ -368,6 +399,11 @@ class _Family:
     if key not in self.cache:
       tables = _scaled(self.base, scale)
       self.cache[key] = (tables, self.problem.trellis(tables, lmbda, self.rounds))
+      # Each result holds the image's coefficients (72 MB at 24 MP): keep the latest that fit
+      # in _FAMILY_CACHE_BYTES (all of them for small images), run again what was dropped.
+      per_result = 2 * sum(int(np.prod(np.shape(d))) for d in self.problem.dct)
+      while len(self.cache) > max(2, _FAMILY_CACHE_BYTES // per_result):
+        self.cache.pop(next(iter(self.cache)))
     return self.cache[key]
 
   def fit_kappa(self, lo=0.3, hi=1.3):

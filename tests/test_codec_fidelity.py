@@ -92,3 +92,34 @@ def test_float_mode_stays_close_to_libjpeg(colour_batch):
     exact = to_uint8(djpeg.jpeg(images, quality=quality))
     float_mode = np.asarray(djpeg.jpeg(images, quality=quality, faithful=False)) * 255
     assert psnr(float_mode, exact) > 40, quality
+
+
+@pytest.mark.parametrize("height, rows", [(133, 16), (96, 32), (40, 1), (130, 4096)])
+@pytest.mark.parametrize("subsampling", ["4:2:0", "4:2:2", "4:4:4", "gray"])
+def test_decode_in_stripes_is_libjpeg_turbos_decode(height, rows, subsampling):
+  """Stripes decoded with one MCU row of context and cut equal libjpeg-turbo's whole decode
+  (fancy upsampling reads across stripe edges), and so does the MSE measured stripe by stripe."""
+  from djpeg import codec, distortion
+  rng = np.random.default_rng(height + rows)
+  channels = 1 if subsampling == "gray" else 3
+  smooth = np.cumsum(rng.integers(-6, 7, (height, 45, channels)), axis=0)
+  pixels = np.clip(128 + smooth + rng.integers(-20, 21, smooth.shape), 0, 255).astype(np.uint8)
+  options = {} if channels == 1 else {"subsampling": PIL_SUBSAMPLING[subsampling]}
+  data = pillow_encode(pixels, quality=70, **options)
+  coefficients = djpeg.load_coefficients(data)
+  reference = pillow_decode(data).reshape(height, 45, channels)
+  stripes = list(codec.decode_stripes(coefficients, rows))
+  assert [top for top, _ in stripes] == sorted({top for top, _ in stripes})
+  decoded = np.concatenate([np.asarray(s) for _, s in stripes], axis=0)
+  np.testing.assert_array_equal(to_uint8(decoded), reference)
+  expected = np.mean((reference.astype(np.float64) - pixels) ** 2)
+  original = pixels.astype(np.float32) / 255
+  whole = distortion.decoded_mse(original, coefficients)
+  limit, stripe_rows = distortion.DECODE_WHOLE_LIMIT, distortion.DECODE_STRIPE_ROWS
+  try:
+    distortion.DECODE_WHOLE_LIMIT, distortion.DECODE_STRIPE_ROWS = 0, rows
+    striped = distortion.decoded_mse(original, coefficients)
+  finally:
+    distortion.DECODE_WHOLE_LIMIT, distortion.DECODE_STRIPE_ROWS = limit, stripe_rows
+  assert whole == pytest.approx(expected, rel=1e-5)
+  assert striped == pytest.approx(expected, rel=1e-5)

@@ -228,6 +228,36 @@ def test_compress_meets_a_psnr_target_with_fewer_bytes():
   assert 8 * len(data) / (128 * 192) == pytest.approx(result.bits_per_pixel, rel=0.01)
 
 
+@pytest.mark.parametrize("target", [{"psnr": 33.0}, {"bpp": 1.2}])
+def test_large_images_fit_tables_on_a_sample_and_meet_the_target_whole(target, monkeypatch):
+  # Over TABLE_FIT_LIMIT pixels the tables are fitted on a mosaic of tiles; the trellis and the
+  # target's check run on the whole image, whose error is measured stripe by stripe. Limits are
+  # lowered here so that a small image takes those paths.
+  from djpeg import distortion, encoder, perceptual
+  monkeypatch.setattr(encoder, "TABLE_FIT_LIMIT", 100_000)
+  monkeypatch.setattr(perceptual, "CHECK_TILES", 4)
+  monkeypatch.setattr(distortion, "DECODE_WHOLE_LIMIT", 0)
+  monkeypatch.setattr(distortion, "DECODE_STRIPE_ROWS", 96)
+  fitted = []
+  real_fit = encoder.optimize_tables
+  monkeypatch.setattr(encoder, "optimize_tables",
+                      lambda image, **kw: fitted.append(np.shape(image)) or real_fit(image, **kw))
+  tiles = [samples.load(name, uint8=True) for name in ("limes", "houses", "castle")]
+  pixels = np.ascontiguousarray(np.concatenate(
+      [np.concatenate([tiles[(r + c) % 3] for c in range(3)], 1) for r in range(4)], 0))
+  result = encoder.compress(pixels, **target)                      # 512 x 576, uint8
+  assert fitted == [(4 * 256, 256, 3)]
+  data = djpeg.dumps(result.coefficients)
+  decoded = np.asarray(simplejpeg.decode_jpeg(data), np.float64)
+  real = 10 * np.log10(255.0 ** 2 / np.mean((decoded - pixels) ** 2))
+  assert real == pytest.approx(result.psnr, abs=1e-4)
+  bpp = 8 * len(data) / (512 * 576)
+  if "psnr" in target:
+    assert real >= 33.0
+  else:
+    assert 1.1 <= bpp <= 1.2
+
+
 @pytest.mark.parametrize("name", ["houses", "bear_gray"])
 def test_optimized_progressive_scripts(name):
   pixels = samples.load(name, uint8=True)

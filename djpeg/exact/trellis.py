@@ -149,9 +149,12 @@ def solve_blocks(x, rounded, dmul, table, lengths) -> np.ndarray:
     table: `(N,)` AC Huffman table of each block (0 or 1).
     lengths: `(2, 256)` AC code lengths to price symbols with (inf: not codable).
   """
+  n = np.shape(x)[0]
+  # Each block its own group of weights: dmul row b is group b's.
   return trellis_compiled.solve(
-      np.ascontiguousarray(x), np.ascontiguousarray(rounded), np.ascontiguousarray(dmul), 1.0,
-      np.ascontiguousarray(table), _transition_table(lengths), _fixed(lengths[:, _EOB]))
+      np.ascontiguousarray(x), np.ascontiguousarray(rounded), np.ones(n),
+      np.ascontiguousarray(dmul, np.float64), np.arange(n), 1.0, np.ascontiguousarray(table),
+      _transition_table(lengths), _fixed(lengths[:, _EOB]))
 
 
 def _ac_histograms(magnitudes: np.ndarray, table: np.ndarray) -> np.ndarray:
@@ -201,9 +204,11 @@ class TrellisProblem:
     self.shapes = [np.shape(d) for d in dct]
     blocks = [int(np.prod(shape[:-2])) for shape in self.shapes]
     total = sum(blocks)
+    # Per block F / Q; the weighted error per squared step is importance[b] * step_weights[c]
+    # (one row per component, not one per block: at 24 MP each (N, 63) array is 140 MB).
     self.signed = np.empty((total, 63), np.float32)
-    self.x = np.empty((total, 63), np.float32)
-    self.scale = np.empty((total, 63), np.float32)        # weighted error per step^2
+    self.importance = np.empty(total, np.float32)
+    self.step_weights = np.empty((num, 63), np.float32)
     # Magnitudes are at most 1023 (8-bit JPEG), so int16 halves the largest arrays.
     self.rounded = np.empty((total, 63), np.int16)
     self.table = np.repeat(_ac_table(num), blocks)
@@ -218,8 +223,9 @@ class TrellisProblem:
       w = np.asarray(weights[c], np.float32).reshape(64)[ZIGZAG]
       imp = (np.ones(blocks[c], np.float32) if importance is None
              else np.asarray(importance[c], np.float32).reshape(-1))
-      trellis_compiled.prepare_ac(flat, _ZIGZAG, steps, w * steps ** 2, imp, start, self.signed,
-                                  self.x, self.scale, self.rounded)
+      trellis_compiled.prepare_ac(flat, _ZIGZAG, steps, start, self.signed, self.rounded)
+      self.importance[start:start + blocks[c]] = imp
+      self.step_weights[c] = (w * steps ** 2)[1:]
       ratio_dc = flat[:, 0] / steps[0]
       dc = round_half_away(ratio_dc)
       self.dc.append(dc.reshape(self.shapes[c][:-2]))
@@ -231,8 +237,9 @@ class TrellisProblem:
     self.counter = _Counter(self.dc, self.table, height, width, sampling)
 
   def distortion(self, magnitudes) -> float:
-    return self.distortion_const + float(np.sum(self.scale * (self.x - magnitudes) ** 2,
-                                                dtype=np.float64))
+    return self.distortion_const + trellis_compiled.weighted_error(
+        self.signed, np.ascontiguousarray(magnitudes), self.importance, self.step_weights,
+        self.component)
 
   def evaluate(self, magnitudes):
     """(symbol counts, bits, distortion) of a choice of AC magnitudes `(N, 63)`."""
@@ -242,7 +249,8 @@ class TrellisProblem:
   def solve(self, lmbda: float, lengths: np.ndarray) -> np.ndarray:
     """`(N, 63)` int16 AC magnitudes minimising bits + lmbda * distortion per block, symbols
     priced with AC code lengths `(2, 256)` (`trellis_compiled.solve`)."""
-    return trellis_compiled.solve(self.x, self.rounded, self.scale, float(lmbda), self.table,
+    return trellis_compiled.solve(self.signed, self.rounded, self.importance, self.step_weights,
+                                  self.component, float(lmbda), self.table,
                                   _transition_table(lengths), _fixed(lengths[:, _EOB]))
 
   def slope(self, sample: int = 2048) -> float:
@@ -252,10 +260,11 @@ class TrellisProblem:
     blocks), rounded with every AC step moved 10% (at least 1) down and up, and priced with the
     optimal Huffman tables of each choice's own symbol counts.
     """
-    rows = np.arange(0, self.x.shape[0], max(1, self.x.shape[0] // sample))
-    x, table = self.x[rows], self.table[rows]
+    rows = np.arange(0, self.signed.shape[0], max(1, self.signed.shape[0] // sample))
+    x, table = np.abs(self.signed[rows]), self.table[rows]
     steps = self.ac_steps[self.component[rows]]
-    weight = self.scale[rows] / steps ** 2             # importance * frequency weight
+    scale = self.importance[rows, None] * self.step_weights[self.component[rows]]
+    weight = scale / steps ** 2                        # importance * frequency weight
     points = []
     for direction in (-1.0, 1.0):
       new = np.clip(steps + direction * np.maximum(1.0, np.round(0.1 * steps)), 1.0, 255.0)

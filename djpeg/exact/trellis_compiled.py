@@ -47,16 +47,20 @@ def _fixed(bits):
 
 
 @numba.njit(cache=True, nogil=True)
-def solve(x, rounded, scale, lmbda, table, transition, eob):
+def solve(signed, rounded, importance, weights, group, lmbda, table, transition, eob):
   """`(N, 63)` int16 chosen magnitudes.
 
   Args:
-    x: `(N, 63)` float32 |coefficient| / step, zigzag order; rounded: `(N, 63)` int16 round(x).
-    scale: `(N, 63)` float32 weighted error per squared step; lmbda: float64 multiplier.
+    signed: `(N, 63)` F / Q, zigzag order (its magnitude is what is coded);
+      rounded: `(N, 63)` int16 round(|F| / Q).
+    importance: `(N,)` per-block multiplier; weights: `(G, 63)` weighted error per squared
+      step of each group (component); group: `(N,)` each block's row of `weights`. A squared
+      step of error costs lmbda * (importance * weight) bits, the product formed in the arrays'
+      type as numpy forms it.
     table: `(N,)` AC table of each block; transition: `(2048,)` packed costs
       (`trellis._transition_table`); eob: `(2,)` packed EOB cost per table.
   """
-  n = x.shape[0]
+  n = signed.shape[0]
   out = np.zeros((n, 63), np.int16)
   pos16 = np.zeros(64, np.int64)
   v1s = np.zeros(64, np.int64)
@@ -70,6 +74,8 @@ def solve(x, rounded, scale, lmbda, table, transition, eob):
   pred = np.zeros(64, np.int64)
   for b in range(n):
     tab = np.int64(table[b])
+    imp = importance[b]
+    g = group[b]
     count = 0
     for k in range(63):
       v1 = np.int64(rounded[b, k])
@@ -77,8 +83,8 @@ def solve(x, rounded, scale, lmbda, table, transition, eob):
         continue
       count += 1
       v2 = v1 - 1
-      xs = np.float64(x[b, k])
-      dm = np.float64(scale[b, k]) * lmbda
+      xs = np.float64(abs(signed[b, k]))
+      dm = np.float64(imp * weights[g, k]) * lmbda
       size1, size2 = _size(v1), _size(v2)
       own1 = size1 + dm * np.float64(v1) * (np.float64(v1) - 2 * xs)
       own2 = size2 + dm * np.float64(v2) * (np.float64(v2) - 2 * xs) if v2 > 0 else np.inf
@@ -151,28 +157,22 @@ def ac_histograms(magnitudes, table):
 
 
 @numba.njit(cache=True, nogil=True)
-def prepare_ac(flat, zigzag, steps, step_weights, importance, start, signed, x, scale, rounded):
+def prepare_ac(flat, zigzag, steps, start, signed, rounded):
   """Fills rows `start:start + n` of the trellis's AC arrays from one component's blocks.
 
   Args:
     flat: `(n, 64)` float32 DCT coefficients, natural order; zigzag: `(64,)` natural index of
-      each zigzag position.
-    steps, step_weights: `(64,)` float32 step and weight * step^2 per zigzag position.
-    importance: `(n,)` float32 per-block multiplier.
-    signed, x, scale: `(N, 63)` float32 F / Q, |F| / Q and importance * weight * Q^2;
-    rounded: `(N, 63)` int16 round(|F| / Q) (exact in float32: F is a multiple of 1/8).
+      each zigzag position; steps: `(64,)` float32 step per zigzag position.
+    signed: `(N, 63)` float32 F / Q; rounded: `(N, 63)` int16 round(|F| / Q) (exact in
+      float32: F is a multiple of 1/8).
   """
   half = np.float32(0.5)
   for b in range(flat.shape[0]):
     row = start + b
-    imp = importance[b]
     for k in range(1, 64):
       r = flat[b, zigzag[k]] / steps[k]
-      a = abs(r)
       signed[row, k - 1] = r
-      x[row, k - 1] = a
-      scale[row, k - 1] = imp * step_weights[k]
-      rounded[row, k - 1] = np.int16(np.floor(a + half))
+      rounded[row, k - 1] = np.int16(np.floor(abs(r) + half))
 
 
 @numba.njit(cache=True, nogil=True)
@@ -186,3 +186,18 @@ def natural_blocks(magnitudes, signed, dc, zigzag, start, out):
     for k in range(1, 64):
       m = magnitudes[row, k - 1]
       out[b, zigzag[k]] = -m if signed[row, k - 1] < 0 else m
+
+
+@numba.njit(cache=True, nogil=True)
+def weighted_error(signed, magnitudes, importance, weights, group):
+  """sum of importance * weight * (|signed| - magnitudes)^2 over `(N, 63)` arrays (arguments as
+  for `solve`): each term in float32 as numpy forms it, the sum in float64 (sequential, so it
+  may differ from numpy's pairwise sum in the last digits)."""
+  total = 0.0
+  for b in range(signed.shape[0]):
+    imp = importance[b]
+    g = group[b]
+    for k in range(63):
+      e = abs(signed[b, k]) - np.float32(magnitudes[b, k])
+      total += (imp * weights[g, k]) * (e * e)
+  return total
