@@ -46,6 +46,18 @@ def _fixed(bits):
   return np.int64(np.rint(bits * _SCALE)) << _SHIFT
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _cheapest_predecessor(cost, transition, pos16, key, j):
+  """min over i < j of cost[i] + the symbol from candidate i to one keyed `key`, packed with i
+  in the low bits (ties to the earliest i)."""
+  m = np.int64(1) << 62
+  for i in range(j):
+    t = cost[i] + transition[key - pos16[i]] + i
+    if t < m:
+      m = t
+  return m
+
+
 @numba.njit(cache=True, nogil=True)
 def solve(signed, rounded, importance, weights, group, lmbda, table, transition, eob):
   """`(N, 63)` int16 chosen magnitudes.
@@ -101,19 +113,11 @@ def solve(signed, rounded, importance, weights, group, lmbda, table, transition,
       continue
     cost[0] = 0
     for j in range(1, count + 1):
-      m = np.int64(1) << 62
-      for i in range(j):
-        t = cost[i] + transition[key_a[j] - pos16[i]] + i
-        if t < m:
-          m = t
+      m = _cheapest_predecessor(cost, transition, pos16, key_a[j], j)
       p = m & 63
       best = (m - p) + own_a[j]
       if split[j]:
-        m2 = np.int64(1) << 62
-        for i in range(j):
-          t = cost[i] + transition[key_b[j] - pos16[i]] + i
-          if t < m2:
-            m2 = t
+        m2 = _cheapest_predecessor(cost, transition, pos16, key_b[j], j)
         p2 = m2 & 63
         best2 = (m2 - p2) + own_b[j]
         if best2 < best:
