@@ -119,6 +119,15 @@ DECODE_WHOLE_LIMIT = 4_000_000
 DECODE_STRIPE_ROWS = 1024
 
 
+def _squared_error(decoded, image, importance):
+  """Per-sample squared error (8-bit scale) of a decode in [0, 1] against `image` rows, times
+  the per-pixel `importance` when given."""
+  error = (jnp.round(decoded * 255) - _levels(image)) ** 2
+  if importance is None:
+    return error
+  return error * jnp.asarray(importance, jnp.float32)[..., None]
+
+
 def decoded_mse(image, coefficients: Coefficients, importance=None) -> float:
   """RGB MSE (8-bit scale) of libjpeg-turbo's decode of `coefficients` against `image`.
 
@@ -130,16 +139,10 @@ def decoded_mse(image, coefficients: Coefficients, importance=None) -> float:
       scale); None for the plain MSE.
   """
   if coefficients.height * coefficients.width <= DECODE_WHOLE_LIMIT:
-    decoded = codec.decode(coefficients)
-    error = (jnp.round(decoded * 255) - _levels(image)) ** 2
-    if importance is None:
-      return float(jnp.mean(error))
-    return float(jnp.mean(error * jnp.asarray(importance, jnp.float32)[..., None]))
+    return float(jnp.mean(_squared_error(codec.decode(coefficients), image, importance)))
   total = 0.0
   for top, stripe in codec.decode_stripes(coefficients, DECODE_STRIPE_ROWS):
     rows = slice(top, top + stripe.shape[0])
-    error = (jnp.round(stripe * 255) - _levels(image[rows])) ** 2
-    if importance is not None:
-      error = error * jnp.asarray(importance[rows], jnp.float32)[..., None]
+    error = _squared_error(stripe, image[rows], None if importance is None else importance[rows])
     total += float(jnp.sum(error, dtype=jnp.float32))
   return total / (coefficients.height * coefficients.width * np.shape(image)[-1])

@@ -70,6 +70,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from djpeg import recursive_gaussian
+
 __all__ = ["ssimulacra2"]
 
 _F32 = np.float32
@@ -533,15 +535,20 @@ def _reference_side(reference: jax.Array) -> tuple[jax.Array, jax.Array, jax.Arr
   return img1, s11, mu1
 
 
-@jax.jit
-def _against_reference(img1: jax.Array, s11: jax.Array, mu1: jax.Array,
-                       distorted: jax.Array) -> jax.Array:
-  """`_reference_side`'s arrays and `(B, H, W, 3)` sRGB distorted images -> `(B,)` scores."""
-  h, w = distorted.shape[1:3]
+def _distorted_planes(img1: jax.Array, distorted: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """The reference's XYB canvas and `(B, H, W, 3)` distorted images -> (their XYB canvas, the
+  three planes to blur, `(3, B, 3, H_c, W)`: squared, product with the reference, plain)."""
+  img2, _ = _xyb_canvas(distorted)
+  return img2, jnp.stack([_no_fma(img2 * img2, img2), _no_fma(img1 * img2, img1), img2])
+
+
+def _scores(img1: jax.Array, img2: jax.Array, s11: jax.Array, mu1: jax.Array,
+            blurred: jax.Array, h: int, w: int) -> jax.Array:
+  """Both XYB canvases, the reference's blurs and the distorted side's three blurs (any values
+  outside the images) -> `(B,)` scores: maps, 1- and 4-norm pooling per scale, the score."""
   sizes, offsets, _ = _canvas_layout(h, w)
-  img2, inside = _xyb_canvas(distorted)
-  s22, s12, mu2 = _blurred([_no_fma(img2 * img2, img2), _no_fma(img1 * img2, img1), img2],
-                           h, w, inside)
+  inside = jnp.asarray(np.arange(w)[None, :] < _row_widths(h, w)[:, None])
+  s22, s12, mu2 = (jnp.where(inside, b, _F32(0.0)) for b in blurred)
   maps = _error_maps(img1, img2, jnp.stack([s11, s22, s12, mu1, mu2]))  # (B, 3, 3, H_c, W)
   m2 = maps * maps
   row1 = jnp.sum(maps, axis=-1)  # (B, 3, 3, H_c)
@@ -553,6 +560,36 @@ def _against_reference(img1: jax.Array, s11: jax.Array, mu1: jax.Array,
     n4 = _safe_fourth_root(jnp.sum(row4[..., o:o + hs], axis=-1) * inv)
     values.append(jnp.stack([n1, n4], axis=-2))  # (B, 3 channels, 2 norms, 3 maps)
   return _score_from_values(jnp.stack(values, axis=1))
+
+
+@jax.jit
+def _against_reference(img1: jax.Array, s11: jax.Array, mu1: jax.Array,
+                       distorted: jax.Array) -> jax.Array:
+  """`_reference_side`'s arrays and `(B, H, W, 3)` sRGB distorted images -> `(B,)` scores."""
+  h, w = distorted.shape[1:3]
+  img2, planes = _distorted_planes(img1, distorted)
+  _, offsets, h_c = _canvas_layout(h, w)
+  blurred = _blur_canvas(planes.reshape(-1, h_c, w), _row_widths(h, w), offsets)
+  return _scores(img1, img2, s11, mu1, blurred.reshape(planes.shape), h, w)
+
+
+_distorted_planes_jit = jax.jit(_distorted_planes)
+_scores_jit = jax.jit(_scores, static_argnames=("h", "w"))
+
+
+def _against_reference_compiled(img1: jax.Array, s11: jax.Array, mu1: jax.Array,
+                                distorted: jax.Array) -> jax.Array:
+  """`_against_reference` with the blur as compiled loops (`djpeg.recursive_gaussian`): the
+  same numbers, bit for bit, in about half the time on a CPU. Concrete arrays only."""
+  h, w = distorted.shape[1:3]
+  img2, planes = _distorted_planes_jit(img1, distorted)
+  _, offsets, h_c = _canvas_layout(h, w)
+  reset = np.zeros((h_c + _RG["radius"] - 1,), bool)
+  reset[offsets[1:]] = True
+  blurred = recursive_gaussian.blur_canvas(
+      np.asarray(planes).reshape(-1, h_c, w), _row_widths(h, w), reset, _RG["mul_in"][:, 0].copy(),
+      _RG["d1"], _RG["mul_in"], _RG["mul_prev"], _RG["mul_prev2"])
+  return _scores_jit(img1, img2, s11, mu1, blurred.reshape(planes.shape), h=h, w=w)
 
 
 @jax.jit
@@ -626,13 +663,19 @@ def ssimulacra2_reference(reference: jax.Array) -> Ssimulacra2Reference:
 
 def ssimulacra2_against(reference: Ssimulacra2Reference, distorted: jax.Array) -> jax.Array:
   """`ssimulacra2(r, distorted)` for a reference prepared by `ssimulacra2_reference(r)`: the
-  same scores (the same operations, the reference's done once)."""
+  same scores (the same operations, the reference's done once). Not differentiable when the
+  inputs are concrete arrays on a CPU: the blur then runs as compiled loops
+  (`djpeg.recursive_gaussian`, the same numbers bit for bit, about 2x faster); traced inputs
+  (under `jit` or `grad`) and other devices take the scans."""
   distorted = _check_image("distorted", distorted)
   if tuple(distorted.shape) != reference.shape:
     raise ValueError(
         f"ssimulacra2: image shapes differ: reference {reference.shape}, "
         f"distorted {tuple(distorted.shape)}")
-  return _against_reference(*reference.arrays, _flat_rgb(distorted)).reshape(reference.shape[:-3])
+  traced = any(isinstance(a, jax.core.Tracer) for a in (distorted,) + reference.arrays)
+  against = (_against_reference if traced or jax.default_backend() != "cpu"
+             else _against_reference_compiled)
+  return against(*reference.arrays, _flat_rgb(distorted)).reshape(reference.shape[:-3])
 
 
 def ssimulacra2(reference: jax.Array, distorted: jax.Array) -> jax.Array:

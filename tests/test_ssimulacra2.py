@@ -272,3 +272,37 @@ def test_prepared_reference_scores_match_the_reference_program():
   assert float(ssimulacra2_against(ssimulacra2_reference(gray), gray)) == 100.0
   with pytest.raises(ValueError, match="shapes differ"):
     ssimulacra2_against(prepared, ref[:-1])
+
+
+@pytest.mark.parametrize("height,width", [(8, 8), (37, 53), (130, 67), (64, 300)])
+def test_compiled_blur_equals_the_scans_bit_for_bit(height, width):
+  # The scoring path's blur (numba loops) against the scans that match the reference program:
+  # identical float32 numbers inside every scale's image, at sizes that exercise both of
+  # libjxl's arithmetic phases, several scales and scales too narrow for the four-output one.
+  from djpeg import recursive_gaussian, ssimulacra2 as s2
+  rng = np.random.default_rng(height * width)
+  image = jnp.asarray(rng.random((1, height, width, 3), dtype=np.float32))
+  canvas, inside = s2._xyb_canvas(image)
+  planes = jnp.concatenate([canvas * canvas, canvas], axis=1)[0]
+  _, offsets, h_c = s2._canvas_layout(height, width)
+  row_w = s2._row_widths(height, width)
+  scans = np.asarray(jax.jit(lambda p: s2._blur_canvas(p, row_w, offsets))(planes))
+  reset = np.zeros((h_c + 4,), bool)
+  reset[offsets[1:]] = True
+  rg = s2._RG
+  loops = recursive_gaussian.blur_canvas(np.asarray(planes), row_w, reset,
+                                         rg["mul_in"][:, 0].copy(), rg["d1"], rg["mul_in"],
+                                         rg["mul_prev"], rg["mul_prev2"])
+  inside = np.asarray(inside)
+  assert np.array_equal(scans[:, inside], loops[:, inside])
+
+
+def test_prepared_reference_under_jit_takes_the_scans():
+  from djpeg.metrics import ssimulacra2_against, ssimulacra2_reference
+  rng = np.random.default_rng(0)
+  ref = rng.random((24, 40, 3), dtype=np.float32)
+  dist = np.clip(ref + rng.normal(0, 0.05, ref.shape).astype(np.float32), 0, 1)
+  prepared = ssimulacra2_reference(ref)
+  eager = float(ssimulacra2_against(prepared, dist))
+  traced = float(jax.jit(lambda d: ssimulacra2_against(prepared, d))(dist))
+  assert eager == traced == float(ssimulacra2(ref, dist))

@@ -1,0 +1,168 @@
+"""libjxl's recursive Gaussian (sigma 1.5) over SSIMULACRA 2's scale canvas, as compiled loops.
+
+`djpeg.ssimulacra2._blur_canvas` states the blur as two `lax.scan`s: differentiable, batched,
+for any XLA device, and on XLA:CPU bit-identical to the reference program's float32 arithmetic.
+Scoring the candidates of an encoder's search needs no gradient, and there the scans are most
+of the metric's time on a CPU (about 22 ns per sample and plane). This module runs the same
+recursion as numba loops, line by line horizontally and row by row (SIMD across columns)
+vertically: the same float32 operations in the same order, with a fused multiply-add exactly
+where the scans have one (libjxl's `MulAdd`, which XLA contracts; numba contracts nothing on its
+own), so the output equals the scans' bit for bit (`tests/test_ssimulacra2.py`).
+
+Arrays: `x` is `(P, H_c, W)` float32 canvas planes, zero outside the scales' images; `row_w`
+`(H_c,)` the true width of each canvas row (0 in the gaps), which decides where the horizontal
+pass switches between libjxl's one-output and four-output arithmetic; `reset` `(H_c + N - 1,)`
+marks the vertical steps that start a scale (the recursion state is zeroed there). The filter
+constants come from `djpeg.ssimulacra2` (`_RG`), as float32 arrays.
+"""
+
+from __future__ import annotations
+
+import llvmlite.ir
+import numba
+import numpy as np
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+_N = 5                      # the filter's radius for sigma 1.5
+_FIRST = -_N + 1            # the first output n the reference computes
+_FIRST_ALIGNED = 8          # RoundUpTo(N + 1, 4): where the four-output arithmetic may start
+
+
+@intrinsic
+def _fma(typingctx, a, b, c):
+  """float32 a * b + c with one rounding (LLVM's llvm.fma)."""
+  if not all(isinstance(t, types.Float) and t.bitwidth == 32 for t in (a, b, c)):
+    return None
+  signature = types.float32(types.float32, types.float32, types.float32)
+
+  def codegen(context, builder, sig, args):
+    f32 = llvmlite.ir.FloatType()
+    fn = cgutils.get_or_insert_function(builder.module, llvmlite.ir.FunctionType(f32, [f32] * 3),
+                                        "llvm.fma.f32")
+    return builder.call(fn, args)
+  return signature, codegen
+
+
+@numba.njit(cache=True, nogil=True)
+def _horizontal(lines, out, line_w, n2, mul_in, mul_prev, mul_prev2):
+  """libjxl `FastGaussian1D` of lines of one true width `line_w`, stored as columns `(W, L)`,
+  into `out` `(W, L)`: four outputs per step as the scan, all lines in lock step (straight-line
+  code over lines, which LLVM vectorizes)."""
+  width, count = lines.shape
+  zero = np.float32(0.0)
+  prev = np.zeros((3, count), np.float32)
+  prev2 = np.zeros((3, count), np.float32)
+  result = np.zeros((4, 3, count), np.float32)
+  s = np.zeros((4, count), np.float32)
+  steps = -(-(width - _FIRST) // 4)
+  block_end = line_w - _N + 1 - 3
+  for step in range(steps):
+    n0 = 4 * step + _FIRST
+    for j in range(4):      # tap sums in[n - N - 1] + in[n + N - 1], 0 outside the line
+      top, bottom = n0 + j - _N - 1, n0 + j + _N - 1
+      for i in range(count):
+        a = lines[top, i] if 0 <= top < width else zero
+        b = lines[bottom, i] if 0 <= bottom < width else zero
+        s[j, i] = a + b
+    if _FIRST_ALIGNED <= n0 < block_end:
+      # Four at a time: lane j = mul_in[k][j] * s0 (rounded), then MulAdd(mul_in[k][j - i], s_i)
+      # for i = 1..3 (0 for i > j), MulAdd(mul_prev2[k][j], prev2), MulAdd(mul_prev[k][j], prev).
+      for j in range(4):
+        for k in range(3):
+          c0 = mul_in[k, j]
+          c1 = mul_in[k, j - 1] if j >= 1 else zero
+          c2 = mul_in[k, j - 2] if j >= 2 else zero
+          c3 = mul_in[k, j - 3] if j >= 3 else zero
+          cp2, cp = mul_prev2[k, j], mul_prev[k, j]
+          for i in range(count):
+            v = c0 * s[0, i]
+            v = _fma(c1, s[1, i], v)
+            v = _fma(c2, s[2, i], v)
+            v = _fma(c3, s[3, i], v)
+            v = _fma(cp2, prev2[k, i], v)
+            result[j, k, i] = _fma(cp, prev[k, i], v)
+      for k in range(3):
+        for i in range(count):
+          prev[k, i] = result[3, k, i]
+          prev2[k, i] = result[2, k, i]
+    else:
+      # One at a time: out = MulAdd(-d1, prev, sum * n2 - prev2).
+      for j in range(4):
+        for k in range(3):
+          c, m = n2[k], mul_prev[k, 0]
+          for i in range(count):
+            v = _fma(m, prev[k, i], s[j, i] * c - prev2[k, i])
+            prev2[k, i] = prev[k, i]
+            prev[k, i] = v
+            result[j, k, i] = v
+    for j in range(4):
+      n = n0 + j
+      if 0 <= n < width:
+        for i in range(count):
+          out[n, i] = result[j, 0, i] + (result[j, 1, i] + result[j, 2, i])
+
+
+@numba.njit(cache=True, nogil=True)
+def _vertical(plane, out, reset, n2, d1):
+  """libjxl `FastGaussianVertical` of `(H_c, W)` into `out`: y = MulAdd(n2, sum,
+  NegMulSub(d1, y(n - 1), y(n - 2))), output y_1 + (y_3 + y_5), state zeroed at `reset`.
+  Straight-line code over columns (one state row per filter), which LLVM vectorizes."""
+  height, width = plane.shape
+  zero = np.float32(0.0)
+  state = np.zeros((6, width), np.float32)     # y(n - 1) and y(n - 2) of the three filters
+  a1, a3, a5 = state[0], state[1], state[2]
+  b1, b3, b5 = state[3], state[4], state[5]
+  sums = np.zeros(width, np.float32)
+  n2_1, n2_3, n2_5 = n2[0], n2[1], n2[2]
+  d1_1, d1_3, d1_5 = -d1[0], -d1[1], -d1[2]
+  for step in range(height + _N - 1):
+    n = step + _FIRST
+    if reset[step]:
+      state[:] = zero
+    top, bottom = n - _N - 1, n + _N - 1
+    if 0 <= top < height and 0 <= bottom < height:
+      for col in range(width):
+        sums[col] = plane[top, col] + plane[bottom, col]
+    elif 0 <= top < height:
+      for col in range(width):
+        sums[col] = plane[top, col] + zero
+    elif 0 <= bottom < height:
+      for col in range(width):
+        sums[col] = zero + plane[bottom, col]
+    else:
+      sums[:] = zero
+    row = out[max(n, 0)]
+    for col in range(width):
+      s = sums[col]
+      y1 = _fma(n2_1, s, _fma(d1_1, a1[col], -b1[col]))
+      y3 = _fma(n2_3, s, _fma(d1_3, a3[col], -b3[col]))
+      y5 = _fma(n2_5, s, _fma(d1_5, a5[col], -b5[col]))
+      b1[col], b3[col], b5[col] = a1[col], a3[col], a5[col]
+      a1[col], a3[col], a5[col] = y1, y3, y5
+      row[col] = y1 + (y3 + y5)
+
+
+@numba.njit(cache=True, nogil=True)
+def blur_canvas(x, row_w, reset, n2, d1, mul_in, mul_prev, mul_prev2):
+  """`(P, H_c, W)` float32 canvas planes -> their blur, each scale separately (module
+  docstring); values outside the scales' images are garbage, as the scans'. The horizontal
+  pass takes each scale's rows (one true width) together, transposed so lines are columns."""
+  planes, height, width = x.shape
+  tmp = np.zeros_like(x)      # gap rows (width 0, all-zero input) blur to 0
+  out = np.empty_like(x)
+  for p in range(planes):
+    r = 0
+    while r < height:
+      end = r + 1
+      while end < height and row_w[end] == row_w[r]:
+        end += 1
+      if row_w[r] > 0:
+        lines = np.ascontiguousarray(x[p, r:end].T)
+        blurred = np.empty_like(lines)
+        _horizontal(lines, blurred, row_w[r], n2, mul_in, mul_prev, mul_prev2)
+        tmp[p, r:end] = blurred.T
+      r = end
+    _vertical(tmp[p], out[p], reset, n2, d1)
+  return out
