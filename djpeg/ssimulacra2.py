@@ -577,19 +577,47 @@ _distorted_planes_jit = jax.jit(_distorted_planes)
 _scores_jit = jax.jit(_scores, static_argnames=("h", "w"))
 
 
-def _against_reference_compiled(img1: jax.Array, s11: jax.Array, mu1: jax.Array,
-                                distorted: jax.Array) -> jax.Array:
-  """`_against_reference` with the blur as compiled loops (`djpeg.recursive_gaussian`): the
-  same numbers, bit for bit, in about half the time on a CPU. Concrete arrays only."""
-  h, w = distorted.shape[1:3]
-  img2, planes = _distorted_planes_jit(img1, distorted)
+def _blur_compiled(planes: jax.Array, h: int, w: int) -> np.ndarray:
+  """`_blur_canvas` of canvas planes `(..., H_c, W)` as compiled loops (`djpeg.recursive_gaussian`):
+  the same numbers, bit for bit, in about half the time on a CPU. Concrete arrays only."""
   _, offsets, h_c = _canvas_layout(h, w)
   reset = np.zeros((h_c + _RG["radius"] - 1,), bool)
   reset[offsets[1:]] = True
+  planes = np.asarray(planes)
   blurred = recursive_gaussian.blur_canvas(
-      np.asarray(planes).reshape(-1, h_c, w), _row_widths(h, w), reset, _RG["mul_in"][:, 0].copy(),
+      planes.reshape(-1, h_c, w), _row_widths(h, w), reset, _RG["mul_in"][:, 0].copy(),
       _RG["d1"], _RG["mul_in"], _RG["mul_prev"], _RG["mul_prev2"])
-  return _scores_jit(img1, img2, s11, mu1, blurred.reshape(planes.shape), h=h, w=w)
+  return blurred.reshape(planes.shape)
+
+
+@jax.jit
+def _reference_planes(reference: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """`(B, H, W, 3)` sRGB reference -> its XYB canvas, the inside mask, its planes to blur."""
+  img1, inside = _xyb_canvas(reference)
+  return img1, inside, jnp.stack([_no_fma(img1 * img1, img1), img1])
+
+
+def _reference_side_compiled(reference: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """`_reference_side` with the compiled blur."""
+  h, w = reference.shape[1:3]
+  img1, inside, planes = _reference_planes(reference)
+  s11, mu1 = jnp.where(inside, jnp.asarray(_blur_compiled(planes, h, w)), _F32(0.0))
+  return img1, s11, mu1
+
+
+def _against_reference_compiled(img1: jax.Array, s11: jax.Array, mu1: jax.Array,
+                                distorted: jax.Array) -> jax.Array:
+  """`_against_reference` with the compiled blur."""
+  h, w = distorted.shape[1:3]
+  img2, planes = _distorted_planes_jit(img1, distorted)
+  return _scores_jit(img1, img2, s11, mu1, _blur_compiled(planes, h, w), h=h, w=w)
+
+
+def _use_compiled(*arrays) -> bool:
+  """Whether the compiled blur can serve: concrete arrays (not under `jit` or `grad`) on a
+  CPU (elsewhere the arrays would travel to the host and back)."""
+  return (jax.default_backend() == "cpu"
+          and not any(isinstance(a, jax.core.Tracer) for a in arrays))
 
 
 @jax.jit
@@ -656,9 +684,11 @@ class Ssimulacra2Reference:
 
 
 def ssimulacra2_reference(reference: jax.Array) -> Ssimulacra2Reference:
-  """Prepares `reference` (as for `ssimulacra2`) for `ssimulacra2_against`."""
+  """Prepares `reference` (as for `ssimulacra2`) for `ssimulacra2_against` (with the compiled
+  blur for concrete arrays on a CPU, as there)."""
   reference = _check_image("reference", reference)
-  return Ssimulacra2Reference(tuple(reference.shape), _reference_side(_flat_rgb(reference)))
+  side = _reference_side_compiled if _use_compiled(reference) else _reference_side
+  return Ssimulacra2Reference(tuple(reference.shape), side(_flat_rgb(reference)))
 
 
 def ssimulacra2_against(reference: Ssimulacra2Reference, distorted: jax.Array) -> jax.Array:
@@ -672,9 +702,8 @@ def ssimulacra2_against(reference: Ssimulacra2Reference, distorted: jax.Array) -
     raise ValueError(
         f"ssimulacra2: image shapes differ: reference {reference.shape}, "
         f"distorted {tuple(distorted.shape)}")
-  traced = any(isinstance(a, jax.core.Tracer) for a in (distorted,) + reference.arrays)
-  against = (_against_reference if traced or jax.default_backend() != "cpu"
-             else _against_reference_compiled)
+  against = (_against_reference_compiled if _use_compiled(distorted, *reference.arrays)
+             else _against_reference)
   return against(*reference.arrays, _flat_rgb(distorted)).reshape(reference.shape[:-3])
 
 
