@@ -421,21 +421,25 @@ def _blur_lines_vertical(xt: jax.Array, reset: np.ndarray) -> jax.Array:
   return ys[n_rad - 1:]
 
 
+def _scale_resets(h_c: int, offsets: list[int]) -> np.ndarray:
+  """`(H_c + N - 1,)` bool: the vertical steps that start a scale (step n = o - N + 1 for a
+  scale's first row o), where the recursion state is zeroed."""
+  reset = np.zeros((h_c + _RG["radius"] - 1,), bool)
+  reset[offsets[1:]] = True
+  return reset
+
+
 def _blur_canvas(x: jax.Array, row_w: np.ndarray, offsets: list[int]) -> jax.Array:
   """libjxl `FastGaussian` (sigma 1.5) of canvas planes `(P, H_c, W)`, each scale separately.
 
   row_w: `(H_c,)` true width of each canvas row (0 in the gaps); offsets: first row of each
   scale. Returns `(P, H_c, W)`; values outside the scales' images are garbage.
   """
-  n_rad = _RG["radius"]
   h_c = x.shape[1]
   rows = jnp.transpose(x, (2, 0, 1))  # (W, P, H_c): every (plane, row) is a line
   tmp = _blur_lines_horizontal(rows, row_w)
   cols = jnp.transpose(tmp, (2, 1, 0))  # (H_c, P, W)
-  reset = np.zeros((h_c + n_rad - 1,), bool)
-  for o in offsets[1:]:
-    reset[o] = True  # step n = o - N + 1 is the first step of that scale
-  out = _blur_lines_vertical(cols, reset)
+  out = _blur_lines_vertical(cols, _scale_resets(h_c, offsets))
   return jnp.transpose(out, (1, 0, 2))
 
 
@@ -502,7 +506,7 @@ def _xyb_canvas(img: jax.Array) -> tuple[jax.Array, jax.Array]:
       parts.append(jnp.zeros((b, 3, gap, w), jnp.float32))
     parts.append(jnp.pad(lin, ((0, 0), (0, 0), (0, 0), (0, w - ws))))
   canvas = jnp.concatenate(parts, axis=2)
-  inside = jnp.asarray(np.arange(w)[None, :] < _row_widths(h, w)[:, None])  # (H_c, W)
+  inside = _inside(h, w)
   return jnp.where(inside, _linear_to_positive_xyb(canvas), _F32(0.0)), inside
 
 
@@ -515,6 +519,11 @@ def _row_widths(h: int, w: int) -> np.ndarray:
   return row_w
 
 
+def _inside(h: int, w: int) -> jax.Array:
+  """`(H_c, W)` bool: the canvas samples inside the scales' images."""
+  return jnp.asarray(np.arange(w)[None, :] < _row_widths(h, w)[:, None])
+
+
 def _blurred(planes: list[jax.Array], h: int, w: int, inside: jax.Array) -> jax.Array:
   """FastGaussian of canvas planes `[(B, 3, H_c, W), ...]` -> `(len, B, 3, H_c, W)`, zero
   outside the images. (Each line is blurred on its own: blurring planes in one call or in
@@ -525,13 +534,20 @@ def _blurred(planes: list[jax.Array], h: int, w: int, inside: jax.Array) -> jax.
   return jnp.where(inside, blurred.reshape(stack.shape), _F32(0.0))
 
 
+def _reference_planes(reference: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """`(B, H, W, 3)` sRGB reference -> its XYB canvas, the inside mask and its two planes to
+  blur `(2, B, 3, H_c, W)` (squared, plain)."""
+  img1, inside = _xyb_canvas(reference)
+  return img1, inside, jnp.stack([_no_fma(img1 * img1, img1), img1])
+
+
 @jax.jit
 def _reference_side(reference: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
   """`(B, H, W, 3)` sRGB reference -> its XYB canvas, blurred square and blurred XYB: the half
   of the metric that does not depend on the distorted image."""
   h, w = reference.shape[1:3]
-  img1, inside = _xyb_canvas(reference)
-  s11, mu1 = _blurred([_no_fma(img1 * img1, img1), img1], h, w, inside)
+  img1, inside, planes = _reference_planes(reference)
+  s11, mu1 = _blurred(list(planes), h, w, inside)
   return img1, s11, mu1
 
 
@@ -547,7 +563,7 @@ def _scores(img1: jax.Array, img2: jax.Array, s11: jax.Array, mu1: jax.Array,
   """Both XYB canvases, the reference's blurs and the distorted side's three blurs (any values
   outside the images) -> `(B,)` scores: maps, 1- and 4-norm pooling per scale, the score."""
   sizes, offsets, _ = _canvas_layout(h, w)
-  inside = jnp.asarray(np.arange(w)[None, :] < _row_widths(h, w)[:, None])
+  inside = _inside(h, w)
   s22, s12, mu2 = (jnp.where(inside, b, _F32(0.0)) for b in blurred)
   maps = _error_maps(img1, img2, jnp.stack([s11, s22, s12, mu1, mu2]))  # (B, 3, 3, H_c, W)
   m2 = maps * maps
@@ -573,6 +589,7 @@ def _against_reference(img1: jax.Array, s11: jax.Array, mu1: jax.Array,
   return _scores(img1, img2, s11, mu1, blurred.reshape(planes.shape), h, w)
 
 
+_reference_planes_jit = jax.jit(_reference_planes)
 _distorted_planes_jit = jax.jit(_distorted_planes)
 _scores_jit = jax.jit(_scores, static_argnames=("h", "w"))
 
@@ -581,26 +598,17 @@ def _blur_compiled(planes: jax.Array, h: int, w: int) -> np.ndarray:
   """`_blur_canvas` of canvas planes `(..., H_c, W)` as compiled loops (`djpeg.recursive_gaussian`):
   the same numbers, bit for bit, in about half the time on a CPU. Concrete arrays only."""
   _, offsets, h_c = _canvas_layout(h, w)
-  reset = np.zeros((h_c + _RG["radius"] - 1,), bool)
-  reset[offsets[1:]] = True
   planes = np.asarray(planes)
   blurred = recursive_gaussian.blur_canvas(
-      planes.reshape(-1, h_c, w), _row_widths(h, w), reset, _RG["mul_in"][:, 0].copy(),
+      planes.reshape(-1, h_c, w), _row_widths(h, w), _scale_resets(h_c, offsets), _RG["n2"],
       _RG["d1"], _RG["mul_in"], _RG["mul_prev"], _RG["mul_prev2"])
   return blurred.reshape(planes.shape)
-
-
-@jax.jit
-def _reference_planes(reference: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """`(B, H, W, 3)` sRGB reference -> its XYB canvas, the inside mask, its planes to blur."""
-  img1, inside = _xyb_canvas(reference)
-  return img1, inside, jnp.stack([_no_fma(img1 * img1, img1), img1])
 
 
 def _reference_side_compiled(reference: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
   """`_reference_side` with the compiled blur."""
   h, w = reference.shape[1:3]
-  img1, inside, planes = _reference_planes(reference)
+  img1, inside, planes = _reference_planes_jit(reference)
   s11, mu1 = jnp.where(inside, jnp.asarray(_blur_compiled(planes, h, w)), _F32(0.0))
   return img1, s11, mu1
 

@@ -279,20 +279,15 @@ def test_compiled_blur_equals_the_scans_bit_for_bit(height, width):
   # The scoring path's blur (numba loops) against the scans that match the reference program:
   # identical float32 numbers inside every scale's image, at sizes that exercise both of
   # libjxl's arithmetic phases, several scales and scales too narrow for the four-output one.
-  from djpeg import recursive_gaussian, ssimulacra2 as s2
+  from djpeg import ssimulacra2 as s2
   rng = np.random.default_rng(height * width)
   image = jnp.asarray(rng.random((1, height, width, 3), dtype=np.float32))
   canvas, inside = s2._xyb_canvas(image)
   planes = jnp.concatenate([canvas * canvas, canvas], axis=1)[0]
-  _, offsets, h_c = s2._canvas_layout(height, width)
+  _, offsets, _ = s2._canvas_layout(height, width)
   row_w = s2._row_widths(height, width)
   scans = np.asarray(jax.jit(lambda p: s2._blur_canvas(p, row_w, offsets))(planes))
-  reset = np.zeros((h_c + 4,), bool)
-  reset[offsets[1:]] = True
-  rg = s2._RG
-  loops = recursive_gaussian.blur_canvas(np.asarray(planes), row_w, reset,
-                                         rg["mul_in"][:, 0].copy(), rg["d1"], rg["mul_in"],
-                                         rg["mul_prev"], rg["mul_prev2"])
+  loops = s2._blur_compiled(planes, height, width)
   inside = np.asarray(inside)
   assert np.array_equal(scans[:, inside], loops[:, inside])
 
