@@ -70,7 +70,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from djpeg import recursive_gaussian
+from djpeg import error_maps, recursive_gaussian
 
 __all__ = ["ssimulacra2"]
 
@@ -615,10 +615,19 @@ def _reference_side_compiled(reference: jax.Array) -> tuple[jax.Array, jax.Array
 
 def _against_reference_compiled(img1: jax.Array, s11: jax.Array, mu1: jax.Array,
                                 distorted: jax.Array) -> jax.Array:
-  """`_against_reference` with the compiled blur."""
+  """`_against_reference` with the compiled blur and the compiled error maps
+  (`djpeg.error_maps`: the reference's double sums, within about 1e-5 of the XLA scores)."""
   h, w = distorted.shape[1:3]
   img2, planes = _distorted_planes_jit(img1, distorted)
-  return _scores_jit(img1, img2, s11, mu1, _blur_compiled(planes, h, w), h=h, w=w)
+  s22, s12, mu2 = _blur_compiled(planes, h, w)
+  sizes, offsets, _ = _canvas_layout(h, w)
+  values = error_maps.pooled_values(
+      np.asarray(img1), np.asarray(img2), np.asarray(s11), s22, s12, np.asarray(mu1), mu2,
+      np.asarray(offsets, np.int64), np.asarray([hs for hs, _ in sizes], np.int64),
+      np.asarray([ws for _, ws in sizes], np.int64))
+  scores = error_maps.score_from_values(values, np.asarray(_WEIGHTS, np.float64), _SCORE_SCALE,
+                                        _POLY, _EXPONENT)
+  return jnp.asarray(scores.astype(np.float32))
 
 
 def _use_compiled(*arrays) -> bool:

@@ -265,7 +265,8 @@ def test_prepared_reference_scores_match_the_reference_program():
     dist = _to_float(_pair_images(pair)[1])
     got = float(ssimulacra2_against(prepared, dist))
     assert abs(got - pair["score"]) <= TOLERANCE, (pair["id"], got, pair["score"])
-    assert got == float(ssimulacra2(ref, dist))
+    # On a CPU the candidate path pools in double (djpeg.error_maps); XLA pools in float32.
+    assert abs(got - float(ssimulacra2(ref, dist))) <= 1e-4
   batch = ssimulacra2_reference(np.stack([ref, ref]))
   assert ssimulacra2_against(batch, np.stack([ref, ref])).shape == (2,)
   gray = ref[..., :1]
@@ -300,4 +301,21 @@ def test_prepared_reference_under_jit_takes_the_scans():
   prepared = ssimulacra2_reference(ref)
   eager = float(ssimulacra2_against(prepared, dist))
   traced = float(jax.jit(lambda d: ssimulacra2_against(prepared, d))(dist))
-  assert eager == traced == float(ssimulacra2(ref, dist))
+  assert traced == float(ssimulacra2(ref, dist))      # the scans and XLA's pooling, exactly
+  assert abs(eager - traced) <= 1e-4   # the compiled loops, double sums
+
+
+def test_compiled_scoring_matches_the_reference_program_closely():
+  # The compiled path (blur and error maps as numba loops, the reference's double sums) on
+  # every fixture pair of at least 8x8: within 2e-5 points of Cloudinary's program (measured
+  # 3.8e-6; the XLA path's worst is 1.5e-5), far inside the 0.1 the metric is held to.
+  from djpeg.metrics import ssimulacra2_against, ssimulacra2_reference
+  checked = 0
+  for pair in PAIRS:
+    ref, dist = (_to_float(a) for a in _pair_images(pair))
+    if min(ref.shape[:2]) < 8:
+      continue
+    got = float(ssimulacra2_against(ssimulacra2_reference(ref), dist))
+    assert abs(got - pair["score"]) <= 2e-5, (pair["id"], got, pair["score"])
+    checked += 1
+  assert checked >= 48
