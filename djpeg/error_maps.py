@@ -1,13 +1,18 @@
-"""SSIMULACRA 2's error maps and their pooling, as one compiled loop per scale and channel.
+"""SSIMULACRA 2's candidate side as compiled loops: the XYB canvas, and the error maps pooled.
 
-`djpeg.ssimulacra2._scores` computes the three error maps (1 - SSIM', artifact, detail loss)
-over the whole scale canvas in XLA and pools them with float32 sums: differentiable, batched,
-for any device. Scoring an encoder's candidates needs none of that, and on a CPU the maps were
-a third of a score's time. This module computes them sample by sample inside each scale's image
-only, with the reference program's arithmetic (float32 maps, double where ssimulacra2.cc
-computes in double: the SSIM error, the edge ratio and the sums) and accumulates in double, as
-the reference does. Scores agree with the XLA path to about 1e-5 points (the order and width of
-the sums differ) and with the reference program as closely (`tests/test_ssimulacra2.py`).
+`djpeg.ssimulacra2` states the metric in XLA: differentiable, batched, for any device. Scoring
+an encoder's candidates needs none of that, and on a CPU XLA's elementwise work (XYB of every
+scale, the three error maps over the whole canvas, float32 pooling) was half of a score's time
+once the blur was compiled (`djpeg.recursive_gaussian`). Here:
+
+* `xyb_canvas`: sRGB -> linear -> 2x2 box averages -> opsin mixing and cube roots -> positive
+  XYB, with a fused multiply-add exactly where libjxl writes `MulAdd` (as XLA contracts them in
+  the jitted function): the same numbers as `ssimulacra2._xyb_canvas` under `jit`, bit for bit.
+* `pooled_values`: the maps (1 - SSIM', artifact, detail loss) sample by sample inside each
+  scale's image only, with ssimulacra2.cc's arithmetic (float32 maps, double where it computes
+  in double) and its double sums. Scores agree with the XLA path to about 1e-5 points (the
+  order and width of the sums differ) and with the reference program more closely (3.8e-6 at
+  worst over the fixtures; `tests/test_ssimulacra2.py`).
 
 Arrays: canvas planes `(B, 3, H_c, W)` float32 (`djpeg.ssimulacra2`'s layout: scale s occupies
 rows `offsets[s]` to `offsets[s] + heights[s]` and columns 0 to `widths[s]`).
@@ -17,6 +22,8 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+
+from djpeg.recursive_gaussian import fma as _fma
 
 _C2 = np.float32(0.0009)
 
@@ -45,7 +52,7 @@ def _accumulate(sums, d, artifact, lost):
 
 
 @numba.njit(cache=True, nogil=True)
-def _pool(img1, img2, s11, s22, s12, mu1, mu2):
+def _pool(img1, img2, s11, s22, s12, mu1, mu2, with_ssim):
   """One scale's and channel's `(h, w)` planes -> the six sums (map, map^4 for the three maps),
   the maps with ssimulacra2.cc's arithmetic, a row at a time."""
   h, w = img1.shape
@@ -61,7 +68,7 @@ def _pool(img1, img2, s11, s22, s12, mu1, mu2):
       num_m = np.float32(1.0 - np.float64(diff * diff))
       num_s = np.float32(2.0) * (s12[y, x] - mu12) + _C2
       denom_s = (s11[y, x] - mu11) + (s22[y, x] - mu22) + _C2
-      d[x] = max(1.0 - np.float64((num_m * num_s) / denom_s), 0.0)
+      d[x] = max(1.0 - np.float64((num_m * num_s) / denom_s), 0.0) if with_ssim else 0.0
       e1 = abs(img1[y, x] - m1)
       e2 = abs(img2[y, x] - m2)
       ratio = (1.0 + np.float64(e2)) / (1.0 + np.float64(e1)) - 1.0
@@ -72,10 +79,12 @@ def _pool(img1, img2, s11, s22, s12, mu1, mu2):
 
 
 @numba.njit(cache=True, nogil=True)
-def pooled_values(img1, img2, s11, s22, s12, mu1, mu2, offsets, heights, widths):
+def pooled_values(img1, img2, s11, s22, s12, mu1, mu2, offsets, heights, widths, ssim_weighted):
   """The pooled maps `(B, scales, 3 channels, 2 norms, 3 maps)` float64: per scale, channel and
   map the mean (1-norm) and the fourth root of the mean fourth power (4-norm) of
-  ssimulacra2.cc's `SSIMMap` (1 - SSIM') and `EdgeDiffMap` (artifact, detail loss)."""
+  ssimulacra2.cc's `SSIMMap` (1 - SSIM') and `EdgeDiffMap` (artifact, detail loss). The SSIM
+  map is left at 0 where `ssim_weighted[c, s]` is False (the score weighs it by 0; its blurred
+  second moments need not exist there)."""
   batch = img1.shape[0]
   scales = offsets.shape[0]
   out = np.zeros((batch, scales, 3, 2, 3), np.float64)
@@ -87,7 +96,7 @@ def pooled_values(img1, img2, s11, s22, s12, mu1, mu2, offsets, heights, widths)
         sums = _pool(img1[b, c, top:top + h, :w], img2[b, c, top:top + h, :w],
                      s11[b, c, top:top + h, :w], s22[b, c, top:top + h, :w],
                      s12[b, c, top:top + h, :w], mu1[b, c, top:top + h, :w],
-                     mu2[b, c, top:top + h, :w])
+                     mu2[b, c, top:top + h, :w], ssim_weighted[c, s])
         for m in range(3):
           out[b, s, c, 0, m] = inv * sums[2 * m]
           out[b, s, c, 1, m] = np.sqrt(np.sqrt(inv * sums[2 * m + 1]))
@@ -105,3 +114,86 @@ def score_from_values(values: np.ndarray, weights: np.ndarray, scale: float,
   x = poly[0] * x + poly[1] * x * x + poly[2] * x * x * x
   with np.errstate(invalid="ignore"):
     return np.where(x > 0, 100.0 - 10.0 * np.power(np.maximum(x, 0.0), exponent), 100.0)
+
+
+# ------------------------------------------------------------------------------------------
+# The distorted image's positive XYB at every scale, on the canvas.
+
+
+@numba.njit(cache=True, nogil=True)
+def _srgb_to_linear(v, p, q, thresh, low_div_inv):
+  """libjxl's sRGB EOTF approximation of one float32 (Horner with MulAdd, odd-symmetric)."""
+  sign = np.float32(-1.0) if v < 0 else np.float32(1.0)
+  x = v * sign
+  yp, yq = p[4], q[4]
+  for k in range(3, -1, -1):
+    yp = _fma(yp, x, p[k])
+    yq = _fma(yq, x, q[k])
+  return sign * (yp / yq if x > thresh else x * low_div_inv)
+
+
+@numba.njit(cache=True, nogil=True)
+def _cube_root_and_add(x, neg_bias_cbrt):
+  """libjxl `CubeRootAndAdd`: cbrt(x) - cbrt(bias) by three Newton steps on x^(-1/3)."""
+  k1_3 = np.float32(1.0) / np.float32(3.0)
+  k4_3 = np.float32(4.0) / np.float32(3.0)
+  xa_3 = k1_3 * x
+  m1 = np.float32(x).view(np.int32)
+  if m1 == 0:
+    m2 = np.int32(0)
+  else:
+    m2 = np.int32(0x54800000) - np.int32(np.uint32(m1) >> np.uint32(23)) * np.int32(0x002AAAAA)
+  r = np.int32(m2).view(np.float32)
+  for _ in range(3):
+    r2 = r * r
+    r = _fma(-xa_3, r2 * r2, k4_3 * r)
+  r2 = r * r
+  r = _fma(k1_3, _fma(-x, r2 * r2, r), r)
+  return _fma(r * r, x, neg_bias_cbrt)
+
+
+@numba.njit(cache=True, nogil=True)
+def xyb_canvas(img, offsets, heights, widths, h_c, srgb_p, srgb_q, thresh, low_div_inv,
+               opsin, bias, neg_bias_cbrt):
+  """`(B, H, W, 3)` float32 sRGB -> its positive XYB at every scale on the canvas
+  `(B, 3, H_c, W)`, zero outside the scales' images (`djpeg.ssimulacra2._xyb_canvas`, the same
+  float32 operations: linear RGB, 2x2 box averages with the edge replicated, opsin mixing,
+  cube roots, MakePositiveXYB)."""
+  batch, height, width = img.shape[:3]
+  canvas = np.zeros((batch, 3, h_c, width), np.float32)
+  lin = np.empty((3, height, width), np.float32)
+  half, quarter = np.float32(0.5), np.float32(0.25)
+  zero = np.float32(0.0)
+  for b in range(batch):
+    for y in range(height):
+      for x in range(width):
+        for c in range(3):
+          lin[c, y, x] = _srgb_to_linear(img[b, y, x, c], srgb_p, srgb_q, thresh, low_div_inv)
+    h, w = height, width
+    for s in range(offsets.shape[0]):
+      if s:
+        hs, ws = heights[s], widths[s]
+        for c in range(3):
+          for y in range(hs):
+            y0, y1 = 2 * y, min(2 * y + 1, h - 1)
+            for x in range(ws):
+              x0, x1 = 2 * x, min(2 * x + 1, w - 1)
+              lin[c, y, x] = (((lin[c, y0, x0] + lin[c, y0, x1]) + lin[c, y1, x0])
+                              + lin[c, y1, x1]) * quarter
+        h, w = hs, ws
+      top = offsets[s]
+      for y in range(h):
+        for x in range(w):
+          r, g, bl = lin[0, y, x], lin[1, y, x], lin[2, y, x]
+          m0 = _cube_root_and_add(max(_fma(opsin[0, 0], r, _fma(opsin[0, 1], g, _fma(
+              opsin[0, 2], bl, bias))), zero), neg_bias_cbrt)
+          m1 = _cube_root_and_add(max(_fma(opsin[1, 0], r, _fma(opsin[1, 1], g, _fma(
+              opsin[1, 2], bl, bias))), zero), neg_bias_cbrt)
+          m2 = _cube_root_and_add(max(_fma(opsin[2, 0], r, _fma(opsin[2, 1], g, _fma(
+              opsin[2, 2], bl, bias))), zero), neg_bias_cbrt)
+          xx = half * (m0 - m1)
+          yy = half * (m0 + m1)
+          canvas[b, 0, top + y, x] = xx * np.float32(14.0) + np.float32(0.42)
+          canvas[b, 1, top + y, x] = yy + np.float32(0.01)
+          canvas[b, 2, top + y, x] = (m2 - yy) + np.float32(0.55)
+  return canvas

@@ -31,7 +31,7 @@ _FIRST_ALIGNED = 8          # RoundUpTo(N + 1, 4): where the four-output arithme
 
 
 @intrinsic
-def _fma(typingctx, a, b, c):
+def fma(typingctx, a, b, c):
   """float32 a * b + c with one rounding (LLVM's llvm.fma)."""
   if not all(isinstance(t, types.Float) and t.bitwidth == 32 for t in (a, b, c)):
     return None
@@ -78,11 +78,11 @@ def _horizontal(lines, out, line_w, n2, mul_in, mul_prev, mul_prev2):
           cp2, cp = mul_prev2[k, j], mul_prev[k, j]
           for i in range(count):
             v = c0 * s[0, i]
-            v = _fma(c1, s[1, i], v)
-            v = _fma(c2, s[2, i], v)
-            v = _fma(c3, s[3, i], v)
-            v = _fma(cp2, prev2[k, i], v)
-            result[j, k, i] = _fma(cp, prev[k, i], v)
+            v = fma(c1, s[1, i], v)
+            v = fma(c2, s[2, i], v)
+            v = fma(c3, s[3, i], v)
+            v = fma(cp2, prev2[k, i], v)
+            result[j, k, i] = fma(cp, prev[k, i], v)
       for k in range(3):
         for i in range(count):
           prev[k, i] = result[3, k, i]
@@ -93,7 +93,7 @@ def _horizontal(lines, out, line_w, n2, mul_in, mul_prev, mul_prev2):
         for k in range(3):
           c, m = n2[k], mul_prev[k, 0]
           for i in range(count):
-            v = _fma(m, prev[k, i], s[j, i] * c - prev2[k, i])
+            v = fma(m, prev[k, i], s[j, i] * c - prev2[k, i])
             prev2[k, i] = prev[k, i]
             prev[k, i] = v
             result[j, k, i] = v
@@ -105,9 +105,10 @@ def _horizontal(lines, out, line_w, n2, mul_in, mul_prev, mul_prev2):
 
 
 @numba.njit(cache=True, nogil=True)
-def _vertical(plane, out, reset, n2, d1):
+def _vertical(plane, out, reset, n2, d1, first):
   """libjxl `FastGaussianVertical` of `(H_c, W)` into `out`: y = MulAdd(n2, sum,
   NegMulSub(d1, y(n - 1), y(n - 2))), output y_1 + (y_3 + y_5), state zeroed at `reset`.
+  Starts at step `first` (0, or a scale's first row: where the state is zeroed anyway).
   Straight-line code over columns (one state row per filter), which LLVM vectorizes."""
   height, width = plane.shape
   zero = np.float32(0.0)
@@ -117,7 +118,7 @@ def _vertical(plane, out, reset, n2, d1):
   sums = np.zeros(width, np.float32)
   n2_1, n2_3, n2_5 = n2[0], n2[1], n2[2]
   d1_1, d1_3, d1_5 = -d1[0], -d1[1], -d1[2]
-  for step in range(height + _N - 1):
+  for step in range(first, height + _N - 1):
     n = step + _FIRST
     if reset[step]:
       state[:] = zero
@@ -136,9 +137,9 @@ def _vertical(plane, out, reset, n2, d1):
     row = out[max(n, 0)]
     for col in range(width):
       s = sums[col]
-      y1 = _fma(n2_1, s, _fma(d1_1, a1[col], -b1[col]))
-      y3 = _fma(n2_3, s, _fma(d1_3, a3[col], -b3[col]))
-      y5 = _fma(n2_5, s, _fma(d1_5, a5[col], -b5[col]))
+      y1 = fma(n2_1, s, fma(d1_1, a1[col], -b1[col]))
+      y3 = fma(n2_3, s, fma(d1_3, a3[col], -b3[col]))
+      y5 = fma(n2_5, s, fma(d1_5, a5[col], -b5[col]))
       b1[col], b3[col], b5[col] = a1[col], a3[col], a5[col]
       a1[col], a3[col], a5[col] = y1, y3, y5
       row[col] = y1 + (y3 + y5)
@@ -162,29 +163,35 @@ def _transpose(a, out):
 
 
 @numba.njit(cache=True, nogil=True)
-def blur_canvas(x, row_w, reset, n2, d1, mul_in, mul_prev, mul_prev2):
+def blur_canvas(x, row_w, reset, first_row, n2, d1, mul_in, mul_prev, mul_prev2):
   """`(P, H_c, W)` float32 canvas planes -> their blur, each scale separately (module
-  docstring); values outside the scales' images are garbage, as the scans'. The horizontal
+  docstring); values outside the scales' images are garbage, as the scans'. Plane p is blurred
+  from canvas row `first_row[p]` (0, or the first row of a scale; `H_c`: not at all), and is
+  0 above it: scales whose result the score weighs by 0 need no blur. The horizontal
   pass takes each scale's rows (one true width) `_LINES` at a time, transposed so that lines
   are columns."""
   planes, height, width = x.shape
   tmp = np.zeros((height, width), np.float32)     # gap rows (width 0, all-zero input) blur to 0
   out = np.empty_like(x)
   for p in range(planes):
-    r = 0
+    first = first_row[p]
+    out[p, :first] = 0.0
+    if first >= height:
+      continue
+    r = first
     while r < height:
       end = r + 1
       while end < height and row_w[end] == row_w[r]:
         end += 1
       if row_w[r] > 0:
         line_w = min(row_w[r], width)
-        for first in range(r, end, _LINES):
-          count = min(_LINES, end - first)
+        for top in range(r, end, _LINES):
+          count = min(_LINES, end - top)
           chunk = np.empty((line_w, count), np.float32)
           result = np.empty((line_w, count), np.float32)
-          _transpose(x[p, first:first + count, :line_w], chunk)
+          _transpose(x[p, top:top + count, :line_w], chunk)
           _horizontal(chunk, result, line_w, n2, mul_in, mul_prev, mul_prev2)
-          _transpose(result, tmp[first:first + count, :line_w])
+          _transpose(result, tmp[top:top + count, :line_w])
       r = end
-    _vertical(tmp, out[p], reset, n2, d1)
+    _vertical(tmp, out[p], reset, n2, d1, first)
   return out

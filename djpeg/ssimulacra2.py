@@ -589,49 +589,91 @@ def _against_reference(img1: jax.Array, s11: jax.Array, mu1: jax.Array,
   return _scores(img1, img2, s11, mu1, blurred.reshape(planes.shape), h, w)
 
 
-_reference_planes_jit = jax.jit(_reference_planes)
-_distorted_planes_jit = jax.jit(_distorted_planes)
-_scores_jit = jax.jit(_scores, static_argnames=("h", "w"))
 
 
-def _blur_compiled(planes: jax.Array, h: int, w: int) -> np.ndarray:
+def _blur_compiled(planes: jax.Array, h: int, w: int, first_rows=None) -> np.ndarray:
   """`_blur_canvas` of canvas planes `(..., H_c, W)` as compiled loops (`djpeg.recursive_gaussian`):
-  the same numbers, bit for bit, in about half the time on a CPU. Concrete arrays only."""
+  the same numbers, bit for bit, several times faster on a CPU. Concrete arrays only.
+  `first_rows` (broadcast to `planes.shape[:-2]`): the canvas row each plane's blur starts at
+  (0 where None); the rows above it are 0."""
   _, offsets, h_c = _canvas_layout(h, w)
   planes = np.asarray(planes)
+  first = np.broadcast_to(np.asarray(0 if first_rows is None else first_rows, np.int64),
+                          planes.shape[:-2]).reshape(-1)
   blurred = recursive_gaussian.blur_canvas(
-      planes.reshape(-1, h_c, w), _row_widths(h, w), _scale_resets(h_c, offsets), _RG["n2"],
-      _RG["d1"], _RG["mul_in"], _RG["mul_prev"], _RG["mul_prev2"])
+      planes.reshape(-1, h_c, w), _row_widths(h, w), _scale_resets(h_c, offsets),
+      np.ascontiguousarray(first), _RG["n2"], _RG["d1"], _RG["mul_in"], _RG["mul_prev"],
+      _RG["mul_prev2"])
   return blurred.reshape(planes.shape)
 
 
-def _reference_side_compiled(reference: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """`_reference_side` with the compiled blur."""
+def _ssim_weighted(n_scales: int) -> np.ndarray:
+  """`(3, n_scales)` bool: whether the score weighs channel c's SSIM map at scale s (both
+  norms' weights; at full scale X and B have none, so their blurred square and product with
+  the reference are never needed there)."""
+  w = np.asarray(_WEIGHTS[:n_scales * 18]).reshape(3, n_scales, 2, 3)
+  return np.any(w[..., 0] != 0, axis=-1)
+
+
+def _ssim_first_rows(h: int, w: int) -> np.ndarray:
+  """`(3,)` per channel the first canvas row of the first scale whose SSIM map is weighed (H_c
+  if none): the second-moment planes are blurred from there."""
+  _, offsets, h_c = _canvas_layout(h, w)
+  weighted = _ssim_weighted(len(offsets))
+  return np.asarray([offsets[int(np.argmax(row))] if row.any() else h_c for row in weighted],
+                    np.int64)
+
+
+def _xyb_canvas_compiled(img: jax.Array) -> np.ndarray:
+  """`_xyb_canvas` as compiled loops (`djpeg.error_maps.xyb_canvas`): the same numbers as the
+  jitted function, bit for bit. Concrete arrays only."""
+  img = np.asarray(img, np.float32)
+  sizes, offsets, h_c = _canvas_layout(*img.shape[1:3])
+  return error_maps.xyb_canvas(
+      img, np.asarray(offsets, np.int64), np.asarray([hs for hs, _ in sizes], np.int64),
+      np.asarray([ws for _, ws in sizes], np.int64), h_c, np.asarray(_SRGB_P, _F32),
+      np.asarray(_SRGB_Q, _F32), _SRGB_THRESH, _SRGB_LOW_DIV_INV, np.asarray(_OPSIN, _F32),
+      _OPSIN_BIAS, _NEG_BIAS_CBRT)
+
+
+def _reference_side_compiled(reference: jax.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """`_reference_side` as compiled loops (XYB, blur), numpy arrays."""
   h, w = reference.shape[1:3]
-  img1, inside, planes = _reference_planes_jit(reference)
-  s11, mu1 = jnp.where(inside, jnp.asarray(_blur_compiled(planes, h, w)), _F32(0.0))
+  img1 = _xyb_canvas_compiled(reference)
+  first = np.stack([_ssim_first_rows(h, w), np.zeros(3, np.int64)])[:, None, :]
+  s11, mu1 = _blur_compiled(np.stack([img1 * img1, img1]), h, w, first)
+  outside = ~np.asarray(_inside(h, w))
+  s11[..., outside] = 0.0
+  mu1[..., outside] = 0.0
   return img1, s11, mu1
 
 
-def _against_reference_compiled(img1: jax.Array, s11: jax.Array, mu1: jax.Array,
+def _against_reference_compiled(img1: np.ndarray, s11: np.ndarray, mu1: np.ndarray,
                                 distorted: jax.Array) -> jax.Array:
-  """`_against_reference` with the compiled blur and the compiled error maps
-  (`djpeg.error_maps`: the reference's double sums, within about 1e-5 of the XLA scores)."""
+  """`_against_reference` as compiled loops: XYB, blur, and the error maps pooled in double as
+  the reference program does (`djpeg.error_maps`; within about 1e-5 of the XLA scores)."""
   h, w = distorted.shape[1:3]
-  img2, planes = _distorted_planes_jit(img1, distorted)
-  s22, s12, mu2 = _blur_compiled(planes, h, w)
+  img1, s11, mu1 = (np.asarray(a) for a in (img1, s11, mu1))
+  img2 = _xyb_canvas_compiled(distorted)
+  planes = np.empty((3,) + img2.shape, np.float32)
+  np.multiply(img2, img2, out=planes[0])
+  np.multiply(img1, img2, out=planes[1])
+  planes[2] = img2
+  ssim_first = _ssim_first_rows(h, w)
+  first = np.stack([ssim_first, ssim_first, np.zeros(3, np.int64)])[:, None, :]
+  s22, s12, mu2 = _blur_compiled(planes, h, w, first)
   sizes, offsets, _ = _canvas_layout(h, w)
   values = error_maps.pooled_values(
-      np.asarray(img1), np.asarray(img2), np.asarray(s11), s22, s12, np.asarray(mu1), mu2,
-      np.asarray(offsets, np.int64), np.asarray([hs for hs, _ in sizes], np.int64),
-      np.asarray([ws for _, ws in sizes], np.int64))
+      img1, img2, s11, s22, s12, mu1, mu2, np.asarray(offsets, np.int64),
+      np.asarray([hs for hs, _ in sizes], np.int64), np.asarray([ws for _, ws in sizes], np.int64),
+      _ssim_weighted(len(offsets)))
   scores = error_maps.score_from_values(values, np.asarray(_WEIGHTS, np.float64), _SCORE_SCALE,
                                         _POLY, _EXPONENT)
   return jnp.asarray(scores.astype(np.float32))
 
 
 def _use_compiled(*arrays) -> bool:
-  """Whether the compiled blur can serve: concrete arrays (not under `jit` or `grad`) on a
+  """Whether the compiled loops can serve: concrete arrays (not under `jit` or `grad`) on a
   CPU (elsewhere the arrays would travel to the host and back)."""
   return (jax.default_backend() == "cpu"
           and not any(isinstance(a, jax.core.Tracer) for a in arrays))
@@ -694,10 +736,11 @@ class Ssimulacra2Reference:
 
   Attributes:
     shape: the reference's shape `(..., H, W, C)` as given.
-    arrays: its XYB canvas, blurred square and blurred XYB, `(B, 3, H_c, W)` each.
+    arrays: its XYB canvas, blurred square and blurred XYB, `(B, 3, H_c, W)` each (numpy arrays
+      when made by the compiled loops on a CPU).
   """
   shape: tuple[int, ...]
-  arrays: tuple[jax.Array, jax.Array, jax.Array]
+  arrays: tuple[jax.Array | np.ndarray, jax.Array | np.ndarray, jax.Array | np.ndarray]
 
 
 def ssimulacra2_reference(reference: jax.Array) -> Ssimulacra2Reference:
@@ -710,9 +753,10 @@ def ssimulacra2_reference(reference: jax.Array) -> Ssimulacra2Reference:
 
 def ssimulacra2_against(reference: Ssimulacra2Reference, distorted: jax.Array) -> jax.Array:
   """`ssimulacra2(r, distorted)` for a reference prepared by `ssimulacra2_reference(r)`: the
-  same scores (the same operations, the reference's done once). Not differentiable when the
-  inputs are concrete arrays on a CPU: the blur then runs as compiled loops
-  (`djpeg.recursive_gaussian`, the same numbers bit for bit, about 2x faster); traced inputs
+  same scores, the reference's half computed once. Not differentiable when the
+  inputs are concrete arrays on a CPU: the metric then runs as compiled loops
+  (`djpeg.error_maps`, `djpeg.recursive_gaussian`: the same XYB and blurs bit for bit, the
+  reference program's double sums, within about 1e-5 points; several times faster); traced inputs
   (under `jit` or `grad`) and other devices take the scans."""
   distorted = _check_image("distorted", distorted)
   if tuple(distorted.shape) != reference.shape:

@@ -291,6 +291,11 @@ def test_compiled_blur_equals_the_scans_bit_for_bit(height, width):
   loops = s2._blur_compiled(planes, height, width)
   inside = np.asarray(inside)
   assert np.array_equal(scans[:, inside], loops[:, inside])
+  # The compiled XYB canvas (djpeg.error_maps) equals the jitted one, bit for bit, on 8-bit
+  # inputs as the encoder scores them.
+  pixels = rng.integers(0, 256, (1, height, width, 3)).astype(np.float32) * np.float32(1 / 255)
+  xla = np.asarray(jax.jit(s2._xyb_canvas)(jnp.asarray(pixels))[0])
+  assert np.array_equal(xla[:, :, inside], s2._xyb_canvas_compiled(pixels)[:, :, inside])
 
 
 def test_prepared_reference_under_jit_takes_the_scans():
