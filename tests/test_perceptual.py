@@ -85,6 +85,10 @@ def test_larger_images_are_checked_on_a_larger_sample(monkeypatch):
     return np.full((tiles * size, size, 3), 128, np.uint8) + (
         np.arange(size)[None, :, None] // 8).astype(np.uint8)
   monkeypatch.setattr(perceptual, "sample_mosaic", misleading)
+  # The bracketing search (no early stop near the target), which this flat sample sends to
+  # coarse tables; the default stops at once on it (its first candidate is within the slack).
+  monkeypatch.setattr(perceptual, "SEARCH_AIM", None)
+  monkeypatch.setattr(perceptual, "SEARCH_SLACK", 0.0)
   tiles = [samples.load(name, uint8=True) for name in ("limes", "houses", "castle")]
   rows = [np.concatenate([tiles[(r + c) % 3][::(-1) ** r, ::(-1) ** c] for c in range(8)], 1)
           for r in range(13)]
@@ -201,3 +205,33 @@ def test_table_training_for_ssimulacra2(tmp_path):
                             distortion="ssimulacra2"))
   validation = losses(out, "validation_loss")
   assert len(validation) == 2 and validation[1] < validation[0], validation
+
+
+@pytest.mark.parametrize("aim,slack", [(None, 0.0), (perceptual.SEARCH_AIM, perceptual.SEARCH_SLACK)])
+def test_search_meets_the_target_with_the_fewest_bytes_it_saw(aim, slack):
+  # Monotone score curves of several slopes and offsets, kinked like real ones: whatever the
+  # settings, the result meets the target, has the fewest bytes among the candidates that met
+  # it, and lies within the tolerance (in p) or the slack (in score) of the smallest p that
+  # meets the target.
+  rng = np.random.default_rng(0)
+  for _ in range(200):
+    slope, kink, offset = rng.uniform(0.2, 1.5), rng.uniform(40, 95), rng.uniform(-6, 6)
+
+    def curve(p):
+      return 60 + offset + slope * (p - 78) + 0.5 * slope * max(p - kink, 0.0)
+    seen = []
+
+    def evaluate(p):
+      seen.append(p)
+      return curve(p), 1000 * p, None
+    p, value, count = perceptual.search(evaluate, 60.0, 78.0, aim=aim, slack=slack)
+    if p is None:
+      assert curve(100.0) < 60.0
+      continue
+    grid = np.arange(1, 100.0005, 0.001)
+    below = grid[60 + offset + slope * (grid - 78) + 0.5 * slope * np.maximum(grid - kink, 0)
+                 < 60.0]
+    exact = below.max() if below.size else 1.0
+    assert value[0] >= 60.0 and count == len(seen) <= 8
+    assert value[1] == min(1000 * q for q in seen if curve(q) >= 60.0)
+    assert p - exact < 0.75 or value[0] < 60.0 + slack or count == 8
