@@ -9,7 +9,8 @@ each over its scale's true width only) and row by row (SIMD across columns) vert
 where the scans have one (libjxl's `MulAdd`, which XLA contracts; numba contracts nothing on its
 own), so the output equals the scans' bit for bit (`tests/test_ssimulacra2.py`).
 
-Arrays: `x` is `(P, H_c, W)` float32 canvas planes, zero outside the scales' images; `row_w`
+Arrays: `a`, `b` are `(Q, H_c, W)` float32 canvases, zero outside the scales' images, of which
+`blur_moments` blurs squares, products or the planes themselves; `row_w`
 `(H_c,)` the true width of each canvas row (0 in the gaps), which decides where the horizontal
 pass switches between libjxl's one-output and four-output arithmetic; `reset` `(H_c + N - 1,)`
 marks the vertical steps that start a scale (the recursion state is zeroed there). The filter
@@ -162,18 +163,43 @@ def _transpose(a, out):
           out[j, i] = a[i, j]
 
 
+#: What `blur_moments` blurs of (a, b) for each plane: b * b, a * b, b.
+SQUARE, PRODUCT, PLAIN = 0, 1, 2
+
+
 @numba.njit(cache=True, nogil=True)
-def blur_canvas(x, row_w, reset, first_row, n2, d1, mul_in, mul_prev, mul_prev2):
-  """`(P, H_c, W)` float32 canvas planes -> their blur, each scale separately (module
-  docstring); values outside the scales' images are garbage, as the scans'. Plane p is blurred
+def _transpose_moment(a, b, kind, out):
+  """`out[:] = f(a, b).T` with f one of `SQUARE`, `PRODUCT`, `PLAIN` (float32 products, each
+  rounded on its own as `np.multiply` rounds them), in tiles that stay in cache."""
+  rows, cols = b.shape
+  for i0 in range(0, rows, 16):
+    for j0 in range(0, cols, 16):
+      for i in range(i0, min(i0 + 16, rows)):
+        for j in range(j0, min(j0 + 16, cols)):
+          v = b[i, j]
+          if kind == SQUARE:
+            v = v * v
+          elif kind == PRODUCT:
+            v = a[i, j] * v
+          out[j, i] = v
+
+
+@numba.njit(cache=True, nogil=True)
+def blur_moments(a, b, kinds, row_w, reset, first_row, n2, d1, mul_in, mul_prev, mul_prev2):
+  """The blur of `P = len(kinds)` canvas planes made from `(Q, H_c, W)` float32 canvases `a` and
+  `b` (plane p from a[p % Q] and b[p % Q], by `kinds[p]`: b^2, a * b or b, formed while the
+  rows are transposed rather than stored), each scale separately (module docstring); values
+  outside the scales' images are garbage, as the scans'. Plane p is blurred
   from canvas row `first_row[p]` (0, or the first row of a scale; `H_c`: not at all), and is
   0 above it: scales whose result the score weighs by 0 need no blur. The horizontal
   pass takes each scale's rows (one true width) `_LINES` at a time, transposed so that lines
   are columns."""
-  planes, height, width = x.shape
+  count_b, height, width = b.shape
+  planes = kinds.shape[0]
   tmp = np.zeros((height, width), np.float32)     # gap rows (width 0, all-zero input) blur to 0
-  out = np.empty_like(x)
+  out = np.empty((planes, height, width), np.float32)
   for p in range(planes):
+    q = p % count_b
     first = first_row[p]
     out[p, :first] = 0.0
     if first >= height:
@@ -189,7 +215,8 @@ def blur_canvas(x, row_w, reset, first_row, n2, d1, mul_in, mul_prev, mul_prev2)
           count = min(_LINES, end - top)
           chunk = np.empty((line_w, count), np.float32)
           result = np.empty((line_w, count), np.float32)
-          _transpose(x[p, top:top + count, :line_w], chunk)
+          _transpose_moment(a[q, top:top + count, :line_w], b[q, top:top + count, :line_w],
+                            kinds[p], chunk)
           _horizontal(chunk, result, line_w, n2, mul_in, mul_prev, mul_prev2)
           _transpose(result, tmp[top:top + count, :line_w])
       r = end

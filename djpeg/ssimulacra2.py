@@ -591,20 +591,30 @@ def _against_reference(img1: jax.Array, s11: jax.Array, mu1: jax.Array,
 
 
 
-def _blur_compiled(planes: jax.Array, h: int, w: int, first_rows=None) -> np.ndarray:
+def _blur_compiled(planes: jax.Array, h: int, w: int) -> np.ndarray:
   """`_blur_canvas` of canvas planes `(..., H_c, W)` as compiled loops (`djpeg.recursive_gaussian`):
-  the same numbers, bit for bit, several times faster on a CPU. Concrete arrays only.
-  `first_rows` (broadcast to `planes.shape[:-2]`): the canvas row each plane's blur starts at
-  (0 where None); the rows above it are 0."""
-  _, offsets, h_c = _canvas_layout(h, w)
+  the same numbers, bit for bit, several times faster on a CPU. Concrete arrays only."""
   planes = np.asarray(planes)
-  first = np.broadcast_to(np.asarray(0 if first_rows is None else first_rows, np.int64),
-                          planes.shape[:-2]).reshape(-1)
-  blurred = recursive_gaussian.blur_canvas(
-      planes.reshape(-1, h_c, w), _row_widths(h, w), _scale_resets(h_c, offsets),
-      np.ascontiguousarray(first), _RG["n2"], _RG["d1"], _RG["mul_in"], _RG["mul_prev"],
-      _RG["mul_prev2"])
-  return blurred.reshape(planes.shape)
+  return _blur_moments_compiled(planes, planes, [recursive_gaussian.PLAIN], h, w, 0)[0]
+
+
+def _blur_moments_compiled(a: np.ndarray, b: np.ndarray, kinds, h: int, w: int,
+                           first_rows) -> np.ndarray:
+  """The blurs of the planes each of `kinds` (K of `recursive_gaussian.SQUARE`, `PRODUCT`,
+  `PLAIN`) makes of canvases `a`, `b` `(..., H_c, W)`: `(K, ..., H_c, W)` (the squares and
+  products formed in the blur's transposes, not stored). `first_rows` (broadcast to `(K, ...)`):
+  the canvas row each plane's blur starts at; the rows above it are 0."""
+  _, offsets, h_c = _canvas_layout(h, w)
+  lead = np.shape(b)[:-2]
+  a = np.ascontiguousarray(a, np.float32).reshape(-1, h_c, w)
+  b = np.ascontiguousarray(b, np.float32).reshape(-1, h_c, w)
+  kinds = np.repeat(np.asarray(kinds, np.int64), b.shape[0])
+  first = np.broadcast_to(np.asarray(first_rows, np.int64), (len(kinds) // b.shape[0],) + lead)
+  blurred = recursive_gaussian.blur_moments(
+      a, b, kinds, _row_widths(h, w), _scale_resets(h_c, offsets),
+      np.ascontiguousarray(first).reshape(-1), _RG["n2"], _RG["d1"], _RG["mul_in"],
+      _RG["mul_prev"], _RG["mul_prev2"])
+  return blurred.reshape((-1,) + lead + (h_c, w))
 
 
 def _ssim_weighted(n_scales: int) -> np.ndarray:
@@ -641,7 +651,8 @@ def _reference_side_compiled(reference: jax.Array) -> tuple[np.ndarray, np.ndarr
   h, w = reference.shape[1:3]
   img1 = _xyb_canvas_compiled(reference)
   first = np.stack([_ssim_first_rows(h, w), np.zeros(3, np.int64)])[:, None, :]
-  s11, mu1 = _blur_compiled(np.stack([img1 * img1, img1]), h, w, first)
+  s11, mu1 = _blur_moments_compiled(img1, img1, [recursive_gaussian.SQUARE,
+                                                 recursive_gaussian.PLAIN], h, w, first)
   outside = ~np.asarray(_inside(h, w))
   s11[..., outside] = 0.0
   mu1[..., outside] = 0.0
@@ -655,13 +666,11 @@ def _against_reference_compiled(img1: np.ndarray, s11: np.ndarray, mu1: np.ndarr
   h, w = distorted.shape[1:3]
   img1, s11, mu1 = (np.asarray(a) for a in (img1, s11, mu1))
   img2 = _xyb_canvas_compiled(distorted)
-  planes = np.empty((3,) + img2.shape, np.float32)
-  np.multiply(img2, img2, out=planes[0])
-  np.multiply(img1, img2, out=planes[1])
-  planes[2] = img2
   ssim_first = _ssim_first_rows(h, w)
   first = np.stack([ssim_first, ssim_first, np.zeros(3, np.int64)])[:, None, :]
-  s22, s12, mu2 = _blur_compiled(planes, h, w, first)
+  s22, s12, mu2 = _blur_moments_compiled(
+      img1, img2, [recursive_gaussian.SQUARE, recursive_gaussian.PRODUCT,
+                   recursive_gaussian.PLAIN], h, w, first)
   sizes, offsets, _ = _canvas_layout(h, w)
   values = error_maps.pooled_values(
       img1, img2, s11, s22, s12, mu1, mu2, np.asarray(offsets, np.int64),
