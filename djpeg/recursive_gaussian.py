@@ -5,7 +5,8 @@ for any XLA device, and on XLA:CPU bit-identical to the reference program's floa
 Scoring the candidates of an encoder's search needs no gradient, and there the scans are most
 of the metric's time on a CPU (about 22 ns per sample and plane). This module runs the same
 recursion as numba loops, `_LINES` lines at a time horizontally (transposed, SIMD across lines,
-each over its scale's true width only) and row by row (SIMD across columns) vertically: the same float32 operations in the same order, with a fused multiply-add exactly
+each over its scale's true width only) and row by row (SIMD across columns) vertically: the
+same float32 operations in the same order, with a fused multiply-add exactly
 where the scans have one (libjxl's `MulAdd`, which XLA contracts; numba contracts nothing on its
 own), so the output equals the scans' bit for bit (`tests/test_ssimulacra2.py`).
 

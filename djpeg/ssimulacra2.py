@@ -653,10 +653,19 @@ def _reference_side_compiled(reference: jax.Array) -> tuple[np.ndarray, np.ndarr
   first = np.stack([_ssim_first_rows(h, w), np.zeros(3, np.int64)])[:, None, :]
   s11, mu1 = _blur_moments_compiled(img1, img1, [recursive_gaussian.SQUARE,
                                                  recursive_gaussian.PLAIN], h, w, first)
-  outside = ~np.asarray(_inside(h, w))
-  s11[..., outside] = 0.0
-  mu1[..., outside] = 0.0
+  _zero_outside(s11, h, w)
+  _zero_outside(mu1, h, w)
   return img1, s11, mu1
+
+
+def _zero_outside(x: np.ndarray, h: int, w: int) -> None:
+  """Sets canvas planes `(..., H_c, W)` to 0 outside the scales' images, in place (as
+  `jnp.where(_inside(h, w), x, 0)`, by slices: a boolean mask took about 15 ms on a Kodak
+  image)."""
+  sizes, offsets, h_c = _canvas_layout(h, w)
+  for (hs, ws), top, end in zip(sizes, offsets, offsets[1:] + [h_c]):
+    x[..., top:top + hs, ws:] = 0.0
+    x[..., top + hs:end, :] = 0.0
 
 
 def _against_reference_compiled(img1: np.ndarray, s11: np.ndarray, mu1: np.ndarray,

@@ -207,7 +207,8 @@ def test_table_training_for_ssimulacra2(tmp_path):
   assert len(validation) == 2 and validation[1] < validation[0], validation
 
 
-@pytest.mark.parametrize("aim,slack", [(None, 0.0), (perceptual.SEARCH_AIM, perceptual.SEARCH_SLACK)])
+@pytest.mark.parametrize("aim,slack", [(None, 0.0),
+                                       (perceptual.SEARCH_AIM, perceptual.SEARCH_SLACK)])
 def test_search_meets_the_target_with_the_fewest_bytes_it_saw(aim, slack):
   # Monotone score curves of several slopes and offsets, kinked like real ones: whatever the
   # settings, the result meets the target, has the fewest bytes among the candidates that met
