@@ -153,36 +153,47 @@ def _vertical(plane, out, reset, n2, d1, first):
 _LINES = 256
 
 
+_TILE = 8        # transposes in fixed 8x8 tiles: twice as fast as 16x16 tiles with bounds
+
+
 @numba.njit(cache=True, nogil=True)
 def _transpose(a, out):
-  """`out[:] = a.T` in tiles that stay in cache."""
-  rows, cols = a.shape
-  for i0 in range(0, rows, 16):
-    for j0 in range(0, cols, 16):
-      for i in range(i0, min(i0 + 16, rows)):
-        for j in range(j0, min(j0 + 16, cols)):
-          out[j, i] = a[i, j]
+  """`out[:] = a.T`."""
+  _transpose_moment(a, a, PLAIN, out)
 
 
 #: What `blur_moments` blurs of (a, b) for each plane: b * b, a * b, b.
 SQUARE, PRODUCT, PLAIN = 0, 1, 2
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _moment(a, b, kind, i, j):
+  """b^2, a * b or b at (i, j) (float32 products, each rounded on its own as `np.multiply`
+  rounds them)."""
+  v = b[i, j]
+  if kind == SQUARE:
+    return v * v
+  if kind == PRODUCT:
+    return a[i, j] * v
+  return v
+
+
 @numba.njit(cache=True, nogil=True)
 def _transpose_moment(a, b, kind, out):
-  """`out[:] = f(a, b).T` with f one of `SQUARE`, `PRODUCT`, `PLAIN` (float32 products, each
-  rounded on its own as `np.multiply` rounds them), in tiles that stay in cache."""
+  """`out[:] = f(a, b).T` with f one of `SQUARE`, `PRODUCT`, `PLAIN`, in cache-sized tiles."""
   rows, cols = b.shape
-  for i0 in range(0, rows, 16):
-    for j0 in range(0, cols, 16):
-      for i in range(i0, min(i0 + 16, rows)):
-        for j in range(j0, min(j0 + 16, cols)):
-          v = b[i, j]
-          if kind == SQUARE:
-            v = v * v
-          elif kind == PRODUCT:
-            v = a[i, j] * v
-          out[j, i] = v
+  full_rows, full_cols = rows - rows % _TILE, cols - cols % _TILE
+  for i0 in range(0, full_rows, _TILE):
+    for j0 in range(0, full_cols, _TILE):
+      for i in range(i0, i0 + _TILE):
+        for j in range(j0, j0 + _TILE):
+          out[j, i] = _moment(a, b, kind, i, j)
+  for i in range(full_rows, rows):
+    for j in range(cols):
+      out[j, i] = _moment(a, b, kind, i, j)
+  for i in range(full_rows):
+    for j in range(full_cols, cols):
+      out[j, i] = _moment(a, b, kind, i, j)
 
 
 @numba.njit(cache=True, nogil=True)
