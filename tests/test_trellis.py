@@ -276,3 +276,51 @@ def test_optimized_progressive_scripts(name):
     djpeg.dumps(c, progressive="fast")
   with pytest.raises(ValueError, match="needs optimize=True"):
     djpeg.dumps(c, progressive="optimize", optimize=False)
+
+
+def _writer_counts(scan, component, cap):
+  """The writer's own coder for one AC scan of a `(rows, cols, 8, 8)` component (the coders
+  whose files equal libjpeg-turbo's): (symbol counts, raw bits)."""
+  from djpeg.exact import layout as layout_lib, scans, writer
+  rows, cols = component.shape[:2]
+  sparse = [scans.sparse_component(component)]
+  layout = layout_lib.scan_layout(8 * rows, 8 * cols, ((1, 1),), (0,))
+  used, dc_local, ac_local = writer.scan_tables(scan, True)
+  coded = writer.code_scan(scan, sparse, layout, 0, dc_local, ac_local, cap)
+  return coded.counts(len(used))[0], coded.raw_bits()
+
+
+@pytest.mark.parametrize("cap", [0x7FFF, 5, 1])
+def test_compiled_scan_pricing_counts_what_the_writer_codes(cap):
+  # The scan-script search prices AC scans with compiled counting loops; they must count the
+  # symbols and correction bits the writer emits, for every scan of the searched family: real
+  # trellis output at two qualities, and dense random blocks whose correction bits force
+  # libjpeg's buffered-bits flushes of end-of-band runs.
+  from djpeg.exact import progressive_compiled, scans
+  from djpeg.exact.scripts import _options
+  pixels = samples.load("houses", uint8=True)
+  components = []
+  for quality in (30, 90):
+    c = djpeg.load_coefficients(djpeg.dumps(pixels, quality=quality, trellis=True))
+    components += [np.asarray(x, np.int16) for x in c.components]
+  rng = np.random.default_rng(0)
+  dense = rng.integers(-40, 41, (20, 30, 8, 8)) * (rng.random((20, 30, 1, 1)) < 0.5)
+  even = 2 * rng.integers(1, 20, (10, 40, 8, 8)) * rng.choice([-1, 1], (10, 40, 8, 8))
+  components += [dense.astype(np.int16), even.astype(np.int16)]   # even: no new coefficient
+  checked = 0
+  for component in components:
+    sparse = scans.sparse_component(component)
+    lists = (progressive_compiled.block_starts(sparse), sparse.k, sparse.magnitude)
+    for first, refine in _options(0, True):
+      for scan in first + refine:
+        expected, raw = _writer_counts(scan, component, cap)
+        if scan.ah == 0:
+          got, got_raw = progressive_compiled.ac_first_counts(*lists, scan.ss, scan.se,
+                                                              scan.al, cap), 0
+        else:
+          got, got_raw = progressive_compiled.ac_refine_counts(*lists, scan.ss, scan.se,
+                                                               scan.al, cap)
+        np.testing.assert_array_equal(got, expected, err_msg=str(scan))
+        assert got_raw == raw, scan
+        checked += 1
+  assert checked > 100

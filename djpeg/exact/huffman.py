@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import heapq
 
+import numba
 import numpy as np
 
 from djpeg.exact.errors import JPEGError
@@ -110,35 +110,69 @@ def optimal_table(freq) -> HuffmanTable:
   Returns:
     The table, listing only symbols with nonzero count.
   """
-  freq = np.asarray(freq, np.int64)
-  symbols = [int(s) for s in np.flatnonzero(freq)] + [256]
-  counts = [int(freq[s]) for s in symbols[:-1]] + [1]
-  # Heap keys (count, -symbol): the smallest count, and among equal counts the largest symbol,
-  # is libjpeg's c1; the next one is c2. A merged tree keeps c1's symbol as its tie-breaker.
-  heap = [(c, -s, i) for i, (c, s) in enumerate(zip(counts, symbols))]
-  heapq.heapify(heap)
-  parent = list(range(len(symbols)))  # leaves and internal nodes; a root is its own parent
-  while len(heap) > 1:
-    c1, key1, n1 = heapq.heappop(heap)
-    c2, _, n2 = heapq.heappop(heap)
-    node = len(parent)
-    parent.append(node)
-    parent[n1] = parent[n2] = node
-    heapq.heappush(heap, (c1 + c2, key1, node))
-  # Depth of every node, from the root down (parents are created after their children).
-  depth = [0] * len(parent)
-  for node in range(len(parent) - 2, -1, -1):
-    depth[node] = depth[parent[node]] + 1
-  codesize = depth[:len(symbols)]
-  if len(symbols) == 1:  # only the pseudo-symbol: libjpeg never gets here; give it nothing
-    return HuffmanTable((0,) * 16, b"")
+  bits, values, _ = optimal_lengths(np.asarray(freq, np.int64))
+  return HuffmanTable(tuple(int(b) for b in bits), values.astype(np.uint8).tobytes())
 
-  max_clen = max(codesize)
-  bits = [0] * (max(max_clen, 16) + 1)
-  for size in codesize:
-    bits[size] += 1
-  # Annex K.2 / libjpeg: fold lengths above 16 back into the tree.
-  for i in range(len(bits) - 1, 16, -1):
+
+@numba.njit(cache=True, nogil=True)
+def optimal_lengths(freq):
+  """`optimal_table`'s work as a compiled loop: `(bits (16,), values (n,), length (256,))`, the
+  table's counts per code length, its symbols in code order, and each symbol's code length (0
+  where it has none).
+
+  libjpeg's loop itself: repeatedly merge the two least frequent trees (c1, the one with the
+  larger symbol number among equal counts, keeps the merged count), lengthening every code in
+  both; then fold lengths over 16 back (Annex K.2) and drop the pseudo-symbol's code.
+  """
+  n = 1
+  for s in range(256):
+    if freq[s] > 0:
+      n += 1
+  symbol = np.empty(n, np.int64)
+  count = np.empty(n, np.int64)
+  i = 0
+  for s in range(256):
+    if freq[s] > 0:
+      symbol[i] = s
+      count[i] = freq[s]
+      i += 1
+  symbol[n - 1] = 256
+  count[n - 1] = 1
+  others = np.full(n, -1, np.int64)
+  codesize = np.zeros(n, np.int64)
+  active = np.ones(n, np.bool_)
+  big = np.iinfo(np.int64).max
+  while True:
+    c1, v = -1, big
+    for i in range(n):
+      if active[i] and count[i] <= v:
+        v = count[i]
+        c1 = i
+    c2, v = -1, big
+    for i in range(n):
+      if active[i] and count[i] <= v and i != c1:
+        v = count[i]
+        c2 = i
+    if c2 < 0:
+      break
+    count[c1] += count[c2]
+    active[c2] = False
+    codesize[c1] += 1
+    while others[c1] >= 0:
+      c1 = others[c1]
+      codesize[c1] += 1
+    others[c1] = c2
+    codesize[c2] += 1
+    while others[c2] >= 0:
+      c2 = others[c2]
+      codesize[c2] += 1
+  length = np.zeros(256, np.int64)
+  if n == 1:                 # only the pseudo-symbol: no codes
+    return np.zeros(16, np.int64), np.zeros(0, np.int64), length
+  bits = np.zeros(max(codesize.max(), 16) + 1, np.int64)
+  for i in range(n):
+    bits[codesize[i]] += 1
+  for i in range(len(bits) - 1, 16, -1):  # Annex K.2: fold lengths above 16 into the tree
     while bits[i] > 0:
       j = i - 2
       while bits[j] == 0:
@@ -150,11 +184,21 @@ def optimal_table(freq) -> HuffmanTable:
   i = 16
   while bits[i] == 0:
     i -= 1
-  bits[i] -= 1  # drop the pseudo-symbol from the longest length in use
-  # Values sorted by their unadjusted code size, then by symbol (libjpeg does the same).
-  order = sorted(range(len(symbols) - 1), key=lambda n: (codesize[n], symbols[n]))
-  values = bytes(symbols[n] for n in order)
-  return HuffmanTable(tuple(bits[1:17]), values)
+  bits[i] -= 1               # the pseudo-symbol's code, from the longest length in use
+  # Values by unadjusted code size, then symbol (libjpeg's order); lengths assigned in order.
+  values = np.empty(n - 1, np.int64)
+  v = 0
+  for size in range(1, codesize.max() + 1):
+    for i in range(n - 1):
+      if codesize[i] == size:
+        values[v] = symbol[i]
+        v += 1
+  v = 0
+  for size in range(1, 17):
+    for _ in range(bits[size]):
+      length[values[v]] = size
+      v += 1
+  return bits[1:17].copy(), values, length
 
 
 def extra_bits(table_class: int) -> np.ndarray:

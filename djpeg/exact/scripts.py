@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from djpeg.exact import layout as layout_lib, progressive, scans, sizes, writer
+from djpeg.exact import (layout as layout_lib, progressive, progressive_compiled, scans, sizes,
+                         writer)
 
 Scan = scans.Scan
 
@@ -37,20 +38,36 @@ _CHROMA_DEPTHS = (0, 1, 2)
 SAMPLE_BLOCKS = 1 << 14
 
 
-def _scan_bytes(scan: Scan, sparse, height: int, width: int, factors) -> float:
+def _scan_bytes(scan: Scan, sparse, starts, height: int, width: int, factors) -> float:
   """Estimated bytes of one optimized progressive scan: entropy-coded data, its DHT and SOS
-  (`sizes`; byte stuffing left out)."""
-  layout = layout_lib.scan_layout(height, width, factors, scan.components)
+  (`sizes`; byte stuffing left out). AC scans are counted by compiled loops
+  (`progressive_compiled`: the writer's counts; `starts` its block starts of `sparse`), DC
+  scans by the writer's coders."""
   used, dc_local, ac_local = writer.scan_tables(scan, True)
-  coded = writer.code_scan(scan, sparse, layout, 0, dc_local, ac_local, progressive.MAX_EOBRUN)
+  if scan.is_dc:
+    layout = layout_lib.scan_layout(height, width, factors, scan.components)
+    coded = writer.code_scan(scan, sparse, layout, 0, dc_local, ac_local, progressive.MAX_EOBRUN)
+    counts, raw_bits = coded.counts(len(used)), coded.raw_bits()
+  elif scan.ah == 0:
+    c = scan.components[0]
+    counts = [progressive_compiled.ac_first_counts(
+        starts[c], sparse[c].k, sparse[c].magnitude, scan.ss, scan.se, scan.al,
+        progressive.MAX_EOBRUN)]
+    raw_bits = 0
+  else:
+    c = scan.components[0]
+    first, raw_bits = progressive_compiled.ac_refine_counts(
+        starts[c], sparse[c].k, sparse[c].magnitude, scan.ss, scan.se, scan.al,
+        progressive.MAX_EOBRUN)
+    counts = [first]
   bits = 0.0
   header = sizes.sos_bytes(len(scan.components))
-  for (table_class, _), c in zip(used, coded.counts(len(used))):
+  for (table_class, _), c in zip(used, counts):
     if c.any():
       table_bits, symbols = sizes.optimal_code_bits(table_class, c)
       bits += table_bits
       header += sizes.dht_bytes(1, symbols)
-  return header + (bits + coded.raw_bits()) / 8
+  return header + (bits + raw_bits) / 8
 
 
 def _chain(component: int, bands, al: int) -> tuple[list[Scan], list[Scan]]:
@@ -97,6 +114,7 @@ def choose(components, height: int, width: int, factors) -> tuple[Scan, ...]:
   factors = tuple(map(tuple, factors))
   components, height = _sample_rows(components, height, width, factors)
   sparse = [scans.sparse_component(np.asarray(c)) for c in components]
+  starts = [progressive_compiled.block_starts(s) for s in sparse]
   every = tuple(range(len(components)))
   cache = {}
 
@@ -104,7 +122,7 @@ def choose(components, height: int, width: int, factors) -> tuple[Scan, ...]:
     total = 0.0
     for scan in scan_list:
       if scan not in cache:
-        cache[scan] = _scan_bytes(scan, sparse, height, width, factors)
+        cache[scan] = _scan_bytes(scan, sparse, starts, height, width, factors)
       total += cache[scan]
     return total
 

@@ -24,6 +24,8 @@ from djpeg.exact import huffman, writer
 #: measured on the training images (0.04%..0.55% per file).
 STUFFING = 0.0032
 
+_EXTRA_BITS = (huffman.extra_bits(0), huffman.extra_bits(1))
+
 
 def frame_bytes(num_components, distinct_tables):
   """SOI, JFIF APP0, the DQT segments, SOF and EOI: bytes of a file besides its scans."""
@@ -57,9 +59,10 @@ def baseline_file_bytes(data_bits, *, num_components, distinct_tables, huffman_t
 def optimal_code_bits(table_class: int, counts: np.ndarray) -> tuple[float, int]:
   """Bits of the symbols counted in `counts` `(256,)` coded with libjpeg's optimal table for them
   (codes and extra bits), and the number of symbols that table lists (its DHT's length)."""
-  table = huffman.optimal_table(counts)
-  bits = float(np.sum(counts * (table.codes[1] + huffman.extra_bits(table_class))))
-  return bits, len(table.values)
+  counts = np.asarray(counts, np.int64)
+  _, values, length = huffman.optimal_lengths(counts)
+  bits = float(np.sum(counts * (length + _EXTRA_BITS[table_class])))
+  return bits, len(values)
 
 
 def coded_bits(counts: dict) -> float:

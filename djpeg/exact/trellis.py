@@ -97,17 +97,13 @@ def symbol_counts(components, height: int, width: int, sampling) -> dict:
   return dict(zip(used, counts))
 
 
-def _code_lengths(table: huffman.HuffmanTable) -> np.ndarray:
-  return table.codes[1].astype(np.float64)
-
-
 def _pricing_lengths(counts: np.ndarray) -> np.ndarray:
   """`(256,)` AC code lengths to price symbols with: the optimal table of the counts, every
   valid symbol counted at least once so that symbols the current choice does not use have a
   (long) finite length; invalid symbols cost infinity."""
   prior = np.where(AC_VALID, 1, 0)
-  table = huffman.optimal_table(np.asarray(counts, np.int64) * 4 + prior)
-  return np.where(AC_VALID, _code_lengths(table), np.inf)
+  _, _, length = huffman.optimal_lengths(np.asarray(counts, np.int64) * 4 + prior)
+  return np.where(AC_VALID, length.astype(np.float64), np.inf)
 
 
 # Costs are fixed-point integers (1/2**16 bit) shifted left by 6 bits, leaving room to pack the
