@@ -403,6 +403,23 @@ def decode(coefficients: Coefficients, *, faithful: bool = True) -> jax.Array:
   return images.reshape(batch_shape + images.shape[1:])
 
 
+def decode_pixels(coefficients: Coefficients) -> jax.Array:
+  """libjpeg-turbo's 8-bit output for `coefficients`: `decode(coefficients)` as the uint8
+  samples `(..., H, W, C)` it came from, in one compiled call (an encoder scoring candidates
+  needs the pixels every decoder shows, not a float image)."""
+  coefficients.check()
+  batch_shape = coefficients.batch_shape
+  flat = jax.tree.map(lambda a: jnp.reshape(a, (-1,) + jnp.shape(a)[len(batch_shape):]),
+                      coefficients)
+  pixels = _decode_pixels(flat)
+  return pixels.reshape(batch_shape + pixels.shape[1:])
+
+
+@jax.jit
+def _decode_pixels(coefficients: Coefficients) -> jax.Array:
+  return jnp.round(_decode(coefficients, faithful=True) * 255.0).astype(jnp.uint8)
+
+
 def decode_stripes(coefficients: Coefficients, rows: int = 1024):
   """Decodes one image in stripes of about `rows` pixel rows: yields `(top, stripe)`, the
   stripe `(h, W, C)` float32 in [0, 1] being rows `top:top + h` of `decode(coefficients)`,

@@ -162,38 +162,74 @@ def xyb_canvas(img, offsets, heights, widths, h_c, srgb_p, srgb_q, thresh, low_d
   batch, height, width = img.shape[:3]
   canvas = np.zeros((batch, 3, h_c, width), np.float32)
   lin = np.empty((3, height, width), np.float32)
-  half, quarter = np.float32(0.5), np.float32(0.25)
-  zero = np.float32(0.0)
   for b in range(batch):
     for y in range(height):
       for x in range(width):
         for c in range(3):
           lin[c, y, x] = _srgb_to_linear(img[b, y, x, c], srgb_p, srgb_q, thresh, low_div_inv)
-    h, w = height, width
-    for s in range(offsets.shape[0]):
-      if s:
-        hs, ws = heights[s], widths[s]
-        for c in range(3):
-          for y in range(hs):
-            y0, y1 = 2 * y, min(2 * y + 1, h - 1)
-            for x in range(ws):
-              x0, x1 = 2 * x, min(2 * x + 1, w - 1)
-              lin[c, y, x] = (((lin[c, y0, x0] + lin[c, y0, x1]) + lin[c, y1, x0])
-                              + lin[c, y1, x1]) * quarter
-        h, w = hs, ws
-      top = offsets[s]
-      for y in range(h):
-        for x in range(w):
-          r, g, bl = lin[0, y, x], lin[1, y, x], lin[2, y, x]
-          m0 = _cube_root_and_add(max(_fma(opsin[0, 0], r, _fma(opsin[0, 1], g, _fma(
-              opsin[0, 2], bl, bias))), zero), neg_bias_cbrt)
-          m1 = _cube_root_and_add(max(_fma(opsin[1, 0], r, _fma(opsin[1, 1], g, _fma(
-              opsin[1, 2], bl, bias))), zero), neg_bias_cbrt)
-          m2 = _cube_root_and_add(max(_fma(opsin[2, 0], r, _fma(opsin[2, 1], g, _fma(
-              opsin[2, 2], bl, bias))), zero), neg_bias_cbrt)
-          xx = half * (m0 - m1)
-          yy = half * (m0 + m1)
-          canvas[b, 0, top + y, x] = xx * np.float32(14.0) + np.float32(0.42)
-          canvas[b, 1, top + y, x] = yy + np.float32(0.01)
-          canvas[b, 2, top + y, x] = (m2 - yy) + np.float32(0.55)
+    _xyb_from_linear(lin, canvas[b], offsets, heights, widths, opsin, bias, neg_bias_cbrt)
   return canvas
+
+
+@numba.njit(cache=True, nogil=True)
+def linear_lut(srgb_p, srgb_q, thresh, low_div_inv):
+  """`(256,)` float32: linear light of every 8-bit value v, read as the reference program
+  reads 8-bit files (v * (1 / 255) in float32) and converted by `_srgb_to_linear`."""
+  lut = np.empty(256, np.float32)
+  inv = np.float32(1.0 / 255.0)
+  for v in range(256):
+    lut[v] = _srgb_to_linear(np.float32(v) * inv, srgb_p, srgb_q, thresh, low_div_inv)
+  return lut
+
+
+@numba.njit(cache=True, nogil=True)
+def xyb_canvas_8bit(img, lut, offsets, heights, widths, h_c, opsin, bias, neg_bias_cbrt):
+  """`xyb_canvas` of `(B, H, W, 3)` uint8 sRGB through `linear_lut(...)`: the same canvas as
+  `xyb_canvas(img * float32(1 / 255))`, bit for bit, without a per-pixel EOTF."""
+  batch, height, width = img.shape[:3]
+  canvas = np.zeros((batch, 3, h_c, width), np.float32)
+  lin = np.empty((3, height, width), np.float32)
+  for b in range(batch):
+    for c in range(3):
+      for y in range(height):
+        for x in range(width):
+          lin[c, y, x] = lut[img[b, y, x, c]]
+    _xyb_from_linear(lin, canvas[b], offsets, heights, widths, opsin, bias, neg_bias_cbrt)
+  return canvas
+
+
+@numba.njit(cache=True, nogil=True)
+def _xyb_from_linear(lin, canvas, offsets, heights, widths, opsin, bias, neg_bias_cbrt):
+  """Linear RGB `(3, H, W)` (overwritten by the downscales) -> one image's canvas `(3, H_c,
+  W)`: per scale the 2x2 box average of the previous one, then positive XYB."""
+  height, width = lin.shape[1:]
+  half = np.float32(0.5)
+  quarter = np.float32(0.25)
+  zero = np.float32(0.0)
+  h, w = height, width
+  for s in range(offsets.shape[0]):
+    if s:
+      hs, ws = heights[s], widths[s]
+      for c in range(3):
+        for y in range(hs):
+          y0, y1 = 2 * y, min(2 * y + 1, h - 1)
+          for x in range(ws):
+            x0, x1 = 2 * x, min(2 * x + 1, w - 1)
+            lin[c, y, x] = (((lin[c, y0, x0] + lin[c, y0, x1]) + lin[c, y1, x0])
+                            + lin[c, y1, x1]) * quarter
+      h, w = hs, ws
+    top = offsets[s]
+    for y in range(h):
+      for x in range(w):
+        r, g, bl = lin[0, y, x], lin[1, y, x], lin[2, y, x]
+        m0 = _cube_root_and_add(max(_fma(opsin[0, 0], r, _fma(opsin[0, 1], g, _fma(
+            opsin[0, 2], bl, bias))), zero), neg_bias_cbrt)
+        m1 = _cube_root_and_add(max(_fma(opsin[1, 0], r, _fma(opsin[1, 1], g, _fma(
+            opsin[1, 2], bl, bias))), zero), neg_bias_cbrt)
+        m2 = _cube_root_and_add(max(_fma(opsin[2, 0], r, _fma(opsin[2, 1], g, _fma(
+            opsin[2, 2], bl, bias))), zero), neg_bias_cbrt)
+        xx = half * (m0 - m1)
+        yy = half * (m0 + m1)
+        canvas[0, top + y, x] = xx * np.float32(14.0) + np.float32(0.42)
+        canvas[1, top + y, x] = yy + np.float32(0.01)
+        canvas[2, top + y, x] = (m2 - yy) + np.float32(0.55)

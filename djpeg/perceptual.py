@@ -123,9 +123,16 @@ def tables(p: float, channels: int = 3) -> np.ndarray:
   """`(C, 8, 8)` integer tables (1..255) at perceptual quality `p` in [1, 100] (continuous)."""
   if not (isinstance(p, (int, float, np.floating)) and 1 <= p <= 100):
     raise ValueError(f"perceptual quality must be a number in [1, 100]; got {p!r}.")
-  scaled = np.asarray(quality_tables(np.float32(p), np.asarray(PERCEPTUAL_TABLES, np.float32)))
+  scaled = np.asarray(_scaled_tables(np.float32(p)))
   out = np.clip(np.floor(scaled + 0.5), 1, 255).astype(np.float64)
   return out[[0, 1, 1]][:channels]
+
+
+@jax.jit
+def _scaled_tables(p: jax.Array) -> jax.Array:
+  """IJG scaling of the perceptual base tables at quality `p` (`quality_tables`; one compiled
+  call instead of a dozen dispatched operations per candidate)."""
+  return quality_tables(p, jnp.asarray(PERCEPTUAL_TABLES, jnp.float32))
 
 
 def masking(dct) -> list[np.ndarray]:
@@ -188,7 +195,7 @@ class PerceptualImage:
     candidate), made at the first score: a large image searched on a sample is never scored
     whole, and this costs about 40 bytes per pixel."""
     if self._reference is None:
-      self._reference = ssimulacra2_reference(_as_metric_input(self._split(self.pixels)))
+      self._reference = ssimulacra2_reference(self._split(self.pixels))
     return self._reference
 
   def _split(self, pixels: np.ndarray) -> np.ndarray:
@@ -220,29 +227,12 @@ class PerceptualImage:
   def score(self, coefficients: Coefficients) -> float:
     """SSIMULACRA 2 of the exact decode of `coefficients` against the image: the 8-bit pixels
     any decoder shows, scored as the reference program reads them from 8-bit files."""
-    decoded = np.asarray(_to_pixels(codec.decode(coefficients)))
-    scores = ssimulacra2_against(self.reference, _as_metric_input(self._split(decoded)))
+    scores = ssimulacra2_against(self.reference, self._split(np.asarray(codec.decode_pixels(coefficients))))
     return float(np.mean(np.asarray(scores)))
 
   def libjpeg(self, quality: float, subsampling: str = "4:2:0") -> Coefficients:
     """The coefficients libjpeg-turbo writes at IJG `quality` (Annex K tables, plain rounding)."""
     return codec.encode_pixels(self.pixels, quality=quality, subsampling=subsampling)
-
-
-@jax.jit
-def _to_pixels(decoded: jax.Array) -> jax.Array:
-  """A decode in [0, 1] to its 8-bit pixels."""
-  return jnp.round(decoded * 255.0).astype(jnp.uint8)
-
-
-def _as_metric_input(pixels: np.ndarray) -> jax.Array:
-  """uint8 `(H, W, C)` pixels as SSIMULACRA 2's reference program reads them: u8 * (1 / 255) in
-  float32, gray repeated to RGB. (Kept out of the metric's compiled function: fused into it,
-  the scaling would round differently and move scores by up to 0.01.)"""
-  pixels = np.asarray(pixels)
-  if pixels.shape[-1] == 1:
-    pixels = np.repeat(pixels, 3, axis=-1)
-  return jnp.asarray(pixels.astype(np.float32) * np.float32(1 / 255))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -31,8 +31,6 @@ from __future__ import annotations
 import dataclasses
 import math
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from djpeg import codec, perceptual
@@ -127,23 +125,16 @@ class _Source:
     return pixels if self.tiles == 1 else pixels.reshape((self.tiles, -1) + pixels.shape[1:])
 
   def decode(self, coefficients: Coefficients) -> np.ndarray:
-    return np.asarray(_to_pixels(codec.decode(coefficients)))
+    return np.asarray(codec.decode_pixels(coefficients))
 
   def ssimulacra2(self, decoded: np.ndarray) -> float:
     if self._reference is None:           # the reference's half of the metric, once
-      self._reference = ssimulacra2_reference(
-          perceptual._as_metric_input(self._split(self.reference_pixels)))
-    return float(np.mean(np.asarray(ssimulacra2_against(
-        self._reference, perceptual._as_metric_input(self._split(decoded))))))
+      self._reference = ssimulacra2_reference(self._split(self.reference_pixels))
+    return float(np.mean(np.asarray(ssimulacra2_against(self._reference, self._split(decoded)))))
 
   def psnr(self, decoded: np.ndarray) -> float:
     mse = float(np.mean((decoded.astype(np.float64) - self.reference_pixels) ** 2))
     return math.inf if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
-
-
-@jax.jit
-def _to_pixels(decoded: jax.Array) -> jax.Array:
-  return jnp.round(decoded * 255.0).astype(jnp.uint8)
 
 
 def _mosaic(coefficients: Coefficients, tiles: int, size: int) -> Coefficients:

@@ -52,8 +52,9 @@ letting XLA contract freely costs up to 0.09 points, a plain scalar recursion up
 scales are blurred together on one canvas (see `_blur_canvas`): 2 scans per call, so a shape
 compiles in about a second.
 
-Inputs. The reference reads 8-bit PNGs as v = u8 * float32(1 / 255); feed
-`u8.astype(np.float32) * np.float32(1 / 255)` to reproduce its numbers to the last digit.
+Inputs. The reference reads 8-bit PNGs as v = u8 * float32(1 / 255); uint8 images are read
+the same way (on a CPU the compiled path then takes linear light from a 256-entry table), and
+float images `u8.astype(np.float32) * np.float32(1 / 255)` give the same scores.
 Nothing is clipped beyond what the reference clamps (mixed >= 0, max(., 0) in the maps,
 x > 0). Concrete inputs outside [0, 1] by more than 1e-6 raise `ValueError` (the reference only
 sees 8-bit data; the transfer function would extrapolate silently); traced inputs are not
@@ -634,16 +635,24 @@ def _ssim_first_rows(h: int, w: int) -> np.ndarray:
                     np.int64)
 
 
-def _xyb_canvas_compiled(img: jax.Array) -> np.ndarray:
+def _xyb_canvas_compiled(img) -> np.ndarray:
   """`_xyb_canvas` as compiled loops (`djpeg.error_maps.xyb_canvas`): the same numbers as the
-  jitted function, bit for bit. Concrete arrays only."""
-  img = np.asarray(img, np.float32)
-  sizes, offsets, h_c = _canvas_layout(*img.shape[1:3])
-  return error_maps.xyb_canvas(
-      img, np.asarray(offsets, np.int64), np.asarray([hs for hs, _ in sizes], np.int64),
-      np.asarray([ws for _, ws in sizes], np.int64), h_c, np.asarray(_SRGB_P, _F32),
-      np.asarray(_SRGB_Q, _F32), _SRGB_THRESH, _SRGB_LOW_DIV_INV, np.asarray(_OPSIN, _F32),
-      _OPSIN_BIAS, _NEG_BIAS_CBRT)
+  jitted function, bit for bit. Concrete arrays only; uint8 images as the reference reads
+  them (`_from_8bit`), through a table of linear light."""
+  sizes, offsets, h_c = _canvas_layout(*np.shape(img)[1:3])
+  layout = (np.asarray(offsets, np.int64), np.asarray([hs for hs, _ in sizes], np.int64),
+            np.asarray([ws for _, ws in sizes], np.int64), h_c)
+  xyb = (np.asarray(_OPSIN, _F32), _OPSIN_BIAS, _NEG_BIAS_CBRT)
+  srgb = (np.asarray(_SRGB_P, _F32), np.asarray(_SRGB_Q, _F32), _SRGB_THRESH, _SRGB_LOW_DIV_INV)
+  if np.dtype(img.dtype) == np.uint8:
+    global _LINEAR_LUT
+    if _LINEAR_LUT is None:
+      _LINEAR_LUT = error_maps.linear_lut(*srgb)
+    return error_maps.xyb_canvas_8bit(np.asarray(img), _LINEAR_LUT, *layout, *xyb)
+  return error_maps.xyb_canvas(np.asarray(img, np.float32), *layout, *srgb, *xyb)
+
+
+_LINEAR_LUT = None
 
 
 def _reference_side_compiled(reference: jax.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -707,13 +716,14 @@ def _ssimulacra2_batch(reference: jax.Array, distorted: jax.Array) -> jax.Array:
 # Public API.
 
 
-def _check_image(name: str, x) -> jax.Array:
-  """Validates one input `(..., H, W, C)` and returns it as a float32 jax array."""
+def _check_image(name: str, x):
+  """Validates one input `(..., H, W, C)`: a float32 jax array, or a uint8 numpy array."""
   dtype = np.dtype(x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype)
-  if not jnp.issubdtype(dtype, jnp.floating):  # float16/32/64 and bfloat16
+  eight_bit = dtype == np.uint8
+  if not (eight_bit or jnp.issubdtype(dtype, jnp.floating)):  # float16/32/64 and bfloat16
     raise ValueError(
-        f"ssimulacra2: {name} must be a floating-point image in [0, 1], got dtype {dtype} "
-        "(convert 8-bit images with x.astype(np.float32) * np.float32(1 / 255))")
+        f"ssimulacra2: {name} must be an 8-bit image (uint8) or a floating-point image in "
+        f"[0, 1], got dtype {dtype}")
   shape = tuple(np.shape(x))
   if len(shape) < 3 or shape[-1] not in (1, 3):
     raise ValueError(
@@ -722,6 +732,8 @@ def _check_image(name: str, x) -> jax.Array:
     raise ValueError(
         f"ssimulacra2: minimum image size is {_MIN_SIZE}x{_MIN_SIZE} pixels, {name} is "
         f"{shape[-2]}x{shape[-3]} (W x H)")
+  if eight_bit:
+    return x if isinstance(x, jax.core.Tracer) else np.asarray(x)
   if not isinstance(x, jax.core.Tracer):
     if isinstance(x, jax.Array):
       finite = bool(jnp.all(jnp.isfinite(x)))
@@ -738,12 +750,24 @@ def _check_image(name: str, x) -> jax.Array:
   return jnp.asarray(x, jnp.float32)
 
 
-def _flat_rgb(x: jax.Array) -> jax.Array:
+def _from_8bit(x):
+  """A checked input as float32 in [0, 1]: uint8 as the reference program reads 8-bit files,
+  u8 * float32(1 / 255) (outside any compiled function: fused into one, the scaling would
+  round differently and move scores by up to 0.01)."""
+  if np.dtype(x.dtype) != np.uint8:
+    return x
+  if isinstance(x, jax.core.Tracer):
+    return x.astype(jnp.float32) * _F32(1 / 255)
+  return jnp.asarray(np.asarray(x).astype(np.float32) * np.float32(1 / 255))
+
+
+def _flat_rgb(x):
   """Checked `(..., H, W, C)` images -> `(B, H, W, 3)`, gray repeated to RGB as the reference
-  program reads gray PNGs."""
+  program reads gray PNGs (numpy arrays stay numpy arrays)."""
+  xp = np if isinstance(x, np.ndarray) else jnp
   h, w, c = x.shape[-3:]
   x = x.reshape((-1, h, w, c))
-  return jnp.repeat(x, 3, axis=-1) if c == 1 else x
+  return xp.repeat(x, 3, axis=-1) if c == 1 else x
 
 
 @dataclasses.dataclass(frozen=True)
@@ -765,8 +789,11 @@ def ssimulacra2_reference(reference: jax.Array) -> Ssimulacra2Reference:
   """Prepares `reference` (as for `ssimulacra2`) for `ssimulacra2_against` (with the compiled
   blur for concrete arrays on a CPU, as there)."""
   reference = _check_image("reference", reference)
-  side = _reference_side_compiled if _use_compiled(reference) else _reference_side
-  return Ssimulacra2Reference(tuple(reference.shape), side(_flat_rgb(reference)))
+  if _use_compiled(reference):
+    arrays = _reference_side_compiled(_flat_rgb(reference))
+  else:
+    arrays = _reference_side(_flat_rgb(_from_8bit(reference)))
+  return Ssimulacra2Reference(tuple(reference.shape), arrays)
 
 
 def ssimulacra2_against(reference: Ssimulacra2Reference, distorted: jax.Array) -> jax.Array:
@@ -781,28 +808,30 @@ def ssimulacra2_against(reference: Ssimulacra2Reference, distorted: jax.Array) -
     raise ValueError(
         f"ssimulacra2: image shapes differ: reference {reference.shape}, "
         f"distorted {tuple(distorted.shape)}")
-  against = (_against_reference_compiled if _use_compiled(distorted, *reference.arrays)
-             else _against_reference)
-  return against(*reference.arrays, _flat_rgb(distorted)).reshape(reference.shape[:-3])
+  if _use_compiled(distorted, *reference.arrays):
+    scores = _against_reference_compiled(*reference.arrays, _flat_rgb(distorted))
+  else:
+    scores = _against_reference(*reference.arrays, _flat_rgb(_from_8bit(distorted)))
+  return scores.reshape(reference.shape[:-3])
 
 
 def ssimulacra2(reference: jax.Array, distorted: jax.Array) -> jax.Array:
   """SSIMULACRA 2.1 score of `distorted` against `reference` (100 = identical).
 
   Args:
-    reference: sRGB image(s), float in [0, 1], shape `(..., H, W, 3)` or `(..., H, W, 1)`
-      (gray, repeated to 3 channels like the reference program does for gray PNGs);
-      H, W >= 8.
+    reference: sRGB image(s), float in [0, 1] or uint8 (read as the reference program reads
+      8-bit files), shape `(..., H, W, 3)` or `(..., H, W, 1)` (gray, repeated to 3 channels
+      like the reference program does for gray PNGs); H, W >= 8.
     distorted: same shape as `reference`.
 
   Returns:
-    float32 scores of shape `(...)` (the batch shape). Differentiable with respect to both
-    images; works under `jax.jit`, `jax.vmap` and `jax.grad`. For 8-bit images converted as
-    `u8.astype(np.float32) * np.float32(1 / 255)` the scores equal the reference program's
-    (`ssimulacra2 ref.png dist.png`) to about 1e-5 on CPU.
+    float32 scores of shape `(...)` (the batch shape). Differentiable with respect to float
+    images; works under `jax.jit`, `jax.vmap` and `jax.grad`. For 8-bit images (uint8, or
+    converted as `u8.astype(np.float32) * np.float32(1 / 255)`) the scores equal the reference
+    program's (`ssimulacra2 ref.png dist.png`) to about 1e-5 on CPU.
 
   Raises:
-    ValueError: for integer (or other non-float) dtypes, wrong rank or channel count,
+    ValueError: for dtypes other than floats and uint8, wrong rank or channel count,
       images under 8x8, mismatched shapes and, when the values are concrete (not traced),
       NaN/inf values or values outside [0, 1] by more than 1e-6.
   """
@@ -812,5 +841,5 @@ def ssimulacra2(reference: jax.Array, distorted: jax.Array) -> jax.Array:
     raise ValueError(
         f"ssimulacra2: image shapes differ: reference {reference.shape}, "
         f"distorted {distorted.shape}")
-  scores = _ssimulacra2_batch(_flat_rgb(reference), _flat_rgb(distorted))
+  scores = _ssimulacra2_batch(_flat_rgb(_from_8bit(reference)), _flat_rgb(_from_8bit(distorted)))
   return scores.reshape(reference.shape[:-3])

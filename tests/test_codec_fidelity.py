@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import djpeg
+from djpeg import codec
 from conftest import PIL_SUBSAMPLING, pillow_decode, pillow_encode, read_dct, to_uint8
 
 QUALITIES = (1, 5, 10, 25, 50, 75, 90, 95)
@@ -84,6 +85,10 @@ def test_odd_sizes_bit_exact(height, width, subsampling):
                               subsampling=subsampling)
   check_against_libjpeg(pixels, coefficients, djpeg.decode(coefficients), quality=60,
                         subsampling=PIL_SUBSAMPLING[subsampling])
+  # The 8-bit output in one call: libjpeg-turbo's samples themselves.
+  data = pillow_encode(pixels, quality=60, subsampling=PIL_SUBSAMPLING[subsampling])
+  np.testing.assert_array_equal(np.asarray(codec.decode_pixels(coefficients)),
+                                pillow_decode(data).reshape(height, width, 3))
 
 
 def test_float_mode_stays_close_to_libjpeg(colour_batch):

@@ -229,7 +229,7 @@ _OK = np.full((9, 8, 3), 0.5, np.float32)
     (np.full((9, 8, 4), 0.5, np.float32), np.full((9, 8, 4), 0.5, np.float32), "shape"),
     (np.full((9, 8, 2), 0.5, np.float32), np.full((9, 8, 2), 0.5, np.float32), "shape"),
     (np.full((9, 8), 0.5, np.float32), np.full((9, 8), 0.5, np.float32), "shape"),
-    (np.full((9, 8, 3), 128, np.uint8), _OK, "dtype"),
+    (np.full((9, 8, 3), 128, np.uint16), _OK, "dtype"),
     (_OK, np.full((9, 8, 3), 1, np.int32), "dtype"),
     (_OK, np.full((9, 8, 3), True), "dtype"),
     (_OK, np.where(np.arange(9)[:, None, None] == 3, np.nan, _OK).astype(np.float32), "NaN"),
@@ -296,6 +296,8 @@ def test_compiled_blur_equals_the_scans_bit_for_bit(height, width):
   pixels = rng.integers(0, 256, (1, height, width, 3)).astype(np.float32) * np.float32(1 / 255)
   xla = np.asarray(jax.jit(s2._xyb_canvas)(jnp.asarray(pixels))[0])
   assert np.array_equal(xla[:, :, inside], s2._xyb_canvas_compiled(pixels)[:, :, inside])
+  eight_bit = np.rint(pixels * 255).astype(np.uint8)               # through the table
+  assert np.array_equal(xla[:, :, inside], s2._xyb_canvas_compiled(eight_bit)[:, :, inside])
 
 
 def test_prepared_reference_under_jit_takes_the_scans():
@@ -317,10 +319,15 @@ def test_compiled_scoring_matches_the_reference_program_closely():
   from djpeg.metrics import ssimulacra2_against, ssimulacra2_reference
   checked = 0
   for pair in PAIRS:
-    ref, dist = (_to_float(a) for a in _pair_images(pair))
+    ref8, dist8 = (a if a.ndim == 3 else a[..., None] for a in _pair_images(pair))
+    ref, dist = _to_float(ref8), _to_float(dist8)
     if min(ref.shape[:2]) < 8:
       continue
     got = float(ssimulacra2_against(ssimulacra2_reference(ref), dist))
     assert abs(got - pair["score"]) <= 2e-5, (pair["id"], got, pair["score"])
+    # 8-bit arrays as given (linear light from a table): the same score, exactly.
+    assert float(ssimulacra2_against(ssimulacra2_reference(ref8), dist8)) == got, pair["id"]
     checked += 1
   assert checked >= 48
+  # uint8 on the XLA path: converted as the reference reads 8-bit files, the same scores.
+  assert float(ssimulacra2(ref8, dist8)) == float(ssimulacra2(ref, dist))
