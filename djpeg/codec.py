@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from djpeg import checks, sampling
+from djpeg import checks, decode_compiled, sampling
 from djpeg.blocks import blockify, unblockify
 from djpeg.coefficients import Coefficients
 from djpeg.color import image_to_ycbcr_planes, ycbcr_planes_to_image
@@ -409,10 +409,56 @@ def decode_pixels(coefficients: Coefficients) -> jax.Array:
   needs the pixels every decoder shows, not a float image)."""
   coefficients.check()
   batch_shape = coefficients.batch_shape
+  compiled = _decode_pixels_compiled(coefficients)
+  if compiled is not None:
+    return jnp.asarray(compiled.reshape(batch_shape + compiled.shape[1:]))
   flat = jax.tree.map(lambda a: jnp.reshape(a, (-1,) + jnp.shape(a)[len(batch_shape):]),
                       coefficients)
   pixels = _decode_pixels(flat)
   return pixels.reshape(batch_shape + pixels.shape[1:])
+
+
+def _integral(a) -> np.ndarray | None:
+  """`a` as an int32 numpy array if it is concrete and integer-valued, else None."""
+  if isinstance(a, jax.core.Tracer):
+    return None
+  a = np.asarray(a)
+  if a.dtype.kind in "iu":
+    return a.astype(np.int32, copy=False)
+  if a.dtype.kind == "f" and np.all(np.abs(a) <= 32767) and np.array_equal(np.rint(a), a):
+    return a.astype(np.int32)
+  return None
+
+
+def _decode_pixels_compiled(coefficients: Coefficients) -> np.ndarray | None:
+  """`_decode_pixels` as compiled loops (`djpeg.decode_compiled`: the same integer arithmetic)
+  for concrete integer coefficients and tables on a CPU: `(B, H, W, C)` uint8 over the
+  flattened batch; None otherwise."""
+  if jax.default_backend() != "cpu":
+    return None
+  components = [_integral(c) for c in coefficients.components]
+  steps = _integral(coefficients.tables)
+  if steps is None or any(c is None for c in components):
+    return None
+  batch = coefficients.batch_shape
+  components = [c.reshape((-1,) + c.shape[len(batch):]) for c in components]
+  steps = np.broadcast_to(steps, batch + steps.shape[-3:]).reshape((-1,) + steps.shape[-3:])
+  height, width, factors = coefficients.height, coefficients.width, coefficients.sampling
+  images = []
+  for b in range(components[0].shape[0]):
+    planes = []
+    for c, quantized in enumerate(components):
+      samples = decode_compiled.idct_plane(quantized[b], steps[b, c])
+      rows, cols = sampling.component_size(height, width, factors, c)
+      rh, rv = sampling.ratios(factors, c)
+      if (rh, rv) == (1, 1):
+        planes.append(samples[:height, :width])
+      else:
+        planes.append(decode_compiled.upsample_plane(
+            samples, rows, cols, rh, rv, sampling.uses_fancy(rh, rv, cols), height, width))
+    images.append(decode_compiled.ycc_to_rgb(*planes) if len(planes) == 3
+                  else planes[0][..., None])
+  return np.stack(images)
 
 
 @jax.jit

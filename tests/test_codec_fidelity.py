@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import djpeg
-from djpeg import codec
+from djpeg import codec, sampling
 from conftest import PIL_SUBSAMPLING, pillow_decode, pillow_encode, read_dct, to_uint8
 
 QUALITIES = (1, 5, 10, 25, 50, 75, 90, 95)
@@ -128,3 +128,32 @@ def test_decode_in_stripes_is_libjpeg_turbos_decode(height, rows, subsampling):
     distortion.DECODE_WHOLE_LIMIT, distortion.DECODE_STRIPE_ROWS = limit, stripe_rows
   assert whole == pytest.approx(expected, rel=1e-5)
   assert striped == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("factors", [
+    ((1, 1),), ((1, 1),) * 3, ((2, 1), (1, 1), (1, 1)), ((2, 2), (1, 1), (1, 1)),
+    ((1, 2), (1, 1), (1, 1)), ((4, 1), (1, 1), (1, 1))])
+@pytest.mark.parametrize("height, width", [(1, 1), (3, 2), (17, 5), (33, 47)])
+def test_decode_pixels_is_libjpeg_turbos_output(factors, height, width):
+  # decode_pixels (compiled loops on a CPU) against libjpeg-turbo's decode of the same
+  # coefficients written to a file: every sampling libjpeg-turbo upsamples differently (fancy
+  # 2x1, 1x2 and 2x2, replication for 4x1 and for planes 2 samples wide or less), partial
+  # MCUs, and coefficients large enough to reach the range limit.
+  from djpeg.coefficients import Coefficients
+  rng = np.random.default_rng(height * 100 + width + 7 * len(factors))
+  shapes = [sampling.component_blocks(height, width, factors, c) for c in range(len(factors))]
+  components = []
+  for rows, cols in shapes:
+    q = rng.integers(-6, 7, (rows, cols, 8, 8)) * (rng.random((rows, cols, 8, 8)) < 0.3)
+    q[..., 0, 0] = rng.integers(-60, 61, (rows, cols))
+    components.append(q.astype(np.int16))
+  tables = rng.integers(1, 40, (len(factors), 8, 8)).astype(np.float32)
+  coefficients = Coefficients(tuple(components), tables, height, width, factors)
+  reference = pillow_decode(djpeg.dumps(coefficients))
+  got = np.asarray(codec.decode_pixels(coefficients))
+  assert got.dtype == np.uint8
+  np.testing.assert_array_equal(got, reference)
+  np.testing.assert_array_equal(got, to_uint8(djpeg.decode(coefficients)))   # the XLA decode
+  batch = Coefficients(tuple(np.stack([c, c]) for c in components), np.stack([tables, tables]),
+                       height, width, factors)
+  np.testing.assert_array_equal(np.asarray(codec.decode_pixels(batch)), np.stack([got, got]))

@@ -35,7 +35,7 @@ _LUMA_DEPTHS = (0, 1, 2, 3)
 _CHROMA_BANDS = ((1, 63), (1, 2, 63), (1, 5, 63), (1, 8, 63))
 _CHROMA_DEPTHS = (0, 1, 2)
 #: Images with more blocks than this choose their script on evenly spaced MCU rows.
-SAMPLE_BLOCKS = 1 << 14
+SAMPLE_BLOCKS = 1 << 12
 
 
 def _scan_bytes(scan: Scan, sparse, starts, height: int, width: int, factors) -> float:
