@@ -107,21 +107,42 @@ def _horizontal(lines, out, line_w, n2, mul_in, mul_prev, mul_prev2):
 
 
 @numba.njit(cache=True, nogil=True)
-def _vertical(plane, out, reset, n2, d1, first):
+def _step_widths(row_w, reset, height):
+  """`(H_c + N - 1,)` per vertical step, the columns its recursion needs: the widest row of
+  the scale whose steps (from one reset to the next) it belongs to."""
+  steps = reset.shape[0]
+  widths = np.zeros(steps, np.int64)
+  start = 0
+  for step in range(steps + 1):
+    if step == steps or (reset[step] and step > start):
+      w = 0
+      for t in range(start, step):
+        n = t + _FIRST
+        if 0 <= n < height:
+          w = max(w, row_w[n])
+      widths[start:step] = w
+      start = step
+  return widths
+
+
+@numba.njit(cache=True, nogil=True)
+def _vertical(plane, out, reset, n2, d1, first, step_w):
   """libjxl `FastGaussianVertical` of `(H_c, W)` into `out`: y = MulAdd(n2, sum,
   NegMulSub(d1, y(n - 1), y(n - 2))), output y_1 + (y_3 + y_5), state zeroed at `reset`.
-  Starts at step `first` (0, or a scale's first row: where the state is zeroed anyway).
+  Starts at step `first` (0, or a scale's first row: where the state is zeroed anyway). Each
+  step runs over its scale's columns only (`step_w`; the columns right of them are set to 0).
   Straight-line code over columns (one state row per filter), which LLVM vectorizes."""
-  height, width = plane.shape
+  height, full_width = plane.shape
   zero = np.float32(0.0)
-  state = np.zeros((6, width), np.float32)     # y(n - 1) and y(n - 2) of the three filters
+  state = np.zeros((6, full_width), np.float32)   # y(n - 1) and y(n - 2) of the three filters
   a1, a3, a5 = state[0], state[1], state[2]
   b1, b3, b5 = state[3], state[4], state[5]
-  sums = np.zeros(width, np.float32)
+  sums = np.zeros(full_width, np.float32)
   n2_1, n2_3, n2_5 = n2[0], n2[1], n2[2]
   d1_1, d1_3, d1_5 = -d1[0], -d1[1], -d1[2]
   for step in range(first, height + _N - 1):
     n = step + _FIRST
+    width = min(step_w[step], full_width)
     if reset[step]:
       state[:] = zero
     top, bottom = n - _N - 1, n + _N - 1
@@ -137,6 +158,7 @@ def _vertical(plane, out, reset, n2, d1, first):
     else:
       sums[:] = zero
     row = out[max(n, 0)]
+    row[width:] = zero
     for col in range(width):
       s = sums[col]
       y1 = fma(n2_1, s, fma(d1_1, a1[col], -b1[col]))
@@ -208,6 +230,7 @@ def blur_moments(a, b, kinds, row_w, reset, first_row, n2, d1, mul_in, mul_prev,
   are columns."""
   count_b, height, width = b.shape
   planes = kinds.shape[0]
+  step_w = _step_widths(row_w, reset, height)
   tmp = np.zeros((height, width), np.float32)     # gap rows (width 0, all-zero input) blur to 0
   out = np.empty((planes, height, width), np.float32)
   for p in range(planes):
@@ -232,5 +255,5 @@ def blur_moments(a, b, kinds, row_w, reset, first_row, n2, d1, mul_in, mul_prev,
           _horizontal(chunk, result, line_w, n2, mul_in, mul_prev, mul_prev2)
           _transpose(result, tmp[top:top + count, :line_w])
       r = end
-    _vertical(tmp, out[p], reset, n2, d1, first)
+    _vertical(tmp, out[p], reset, n2, d1, first, step_w)
   return out
