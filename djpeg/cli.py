@@ -169,6 +169,7 @@ def _options(args: argparse.Namespace) -> ExportOptions:
 
 def encode_command(args: argparse.Namespace) -> int:
   options = _options(args)
+  batch.reuse_freed_memory()            # this process is ours: keep its memory for reuse
   if args.output_dir is None:
     if len(args.inputs) != 2:
       raise SystemExit(f"{PROG}: give one input and one output file, or inputs and "

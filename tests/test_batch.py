@@ -164,3 +164,9 @@ def test_an_interrupted_write_leaves_nothing(tmp_path, monkeypatch):
   with pytest.raises(KeyboardInterrupt):
     export_file(source, tmp_path / "out.jpg", ExportOptions(mode="libjpeg"))
   assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png"]
+
+
+def test_reuse_freed_memory_takes_effect_on_glibc():
+  # The CLI and its workers keep freed memory for reuse (mallopt); off glibc it is a no-op.
+  import platform
+  assert batch.reuse_freed_memory() is (platform.libc_ver()[0] == "glibc")
