@@ -169,7 +169,6 @@ def _options(args: argparse.Namespace) -> ExportOptions:
 
 def encode_command(args: argparse.Namespace) -> int:
   options = _options(args)
-  batch.reuse_freed_memory()            # this process is ours: keep its memory for reuse
   if args.output_dir is None:
     if len(args.inputs) != 2:
       raise SystemExit(f"{PROG}: give one input and one output file, or inputs and "
@@ -182,6 +181,7 @@ def encode_command(args: argparse.Namespace) -> int:
   except ValueError as e:
     raise SystemExit(f"{PROG}: {e}")
   cache = None if args.no_cache else batch.cache_dir()
+  batch.reuse_freed_memory()      # many images in this process (or its workers): keep memory
   start = time.perf_counter()
   outcomes = batch.run(jobs, options, processes=args.jobs or os.cpu_count() or 1,
                        skip_existing=args.skip_existing, cache=cache, progress=not args.quiet)

@@ -212,7 +212,7 @@ def _export_jpeg(raw: bytes, name: str, options: ExportOptions, measure: bool,
   psnr = None
   pixels = load_image(io.BytesIO(raw))
   if measure:
-    psnr = _psnr(load_image(io.BytesIO(data)).astype(np.float64), pixels)
+    psnr = _psnr(load_image(io.BytesIO(data)), pixels)
   height, width = pixels.shape[:2]
   return data, ExportResult(source=name, destination="", width=width, height=height,
                             input_bytes=len(raw), output_bytes=len(data),
@@ -220,8 +220,15 @@ def _export_jpeg(raw: bytes, name: str, options: ExportOptions, measure: bool,
                             target_ssimulacra2=target, notes=notes)
 
 
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-  mse = float(np.mean((np.asarray(a, np.float64) - b) ** 2))
+def _psnr(a: np.ndarray, b: np.ndarray, rows: int = 256) -> float:
+  """PSNR of 8-bit images (any shape), summed `rows` rows at a time: a 24-MP photo in float64
+  would need over half a gigabyte per copy."""
+  a, b = np.asarray(a), np.asarray(b)
+  total = 0
+  for i in range(0, max(len(a), 1), rows):
+    d = (a[i:i + rows].astype(np.int64) - b[i:i + rows]).ravel()
+    total += int(np.dot(d, d))
+  mse = total / max(a.size, 1)
   return float("inf") if mse == 0 else float(10 * np.log10(255.0 ** 2 / mse))
 
 
@@ -281,7 +288,7 @@ def export_bytes(source, options: ExportOptions = ExportOptions(), *, measure: b
                restart_interval=options.restart_interval, metadata=metadata or None)
   psnr = roi_psnr = None
   if measure:
-    decoded = np.round(np.asarray(codec.decode(coefficients), np.float64) * 255)
+    decoded = np.asarray(codec.decode_pixels(coefficients))     # uint8, as any decoder shows
     psnr = _psnr(decoded, pixels)
     saliency = getattr(result, "saliency", None)
     if saliency is not None and (saliency >= 0.5).any() and (saliency < 0.5).any():
