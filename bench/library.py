@@ -9,10 +9,11 @@ mosaics of them, not real camera photos). Then, on this machine:
 1. `djpeg-cli encode FOLDER -o OUT` in the default mode and with `--libjpeg`, `--jobs N`, a
    fresh persistent compilation cache; then the default mode again over a second folder of new
    images of the same sizes, a second CLI run that finds the programs in the cache;
-2. in one process, the default mode over the folder twice (`djpeg.batch.run`): the first pass
-   compiles, the second is warm;
+2. in one process, the default mode over the folder twice (`djpeg.batch.run`, freed memory
+   kept for reuse as the CLI keeps it): the first pass compiles, the second is warm;
 3. the anchors over the same files: libjpeg-turbo (Pillow, 4:2:0, optimize) at the same
-   quality, and mozjpeg 4.0.3 (jpeglib), one process;
+   quality, and mozjpeg 4.0.3 (jpeglib), one process, from decoded pixels to bytes; and djpeg's
+   default mode the same way (`compress` and `dumps`, warm), beside them;
 4. every file decoded by libjpeg-turbo (Pillow) and scored: SSIMULACRA 2 and RGB PSNR;
 5. the 24-megapixel photo alone: the default mode and libjpeg-identical q75, first call and
    warm, file to file, with the process's peak memory (each in its own process); then the
@@ -224,6 +225,7 @@ def main() -> int:
   # In one process: the default mode twice over the folder (first pass compiles).
   from djpeg import batch
   from djpeg.export import ExportOptions
+  batch.reuse_freed_memory()
   jobs = batch.plan([os.path.dirname(first[0])], os.path.join(args.out, "inprocess"))
   passes = []
   for _ in range(2):
@@ -233,7 +235,9 @@ def main() -> int:
 
   # Anchors, and the scores of every file.
   rows = []
-  anchor_time = {"libjpeg-turbo": 0.0, "mozjpeg": 0.0}
+  import djpeg
+  from djpeg.encoder import compress
+  anchor_time = {"libjpeg-turbo": 0.0, "mozjpeg": 0.0, "djpeg default, pixels to bytes": 0.0}
   default_dir = os.path.join(args.out, "cli", "default0")
   libjpeg_dir = os.path.join(args.out, "cli", "libjpeg-identical2")
   for path in first:
@@ -245,6 +249,9 @@ def main() -> int:
     start = time.perf_counter()
     moz = _mozjpeg(pixels, q)
     anchor_time["mozjpeg"] += time.perf_counter() - start
+    start = time.perf_counter()
+    djpeg.dumps(compress(pixels, quality=q, measure=False).coefficients, progressive="optimize")
+    anchor_time["djpeg default, pixels to bytes"] += time.perf_counter() - start
     name = os.path.splitext(os.path.basename(path))[0] + ".jpg"
     ours = open(os.path.join(default_dir, name), "rb").read()
     identical = open(os.path.join(libjpeg_dir, name), "rb").read() == turbo.getvalue()

@@ -146,6 +146,13 @@ def _export(source: str, destination: str, options: ExportOptions) -> Outcome:
     return Outcome(source, destination, error=str(e))
 
 
+def _size(path: str) -> int:
+  try:
+    return os.path.getsize(path)
+  except OSError:                 # reported by the job itself
+    return 0
+
+
 def _init_worker(cache: str | None) -> None:
   reuse_freed_memory()
   if cache:
@@ -208,7 +215,10 @@ def _run_pool(jobs, todo, options, processes, cache, finish) -> None:
     with concurrent.futures.ProcessPoolExecutor(
         max_workers=processes, mp_context=context, initializer=_init_worker,
         initargs=(cache,)) as pool:
-      futures = {pool.submit(_export, *jobs[i], options): i for i in todo}
+      # Largest files first: the last to finish are then small ones, and no worker waits
+      # long for one big photo at the end of the run.
+      order = sorted(todo, key=lambda i: -_size(jobs[i][0]))
+      futures = {pool.submit(_export, *jobs[i], options): i for i in order}
       try:
         for future in concurrent.futures.as_completed(futures):
           finish(futures[future], future.result())
