@@ -30,6 +30,8 @@ lambda refer to the importance-weighted MSE.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import dataclasses
 import math
 import warnings
@@ -379,6 +381,24 @@ def _golden(f, lo, hi, evaluations=7):
 _FAMILY_CACHE_BYTES = 128 << 20
 
 
+def _trim_heap() -> None:
+  """Hands the heap's free pages back to the system (glibc `malloc_trim`), between the large
+  trellis passes of a big image: each pass frees arrays of a few hundred megabytes in pieces
+  that later, differently sized ones do not fill, and the resident memory would creep up
+  (the 24-MP photo's PSNR mode reached 2.1 GB). A no-op off glibc."""
+  global _MALLOC_TRIM
+  if _MALLOC_TRIM is None:
+    try:
+      _MALLOC_TRIM = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+      _MALLOC_TRIM = False
+  if _MALLOC_TRIM:
+    _MALLOC_TRIM(0)
+
+
+_MALLOC_TRIM = None
+
+
 class _Family:
   """Tables kappa * t * base with trellis lambda lmbda0 / t^2: one scale for the target.
 
@@ -404,6 +424,8 @@ class _Family:
       per_result = 2 * sum(int(np.prod(np.shape(d))) for d in self.problem.dct)
       while len(self.cache) > max(2, _FAMILY_CACHE_BYTES // per_result):
         self.cache.pop(next(iter(self.cache)))
+      if per_result > _FAMILY_CACHE_BYTES // 4:
+        _trim_heap()
     return self.cache[key]
 
   def fit_kappa(self, lo=0.3, hi=1.3):
