@@ -17,24 +17,17 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from djpeg.exact.trellis_compiled import magnitude_size
+
 #: libjpeg's MAX_CORR_BITS - DCTSIZE2 + 1: an EOBRUN is flushed once its buffered correction
 #: bits exceed this (`progressive.MAX_BUFFERED_BITS`).
 _MAX_BUFFERED = 1000 - 64 + 1
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _size(v):
-  s = 0
-  while v:
-    s += 1
-    v >>= 1
-  return s
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
 def _eobrun_symbol(run):
   """The EOBn symbol of a run of `run` >= 1 blocks: n = floor(log2(run)), in the high nibble."""
-  return (_size(run) - 1) << 4
+  return (magnitude_size(run) - 1) << 4
 
 
 def block_starts(sparse) -> np.ndarray:
@@ -69,7 +62,7 @@ def ac_first_counts(starts, k, magnitude, ss, se, al, cap):
       while r > 15:
         counts[0xF0] += 1
         r -= 16
-      counts[(r << 4) + _size(t)] += 1
+      counts[(r << 4) + magnitude_size(t)] += 1
       last = kk
     if last < se:
       eobrun += 1

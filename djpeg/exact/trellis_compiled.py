@@ -29,7 +29,8 @@ _EOB, _ZRL = 0x00, 0xF0
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _size(v):
+def magnitude_size(v):
+  """JPEG's magnitude category of v >= 0: its bit length (0 for 0)."""
   s = 0
   while v:
     s += 1
@@ -97,7 +98,7 @@ def solve(signed, rounded, importance, weights, group, lmbda, table, transition,
       v2 = v1 - 1
       xs = np.float64(abs(signed[b, k]))
       dm = np.float64(imp * weights[g, k]) * lmbda
-      size1, size2 = _size(v1), _size(v2)
+      size1, size2 = magnitude_size(v1), magnitude_size(v2)
       own1 = size1 + dm * np.float64(v1) * (np.float64(v1) - 2 * xs)
       own2 = size2 + dm * np.float64(v2) * (np.float64(v2) - 2 * xs) if v2 > 0 else np.inf
       same = size2 == size1
@@ -152,7 +153,7 @@ def ac_histograms(magnitudes, table):
       if v == 0:
         continue
       run = k - prev - 1
-      ac[t, ((run & 15) << 4) + _size(v)] += 1
+      ac[t, ((run & 15) << 4) + magnitude_size(v)] += 1
       ac[t, _ZRL] += run >> 4
       prev = k
     if prev != 62:
