@@ -12,15 +12,13 @@ atomically, so an interrupted run leaves no partial file.
 
 `enable_compilation_cache` turns on JAX's persistent compilation cache in a user cache folder
 ($DJPEG_CACHE_DIR, else $XDG_CACHE_HOME/djpeg/jax, else ~/.cache/djpeg/jax), so a second run over
-images of the same sizes compiles nothing. `reuse_freed_memory` keeps the process's freed memory
-for reuse (glibc). The CLI and the workers call both; the API can too.
+images of the same sizes compiles nothing. `reuse_freed_memory` (`djpeg.memory`) keeps the
+process's freed memory for reuse. The CLI and the workers call both; the API can too.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import ctypes
-import ctypes.util
 import dataclasses
 import glob
 import multiprocessing
@@ -31,6 +29,7 @@ import jax
 from tqdm import tqdm
 
 from djpeg.exact import JPEGError
+from djpeg.memory import reuse_freed_memory  # noqa: F401 (batch's API: what the CLI turns on)
 from djpeg.export import ExportOptions, ExportResult, export_file
 
 #: Extensions of the image files a folder search picks up.
@@ -56,23 +55,6 @@ def enable_compilation_cache(path: str | None = None) -> str:
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
   return path
-
-
-def reuse_freed_memory() -> bool:
-  """Makes glibc's malloc keep freed memory for reuse instead of handing it back to the system:
-  no allocation by mmap (`M_MMAP_MAX` 0), no trimming of the heap below 2 GB
-  (`M_TRIM_THRESHOLD`). The encoder allocates and frees arrays of the same large sizes for
-  every candidate it scores; by default each one over 32 MB is a fresh mapping, paid for in page
-  faults (on the photo library of `bench/library.py`, a quarter of the time, most of it in the
-  kernel). The process then keeps its peak memory until it exits, which suits a worker that
-  encodes one image after another. Returns whether it took effect (False off glibc)."""
-  try:
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    mallopt = libc.mallopt
-  except (OSError, AttributeError):
-    return False
-  m_trim_threshold, m_mmap_max = -1, -4          # glibc's malloc.h
-  return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, 2 ** 31 - 1))
 
 
 @dataclasses.dataclass(frozen=True)

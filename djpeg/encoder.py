@@ -30,15 +30,13 @@ lambda refer to the importance-weighted MSE.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import dataclasses
 import math
 import warnings
 
 import numpy as np
 
-from djpeg import checks, codec, perceptual, roi, sampling
+from djpeg import checks, codec, memory, perceptual, roi, sampling
 from djpeg.coefficients import Coefficients
 from djpeg.distortion import decoded_mse, rgb_mse_weights
 from djpeg.exact import sizes, trellis as trellis_lib, write_coefficients
@@ -381,24 +379,6 @@ def _golden(f, lo, hi, evaluations=7):
 _FAMILY_CACHE_BYTES = 128 << 20
 
 
-def _trim_heap() -> None:
-  """Hands the heap's free pages back to the system (glibc `malloc_trim`), between the large
-  trellis passes of a big image: each pass frees arrays of a few hundred megabytes in pieces
-  that later, differently sized ones do not fill, and the resident memory would creep up
-  (the 24-MP photo's PSNR mode reached 2.1 GB). A no-op off glibc."""
-  global _MALLOC_TRIM
-  if _MALLOC_TRIM is None:
-    try:
-      _MALLOC_TRIM = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-      _MALLOC_TRIM = False
-  if _MALLOC_TRIM:
-    _MALLOC_TRIM(0)
-
-
-_MALLOC_TRIM = None
-
-
 class _Family:
   """Tables kappa * t * base with trellis lambda lmbda0 / t^2: one scale for the target.
 
@@ -425,7 +405,9 @@ class _Family:
       while len(self.cache) > max(2, _FAMILY_CACHE_BYTES // per_result):
         self.cache.pop(next(iter(self.cache)))
       if per_result > _FAMILY_CACHE_BYTES // 4:
-        _trim_heap()
+        # Each pass of a big image frees a few hundred megabytes in pieces that later arrays
+        # do not fill: hand them back (the 24-MP photo's PSNR mode reached 2.1 GB without).
+        memory.trim_heap()
     return self.cache[key]
 
   def fit_kappa(self, lo=0.3, hi=1.3):

@@ -227,7 +227,8 @@ class PerceptualImage:
   def score(self, coefficients: Coefficients) -> float:
     """SSIMULACRA 2 of the exact decode of `coefficients` against the image: the 8-bit pixels
     any decoder shows, scored as the reference program reads them from 8-bit files."""
-    scores = ssimulacra2_against(self.reference, self._split(np.asarray(codec.decode_pixels(coefficients))))
+    decoded = np.asarray(codec.decode_pixels(coefficients))
+    scores = ssimulacra2_against(self.reference, self._split(decoded))
     return float(np.mean(np.asarray(scores)))
 
   def libjpeg(self, quality: float, subsampling: str = "4:2:0") -> Coefficients:
@@ -284,10 +285,10 @@ def search(evaluate, target: float, p0: float, *, slope=ssimulacra2_slope,
   aimed the same way, kept inside the bracket and at least `tolerance / 2` from its ends).
   While one side is still missing they step outwards: by doubling (at least a unit), or with
   `aim`, by the first step's slope and then the secant through the two points nearest that
-  side (at least a quarter unit of p: a unit is 0.5-0.9 points, more than the `slack`). It stops when the
-  bracket is narrower than `tolerance`, when a candidate meets the target by less than `slack`
-  (score units; 0: never), or after `budget` evaluations. `evaluate(p) -> (score, bytes,
-  payload)`. Returns (p, evaluation, count) of the candidate with the fewest bytes that meets
+  side (at least a quarter unit of p: a unit is 0.5-0.9 points, more than the `slack`). It
+  stops when the bracket is narrower than `tolerance`, when a candidate meets the target by
+  less than `slack` (score units; 0: never), or after `budget` evaluations. `evaluate(p) ->
+  (score, bytes, payload)`. Returns (p, evaluation, count) of the candidate with the fewest bytes that meets
   the target (`prefer="most"`: the most bytes, for a size budget), or (None, None, count) when
   none does (even at p = 100).
   """
@@ -303,6 +304,7 @@ def search(evaluate, target: float, p0: float, *, slope=ssimulacra2_slope,
     return slack > 0 and any(target <= v[0] < target + slack for v in seen.values())
 
   goal = target if aim is None else target + aim
+  least_step = 1.0 if aim is None else _MIN_STEP
   p = p0
   s = at(p)
   step = (goal - s) / slope(p) + (0.0 if aim is not None else 0.25 if s < target else -0.25)
@@ -325,21 +327,15 @@ def search(evaluate, target: float, p0: float, *, slope=ssimulacra2_slope,
     elif hi is None:                       # everything misses: finer
       if lo >= 100.0:
         break
-      if aim is None:
-        p_next = max(p_next, lo + 1.0)
-      elif len(seen) >= 2:
-        p_next = max(_extrapolated(seen, sorted(seen)[-2:], goal), lo + _MIN_STEP)
-      else:
-        p_next = max(p_next, lo + _MIN_STEP)
+      if aim is not None and len(seen) >= 2:
+        p_next = _extrapolated(seen, sorted(seen)[-2:], goal)
+      p_next = max(p_next, lo + least_step)
     elif hi <= 1.0:                        # even the coarsest meets it
       break
     else:                                  # everything meets: coarser
-      if aim is None:
-        p_next = min(p_next, hi - 1.0)
-      elif len(seen) >= 2:
-        p_next = min(_extrapolated(seen, sorted(seen)[:2], goal), hi - _MIN_STEP)
-      else:
-        p_next = min(p_next, hi - _MIN_STEP)
+      if aim is not None and len(seen) >= 2:
+        p_next = _extrapolated(seen, sorted(seen)[:2], goal)
+      p_next = min(p_next, hi - least_step)
     at(p_next)
     known = sorted(seen)
     if aim is None:                        # doubling outwards while one side is missing
@@ -435,8 +431,9 @@ def meet_libjpeg(pixels: np.ndarray, quality: float = DEFAULT_QUALITY, *,
 def _no_larger_than_libjpeg(result: PerceptualResult, anchor: Coefficients) -> PerceptualResult:
   """`result`, or libjpeg-turbo's own coefficients `anchor` (the whole image's, at the target's
   quality) when their baseline file is no larger than `result`'s estimate: they meet the target
-  by definition. (It happens on tiny images at high qualities.)"""
-  if result.p is None or result.file_bytes is None:
+  by definition. (It happens on tiny images at high qualities.) A sample's result is kept: its
+  file is not the image's."""
+  if result.p is None or result.file_bytes is None or result.sampled:
     return result
   if len(write_coefficients(anchor, optimize=True)[0]) <= result.file_bytes:
     return dataclasses.replace(result, coefficients=anchor, score=result.target, p=None,
@@ -481,19 +478,15 @@ def _checked(image: PerceptualImage, quality: float, from_sample: PerceptualResu
   start = round(float(from_sample.p), 3)
   first = evaluate(start)
   if target <= first[0] < target + WHOLE_CHECK_SLACK:       # the sample was right: done
-    return _whole_no_larger(PerceptualResult(first[2], first[0], target, start, subsampling,
-                                             evaluations + 1, sampled, file_bytes=first[1]),
-                            anchor)
+    return _no_larger_than_libjpeg(PerceptualResult(
+        first[2], first[0], target, start, subsampling, evaluations + 1, sampled,
+        file_bytes=first[1]), anchor)
   p, value, _ = search(evaluate, target, start, budget=WHOLE_CHECK_BUDGET, tolerance=1.0,
                        slope=ssimulacra2_slope if slope is None else (lambda _: slope),
                        aim=SEARCH_AIM, slack=SEARCH_SLACK)
   evaluations += len(seen)
   if p is None:
     return PerceptualResult(anchor, target, target, None, "4:2:0", evaluations, sampled)
-  return _whole_no_larger(PerceptualResult(value[2], value[0], target, p, subsampling,
-                                           evaluations, sampled, file_bytes=value[1]), anchor)
-
-
-def _whole_no_larger(result: PerceptualResult, anchor: Coefficients) -> PerceptualResult:
-  """`_no_larger_than_libjpeg` where `result` is the whole image's (not a sample's)."""
-  return result if result.sampled else _no_larger_than_libjpeg(result, anchor)
+  return _no_larger_than_libjpeg(PerceptualResult(
+      value[2], value[0], target, p, subsampling, evaluations, sampled, file_bytes=value[1]),
+      anchor)

@@ -25,9 +25,12 @@ _MAX_BUFFERED = 1000 - 64 + 1
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _eobrun_symbol(run):
-  """The EOBn symbol of a run of `run` >= 1 blocks: n = floor(log2(run)), in the high nibble."""
-  return (magnitude_size(run) - 1) << 4
+def _flush(counts, eobrun):
+  """Counts the pending end-of-band run's EOBn symbol (n = floor(log2(run)), in the high
+  nibble), if there is a run; returns the run's new length, 0."""
+  if eobrun:
+    counts[(magnitude_size(eobrun) - 1) << 4] += 1
+  return 0
 
 
 def block_starts(sparse) -> np.ndarray:
@@ -55,9 +58,7 @@ def ac_first_counts(starts, k, magnitude, ss, se, al, cap):
       t = np.int64(magnitude[i]) >> al
       if t == 0:
         continue
-      if eobrun:
-        counts[_eobrun_symbol(eobrun)] += 1
-        eobrun = 0
+      eobrun = _flush(counts, eobrun)
       r = kk - last - 1
       while r > 15:
         counts[0xF0] += 1
@@ -67,10 +68,8 @@ def ac_first_counts(starts, k, magnitude, ss, se, al, cap):
     if last < se:
       eobrun += 1
       if eobrun == cap:
-        counts[_eobrun_symbol(eobrun)] += 1
-        eobrun = 0
-  if eobrun:
-    counts[_eobrun_symbol(eobrun)] += 1
+        eobrun = _flush(counts, eobrun)
+  _flush(counts, eobrun)
   return counts
 
 
@@ -83,7 +82,7 @@ def ac_refine_counts(starts, k, magnitude, ss, se, al, cap):
   as for `ac_first_counts`."""
   counts = np.zeros(256, np.int64)
   eobrun = 0
-  buffered = 0
+  buffered = 0                    # the run's correction bits (0 whenever the run is)
   corrections = 0
   for b in range(len(starts) - 1):
     eob = 0                         # the last newly nonzero coefficient's position
@@ -103,10 +102,7 @@ def ac_refine_counts(starts, k, magnitude, ss, se, al, cap):
       r += kk - last - 1
       last = kk
       while r > 15 and kk <= eob:
-        if eobrun:
-          counts[_eobrun_symbol(eobrun)] += 1
-          eobrun = 0
-          buffered = 0
+        eobrun = buffered = _flush(counts, eobrun)
         counts[0xF0] += 1
         r -= 16
         pending = 0
@@ -114,10 +110,7 @@ def ac_refine_counts(starts, k, magnitude, ss, se, al, cap):
         pending += 1
         corrections += 1
         continue
-      if eobrun:
-        counts[_eobrun_symbol(eobrun)] += 1
-        eobrun = 0
-        buffered = 0
+      eobrun = buffered = _flush(counts, eobrun)
       counts[(r << 4) + 1] += 1
       pending = 0
       r = 0
@@ -126,9 +119,6 @@ def ac_refine_counts(starts, k, magnitude, ss, se, al, cap):
       eobrun += 1
       buffered += pending
       if eobrun == cap or buffered > _MAX_BUFFERED:
-        counts[_eobrun_symbol(eobrun)] += 1
-        eobrun = 0
-        buffered = 0
-  if eobrun:
-    counts[_eobrun_symbol(eobrun)] += 1
+        eobrun = buffered = _flush(counts, eobrun)
+  _flush(counts, eobrun)
   return counts, corrections
