@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from djpeg import checks, decode_compiled, sampling
+from djpeg import checks, decode_compiled, encode_compiled, sampling
 from djpeg.blocks import blockify, unblockify
 from djpeg.coefficients import Coefficients
 from djpeg.color import image_to_ycbcr_planes, ycbcr_planes_to_image
@@ -110,13 +110,11 @@ def _steps(quality, base, *, batch_shape, num_components):
 
 
 @functools.partial(jax.jit, static_argnames=("factors", "faithful"))
-def _transform(images, *, factors, faithful, valid_rows=None):
+def _transform(images, *, factors, faithful):
   """images `(N, H, W, C)` -> per component DCT coefficients `(N, rows, cols, 8, 8)`.
 
-  Images are float in [0, 1], or uint8 samples (the file writer's fast path: a quarter of the
-  bytes to move, no rounding to undo). `valid_rows` (a traced int, or None for all of H): the
-  image ends there, and the rows below it are edge padding of a stripe (`STRIPE`); each
-  downsampled plane then repeats its last real row below it, as libjpeg pads (`jcprepct.c`).
+  Images are float in [0, 1], or uint8 samples (a batch's fast path: a quarter of the bytes
+  to move, no rounding to undo).
   """
   _, height, width, channels = images.shape
   if images.dtype == jnp.uint8:
@@ -134,22 +132,18 @@ def _transform(images, *, factors, faithful, valid_rows=None):
     rh, rv = sampling.ratios(factors, c)
     rows, cols = sampling.component_blocks(height, width, factors, c)
     plane = sampling.downsample_component(planes[c], rh, rv, rows, cols, exact=faithful)
-    if valid_rows is not None and rv > 1:
-      last = (valid_rows + rv - 1) // rv - 1
-      plane = jnp.take(plane, jnp.minimum(jnp.arange(plane.shape[-2]), last), axis=-2)
     blocks = blockify(plane)
     out.append(fdct_islow(blocks) if faithful else fdct(blocks - 128.0))
   return tuple(out)
 
 
 @functools.partial(jax.jit, static_argnames=("factors", "rounding", "faithful"))
-def _encode(images, steps, key, deadzone=None, valid_rows=None, *, factors, rounding, faithful):
+def _encode(images, steps, key, deadzone=None, *, factors, rounding, faithful):
   """images `(N, H, W, C)` in [0, 1], steps `(N, C, 8, 8)` -> quantized components.
 
   `deadzone`: None, or per component `(N, rows, cols, 1, 1)` or `(N, rows, cols, 8, 8)`.
-  `valid_rows`: see `_transform`.
   """
-  dct = _transform(images, factors=factors, faithful=faithful, valid_rows=valid_rows)
+  dct = _transform(images, factors=factors, faithful=faithful)
   keys = [None] * len(dct) if key is None else list(jax.random.split(key, len(dct)))
   zones = [None] * len(dct) if deadzone is None else deadzone
   return tuple(quantize(d, steps[:, c, None, None, :, :], rounding=rounding, key=keys[c],
@@ -219,85 +213,46 @@ def _pixel_geometry(pixels, subsampling: str):
   return batch_shape, height, width, channels, sampling.factors_for(subsampling, channels)
 
 
-#: The exporter codes one image in stripes of `STRIPE` rows (a multiple of every MCU height),
-#: padded to a width class (a multiple of `WIDTH_CLASS` pixels) by repeating the last row and
-#: column, as libjpeg pads partial MCUs at the right edge. At the bottom libjpeg repeats the last
-#: *downsampled* row instead, so the stripe's real height goes along (`_transform`'s
-#: `valid_rows`). Every block of the image is then computed exactly as on the whole image, the
-#: memory stays that of a stripe, and one compiled program serves every image of a width class,
-#: whatever its height.
-STRIPE = 256
-WIDTH_CLASS = 256
-
-
-def _stripes(pixels: np.ndarray):
-  """(real rows of the stripe, `(STRIPE, W_class, C)` uint8 stripe) of one image."""
+def _component_planes(pixels: np.ndarray, factors) -> list[np.ndarray]:
+  """Per component the `(8 rows, 8 cols)` uint8 sample grid libjpeg codes for one image
+  `(H, W, C)` uint8 (`djpeg.encode_compiled`: colour conversion, padding, downsampling)."""
   height, width = pixels.shape[:2]
-  padded_width = -(-width // WIDTH_CLASS) * WIDTH_CLASS
-  for top in range(0, height, STRIPE):
-    stripe = pixels[top:top + STRIPE]
-    pad = ((0, STRIPE - stripe.shape[0]), (0, padded_width - width), (0, 0))
-    yield stripe.shape[0], np.pad(stripe, pad, mode="edge") if any(p[1] for p in pad) else stripe
-
-
-@functools.partial(jax.jit, static_argnames=("factors",))
-def _transform_tile(tile, valid_rows, *, factors):
-  """One `(STRIPE, W_class, C)` uint8 stripe whose first `valid_rows` rows are the image's ->
-  per component DCT blocks."""
-  return _transform(tile[None], factors=factors, faithful=True, valid_rows=valid_rows)
-
-
-@functools.partial(jax.jit, static_argnames=("factors",))
-def _encode_tile(tile, valid_rows, steps, *, factors):
-  """One `(STRIPE, W_class, C)` uint8 stripe (its first `valid_rows` rows the image's) and
-  `(C, 8, 8)` steps -> int16 quantized blocks."""
-  components = _encode(tile[None], steps[None], None, None, valid_rows, factors=factors,
-                       rounding="ste", faithful=True)
-  return tuple(c[0].astype(jnp.int16) for c in components)
-
-
-def _by_stripes(pixels: np.ndarray, factors, run) -> tuple[np.ndarray, ...]:
-  """Per component numpy blocks of one image, `run(stripe, valid_rows)` on each stripe, cropped
-  to the image's block grid (`sampling.component_blocks`)."""
-  height, width = pixels.shape[:2]
-  parts = [[] for _ in factors]
-  for valid_rows, stripe in _stripes(np.asarray(pixels, np.uint8)):
-    for c, blocks in enumerate(run(jnp.asarray(stripe), jnp.int32(valid_rows))):
-      parts[c].append(np.asarray(blocks))
+  pixels = np.ascontiguousarray(pixels, np.uint8)
+  planes = encode_compiled.ycc_planes(pixels) if pixels.shape[-1] == 3 else (pixels[..., 0],)
   out = []
-  for c in range(len(factors)):
+  for c, plane in enumerate(planes):
+    rh, rv = sampling.ratios(factors, c)
     rows, cols = sampling.component_blocks(height, width, factors, c)
-    out.append(np.concatenate(parts[c], axis=0)[:rows, :cols])
-  return tuple(out)
+    out.append(encode_compiled.component_plane(np.ascontiguousarray(plane), rh, rv, rows, cols))
+  return out
 
 
 def transform_pixels(pixels: np.ndarray, *, subsampling: str = "4:2:0") -> tuple[np.ndarray, ...]:
   """`transform` for 8-bit pixels `(H, W, C)` uint8, as the exporter needs it: the same
-  coefficients as `transform(pixels / 255)`, computed in stripes (one compilation per width
-  class, the memory of one stripe; see `STRIPE`), as numpy arrays."""
+  coefficients as `transform(pixels / 255)`, as numpy float32 arrays, computed by compiled
+  loops (`djpeg.encode_compiled`: no XLA program per image size, and no float copy of the
+  image)."""
   batch_shape, height, width, channels, factors = _pixel_geometry(pixels, subsampling)
   if batch_shape:
     raise ValueError(f"transform_pixels takes one image (H, W, C); got {np.shape(pixels)}.")
-  return _by_stripes(pixels, factors,
-                     lambda s, v: [d[0] for d in _transform_tile(s, v, factors=factors)])
+  return tuple(encode_compiled.forward_dct(p) for p in _component_planes(pixels, factors))
 
 
 def encode_pixels(pixels: np.ndarray, *, quality=None, tables=None,
                   subsampling: str = "4:2:0") -> Coefficients:
   """`encode` for 8-bit pixels `(H, W, C)` or `(B, H, W, C)` uint8, as the file writer needs it.
 
-  Equal to `encode(pixels / 255, ...)` with exact rounding, without the float round trip, and
-  in one compiled call (tables, transform, quantization and reshapes), since at one image the
-  dispatch of separate steps costs as much as the arithmetic. The components come back as int16
+  Equal to `encode(pixels / 255, ...)` with exact rounding, without the float round trip: one
+  image by compiled loops (`transform_pixels`), a batch in one compiled XLA call (tables,
+  transform, quantization and reshapes). The components come back as int16
   (what a file stores; 8-bit samples give |values| <= 1024), so the writer needs no conversion.
   """
   batch_shape, height, width, channels, factors = _pixel_geometry(pixels, subsampling)
   quality, base = _table_arguments(quality, tables, batch_shape)
-  if not batch_shape:           # one image: in stripes (`STRIPE`)
+  if not batch_shape:           # one image: compiled loops (`transform_pixels`)
     steps = np.asarray(_steps(quality, base, batch_shape=(), num_components=channels))
-    components = _by_stripes(pixels, factors,
-                             lambda s, v: _encode_tile(s, v, jnp.asarray(steps),
-                                                       factors=factors))
+    components = tuple(encode_compiled.quantize_dct(p, steps[c].astype(np.int32))
+                       for c, p in enumerate(_component_planes(pixels, factors)))
     return Coefficients(components, steps, height, width, factors)
   components, steps = _encode_pixels(np.asarray(pixels, np.uint8), quality, base,
                                      batch_shape=batch_shape, factors=factors)

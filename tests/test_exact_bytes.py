@@ -70,11 +70,10 @@ def test_dumps_of_an_image_is_pillows_file(quality):
 
 
 @pytest.mark.parametrize("height,width", [(10, 10), (24, 24), (37, 53), (302, 17),
-                                          (2 * djpeg.codec.STRIPE + 8, 24)])
+                                          (520, 24)])
 def test_dumps_of_an_image_of_any_height_is_pillows_file(height, width):
-  """Images are coded in stripes of `codec.STRIPE` rows padded at the bottom; where the image
-  ends inside a chroma block (height not a multiple of 16 in 4:2:0), libjpeg repeats the last
-  downsampled row, not the last image row, and so must the stripes."""
+  """Where the image ends inside a chroma block (height not a multiple of 16 in 4:2:0),
+  libjpeg repeats the last downsampled row, not the last image row, and so must we."""
   from PIL import Image
 
   castle = Image.fromarray(samples.load("castle", uint8=True))
@@ -126,3 +125,23 @@ def test_files_match_jpegtran_for_any_coefficients(restart):
       theirs = subprocess.run(args, input=baseline, capture_output=True, check=True).stdout
       assert ours[ours.index(b"\xff\xc0" if mode == "-optimize" else b"\xff\xc2"):] == \
           theirs[theirs.index(b"\xff\xc0" if mode == "-optimize" else b"\xff\xc2"):]
+
+
+@pytest.mark.parametrize("height,width", [(8, 8), (37, 53), (302, 17), (121, 250)])
+def test_transform_pixels_is_libjpegs_dct(height, width):
+  """The exporter's transform (compiled loops, `djpeg.encode_compiled`) in orthonormal units:
+  at quality 100 (every step 1) libjpeg-turbo's stored coefficients are exactly its values
+  rounded half away from zero, for every sampling and at edges that need padding."""
+  rng = np.random.default_rng(height * width)
+  pixels = rng.integers(0, 256, (height, width, 3), np.uint8)
+  photo = samples.load("castle", uint8=True)[: height // 2, :width]    # smooth and noisy parts
+  pixels[: photo.shape[0], : photo.shape[1]] = photo
+  for sub in PIL_SUBSAMPLING:
+    want = jpeglib_coefficients(pillow_file(pixels, quality=100,
+                                            subsampling=PIL_SUBSAMPLING[sub]))
+    assert np.all(want.tables == 1)
+    ours = djpeg.codec.transform_pixels(pixels, subsampling=sub)
+    for c, (dct, stored) in enumerate(zip(ours, want.components)):
+      rows, cols = dct.shape[:2]
+      rounded = np.sign(dct) * np.floor(np.abs(dct) + 0.5)
+      np.testing.assert_array_equal(rounded, np.asarray(stored)[:rows, :cols], err_msg=f"{sub} {c}")

@@ -1,0 +1,221 @@
+"""libjpeg-turbo's encode of 8-bit pixels to DCT coefficients, as compiled loops.
+
+The mirror of `djpeg.decode_compiled`. `djpeg.codec.encode` states the encoder in XLA
+(differentiable, batched, any device); an exporter on a CPU needs only the integer result, once
+or twice per image, and there each new image width cost XLA a trace and a compiled program (in
+a batch of photos of many sizes, about 2.5 s of tracing per process). Here numba runs the same
+integer arithmetic sample by sample and block by block, for any size, compiled once and cached
+on disk (`djpeg.codec.transform_pixels` and `encode_pixels` use it for one image on a CPU):
+
+* `ycc_planes`: jccolor.c's `rgb_ycc_convert` in 16-bit fixed point (`djpeg.color`).
+* `component_plane`: a component's padded sample grid as libjpeg builds it
+  (`djpeg.sampling.downsample_component`): the right edge replicated at full resolution to the
+  component's whole blocks, the bottom to a whole row group, the box average with jcsample.c's
+  alternating rounding bias, then the last *downsampled* row replicated to whole blocks.
+* `forward_dct`: `jpeg_fdct_islow` (jfdctint.c, as `djpeg.dct` states it) of every block,
+  computed in float64 where its integer arithmetic is exact, a block row at a time with one
+  block per SIMD lane, in orthonormal units (libjpeg's integer output / 8, exact in float32), and `quantize_dct`:
+  jcdctmgr.c's division of that output by 8 * step, rounded half away from zero.
+
+Planes: uint8 `(rows, cols)`; coefficients `(block_rows, block_cols, 8, 8)` in natural order.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+# jfdctint.c's constants (as `djpeg.dct`): 13-bit fixed point, 2 extra bits after pass 1.
+_CONST_BITS = 13
+_PASS1_BITS = 2
+_F0298, _F0390, _F0541 = 2446, 3196, 4433
+_F0765, _F0899, _F1175 = 6270, 7373, 9633
+_F1501, _F1847, _F1961 = 12299, 15137, 16069
+_F2053, _F2562, _F3072 = 16819, 20995, 25172
+
+
+@numba.njit(cache=True, nogil=True)
+def ycc_planes(pixels):
+  """`(H, W, 3)` uint8 RGB -> Y, Cb, Cr planes `(H, W)` uint8 (jccolor.c).
+
+  A row at a time: its channels split into int32 rows, then each output as a loop of int32
+  arithmetic (every product and sum stays below 2**24), which runs eight pixels per SIMD
+  vector; the interleaved arithmetic ran at a third of the speed."""
+  height, width = pixels.shape[:2]
+  y = np.empty((height, width), np.uint8)
+  cb = np.empty((height, width), np.uint8)
+  cr = np.empty((height, width), np.uint8)
+  flat = pixels.reshape(height, width * 3)
+  red = np.empty(width, np.int32)
+  green = np.empty(width, np.int32)
+  blue = np.empty(width, np.int32)
+  # FIX(0.29900), FIX(0.58700), FIX(0.11400), FIX(0.16874), FIX(0.33126), FIX(0.5),
+  # FIX(0.41869), FIX(0.08131) in 16 bits; ONE_HALF; CBCR_OFFSET + ONE_HALF - 1 (libjpeg's
+  # fudge that keeps Cb and Cr <= 255).
+  k0, k1, k2, k3 = np.int32(19595), np.int32(38470), np.int32(7471), np.int32(11059)
+  k4, k5, k6, k7 = np.int32(21709), np.int32(32768), np.int32(27439), np.int32(5329)
+  half, offset, bits = np.int32(1 << 15), np.int32((128 << 16) + (1 << 15) - 1), np.int32(16)
+  for r in range(height):
+    row = flat[r]
+    for c in range(width):
+      red[c] = row[3 * c]
+      green[c] = row[3 * c + 1]
+      blue[c] = row[3 * c + 2]
+    out = y[r]
+    for c in range(width):
+      out[c] = np.uint8(np.int32(k0 * red[c] + k1 * green[c] + k2 * blue[c] + half) >> bits)
+    out = cb[r]
+    for c in range(width):
+      out[c] = np.uint8(np.int32(k5 * blue[c] - k3 * red[c] - k4 * green[c] + offset) >> bits)
+    out = cr[r]
+    for c in range(width):
+      out[c] = np.uint8(np.int32(k5 * red[c] - k6 * green[c] - k7 * blue[c] + offset) >> bits)
+  return y, cb, cr
+
+
+@numba.njit(cache=True, nogil=True)
+def component_plane(plane, rh, rv, block_rows, block_cols):
+  """A full-resolution plane `(H, W)` uint8 -> the component's `(8 block_rows, 8 block_cols)`
+  uint8 samples, reduced by `rh` columns and `rv` rows as libjpeg pads and downsamples it
+  (module docstring)."""
+  height, width = plane.shape
+  out_rows, out_cols = 8 * block_rows, 8 * block_cols
+  real_rows = (height + rv - 1) // rv      # downsampled rows made from image rows
+  out = np.empty((out_rows, out_cols), np.uint8)
+  count = rh * rv
+  for r in range(min(real_rows, out_rows)):
+    if count == 1:                         # full resolution: the row, its last sample repeated
+      out[r, :width] = plane[r]
+      out[r, width:] = plane[r, width - 1]
+      continue
+    for c in range(out_cols):
+      if c * rh + rh <= width and r * rv + rv <= height:     # inside: no edge to replicate
+        total = np.int64(0)
+        for i in range(rv):
+          for j in range(rh):
+            total += plane[r * rv + i, c * rh + j]
+      else:
+        total = np.int64(0)
+        for i in range(rv):
+          y = min(r * rv + i, height - 1)
+          for j in range(rh):
+            total += plane[y, min(c * rh + j, width - 1)]
+      if rh == 2 and rv == 2:            # h2v2_downsample: bias 1, 2, 1, 2, ...
+        out[r, c] = (total + 1 + (c & 1)) >> 2
+      elif rh == 2 and rv == 1:            # h2v1_downsample: bias 0, 1, 0, 1, ...
+        out[r, c] = (total + (c & 1)) >> 1
+      else:                                # int_downsample: (sum + n / 2) / n
+        out[r, c] = (total + count // 2) // count
+  for r in range(real_rows, out_rows):     # below the image: the last downsampled row again
+    for c in range(out_cols):
+      out[r, c] = out[real_rows - 1, c]
+  return out
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _descale(x, n):
+  """DESCALE, (x + 2**(n-1)) >> n, of an integer held in a float64 (exact: |x| < 2**29)."""
+  return np.floor((x + 2.0 ** (n - 1)) * 2.0 ** -n)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _fdct_1d(src, dst, n, shift):
+  """One jpeg_fdct_islow pass: for each of `n` blocks b, the 8 values src[0..7, b] -> dst[0..7,
+  b], descaled by `shift` bits. In float64, where every sum and product of this integer
+  arithmetic is exact (libjpeg's int32 values stay below 2**29), one block per SIMD lane: the
+  loop over b runs the butterflies on vectors. The two even outputs libjpeg forms by left
+  shifts are the same values descaled from `* 2**13`."""
+  one = 2.0 ** _CONST_BITS
+  for b in range(n):
+    d0, d1, d2, d3 = src[0, b], src[1, b], src[2, b], src[3, b]
+    d4, d5, d6, d7 = src[4, b], src[5, b], src[6, b], src[7, b]
+    tmp0, tmp7 = d0 + d7, d0 - d7
+    tmp1, tmp6 = d1 + d6, d1 - d6
+    tmp2, tmp5 = d2 + d5, d2 - d5
+    tmp3, tmp4 = d3 + d4, d3 - d4
+    tmp10, tmp13 = tmp0 + tmp3, tmp0 - tmp3
+    tmp11, tmp12 = tmp1 + tmp2, tmp1 - tmp2
+    dst[0, b] = _descale((tmp10 + tmp11) * one, shift)
+    dst[4, b] = _descale((tmp10 - tmp11) * one, shift)
+    z1 = (tmp12 + tmp13) * _F0541
+    dst[2, b] = _descale(z1 + tmp13 * _F0765, shift)
+    dst[6, b] = _descale(z1 - tmp12 * _F1847, shift)
+    z1, z2, z3, z4 = tmp4 + tmp7, tmp5 + tmp6, tmp4 + tmp6, tmp5 + tmp7
+    z5 = (z3 + z4) * _F1175
+    tmp4 = tmp4 * _F0298
+    tmp5 = tmp5 * _F2053
+    tmp6 = tmp6 * _F3072
+    tmp7 = tmp7 * _F1501
+    z1 = z1 * -_F0899
+    z2 = z2 * -_F2562
+    z3 = z3 * -_F1961 + z5
+    z4 = z4 * -_F0390 + z5
+    dst[7, b] = _descale(tmp4 + z1 + z3, shift)
+    dst[5, b] = _descale(tmp5 + z2 + z4, shift)
+    dst[3, b] = _descale(tmp6 + z2 + z3, shift)
+    dst[1, b] = _descale(tmp7 + z1 + z4, shift)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _row_dct(plane, br, samples, rows_out, out):
+  """libjpeg's integer DCT of the blocks of block row `br` of `plane`: out[v, u, b] (8x
+  orthonormal, integers in float64) for each block b. `samples`, `rows_out`: (8, 8, cols)
+  float64 scratch."""
+  cols = plane.shape[1] // 8
+  for r in range(8):                         # pass 1: along each row of the blocks
+    for k in range(8):
+      for b in range(cols):
+        samples[r, k, b] = np.float64(plane[8 * br + r, 8 * b + k]) - 128.0
+    _fdct_1d(samples[r], rows_out[r], cols, _CONST_BITS - _PASS1_BITS)
+  for u in range(8):                         # pass 2: down each column
+    for r in range(8):
+      for b in range(cols):
+        samples[u, r, b] = rows_out[r, u, b]
+    _fdct_1d(samples[u], out[u], cols, _CONST_BITS + _PASS1_BITS)
+
+
+@numba.njit(cache=True, nogil=True)
+def forward_dct(plane):
+  """`(8R, 8C)` uint8 samples -> `(R, C, 8, 8)` float32 DCT coefficients in orthonormal units
+  (libjpeg's integer output / 8, exact)."""
+  rows, cols = plane.shape[0] // 8, plane.shape[1] // 8
+  out = np.empty((rows, cols, 8, 8), np.float32)
+  samples = np.empty((8, 8, cols))
+  rows_out = np.empty((8, 8, cols))
+  dct = np.empty((8, 8, cols))               # [u, v, b]: column u's outputs v
+  for br in range(rows):
+    _row_dct(plane, br, samples, rows_out, dct)
+    for b in range(cols):
+      for v in range(8):
+        for u in range(8):
+          out[br, b, v, u] = dct[u, v, b] * 0.125
+  return out
+
+
+@numba.njit(cache=True, nogil=True)
+def quantize_dct(plane, steps):
+  """`(8R, 8C)` uint8 samples and `(8, 8)` integer steps -> `(R, C, 8, 8)` int16 quantized
+  values: libjpeg's integer DCT output divided by 8 * step, rounded half away from zero."""
+  rows, cols = plane.shape[0] // 8, plane.shape[1] // 8
+  out = np.empty((rows, cols, 8, 8), np.int16)
+  samples = np.empty((8, 8, cols))
+  rows_out = np.empty((8, 8, cols))
+  dct = np.empty((8, 8, cols))
+  half = np.empty((8, 8))
+  inverse = np.empty((8, 8))
+  for v in range(8):
+    for u in range(8):
+      half[v, u] = 4.0 * steps[v, u]
+      inverse[v, u] = 1.0 / (8.0 * steps[v, u])
+  for br in range(rows):
+    _row_dct(plane, br, samples, rows_out, dct)
+    for b in range(cols):
+      for v in range(8):
+        for u in range(8):
+          # floor((|x| + 4 step) / (8 step)) by a reciprocal: |x| < 2**17, so the product is
+          # within 2**-34 of the quotient, and a quotient below an integer is at least
+          # 1 / (8 step) >= 2**-11 below it; the 2**-20 nudge lifts exact integers only.
+          x = dct[u, v, b]
+          q = np.int16(np.floor((abs(x) + half[v, u]) * inverse[v, u] + 2.0 ** -20))
+          out[br, b, v, u] = -q if x < 0 else q
+  return out
