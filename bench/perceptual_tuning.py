@@ -2,6 +2,7 @@
 
   python bench/perceptual_tuning.py tune  [--images 8] [--evaluations 70]
   python bench/perceptual_tuning.py guess [--images 12]
+  python bench/perceptual_tuning.py lambda [--images 12] [--seed 5] [--factors 1,0.3]
 
 `tune`: Nelder-Mead over seven numbers: the table shape (luma log-slope a, chroma offset b,
 chroma log-slope c, DC offset d, low-band offset e, all relative to mozjpeg's default ImageMagick
@@ -15,6 +16,10 @@ lambda and threshold (70 evaluations from mozjpeg's own settings: -13.8% -> -18.
 training images); `tune --start round1` is the second, both metrics over all seven numbers from
 there (70 evaluations: SSIMULACRA 2 -18.1%, butteraugli -9.3% on its 8 images; mozjpeg on
 held-out training images: -13.3% and -8.7%).
+
+`lambda`: the trellis lambda scaled by each of `--factors` at the default mode's operating
+points (the smallest file meeting libjpeg-turbo's SSIMULACRA 2 at each quality), BD-rates in
+SSIMULACRA 2 and butteraugli on 12 other training images (seed 5).
 
 `guess`: for 12 other training images (seed 3) and qualities 5..98, the perceptual quality p the
 default mode's search lands on (4:2:0), and how often 4:4:4 wins; the medians are
@@ -154,6 +159,42 @@ def guess(args) -> None:
           f"{full_chroma[q]} of {len(images)}")
 
 
+def lambda_factors(args) -> None:
+  """The trellis lambda at the default mode's operating points: for each image and quality, the
+  smallest file (p on a grid of a quarter unit) whose SSIMULACRA 2 meets libjpeg-turbo's at that
+  quality, with the lambda scaled by each factor; BD-rates of those files against libjpeg-turbo
+  in SSIMULACRA 2 and butteraugli, as `bench/rd.py` computes them."""
+  import djpeg
+  from djpeg import perceptual
+  factors = tuple(float(f) for f in args.factors.split(","))
+  images = training_images(args.images // 2, seed=args.seed)
+  scorer = Scorer()
+  bd = {f: ([], []) for f in factors}
+  for px in images:
+    image = perceptual.PerceptualImage(px)
+    anchor = scorer.curve(px, [pillow_jpeg(px, quality=q, subsampling=2, optimize=True)
+                               for q in QUALITIES])
+    targets = [image.score(image.libjpeg(q)) for q in QUALITIES]
+    for f in factors:
+      files = []
+      for q, target in zip(QUALITIES, targets):
+        p, first, best = max(1.0, perceptual.guess(q) - 4), None, None
+        while p <= 100 and (first is None or p < first + 1.0):
+          coefficients, size = image.trellis(p, lmbda=perceptual.LAMBDA * f)
+          if image.score(coefficients) >= target:
+            first = p if first is None else first
+            best = (size, coefficients) if best is None or size < best[0] else best
+          p += 0.25
+        files.append(djpeg.dumps(best[1] if best else image.libjpeg(q), progressive="optimize"))
+      ours = scorer.curve(px, files)
+      ra, rt = [a[0] for a in anchor], [a[0] for a in ours]
+      bd[f][0].append(bd_rate(ra, [a[1] for a in anchor], rt, [a[1] for a in ours]))
+      bd[f][1].append(bd_rate(ra, [-a[2] for a in anchor], rt, [-a[2] for a in ours]))
+  for f in factors:
+    print(f"lambda x {f:<5}  SSIMULACRA 2 {np.mean(bd[f][0]):7.2f}%  butteraugli "
+          f"{np.mean(bd[f][1]):7.2f}%  ({len(images)} training images, seed {args.seed})")
+
+
 def main() -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   sub = parser.add_subparsers(dest="command", required=True)
@@ -165,6 +206,11 @@ def main() -> int:
   p = sub.add_parser("guess")
   p.add_argument("--images", type=int, default=12)
   p.set_defaults(func=guess)
+  p = sub.add_parser("lambda")
+  p.add_argument("--images", type=int, default=12)
+  p.add_argument("--seed", type=int, default=5)
+  p.add_argument("--factors", default="1,0.3")
+  p.set_defaults(func=lambda_factors)
   args = parser.parse_args()
   args.func(args)
   return 0
