@@ -51,26 +51,32 @@ def _accumulate(sums, d, artifact, lost):
   sums[5] += t5
 
 
-@numba.njit(cache=True, nogil=True)
-def _pool(img1, img2, s11, s22, s12, mu1, mu2, with_ssim):
-  """One scale's and channel's `(h, w)` planes -> the six sums (map, map^4 for the three maps),
-  the maps with ssimulacra2.cc's arithmetic, a row at a time."""
-  h, w = img1.shape
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _pool(img1, img2, s11, s22, s12, mu1, mu2, b, c, top, h, w, with_ssim):
+  """One scale's and channel's `(h, w)` planes (rows `top` on of image `b`, channel `c` of the
+  canvases) -> the six sums (map, map^4 for the three maps), the maps with ssimulacra2.cc's
+  arithmetic, a row at a time. Two things let LLVM run the two loops per row on SIMD vectors
+  (2.5x faster, the same values): the canvases indexed whole (C-contiguous) rather than sliced,
+  whose rows numba cannot prove of unit stride, and numpy's error model, without the division
+  by zero check Python's model puts in every division (no denominator here can be 0: 1 + |e|
+  and a variance sum + C2)."""
   sums = np.zeros(6)
-  d = np.empty(w)
+  d = np.zeros(w)
   artifact = np.empty(w)
   lost = np.empty(w)
-  for y in range(h):
+  for y in range(top, top + h):
+    if with_ssim:
+      for x in range(w):
+        m1, m2 = mu1[b, c, y, x], mu2[b, c, y, x]
+        mu11, mu22, mu12 = m1 * m1, m2 * m2, m1 * m2
+        diff = m1 - m2
+        num_m = np.float32(1.0 - np.float64(diff * diff))
+        num_s = np.float32(2.0) * (s12[b, c, y, x] - mu12) + _C2
+        denom_s = (s11[b, c, y, x] - mu11) + (s22[b, c, y, x] - mu22) + _C2
+        d[x] = max(1.0 - np.float64((num_m * num_s) / denom_s), 0.0)
     for x in range(w):
-      m1, m2 = mu1[y, x], mu2[y, x]
-      mu11, mu22, mu12 = m1 * m1, m2 * m2, m1 * m2
-      diff = m1 - m2
-      num_m = np.float32(1.0 - np.float64(diff * diff))
-      num_s = np.float32(2.0) * (s12[y, x] - mu12) + _C2
-      denom_s = (s11[y, x] - mu11) + (s22[y, x] - mu22) + _C2
-      d[x] = max(1.0 - np.float64((num_m * num_s) / denom_s), 0.0) if with_ssim else 0.0
-      e1 = abs(img1[y, x] - m1)
-      e2 = abs(img2[y, x] - m2)
+      e1 = abs(img1[b, c, y, x] - mu1[b, c, y, x])
+      e2 = abs(img2[b, c, y, x] - mu2[b, c, y, x])
       ratio = (1.0 + np.float64(e2)) / (1.0 + np.float64(e1)) - 1.0
       artifact[x] = max(ratio, 0.0)
       lost[x] = max(-ratio, 0.0)
@@ -93,10 +99,8 @@ def pooled_values(img1, img2, s11, s22, s12, mu1, mu2, offsets, heights, widths,
       top, h, w = offsets[s], heights[s], widths[s]
       inv = 1.0 / (h * w)
       for c in range(3):
-        sums = _pool(img1[b, c, top:top + h, :w], img2[b, c, top:top + h, :w],
-                     s11[b, c, top:top + h, :w], s22[b, c, top:top + h, :w],
-                     s12[b, c, top:top + h, :w], mu1[b, c, top:top + h, :w],
-                     mu2[b, c, top:top + h, :w], ssim_weighted[c, s])
+        sums = _pool(img1, img2, s11, s22, s12, mu1, mu2, b, c, top, h, w,
+                     ssim_weighted[c, s])
         for m in range(3):
           out[b, s, c, 0, m] = inv * sums[2 * m]
           out[b, s, c, 1, m] = np.sqrt(np.sqrt(inv * sums[2 * m + 1]))
