@@ -3,6 +3,7 @@
   python bench/perceptual_tuning.py tune  [--images 8] [--evaluations 70]
   python bench/perceptual_tuning.py guess [--images 12]
   python bench/perceptual_tuning.py lambda [--images 12] [--seed 5] [--factors 1,0.3]
+  python bench/perceptual_tuning.py warm [--images 10] [--seed 21]
 
 `tune`: Nelder-Mead over seven numbers: the table shape (luma log-slope a, chroma offset b,
 chroma log-slope c, DC offset d, low-band offset e, all relative to mozjpeg's default ImageMagick
@@ -20,6 +21,10 @@ held-out training images: -13.3% and -8.7%).
 `lambda`: the trellis lambda scaled by each of `--factors` at the default mode's operating
 points (the smallest file meeting libjpeg-turbo's SSIMULACRA 2 at each quality), BD-rates in
 SSIMULACRA 2 and butteraugli on 12 other training images (seed 5).
+
+`warm`: a search's next candidate as one trellis pass priced by the previous candidate's
+symbol counts, against two passes from plain rounding (what `PerceptualImage.trellis` does
+from its second call on), on 10 other training images (seed 21).
 
 `guess`: for 12 other training images (seed 3) and qualities 5..98, the perceptual quality p the
 default mode's search lands on (4:2:0), and how often 4:4:4 wins; the medians are
@@ -195,6 +200,28 @@ def lambda_factors(args) -> None:
           f"{np.mean(bd[f][1]):7.2f}%  ({len(images)} training images, seed {args.seed})")
 
 
+def warm_start(args) -> None:
+  """One trellis pass priced by a nearby candidate's symbol counts against two passes from
+  plain rounding (`PerceptualImage.trellis`), at pairs of p a search visits one after the
+  other: bits and SSIMULACRA 2 of the two results."""
+  from djpeg import perceptual
+  images = training_images(args.images // 2, seed=args.seed)
+  pairs = ((78.0, 78.6), (78.0, 77.2), (58.0, 59.5), (36.0, 34.5))
+  bits, scores = [], []
+  for px in images:
+    for p0, p1 in pairs:
+      cold = perceptual.PerceptualImage(px)
+      cold_coefficients, cold_bytes = cold.trellis(p1)              # two passes, from rounding
+      warm = perceptual.PerceptualImage(px)
+      warm.trellis(p0)
+      warm_coefficients, warm_bytes = warm.trellis(p1)              # one pass, priced at p0
+      bits.append(warm_bytes / cold_bytes - 1)
+      scores.append(warm.score(warm_coefficients) - cold.score(cold_coefficients))
+  print(f"{len(bits)} pairs on {len(images)} training images (seed {args.seed}): file bytes "
+        f"{100 * np.mean(bits):+.3f}% (sd {100 * np.std(bits):.3f}%), SSIMULACRA 2 "
+        f"{np.mean(scores):+.3f} (sd {np.std(scores):.3f}), one warm pass against two cold")
+
+
 def main() -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   sub = parser.add_subparsers(dest="command", required=True)
@@ -211,6 +238,10 @@ def main() -> int:
   p.add_argument("--seed", type=int, default=5)
   p.add_argument("--factors", default="1,0.3")
   p.set_defaults(func=lambda_factors)
+  p = sub.add_parser("warm")
+  p.add_argument("--images", type=int, default=10)
+  p.add_argument("--seed", type=int, default=21)
+  p.set_defaults(func=warm_start)
   args = parser.parse_args()
   args.func(args)
   return 0

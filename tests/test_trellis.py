@@ -119,6 +119,26 @@ def test_never_worse_than_rounding_with_real_code_lengths(name, subsampling, qua
                               subsampling=subsampling).components[0]))
 
 
+@pytest.mark.parametrize("name, subsampling", [("castle", "4:2:0"), ("bear_gray", "4:4:4")])
+def test_a_pass_priced_by_given_counts_continues_the_rounds(name, subsampling):
+  """`ac_counts` are the kept result's symbol counts as the file's scan codes them, and one pass
+  priced by a one-pass result's counts is exactly the second pass of a two-pass call."""
+  dct, tables, factors, height, width, weights = setup(name, subsampling, 50)
+  lmbda = trellis_lib.table_slope(dct, tables, factors, height, width, weights=weights)
+  run = lambda **kw: trellis_lib.trellis_quantize(dct, tables, factors, height, width,
+                                                  lmbda=lmbda, weights=weights, **kw)
+  one, two = run(rounds=1), run(rounds=2)
+  counted = trellis_lib.symbol_counts(one.components, height, width, factors)
+  for slot in (0, 1):
+    want = counted.get((1, slot), np.zeros(256))
+    np.testing.assert_array_equal(one.ac_counts[slot], want)
+  assert one.chosen == 1 and two.chosen == 2
+  warm = run(rounds=1, ac_counts=one.ac_counts)
+  for a, b in zip(warm.components, two.components):
+    np.testing.assert_array_equal(a, b)
+  assert warm.bits == two.bits
+
+
 @pytest.mark.parametrize("progressive", [False, True])
 @pytest.mark.parametrize("name, subsampling", [("houses", "4:2:0"), ("limes", "4:2:2"),
                                                ("bear_gray", "4:4:4")])
@@ -178,6 +198,7 @@ def test_lambda_extremes():
     (dict(lmbda=-1.0), "lmbda must be"), (dict(lmbda=float("nan")), "lmbda must be"),
     (dict(importance=[np.ones((3, 3))] * 3), "importance of component 0 must have shape"),
     (dict(importance=[np.ones((16, 24))]), "one array per component"),
+    (dict(ac_counts=np.ones((3, 256))), "ac_counts must be"),
 ])
 def test_bad_arguments(kwargs, match):
   dct, tables, factors, height, width, weights = setup("castle", "4:2:0", 50)

@@ -60,6 +60,8 @@ class TrellisResult:
     lmbda: the lambda used (bits per unit of distortion).
     rounding_bits, rounding_distortion, rounding_cost: the same for plain rounding.
     rounds: trellis rounds run; `chosen`: the round whose result was kept (0 = plain rounding).
+    ac_counts: `(2, 256)` AC symbol counts of the kept result per Huffman table (luma, chroma;
+      zeros for a table no component uses): `trellis_quantize`'s `ac_counts` for a next call.
   """
   components: list[np.ndarray]
   bits: float
@@ -71,6 +73,7 @@ class TrellisResult:
   rounding_cost: float
   rounds: int
   chosen: int
+  ac_counts: np.ndarray | None = None
 
 
 def round_half_away(x: np.ndarray) -> np.ndarray:
@@ -333,7 +336,8 @@ def table_slope(dct, tables, sampling, height: int, width: int, *, weights,
 
 
 def trellis_quantize(dct, tables, sampling, height: int, width: int, *, lmbda=None, weights,
-                     importance=None, rounds: int = 2) -> TrellisResult:
+                     importance=None, rounds: int = 2,
+                     ac_counts: np.ndarray | None = None) -> TrellisResult:
   """Chooses quantized values for DCT coefficients by minimising bits + lmbda * distortion.
 
   Args:
@@ -347,6 +351,9 @@ def trellis_quantize(dct, tables, sampling, height: int, width: int, *, lmbda=No
     importance: optional per component `(rows, cols)` non-negative multiplier of each block's
       distortion (an importance map: larger keeps more of the block).
     rounds: trellis passes, each with the Huffman tables of the previous result (0: rounding).
+    ac_counts: optional `(2, 256)` AC symbol counts to price the first pass with instead of
+      plain rounding's: a previous result's (`TrellisResult.ac_counts`) at nearby tables of the
+      same image, with which one pass does what two do from rounding (a search over tables).
   Returns:
     `TrellisResult`; its components carry the rounded DC and the chosen AC values.
   Raises:
@@ -360,16 +367,23 @@ def trellis_quantize(dct, tables, sampling, height: int, width: int, *, lmbda=No
     lmbda = problem.slope()
   counts, bits, distortion = problem.evaluate(problem.rounded)
   rounding = (bits, distortion, bits + lmbda * distortion)
-  best = (rounding[2], problem.rounded, bits, distortion, 0)
+  best = (rounding[2], problem.rounded, bits, distortion, 0, counts)
+  pricing = counts
+  if ac_counts is not None:
+    ac_counts = np.asarray(ac_counts)
+    if ac_counts.shape != (2, 256):
+      raise ValueError(f"ac_counts must be (2, 256) AC symbol counts; got {ac_counts.shape}.")
+    pricing = {(1, s): ac_counts[s] for s in (0, 1)}
   for r in range(1, rounds + 1):
-    lengths = np.stack([_pricing_lengths(counts[(1, s)]) if (1, s) in counts
+    lengths = np.stack([_pricing_lengths(pricing[(1, s)]) if (1, s) in counts
                         else np.full(256, np.inf) for s in (0, 1)])
     magnitudes = problem.solve(lmbda, lengths)
-    counts, bits, distortion = problem.evaluate(magnitudes)
+    pricing, bits, distortion = problem.evaluate(magnitudes)
     cost = bits + lmbda * distortion
     if cost < best[0]:
-      best = (cost, magnitudes, bits, distortion, r)
+      best = (cost, magnitudes, bits, distortion, r, pricing)
+  kept = np.stack([np.asarray(best[5].get((1, s), np.zeros(256)), np.int64) for s in (0, 1)])
   return TrellisResult(components=problem.components(best[1]), bits=best[2],
                        distortion=best[3], cost=best[0], lmbda=lmbda, rounding_bits=rounding[0],
                        rounding_distortion=rounding[1], rounding_cost=rounding[2], rounds=rounds,
-                       chosen=best[4])
+                       chosen=best[4], ac_counts=kept)
