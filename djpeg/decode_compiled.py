@@ -24,13 +24,9 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-# jidctint.c's constants (as `djpeg.dct`): 13-bit fixed point, 2 extra bits after pass 1.
-_CONST_BITS = 13
-_PASS1_BITS = 2
-_F0298, _F0390, _F0541 = 2446, 3196, 4433
-_F0765, _F0899, _F1175 = 6270, 7373, 9633
-_F1501, _F1847, _F1961 = 12299, 15137, 16069
-_F2053, _F2562, _F3072 = 16819, 20995, 25172
+from djpeg.islow_compiled import (CONST_BITS as _CONST_BITS, F0541 as _F0541,
+                                  F0765 as _F0765, F1847 as _F1847, PASS1_BITS as _PASS1_BITS,
+                                  odd_part)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -50,21 +46,7 @@ def _idct_1d(z0, z1, z2, z3, z4, z5, z6, z7, out, shift):
   tmp1 = (z0 - z4) << _CONST_BITS
   tmp10, tmp13 = tmp0 + tmp3, tmp0 - tmp3
   tmp11, tmp12 = tmp1 + tmp2, tmp1 - tmp2
-  t0, t1, t2, t3 = z7, z5, z3, z1
-  y1, y2, y3, y4 = t0 + t3, t1 + t2, t0 + t2, t1 + t3
-  y5 = (y3 + y4) * _F1175
-  t0 = t0 * _F0298
-  t1 = t1 * _F2053
-  t2 = t2 * _F3072
-  t3 = t3 * _F1501
-  y1 = y1 * -_F0899
-  y2 = y2 * -_F2562
-  y3 = y3 * -_F1961 + y5
-  y4 = y4 * -_F0390 + y5
-  t0 = t0 + y1 + y3
-  t1 = t1 + y2 + y4
-  t2 = t2 + y2 + y3
-  t3 = t3 + y1 + y4
+  t0, t1, t2, t3 = odd_part(z7, z5, z3, z1)
   out[0] = _descale(tmp10 + t3, shift)
   out[7] = _descale(tmp10 - t3, shift)
   out[1] = _descale(tmp11 + t2, shift)

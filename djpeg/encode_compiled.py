@@ -25,13 +25,9 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-# jfdctint.c's constants (as `djpeg.dct`): 13-bit fixed point, 2 extra bits after pass 1.
-_CONST_BITS = 13
-_PASS1_BITS = 2
-_F0298, _F0390, _F0541 = 2446, 3196, 4433
-_F0765, _F0899, _F1175 = 6270, 7373, 9633
-_F1501, _F1847, _F1961 = 12299, 15137, 16069
-_F2053, _F2562, _F3072 = 16819, 20995, 25172
+from djpeg.islow_compiled import (CONST_BITS as _CONST_BITS, F0541 as _F0541,
+                                  F0765 as _F0765, F1847 as _F1847, PASS1_BITS as _PASS1_BITS,
+                                  odd_part)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -140,20 +136,11 @@ def _fdct_1d(src, dst, n, shift):
     z1 = (tmp12 + tmp13) * _F0541
     dst[2, b] = _descale(z1 + tmp13 * _F0765, shift)
     dst[6, b] = _descale(z1 - tmp12 * _F1847, shift)
-    z1, z2, z3, z4 = tmp4 + tmp7, tmp5 + tmp6, tmp4 + tmp6, tmp5 + tmp7
-    z5 = (z3 + z4) * _F1175
-    tmp4 = tmp4 * _F0298
-    tmp5 = tmp5 * _F2053
-    tmp6 = tmp6 * _F3072
-    tmp7 = tmp7 * _F1501
-    z1 = z1 * -_F0899
-    z2 = z2 * -_F2562
-    z3 = z3 * -_F1961 + z5
-    z4 = z4 * -_F0390 + z5
-    dst[7, b] = _descale(tmp4 + z1 + z3, shift)
-    dst[5, b] = _descale(tmp5 + z2 + z4, shift)
-    dst[3, b] = _descale(tmp6 + z2 + z3, shift)
-    dst[1, b] = _descale(tmp7 + z1 + z4, shift)
+    o7, o5, o3, o1 = odd_part(tmp4, tmp5, tmp6, tmp7)
+    dst[7, b] = _descale(o7, shift)
+    dst[5, b] = _descale(o5, shift)
+    dst[3, b] = _descale(o3, shift)
+    dst[1, b] = _descale(o1, shift)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")

@@ -299,9 +299,9 @@ def search(evaluate, target: float, p0: float, *, slope=ssimulacra2_slope,
   side (at least a quarter unit of p: a unit is 0.5-0.9 points, more than the `slack`). It
   stops when the bracket is narrower than `tolerance`, when a candidate meets the target by
   less than `slack` (score units; 0: never), or after `budget` evaluations. `evaluate(p) ->
-  (score, bytes, payload)`. Returns (p, evaluation, count) of the candidate with the fewest bytes that meets
-  the target (`prefer="most"`: the most bytes, for a size budget), or (None, None, count) when
-  none does (even at p = 100).
+  (score, bytes, payload)`. Returns (p, evaluation, count) of the candidate with the fewest
+  bytes that meets the target (`prefer="most"`: the most bytes, for a size budget), or (None,
+  None, count) when none does (even at p = 100).
   """
   seen = {}
 
