@@ -208,6 +208,11 @@ def _pixel_geometry(pixels, subsampling: str):
   shape = np.shape(pixels)
   if len(shape) not in (3, 4) or shape[-1] not in (1, 3) or min(shape[-3:-1]) < 1:
     raise ValueError(f"pixels must be (H, W, C) or (B, H, W, C) with C = 1 or 3; got {shape}.")
+  dtype = getattr(pixels, "dtype", None)
+  dtype = np.dtype(dtype) if dtype is not None else np.asarray(pixels).dtype
+  if dtype != np.uint8:       # a cast would wrap 16-bit values and truncate floats silently
+    raise ValueError(f"pixels must be uint8 8-bit samples; got {dtype} (float images in [0, 1] "
+                     "go to djpeg.encode / djpeg.transform).")
   checks.check_choice("subsampling", subsampling, sampling.SUBSAMPLINGS)
   batch_shape, (height, width, channels) = shape[:-3], shape[-3:]
   return batch_shape, height, width, channels, sampling.factors_for(subsampling, channels)

@@ -145,3 +145,15 @@ def test_transform_pixels_is_libjpegs_dct(height, width):
       rows, cols = dct.shape[:2]
       rounded = np.sign(dct) * np.floor(np.abs(dct) + 0.5)
       np.testing.assert_array_equal(rounded, np.asarray(stored)[:rows, :cols], err_msg=f"{sub} {c}")
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.float32, np.int32])
+def test_the_8_bit_paths_refuse_other_sample_types(dtype):
+  """A cast to uint8 would wrap 16-bit samples (60000 -> 96) or truncate floats in [0, 1]."""
+  pixels = np.full((16, 16, 3), 200, dtype)
+  with pytest.raises(ValueError, match="must be uint8"):
+    djpeg.codec.transform_pixels(pixels)
+  with pytest.raises(ValueError, match="must be uint8"):
+    djpeg.codec.encode_pixels(pixels, quality=75)
+  with pytest.raises(ValueError, match="must be uint8"):
+    djpeg.codec.encode_pixels(pixels[None], quality=75)
