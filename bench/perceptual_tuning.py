@@ -165,39 +165,74 @@ def guess(args) -> None:
 
 
 def lambda_factors(args) -> None:
-  """The trellis lambda at the default mode's operating points: for each image and quality, the
-  smallest file (p on a grid of a quarter unit) whose SSIMULACRA 2 meets libjpeg-turbo's at that
-  quality, with the lambda scaled by each factor; BD-rates of those files against libjpeg-turbo
-  in SSIMULACRA 2 and butteraugli, as `bench/rd.py` computes them."""
-  import djpeg
+  """The trellis lambda scaled by each of `--factors`, at the default mode's operating points
+  (`_operating_points`)."""
   from djpeg import perceptual
   factors = tuple(float(f) for f in args.factors.split(","))
+  _operating_points(args, {f"lambda x {f:<5}": (perceptual.LAMBDA * f, perceptual.PERCEPTUAL_TABLES)
+                           for f in factors})
+
+
+def chroma_factors(args) -> None:
+  """The chroma base table scaled by each of `--factors` (below 1: finer), at the default
+  mode's operating points (`_operating_points`)."""
+  from djpeg import perceptual
+  factors = tuple(float(f) for f in args.factors.split(","))
+  variants = {}
+  for f in factors:
+    base = np.array(perceptual.PERCEPTUAL_TABLES)
+    base[1] *= f
+    variants[f"chroma x {f:<5}"] = (perceptual.LAMBDA, base)
+  _operating_points(args, variants)
+
+
+def _operating_points(args, variants: dict) -> None:
+  """For each image and quality, the smallest file (p on a grid of a quarter unit) whose
+  SSIMULACRA 2 meets libjpeg-turbo's at that quality, under each variant (name: (lambda, base
+  tables)); BD-rates of those files against libjpeg-turbo in SSIMULACRA 2 and butteraugli, as
+  `bench/rd.py` computes them, on `--images` training images (seed `--seed`)."""
+  import djpeg
+  from djpeg import perceptual
+  shipped = perceptual.PERCEPTUAL_TABLES
   images = training_images(args.images // 2, seed=args.seed)
   scorer = Scorer()
-  bd = {f: ([], []) for f in factors}
-  for px in images:
-    image = perceptual.PerceptualImage(px)
-    anchor = scorer.curve(px, [pillow_jpeg(px, quality=q, subsampling=2, optimize=True)
-                               for q in QUALITIES])
-    targets = [image.score(image.libjpeg(q)) for q in QUALITIES]
-    for f in factors:
-      files = []
-      for q, target in zip(QUALITIES, targets):
-        p, first, best = max(1.0, perceptual.guess(q) - 4), None, None
-        while p <= 100 and (first is None or p < first + 1.0):
-          coefficients, size = image.trellis(p, lmbda=perceptual.LAMBDA * f)
-          if image.score(coefficients) >= target:
-            first = p if first is None else first
-            best = (size, coefficients) if best is None or size < best[0] else best
-          p += 0.25
-        files.append(djpeg.dumps(best[1] if best else image.libjpeg(q), progressive="optimize"))
-      ours = scorer.curve(px, files)
-      ra, rt = [a[0] for a in anchor], [a[0] for a in ours]
-      bd[f][0].append(bd_rate(ra, [a[1] for a in anchor], rt, [a[1] for a in ours]))
-      bd[f][1].append(bd_rate(ra, [-a[2] for a in anchor], rt, [-a[2] for a in ours]))
-  for f in factors:
-    print(f"lambda x {f:<5}  SSIMULACRA 2 {np.mean(bd[f][0]):7.2f}%  butteraugli "
-          f"{np.mean(bd[f][1]):7.2f}%  ({len(images)} training images, seed {args.seed})")
+  bd = {name: ([], []) for name in variants}
+  try:
+    for px in images:
+      anchor = scorer.curve(px, [pillow_jpeg(px, quality=q, subsampling=2, optimize=True)
+                                 for q in QUALITIES])
+      targets = None
+      for name, (lmbda, base) in variants.items():
+        perceptual.PERCEPTUAL_TABLES = base
+        image = perceptual.PerceptualImage(px)
+        targets = targets or [image.score(image.libjpeg(q)) for q in QUALITIES]
+        files = []
+        for q, target in zip(QUALITIES, targets):
+          p, first, best = max(1.0, perceptual.guess(q) - 6), None, None
+          while p <= 100 and (first is None or p < first + 1.0):
+            coefficients, size = image.trellis(p, lmbda=lmbda)
+            if image.score(coefficients) >= target:
+              first = p if first is None else first
+              best = (size, coefficients) if best is None or size < best[0] else best
+            p += 0.25
+          files.append(djpeg.dumps(best[1] if best else image.libjpeg(q), progressive="optimize"))
+        ours = scorer.curve(px, files)
+        ra, rt = [a[0] for a in anchor], [a[0] for a in ours]
+        bd[name][0].append(bd_rate(ra, [a[1] for a in anchor], rt, [a[1] for a in ours]))
+        bd[name][1].append(bd_rate(ra, [-a[2] for a in anchor], rt, [-a[2] for a in ours]))
+  finally:
+    perceptual.PERCEPTUAL_TABLES = shipped
+  for name in variants:
+    s2, ba = np.array(bd[name][0]), np.array(bd[name][1])
+    print(f"{name}  SSIMULACRA 2 {s2.mean():7.2f}%  butteraugli {ba.mean():7.2f}%  "
+          f"({len(images)} training images, seed {args.seed})")
+  first = next(iter(variants))
+  for name in list(variants)[1:]:
+    d2 = np.array(bd[name][0]) - np.array(bd[first][0])
+    da = np.array(bd[name][1]) - np.array(bd[first][1])
+    print(f"{name} against {first.strip()}: SSIMULACRA 2 {d2.mean():+.2f} (se "
+          f"{d2.std(ddof=1) / np.sqrt(len(d2)):.2f}), butteraugli {da.mean():+.2f} (se "
+          f"{da.std(ddof=1) / np.sqrt(len(da)):.2f}) points")
 
 
 def warm_start(args) -> None:
@@ -238,6 +273,11 @@ def main() -> int:
   p.add_argument("--seed", type=int, default=5)
   p.add_argument("--factors", default="1,0.3")
   p.set_defaults(func=lambda_factors)
+  p = sub.add_parser("chroma")
+  p.add_argument("--images", type=int, default=12)
+  p.add_argument("--seed", type=int, default=5)
+  p.add_argument("--factors", default="1,0.85")
+  p.set_defaults(func=chroma_factors)
   p = sub.add_parser("warm")
   p.add_argument("--images", type=int, default=10)
   p.add_argument("--seed", type=int, default=21)

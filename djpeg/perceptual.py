@@ -44,15 +44,13 @@ from __future__ import annotations
 import dataclasses
 import math
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from djpeg import codec, sampling
 from djpeg.coefficients import Coefficients
 from djpeg.exact import sizes, trellis as trellis_lib, write_coefficients
 from djpeg.metrics import Ssimulacra2Reference, ssimulacra2_against, ssimulacra2_reference
-from djpeg.tables import DEFAULT_QUALITY, quality_tables
+from djpeg.tables import DEFAULT_QUALITY, concrete_quality_tables
 
 #: The tuned base tables `(2, 8, 8)` (luma, chroma), natural order, before quality scaling
 #: (p = 50 uses them as they are). Tuned from mozjpeg's default (ImageMagick) shape: the luma
@@ -123,16 +121,9 @@ def tables(p: float, channels: int = 3) -> np.ndarray:
   """`(C, 8, 8)` integer tables (1..255) at perceptual quality `p` in [1, 100] (continuous)."""
   if not (isinstance(p, (int, float, np.floating)) and 1 <= p <= 100):
     raise ValueError(f"perceptual quality must be a number in [1, 100]; got {p!r}.")
-  scaled = np.asarray(_scaled_tables(np.float32(p)))
+  scaled = concrete_quality_tables(float(p), np.asarray(PERCEPTUAL_TABLES, np.float32))
   out = np.clip(np.floor(scaled + 0.5), 1, 255).astype(np.float64)
   return out[[0, 1, 1]][:channels]
-
-
-@jax.jit
-def _scaled_tables(p: jax.Array) -> jax.Array:
-  """IJG scaling of the perceptual base tables at quality `p` (`quality_tables`; one compiled
-  call instead of a dozen dispatched operations per candidate)."""
-  return quality_tables(p, jnp.asarray(PERCEPTUAL_TABLES, jnp.float32))
 
 
 def masking(dct) -> list[np.ndarray]:
@@ -238,7 +229,7 @@ class PerceptualImage:
   def score(self, coefficients: Coefficients) -> float:
     """SSIMULACRA 2 of the exact decode of `coefficients` against the image: the 8-bit pixels
     any decoder shows, scored as the reference program reads them from 8-bit files."""
-    decoded = np.asarray(codec.decode_pixels(coefficients))
+    decoded = codec.decode_samples(coefficients)
     scores = ssimulacra2_against(self.reference, self._split(decoded))
     return float(np.mean(np.asarray(scores)))
 

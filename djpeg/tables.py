@@ -122,6 +122,40 @@ def quality_tables(quality, base=None) -> jax.Array:
   return scale_tables(base, scale)
 
 
+def concrete_quality_tables(quality: float, base=None) -> np.ndarray:
+  """`quality_tables` for one concrete quality, in numpy: the same float32 arithmetic step by
+  step (IEEE products, sums and quotients, the floor made exact the same way), so the same
+  tables for every quality, integer or not, without starting an XLA program. The per-image
+  exporter uses it, so that an export runs no XLA at all (a worker forked from the CLI then
+  needs none of JAX's threads).
+
+  Args:
+    quality: a number in [1, 100].
+    base: `(k, 8, 8)` or `(8, 8)` base tables, entries in [1, 32767]; default `ANNEX_K`.
+  Returns:
+    `base.shape` float32 tables, integer-valued in 1..255.
+  """
+  checks.concrete_range("quality", quality, 1, 100)
+  if np.ndim(quality) != 0:
+    raise ValueError(f"concrete_quality_tables takes one quality; got shape {np.shape(quality)}.")
+  base = ANNEX_K if base is None else np.asarray(base)
+  if np.ndim(base) < 2 or np.shape(base)[-2:] != (8, 8):
+    raise ValueError(f"base tables must have shape (8, 8) or (k, 8, 8); got {np.shape(base)}.")
+  checks.concrete_range("base table", base, 1, 32767, what="entries")
+  q = np.float32(quality)
+  scale = (_floor_divide_f32(np.float32(5000.0), q) if q < 50
+           else np.float32(200.0) - np.float32(2.0) * q)
+  numerator = np.asarray(base, np.float32) * np.float32(scale) + np.float32(50.0)
+  return np.clip(_floor_divide_f32(numerator, np.float32(100.0)), 1, 255).astype(np.float32)
+
+
+def _floor_divide_f32(numerator, denominator):
+  """`rounding.floor_divide` in numpy float32."""
+  q = np.floor(np.float32(numerator) / np.float32(denominator))
+  q = np.where((q + 1) * denominator <= numerator, q + 1, q)
+  return np.where(q * denominator > numerator, q - 1, q).astype(np.float32)
+
+
 def round_tables(tables: jax.Array) -> jax.Array:
   """Makes tables valid baseline steps: round to integers and clip to 1..255, straight-through.
 

@@ -66,3 +66,20 @@ def test_bad_base_is_refused():
     djpeg.quality_tables(50, np.ones((4, 4)))
   with pytest.raises(ValueError, match=r"base table.*entry \(0, 3\)"):
     djpeg.quality_tables(50, np.where(np.arange(64).reshape(8, 8) == 3, 0, 16))
+
+
+def test_concrete_quality_tables_equal_the_jitted_arithmetic():
+  # The exporter's numpy tables (no XLA program) against `quality_tables` compiled by XLA:
+  # every integer quality on the Annex K tables (libjpeg's own), and fractional qualities on
+  # the perceptual mode's base tables, where float32 rounding decides boundary entries.
+  from djpeg import perceptual
+  from djpeg.tables import concrete_quality_tables
+  jitted = jax.jit(djpeg.quality_tables)
+  for q in range(1, 101):
+    np.testing.assert_array_equal(concrete_quality_tables(q), np.asarray(jitted(np.float32(q))))
+  base = np.asarray(perceptual.PERCEPTUAL_TABLES, np.float32)
+  for q in np.random.default_rng(0).uniform(1, 100, 300).astype(np.float32):
+    np.testing.assert_array_equal(concrete_quality_tables(float(q), base),
+                                  np.asarray(jitted(q, base)), err_msg=str(q))
+  with pytest.raises(ValueError, match="quality"):
+    concrete_quality_tables(0.5)
