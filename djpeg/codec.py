@@ -32,7 +32,8 @@ from djpeg.color import image_to_ycbcr_planes, ycbcr_planes_to_image
 from djpeg.dct import fdct, fdct_islow, idct, idct_islow
 from djpeg.quantization import dequantize, quantize
 from djpeg.rounding import ROUNDINGS, clip_ste, round_ste
-from djpeg.tables import ANNEX_K, DEFAULT_QUALITY, quality_scale, round_tables, scale_tables
+from djpeg.tables import (ANNEX_K, DEFAULT_QUALITY, concrete_quality_tables, quality_scale,
+                          round_tables, scale_tables)
 
 
 def _component_tables(tables: jax.Array, num_components: int) -> jax.Array:
@@ -81,7 +82,8 @@ def _table_arguments(quality, tables, batch_shape: tuple[int, ...]):
   else:
     t_shape = np.shape(tables)
     if len(t_shape) == 2:
-      tables = jnp.reshape(tables, (1, 8, 8))
+      tables = (jnp.reshape(tables, (1, 8, 8)) if isinstance(tables, jax.Array)
+                else np.reshape(tables, (1, 8, 8)))
       t_shape = (1, 8, 8)
     if (len(t_shape) < 3 or t_shape[-2:] != (8, 8) or t_shape[-3] not in (1, 2, 3)
         or t_shape[:-3] not in ((), batch_shape)):
@@ -107,6 +109,20 @@ def _steps(quality, base, *, batch_shape, num_components):
     steps = round_tables(base)
   steps = _component_tables(steps, num_components)
   return jnp.broadcast_to(steps, batch_shape + (num_components, 8, 8))
+
+
+def _concrete_steps(quality, base, num_components: int) -> np.ndarray:
+  """`_steps` for one image's concrete arguments, in numpy (the same values, no XLA program)."""
+  if isinstance(quality, jax.Array) or isinstance(base, jax.Array):
+    return np.asarray(_steps(quality, base, batch_shape=(), num_components=num_components))
+  if quality is not None:
+    steps = concrete_quality_tables(float(quality), base)
+  else:
+    steps = np.clip(np.floor(np.asarray(base, np.float32) + np.float32(0.5)), 1, 255)
+  if steps.ndim == 2:
+    steps = steps[None]
+  index = [0] if num_components == 1 else {1: [0, 0, 0], 2: [0, 1, 1], 3: [0, 1, 2]}[steps.shape[0]]
+  return np.ascontiguousarray(steps[index], np.float32)
 
 
 @functools.partial(jax.jit, static_argnames=("factors", "faithful"))
@@ -254,8 +270,8 @@ def encode_pixels(pixels: np.ndarray, *, quality=None, tables=None,
   """
   batch_shape, height, width, channels, factors = _pixel_geometry(pixels, subsampling)
   quality, base = _table_arguments(quality, tables, batch_shape)
-  if not batch_shape:           # one image: compiled loops (`transform_pixels`)
-    steps = np.asarray(_steps(quality, base, batch_shape=(), num_components=channels))
+  if not batch_shape:           # one image: compiled loops (`transform_pixels`), no XLA
+    steps = _concrete_steps(quality, base, channels)
     components = tuple(encode_compiled.quantize_dct(p, steps[c].astype(np.int32))
                        for c, p in enumerate(_component_planes(pixels, factors)))
     return Coefficients(components, steps, height, width, factors)
@@ -369,13 +385,29 @@ def decode_pixels(coefficients: Coefficients) -> jax.Array:
   needs the pixels every decoder shows, not a float image)."""
   coefficients.check()
   batch_shape = coefficients.batch_shape
-  compiled = _decode_pixels_compiled(coefficients)
+  compiled = _decode_pixels_compiled(coefficients) if jax.default_backend() == "cpu" else None
   if compiled is not None:
     return jnp.asarray(compiled.reshape(batch_shape + compiled.shape[1:]))
   flat = jax.tree.map(lambda a: jnp.reshape(a, (-1,) + jnp.shape(a)[len(batch_shape):]),
                       coefficients)
   pixels = _decode_pixels(flat)
   return pixels.reshape(batch_shape + pixels.shape[1:])
+
+
+def decode_samples(coefficients: Coefficients) -> np.ndarray:
+  """`decode_pixels` as a numpy array, by compiled loops on this CPU whatever JAX's default
+  device (`djpeg.decode_compiled`; no XLA program): for an encoder's candidates, whose pixels
+  go on to numpy code. Needs concrete, integer-valued coefficients and tables.
+
+  Raises:
+    ValueError: traced or fractional coefficients or tables (use `decode_pixels`).
+  """
+  coefficients.check()
+  compiled = _decode_pixels_compiled(coefficients)
+  if compiled is None:
+    raise ValueError("decode_samples needs concrete, integer-valued coefficients and tables; "
+                     "use decode_pixels for traced or fractional ones.")
+  return compiled.reshape(coefficients.batch_shape + compiled.shape[1:])
 
 
 def _integral(a) -> np.ndarray | None:
@@ -392,10 +424,8 @@ def _integral(a) -> np.ndarray | None:
 
 def _decode_pixels_compiled(coefficients: Coefficients) -> np.ndarray | None:
   """`_decode_pixels` as compiled loops (`djpeg.decode_compiled`: the same integer arithmetic)
-  for concrete integer coefficients and tables on a CPU: `(B, H, W, C)` uint8 over the
-  flattened batch; None otherwise."""
-  if jax.default_backend() != "cpu":
-    return None
+  for concrete integer coefficients and tables: `(B, H, W, C)` uint8 over the flattened batch;
+  None otherwise."""
   components = [_integral(c) for c in coefficients.components]
   steps = _integral(coefficients.tables)
   if steps is None or any(c is None for c in components):

@@ -288,7 +288,7 @@ def export_bytes(source, options: ExportOptions = ExportOptions(), *, measure: b
                restart_interval=options.restart_interval, metadata=metadata or None)
   psnr = roi_psnr = None
   if measure:
-    decoded = np.asarray(codec.decode_pixels(coefficients))     # uint8, as any decoder shows
+    decoded = codec.decode_samples(coefficients)     # uint8, as any decoder shows
     psnr = _psnr(decoded, pixels)
     saliency = getattr(result, "saliency", None)
     if saliency is not None and (saliency >= 0.5).any() and (saliency < 0.5).any():

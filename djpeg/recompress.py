@@ -125,7 +125,7 @@ class _Source:
     return pixels if self.tiles == 1 else pixels.reshape((self.tiles, -1) + pixels.shape[1:])
 
   def decode(self, coefficients: Coefficients) -> np.ndarray:
-    return np.asarray(codec.decode_pixels(coefficients))
+    return codec.decode_samples(coefficients)
 
   def ssimulacra2(self, decoded: np.ndarray) -> float:
     if self._reference is None:           # the reference's half of the metric, once

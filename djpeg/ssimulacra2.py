@@ -678,7 +678,7 @@ def _zero_outside(x: np.ndarray, h: int, w: int) -> None:
 
 
 def _against_reference_compiled(img1: np.ndarray, s11: np.ndarray, mu1: np.ndarray,
-                                distorted: jax.Array) -> jax.Array:
+                                distorted: jax.Array) -> np.ndarray:
   """`_against_reference` as compiled loops: XYB, blur, and the error maps pooled in double as
   the reference program does (`djpeg.error_maps`; within about 1e-5 of the XLA scores)."""
   h, w = distorted.shape[1:3]
@@ -696,14 +696,19 @@ def _against_reference_compiled(img1: np.ndarray, s11: np.ndarray, mu1: np.ndarr
       _ssim_weighted(len(offsets)))
   scores = error_maps.score_from_values(values, np.asarray(_WEIGHTS, np.float64), _SCORE_SCALE,
                                         _POLY, _EXPONENT)
-  return jnp.asarray(scores.astype(np.float32))
+  return scores.astype(np.float32)
 
 
 def _use_compiled(*arrays) -> bool:
-  """Whether the compiled loops can serve: concrete arrays (not under `jit` or `grad`) on a
-  CPU (elsewhere the arrays would travel to the host and back)."""
-  return (jax.default_backend() == "cpu"
-          and not any(isinstance(a, jax.core.Tracer) for a in arrays))
+  """Whether the compiled loops can serve: concrete arrays (not under `jit` or `grad`) in host
+  memory, numpy arrays or JAX arrays on a CPU (others would travel to the host and back).
+  Asking the arrays, not JAX's default device, starts no XLA runtime for numpy inputs."""
+  for a in arrays:
+    if isinstance(a, jax.core.Tracer):
+      return False
+    if isinstance(a, jax.Array) and any(d.platform != "cpu" for d in a.devices()):
+      return False
+  return True
 
 
 @jax.jit
@@ -802,7 +807,9 @@ def ssimulacra2_against(reference: Ssimulacra2Reference, distorted: jax.Array) -
   inputs are concrete arrays on a CPU: the metric then runs as compiled loops
   (`djpeg.error_maps`, `djpeg.recursive_gaussian`: the same XYB and blurs bit for bit, the
   reference program's double sums, within about 1e-5 points; several times faster); traced inputs
-  (under `jit` or `grad`) and other devices take the scans."""
+  (under `jit` or `grad`) and other devices take the scans. The scores come back as numpy
+  float32 when `distorted` is a numpy array and the compiled loops served (no XLA runtime is
+  started), else as a JAX array."""
   distorted = _check_image("distorted", distorted)
   if tuple(distorted.shape) != reference.shape:
     raise ValueError(
@@ -810,6 +817,8 @@ def ssimulacra2_against(reference: Ssimulacra2Reference, distorted: jax.Array) -
         f"distorted {tuple(distorted.shape)}")
   if _use_compiled(distorted, *reference.arrays):
     scores = _against_reference_compiled(*reference.arrays, _flat_rgb(distorted))
+    if not isinstance(distorted, np.ndarray):
+      scores = jnp.asarray(scores)
   else:
     scores = _against_reference(*reference.arrays, _flat_rgb(_from_8bit(distorted)))
   return scores.reshape(reference.shape[:-3])
