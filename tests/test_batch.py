@@ -101,12 +101,14 @@ def test_a_killed_run_leaves_no_partial_file(tmp_path):
 
 
 def test_new_image_sizes_compile_nothing_new(tmp_path):
-  # The libjpeg-identical export of several sizes in one process: after the first image, no
-  # XLA program is compiled for the next sizes (the transform runs as compiled loops, the
-  # tables' program does not depend on the size), counted by JAX's own compile log.
+  # The libjpeg-identical export and the default mode, over several sizes in one process (the
+  # 300x420 image is searched on a sample of tiles): no XLA program at all, counted by JAX's
+  # own compile log, and no XLA runtime started (what lets the batch CLI fork its workers;
+  # measure=False as the CLI calls it).
+  # A jitted function at the end shows the counter counts.
   code = textwrap.dedent("""
       import logging, numpy as np
-      from djpeg import codec, files, samples
+      from djpeg import encoder, files, samples
       count = []
       class Counter(logging.Handler):
         def emit(self, record):
@@ -115,18 +117,26 @@ def test_new_image_sizes_compile_nothing_new(tmp_path):
       logging.getLogger("jax._src.interpreters.pxla").addHandler(Counter())
       logging.getLogger("jax._src.interpreters.pxla").setLevel(logging.DEBUG)
       import jax
+      from jax._src import xla_bridge
       jax.config.update("jax_log_compiles", True)
       photo = samples.load("houses", uint8=True)
-      files.dumps(photo[:64, :96], quality=75)
-      first = len(count)
-      for h, w in ((100, 150), (120, 190), (128, 192), (37, 301)):
+      for h, w in ((64, 96), (100, 150), (120, 190), (128, 192), (37, 301)):
         files.dumps(photo[:h, :w], quality=75)
-      print(first, len(count) - first)
+      for h, w in ((64, 96), (120, 190)):
+        files.dumps(encoder.compress(photo[:h, :w], quality=70, measure=False).coefficients,
+                    progressive="optimize")
+      mosaic = np.tile(photo, (3, 3, 1))[:300, :420]
+      encoder.compress(mosaic, quality=80, measure=False)
+      print(len(count), int(xla_bridge.backends_are_initialized()))
+      jax.jit(lambda x: x + 1)(1.0)
+      print(len(count))
       """)
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
   assert out.returncode == 0, out.stderr[-2000:]
-  first, later = map(int, out.stdout.strip().splitlines()[-1].split())
-  assert first >= 1 and later == 0, (first, later)
+  lines = out.stdout.strip().splitlines()
+  compiled, started = map(int, lines[-2].split())
+  assert (compiled, started) == (0, 0), (compiled, started)
+  assert int(lines[-1]) >= 1
 
 
 ray = pytest.importorskip("ray")
@@ -174,3 +184,24 @@ def test_reuse_freed_memory_takes_effect_on_glibc():
   # The CLI and its workers keep freed memory for reuse (mallopt); off glibc it is a no-op.
   import platform
   assert batch.reuse_freed_memory() is (platform.libc_ver()[0] == "glibc")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers fork on Linux only")
+def test_workers_are_forked_only_while_no_xla_runtime_exists():
+  # The default and libjpeg modes run no XLA: their workers are forked from the warmed-up
+  # parent; a mode that runs XLA, or a parent that has started XLA's runtime (whose threads
+  # do not survive a fork), spawns them.
+  code = textwrap.dedent("""
+      from djpeg import batch
+      from djpeg.export import ExportOptions
+      names = [batch._worker_context(ExportOptions()).get_start_method(),
+               batch._worker_context(ExportOptions(mode="libjpeg")).get_start_method(),
+               batch._worker_context(ExportOptions(mode="trellis")).get_start_method()]
+      import jax.numpy as jnp
+      jnp.zeros(3).block_until_ready()
+      names.append(batch._worker_context(ExportOptions()).get_start_method())
+      print(" ".join(names))
+      """)
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert out.stdout.split()[-4:] == ["fork", "fork", "spawn", "spawn"]
