@@ -11,9 +11,11 @@ mosaics of them, not real camera photos). Then, on this machine:
    images of the same sizes, a second CLI run that finds the programs in the cache;
 2. in one process, the default mode over the folder twice (`djpeg.batch.run`, freed memory
    kept for reuse as the CLI keeps it): the first pass compiles, the second is warm;
-3. the anchors over the same files: libjpeg-turbo (Pillow, 4:2:0, optimize) at the same
-   quality, and mozjpeg 4.0.3 (jpeglib), one process, from decoded pixels to bytes; and djpeg's
-   default mode the same way (`compress` and `dumps`, warm), beside them;
+3. the anchors over the same files: mozjpeg 4.0.3 (jpeglib) as a CLI would run it, file to
+   file in `--jobs` processes (Pillow reads each PNG), timed as the CLI is; then
+   libjpeg-turbo (Pillow, 4:2:0, optimize) at the same quality and mozjpeg, one process, from
+   decoded pixels to bytes, and djpeg's default mode the same way (`compress` and `dumps`,
+   warm), beside them;
 4. every file decoded by libjpeg-turbo (Pillow) and scored: SSIMULACRA 2 and RGB PSNR;
 5. the 24-megapixel photo alone: the default mode and libjpeg-identical q75, first call and
    warm, file to file, with the process's peak memory (each in its own process); then the
@@ -114,6 +116,31 @@ def _mozjpeg(pixels, quality) -> bytes:
       jpeglib.from_spatial(np.ascontiguousarray(pixels)).write_spatial(path, qt=int(quality))
     with open(path, "rb") as f:
       return f.read()
+
+
+def _mozjpeg_folder(paths: list[str], out: str, jobs: int, quality: int) -> float:
+  """mozjpeg as a CLI over the folder: a fresh Python process with `jobs` worker processes,
+  each reading a PNG (Pillow) and writing its JPEG file (jpeglib's mozjpeg 4.0.3), timed as
+  `_cli` times djpeg-cli (process start included)."""
+  os.makedirs(out, exist_ok=True)
+  code = textwrap.dedent(f"""
+      import os, sys, multiprocessing
+      import numpy as np
+      from PIL import Image
+      def one(path):
+        import jpeglib
+        pixels = np.ascontiguousarray(np.asarray(Image.open(path).convert("RGB")))
+        name = os.path.join({out!r}, os.path.splitext(os.path.basename(path))[0] + ".jpg")
+        with jpeglib.version("mozjpeg403"):
+          jpeglib.from_spatial(pixels).write_spatial(name, qt={int(quality)})
+      if __name__ == "__main__":
+        paths = sorted({paths!r}, key=lambda p: -os.path.getsize(p))    # largest first
+        with multiprocessing.get_context("spawn").Pool({jobs}) as pool:
+          list(pool.imap_unordered(one, paths))
+      """)
+  start = time.perf_counter()
+  subprocess.run([sys.executable, "-c", code], check=True)
+  return time.perf_counter() - start
 
 
 def _one_photo(path: str, mode: str) -> dict:
@@ -226,6 +253,9 @@ def main() -> int:
     runs[name] = _cli([os.path.dirname(folder[0]), "-o", out, "--jobs", str(args.jobs),
                        "--quality", str(q)] + extra, env)
   shutil.rmtree(cache, ignore_errors=True)
+  moz_out = os.path.join(args.out, "cli", "mozjpeg")
+  shutil.rmtree(moz_out, ignore_errors=True)
+  mozjpeg_folder = _mozjpeg_folder(first, moz_out, args.jobs, q)
 
   # In one process: the default mode twice over the folder (first pass compiles).
   from djpeg import batch
@@ -279,6 +309,9 @@ def main() -> int:
   for name, seconds in runs.items():
     print(f"| djpeg-cli {name}, --jobs {args.jobs} | {seconds:.1f} | {pixels_mp / seconds:.2f} | "
           f"{per_core(seconds, args.jobs):.2f} |")
+  print(f"| mozjpeg 4.0.3 file to file (PNG read by Pillow, jpeglib), --jobs {args.jobs} | "
+        f"{mozjpeg_folder:.1f} | {pixels_mp / mozjpeg_folder:.2f} | "
+        f"{per_core(mozjpeg_folder, args.jobs):.2f} |")
   for name, seconds in anchor_time.items():
     print(f"| {name} (one process) | {seconds:.1f} | {pixels_mp / seconds:.2f} | "
           f"{per_core(seconds, 1):.2f} |")
@@ -298,7 +331,8 @@ def main() -> int:
         f"{len(rows)}.")
   _large(first)
   with open(os.path.join(args.out, "library.json"), "w") as f:
-    json.dump({"rows": rows, "runs": runs, "passes": passes, "anchors": anchor_time}, f)
+    json.dump({"rows": rows, "runs": runs, "passes": passes, "anchors": anchor_time,
+               "mozjpeg_folder": mozjpeg_folder}, f)
   return 0
 
 
