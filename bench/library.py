@@ -135,7 +135,7 @@ def _mozjpeg_folder(paths: list[str], out: str, jobs: int, quality: int) -> floa
           jpeglib.from_spatial(pixels).write_spatial(name, qt={int(quality)})
       if __name__ == "__main__":
         paths = sorted({paths!r}, key=lambda p: -os.path.getsize(p))    # largest first
-        with multiprocessing.get_context("spawn").Pool({jobs}) as pool:
+        with multiprocessing.get_context("fork").Pool({jobs}) as pool:
           list(pool.imap_unordered(one, paths))
       """)
   start = time.perf_counter()
