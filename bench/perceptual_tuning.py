@@ -186,6 +186,48 @@ def chroma_factors(args) -> None:
   _operating_points(args, variants)
 
 
+def _dct_matrix() -> np.ndarray:
+  k, n = np.meshgrid(np.arange(8), np.arange(8), indexing="ij")
+  c = np.sqrt(2 / 8) * np.cos((2 * n + 1) * k * np.pi / 16)
+  c[0] /= np.sqrt(2)
+  return c
+
+
+def _quadrant_masking(blend: float):
+  """`perceptual.masking` with the block's activity taken from its flattest 4x4 quadrant (the
+  least variance of the four, times 64, Parseval's scale of the block's AC energy), mixed with
+  the block's own as exp((1 - blend) log E_block + blend log E_quadrant): a block with an edge
+  beside a flat part is not masked as a busy one."""
+  from djpeg import perceptual
+  c = _dct_matrix()
+
+  def masking(dct):
+    out = []
+    for d in dct:
+      d = np.asarray(d, np.float64)
+      ac = d.reshape(d.shape[:2] + (64,))[..., 1:]
+      block = 64.0 * np.einsum("...k,...k->...", ac, ac) / 63.0
+      x = np.einsum("ui,...uv,vj->...ij", c, d, c)              # the block's samples
+      q = x.reshape(d.shape[:2] + (2, 4, 2, 4)).transpose(0, 1, 2, 4, 3, 5)
+      quadrant = 64.0 * 64.0 / 63.0 * q.reshape(d.shape[:2] + (4, 16)).var(-1).min(-1)
+      energy = np.exp((1 - blend) * np.log(block + 1e-3) + blend * np.log(quadrant + 1e-3))
+      out.append(perceptual.MASKING_WEIGHT / (1.0 + energy / perceptual.MASKING_THRESHOLD))
+    return out
+  return masking
+
+
+def masking_variants(args) -> None:
+  """The activity masking's block energy from the block (shipped) or mixed with its flattest
+  quadrant's (`_quadrant_masking`, each of `--blends`), at the default mode's operating points
+  (`_operating_points`)."""
+  from djpeg import perceptual
+  variants = {"block masking   ": (perceptual.LAMBDA, perceptual.PERCEPTUAL_TABLES, None)}
+  for b in (float(x) for x in args.blends.split(",")):
+    variants[f"quadrant x {b:<4}"] = (perceptual.LAMBDA, perceptual.PERCEPTUAL_TABLES,
+                                      _quadrant_masking(b))
+  _operating_points(args, variants)
+
+
 def _operating_points(args, variants: dict) -> None:
   """For each image and quality, the smallest file (p on a grid of a quarter unit) whose
   SSIMULACRA 2 meets libjpeg-turbo's at that quality, under each variant (name: (lambda, base
@@ -193,7 +235,7 @@ def _operating_points(args, variants: dict) -> None:
   `bench/rd.py` computes them, on `--images` training images (seed `--seed`)."""
   import djpeg
   from djpeg import perceptual
-  shipped = perceptual.PERCEPTUAL_TABLES
+  shipped, shipped_masking = perceptual.PERCEPTUAL_TABLES, perceptual.masking
   images = training_images(args.images // 2, seed=args.seed)
   scorer = Scorer()
   bd = {name: ([], []) for name in variants}
@@ -202,8 +244,9 @@ def _operating_points(args, variants: dict) -> None:
       anchor = scorer.curve(px, [pillow_jpeg(px, quality=q, subsampling=2, optimize=True)
                                  for q in QUALITIES])
       targets = None
-      for name, (lmbda, base) in variants.items():
+      for name, (lmbda, base, *masking) in variants.items():
         perceptual.PERCEPTUAL_TABLES = base
+        perceptual.masking = (masking[0] if masking and masking[0] else shipped_masking)
         image = perceptual.PerceptualImage(px)
         targets = targets or [image.score(image.libjpeg(q)) for q in QUALITIES]
         files = []
@@ -221,7 +264,7 @@ def _operating_points(args, variants: dict) -> None:
         bd[name][0].append(bd_rate(ra, [a[1] for a in anchor], rt, [a[1] for a in ours]))
         bd[name][1].append(bd_rate(ra, [-a[2] for a in anchor], rt, [-a[2] for a in ours]))
   finally:
-    perceptual.PERCEPTUAL_TABLES = shipped
+    perceptual.PERCEPTUAL_TABLES, perceptual.masking = shipped, shipped_masking
   for name in variants:
     s2, ba = np.array(bd[name][0]), np.array(bd[name][1])
     print(f"{name}  SSIMULACRA 2 {s2.mean():7.2f}%  butteraugli {ba.mean():7.2f}%  "
@@ -278,6 +321,11 @@ def main() -> int:
   p.add_argument("--seed", type=int, default=5)
   p.add_argument("--factors", default="1,0.85")
   p.set_defaults(func=chroma_factors)
+  p = sub.add_parser("masking")
+  p.add_argument("--images", type=int, default=12)
+  p.add_argument("--seed", type=int, default=5)
+  p.add_argument("--blends", default="1,0.5")
+  p.set_defaults(func=masking_variants)
   p = sub.add_parser("warm")
   p.add_argument("--images", type=int, default=10)
   p.add_argument("--seed", type=int, default=21)
