@@ -228,7 +228,7 @@ def masking_variants(args) -> None:
   _operating_points(args, variants)
 
 
-def _operating_points(args, variants: dict) -> None:
+def _operating_points(args, variants: dict) -> dict:
   """For each image and quality, the smallest file (p on a grid of a quarter unit) whose
   SSIMULACRA 2 meets libjpeg-turbo's at that quality, under each variant (name: (lambda, base
   tables)); BD-rates of those files against libjpeg-turbo in SSIMULACRA 2 and butteraugli, as
@@ -276,6 +276,7 @@ def _operating_points(args, variants: dict) -> None:
     print(f"{name} against {first.strip()}: SSIMULACRA 2 {d2.mean():+.2f} (se "
           f"{d2.std(ddof=1) / np.sqrt(len(d2)):.2f}), butteraugli {da.mean():+.2f} (se "
           f"{da.std(ddof=1) / np.sqrt(len(da)):.2f}) points")
+  return bd
 
 
 def warm_start(args) -> None:

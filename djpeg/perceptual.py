@@ -284,7 +284,8 @@ def search(evaluate, target: float, p0: float, *, slope=ssimulacra2_slope,
   (`slope(p)`, score per unit of p). It aims past the target by a quarter unit of p, to
   bracket it; with `aim` (score units) it aims at `target + aim` instead, to meet it at once.
   Later steps interpolate between the closest points on each side of the target (the secant,
-  aimed the same way, kept inside the bracket and at least `tolerance / 2` from its ends).
+  aimed the same way, kept inside the bracket and at least `tolerance / 2` from its ends;
+  without `aim`, a bisection instead when the last two candidates fell on the same side).
   While one side is still missing they step outwards: by doubling (at least a unit), or with
   `aim`, by the first step's slope and then the secant through the two points nearest that
   side (at least a quarter unit of p: a unit is 0.5-0.9 points, more than the `slack`). It
@@ -326,6 +327,13 @@ def search(evaluate, target: float, p0: float, *, slope=ssimulacra2_slope,
       # At least an eighth of the bracket from either end, so that it always shrinks.
       margin = max(tolerance / 2, (hi - lo) / 8)
       p_next = min(max(secant, lo + margin), hi - margin)
+      # The bracketing search (no aim) bisects when its last two candidates fell on the same
+      # side: on a curved score the secant then creeps from one end (a size budget from a far
+      # start had used up its candidates an eighth of the bracket at a time).
+      last = list(seen)[-2:]
+      if aim is None and len(last) == 2 and (seen[last[0]][0] >= target) == (
+          seen[last[1]][0] >= target):
+        p_next = 0.5 * (lo + hi)
     elif hi is None:                       # everything misses: finer
       if lo >= 100.0:
         break

@@ -11,7 +11,8 @@ quantization. Here the file's own coefficients are the starting point:
   input's bytes come back.
 * `recompress` (lossy): the dequantized input coefficients, q * Q, are the reference; they are
   exactly what every decoder shows. New tables (the perceptual ones, `djpeg.perceptual.tables`,
-  at a perceptual quality p) are chosen and the perceptual trellis requantizes the reference
+  at a perceptual quality p, each step moved to a whole multiple of the input's:
+  `aligned_steps`) are chosen and the perceptual trellis requantizes the reference
   directly: no inverse DCT, no colour conversion, no resampling, so the only new loss is the
   requantization. The block grid and sampling are the input's. The target is relative to the
   input: `quality` (at least the SSIMULACRA 2, against the input's decode, of libjpeg-turbo
@@ -96,6 +97,24 @@ class Recompressed:
   sampled: bool = False
 
 
+def aligned_steps(steps, input_steps) -> np.ndarray:
+  """New steps `(C, 8, 8)` moved to the nearest whole multiple of the input's (at least one,
+  at most 255).
+
+  The reference coefficients are multiples of the input's steps: a step finer than the input's
+  spends bits on values that cannot occur and still rounds them, while the input's own step
+  keeps them exactly; a multiple of it requantizes the lattice evenly, where a step in between
+  leaves uneven errors for the same bits. On 12 training images written at q90 and q95
+  (requantized at qualities 50-90, as `bench/recompress.py` does), BD-rate in SSIMULACRA 2
+  against the libjpeg route went from -18.9% to -19.8%.
+  """
+  steps = np.asarray(steps, np.float64)
+  q = np.asarray(input_steps, np.float64)[:steps.shape[0]]
+  k = np.maximum(1.0, np.round(steps / q))
+  k = np.minimum(k, np.maximum(1.0, np.floor(255.0 / q)))
+  return k * q
+
+
 class _Source:
   """The input's dequantized coefficients prepared for the perceptual trellis and scoring:
   the whole image, or a mosaic of tiles of it (`_mosaic`)."""
@@ -111,7 +130,7 @@ class _Source:
 
   def trellis(self, p: float, lmbda: float = perceptual.LAMBDA) -> tuple[Coefficients, float]:
     c = self.c
-    steps = perceptual.tables(p, c.num_components)
+    steps = aligned_steps(perceptual.tables(p, c.num_components), c.tables)
     result = trellis_lib.trellis_quantize(self.dct, steps, c.sampling, c.height, c.width,
                                           lmbda=lmbda, weights=perceptual.step_weights(steps),
                                           importance=self.weights)

@@ -63,7 +63,23 @@ def test_lossy_recompression_meets_its_targets_and_keeps_the_grid(tmp_path):
   assert 10 * np.log10(255 ** 2 / mse) >= 38.0
   budget = recompress.recompress(data, bpp=1.5)
   assert 8 * len(budget.data) / decoded[..., 0].size <= 1.5
-  for out in (ours.data, psnr.data, budget.data):
+  # The new steps are whole multiples of the input's (`recompress.aligned_steps`), read back by
+  # libjpeg (jpeglib); where a step is kept (many are at quality 90), the input's value is kept
+  # or moved toward zero: the trellis requantizes the input's exact coefficients, which that
+  # step holds without error.
+  fine = recompress.recompress(data, quality=90)
+  in_values, in_steps = read_dct(data)
+  kept = 0
+  for out in (ours.data, psnr.data, budget.data, fine.data):
+    out_values, out_steps = read_dct(out)
+    for a, b, qa, qb in zip(in_values, out_values, in_steps, out_steps):
+      assert np.all(qb % qa == 0), (qa, qb)
+      same = np.broadcast_to(qb == qa, a.shape)
+      kept += int(same.sum())
+      a, b = a[same].astype(np.int64), b[same].astype(np.int64)
+      assert np.all(np.abs(b) <= np.abs(a)) and np.all(a * b >= 0)
+  assert kept > 0
+  for out in (ours.data, psnr.data, budget.data, fine.data):
     simplejpeg.decode_jpeg(out, strict=True)
     assert Image.open(io.BytesIO(out)).getexif()[0x0112] == 6
     if shutil.which("djpeg"):
