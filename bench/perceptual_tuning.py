@@ -169,7 +169,7 @@ def lambda_factors(args) -> None:
   (`_operating_points`)."""
   from djpeg import perceptual
   factors = tuple(float(f) for f in args.factors.split(","))
-  _operating_points(args, {f"lambda x {f:<5}": (perceptual.LAMBDA * f, perceptual.PERCEPTUAL_TABLES)
+  _operating_points(args, {f"lambda x {f:<5}": {"LAMBDA": perceptual.LAMBDA * f}
                            for f in factors})
 
 
@@ -182,7 +182,7 @@ def chroma_factors(args) -> None:
   for f in factors:
     base = np.array(perceptual.PERCEPTUAL_TABLES)
     base[1] *= f
-    variants[f"chroma x {f:<5}"] = (perceptual.LAMBDA, base)
+    variants[f"chroma x {f:<5}"] = {"PERCEPTUAL_TABLES": base}
   _operating_points(args, variants)
 
 
@@ -221,11 +221,18 @@ def masking_variants(args) -> None:
   quadrant's (`_quadrant_masking`, each of `--blends`), at the default mode's operating points
   (`_operating_points`)."""
   from djpeg import perceptual
-  variants = {"block masking   ": (perceptual.LAMBDA, perceptual.PERCEPTUAL_TABLES, None)}
+  variants = {"block masking   ": {}}
   for b in (float(x) for x in args.blends.split(",")):
-    variants[f"quadrant x {b:<4}"] = (perceptual.LAMBDA, perceptual.PERCEPTUAL_TABLES,
-                                      _quadrant_masking(b))
+    variants[f"quadrant x {b:<4}"] = {"masking": _quadrant_masking(b)}
   _operating_points(args, variants)
+
+
+def chroma_fit_variants(args) -> None:
+  """Subsampled chroma as libjpeg's box average (`--fits` 0) or fitted to the decoder's
+  upsampling and mixed with the box average in each proportion of `--fits`
+  (`perceptual.CHROMA_FIT`), at the default mode's operating points (`_operating_points`)."""
+  _operating_points(args, {f"chroma fit {f:<4}": {"CHROMA_FIT": f}
+                           for f in (float(x) for x in args.fits.split(","))})
 
 
 def _operating_points(args, variants: dict) -> dict:
@@ -235,7 +242,7 @@ def _operating_points(args, variants: dict) -> dict:
   `bench/rd.py` computes them, on `--images` training images (seed `--seed`)."""
   import djpeg
   from djpeg import perceptual
-  shipped, shipped_masking = perceptual.PERCEPTUAL_TABLES, perceptual.masking
+  shipped = {key: getattr(perceptual, key) for v in variants.values() for key in v}
   images = training_images(args.images // 2, seed=args.seed)
   scorer = Scorer()
   bd = {name: ([], []) for name in variants}
@@ -244,16 +251,16 @@ def _operating_points(args, variants: dict) -> dict:
       anchor = scorer.curve(px, [pillow_jpeg(px, quality=q, subsampling=2, optimize=True)
                                  for q in QUALITIES])
       targets = None
-      for name, (lmbda, base, *masking) in variants.items():
-        perceptual.PERCEPTUAL_TABLES = base
-        perceptual.masking = (masking[0] if masking and masking[0] else shipped_masking)
+      for name, overrides in variants.items():
+        for key, value in shipped.items():
+          setattr(perceptual, key, overrides.get(key, value))
         image = perceptual.PerceptualImage(px)
         targets = targets or [image.score(image.libjpeg(q)) for q in QUALITIES]
         files = []
         for q, target in zip(QUALITIES, targets):
           p, first, best = max(1.0, perceptual.guess(q) - 6), None, None
           while p <= 100 and (first is None or p < first + 1.0):
-            coefficients, size = image.trellis(p, lmbda=lmbda)
+            coefficients, size = image.trellis(p, lmbda=perceptual.LAMBDA)
             if image.score(coefficients) >= target:
               first = p if first is None else first
               best = (size, coefficients) if best is None or size < best[0] else best
@@ -264,7 +271,8 @@ def _operating_points(args, variants: dict) -> dict:
         bd[name][0].append(bd_rate(ra, [a[1] for a in anchor], rt, [a[1] for a in ours]))
         bd[name][1].append(bd_rate(ra, [-a[2] for a in anchor], rt, [-a[2] for a in ours]))
   finally:
-    perceptual.PERCEPTUAL_TABLES, perceptual.masking = shipped, shipped_masking
+    for key, value in shipped.items():
+      setattr(perceptual, key, value)
   for name in variants:
     s2, ba = np.array(bd[name][0]), np.array(bd[name][1])
     print(f"{name}  SSIMULACRA 2 {s2.mean():7.2f}%  butteraugli {ba.mean():7.2f}%  "
@@ -327,6 +335,11 @@ def main() -> int:
   p.add_argument("--seed", type=int, default=5)
   p.add_argument("--blends", default="1,0.5")
   p.set_defaults(func=masking_variants)
+  p = sub.add_parser("chroma-fit")
+  p.add_argument("--images", type=int, default=12)
+  p.add_argument("--seed", type=int, default=5)
+  p.add_argument("--fits", default="0,1,0.5")
+  p.set_defaults(func=chroma_fit_variants)
   p = sub.add_parser("warm")
   p.add_argument("--images", type=int, default=10)
   p.add_argument("--seed", type=int, default=21)

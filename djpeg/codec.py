@@ -234,9 +234,11 @@ def _pixel_geometry(pixels, subsampling: str):
   return batch_shape, height, width, channels, sampling.factors_for(subsampling, channels)
 
 
-def _component_planes(pixels: np.ndarray, factors) -> list[np.ndarray]:
+def _component_planes(pixels: np.ndarray, factors, chroma_fit: float = 0.0) -> list[np.ndarray]:
   """Per component the `(8 rows, 8 cols)` uint8 sample grid libjpeg codes for one image
-  `(H, W, C)` uint8 (`djpeg.encode_compiled`: colour conversion, padding, downsampling)."""
+  `(H, W, C)` uint8 (`djpeg.encode_compiled`: colour conversion, padding, downsampling); with
+  `chroma_fit` above 0, downsampled components fitted to the decoder's upsampling
+  (`encode_compiled.fitted_component_plane`, that much of the fit mixed with the box average)."""
   height, width = pixels.shape[:2]
   pixels = np.ascontiguousarray(pixels, np.uint8)
   planes = encode_compiled.ycc_planes(pixels) if pixels.shape[-1] == 3 else (pixels[..., 0],)
@@ -244,19 +246,32 @@ def _component_planes(pixels: np.ndarray, factors) -> list[np.ndarray]:
   for c, plane in enumerate(planes):
     rh, rv = sampling.ratios(factors, c)
     rows, cols = sampling.component_blocks(height, width, factors, c)
-    out.append(encode_compiled.component_plane(np.ascontiguousarray(plane), rh, rv, rows, cols))
+    plane = np.ascontiguousarray(plane)
+    if chroma_fit > 0 and rh * rv > 1:
+      out.append(encode_compiled.fitted_component_plane(plane, rh, rv, rows, cols,
+                                                        float(chroma_fit)))
+    else:
+      out.append(encode_compiled.component_plane(plane, rh, rv, rows, cols))
   return out
 
 
-def transform_pixels(pixels: np.ndarray, *, subsampling: str = "4:2:0") -> tuple[np.ndarray, ...]:
+def transform_pixels(pixels: np.ndarray, *, subsampling: str = "4:2:0",
+                     chroma_fit: float = 0.0) -> tuple[np.ndarray, ...]:
   """`transform` for 8-bit pixels `(H, W, C)` uint8, as the exporter needs it: the same
   coefficients as `transform(pixels / 255)`, as numpy float32 arrays, computed by compiled
   loops (`djpeg.encode_compiled`: no XLA program per image size, and no float copy of the
-  image)."""
+  image).
+
+  `chroma_fit` in [0, 1]: 0 downsamples as libjpeg does (box average); above 0, subsampled
+  components are fitted to the decoder's fancy upsampling and mixed with the box average in
+  that proportion (`encode_compiled.fitted_component_plane`; the default mode uses it)."""
   batch_shape, height, width, channels, factors = _pixel_geometry(pixels, subsampling)
   if batch_shape:
     raise ValueError(f"transform_pixels takes one image (H, W, C); got {np.shape(pixels)}.")
-  return tuple(encode_compiled.forward_dct(p) for p in _component_planes(pixels, factors))
+  if not 0.0 <= float(chroma_fit) <= 1.0:
+    raise ValueError(f"chroma_fit must be in [0, 1]; got {chroma_fit}.")
+  return tuple(encode_compiled.forward_dct(p)
+               for p in _component_planes(pixels, factors, float(chroma_fit)))
 
 
 def encode_pixels(pixels: np.ndarray, *, quality=None, tables=None,

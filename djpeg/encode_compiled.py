@@ -206,3 +206,107 @@ def quantize_dct(plane, steps):
           q = np.int16(np.floor((abs(x) + half[v, u]) * inverse[v, u] + 2.0 ** -20))
           out[br, b, v, u] = -q if x < 0 else q
   return out
+
+
+# ------------------------------------------------------------ chroma fitted to the decoder
+
+@numba.njit(cache=True, nogil=True)
+def _triangle_normal(n_out, n_in):
+  """The tridiagonal normal matrix A^T A of libjpeg's fancy upsampling by 2 along one axis
+  (jdsample.c: out[2i] = (3 c[i] + c[i-1]) / 4, out[2i+1] = (3 c[i] + c[i+1]) / 4, the edge
+  sample repeated), with only the first `n_out` of its 2 n_in outputs kept (an odd image
+  size), factored for the Thomas algorithm: (lower multipliers, pivots, upper diagonal)."""
+  diag = np.zeros(n_in)
+  upper = np.zeros(max(n_in - 1, 1))
+  for r in range(n_out):
+    i = r // 2
+    j = max(i - 1, 0) if r % 2 == 0 else min(i + 1, n_in - 1)
+    if j == i:                               # the edge: 3/4 + 1/4 of the same sample
+      diag[i] += 1.0
+    else:
+      diag[i] += 0.5625
+      diag[j] += 0.0625
+      upper[min(i, j)] += 0.1875
+  lower = np.zeros(max(n_in - 1, 1))
+  pivot = np.empty(n_in)
+  pivot[0] = diag[0]
+  for i in range(1, n_in):
+    lower[i - 1] = upper[i - 1] / pivot[i - 1]
+    pivot[i] = diag[i] - lower[i - 1] * upper[i - 1]
+  return lower, pivot, upper
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _fit_line(x, n_out, n_in, lower, pivot, upper, out):
+  """The least-squares samples `out[:n_in]` whose fancy upsampling is nearest to x[:n_out]:
+  the normal equations A^T A c = A^T x, solved by the factored tridiagonal matrix."""
+  for i in range(n_in):
+    out[i] = 0.0
+  for r in range(n_out):                     # A^T x
+    i = r // 2
+    j = max(i - 1, 0) if r % 2 == 0 else min(i + 1, n_in - 1)
+    if j == i:
+      out[i] += x[r]
+    else:
+      out[i] += 0.75 * x[r]
+      out[j] += 0.25 * x[r]
+  for i in range(1, n_in):                   # forward substitution
+    out[i] -= lower[i - 1] * out[i - 1]
+  out[n_in - 1] /= pivot[n_in - 1]
+  for i in range(n_in - 2, -1, -1):          # back substitution
+    out[i] = (out[i] - upper[i] * out[i + 1]) / pivot[i]
+
+
+@numba.njit(cache=True, nogil=True)
+def fitted_component_plane(plane, rh, rv, block_rows, block_cols, blend):
+  """As `component_plane`, for ratios of 1 or 2, with the samples chosen for the decoder: the
+  least-squares plane whose fancy upsampling (libjpeg-turbo's default, `_triangle_normal`) is
+  nearest to the full-resolution plane, mixed as `blend * fitted + (1 - blend) * box average`,
+  rounded and clamped to 0..255, edges repeated to whole blocks.
+
+  The box average is what libjpeg codes, and its decode is the box average blurred by the
+  upsampling's triangle: a colour edge comes out softer than the luma beside it. The fitted
+  samples undo the blur where the sampling grid can carry it. Separable: each row, then each
+  column, of float32 intermediates (`(H, W / rh)`, not a float64 image)."""
+  height, width = plane.shape
+  if not ((rh == 1 or rh == 2) and (rv == 1 or rv == 2)) or rh * rv == 1:
+    return component_plane(plane, rh, rv, block_rows, block_cols)
+  box = component_plane(plane, rh, rv, block_rows, block_cols)
+  cols_in = (width + rh - 1) // rh
+  rows_in = (height + rv - 1) // rv
+  across = np.empty((height, cols_in), np.float32)
+  line = np.empty(max(width, height))
+  fitted = np.empty(max(cols_in, rows_in))
+  if rh == 2:
+    lower, pivot, upper = _triangle_normal(width, cols_in)
+    for r in range(height):
+      for c in range(width):
+        line[c] = plane[r, c]
+      _fit_line(line, width, cols_in, lower, pivot, upper, fitted)
+      for c in range(cols_in):
+        across[r, c] = fitted[c]
+  else:
+    for r in range(height):
+      for c in range(width):
+        across[r, c] = plane[r, c]
+  out = box.copy()
+  if rv == 2:
+    lower, pivot, upper = _triangle_normal(height, rows_in)
+  for c in range(cols_in):
+    if rv == 2:
+      for r in range(height):
+        line[r] = across[r, c]
+      _fit_line(line, height, rows_in, lower, pivot, upper, fitted)
+    else:
+      for r in range(height):
+        fitted[r] = across[r, c]
+    for r in range(rows_in):
+      value = blend * fitted[r] + (1.0 - blend) * np.float64(box[r, c])
+      out[r, c] = np.uint8(min(255.0, max(0.0, np.floor(value + 0.5))))
+  for r in range(rows_in):                   # right of the image: the last sample again
+    for c in range(cols_in, out.shape[1]):
+      out[r, c] = out[r, cols_in - 1]
+  for r in range(rows_in, out.shape[0]):     # below it: the last row again
+    for c in range(out.shape[1]):
+      out[r, c] = out[rows_in - 1, c]
+  return out

@@ -80,6 +80,9 @@ PERCEPTUAL_TABLES = np.array([
 #: block weight is MASKING_WEIGHT / (1 + E_b / MASKING_THRESHOLD) (E_b in libjpeg's DCT units,
 #: 8 times the orthonormal ones, squared). mozjpeg's defaults are lambda 1 and 2^16.5.
 LAMBDA = 2.5324
+#: Subsampled chroma fitted to the decoder's fancy upsampling, mixed with libjpeg's box average
+#: in this proportion (`codec.transform_pixels`, `encode_compiled.fitted_component_plane`).
+CHROMA_FIT = 0.5
 MASKING_WEIGHT = 2.0 ** (14.75 - 16.5)
 MASKING_THRESHOLD = 2.0 ** 17.2143
 #: Perceptual quality p that meets libjpeg-turbo's SSIMULACRA 2 at quality Q (4:2:0), median
@@ -198,7 +201,8 @@ class PerceptualImage:
 
   def _prepare(self, subsampling: str):
     if subsampling not in self._prepared:
-      dct = [np.asarray(d) for d in codec.transform_pixels(self.pixels, subsampling=subsampling)]
+      dct = [np.asarray(d) for d in codec.transform_pixels(self.pixels, subsampling=subsampling,
+                                                            chroma_fit=CHROMA_FIT)]
       self._prepared[subsampling] = (dct, masking(dct))
     return self._prepared[subsampling]
 
