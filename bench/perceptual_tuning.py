@@ -4,6 +4,7 @@
   python bench/perceptual_tuning.py guess [--images 12]
   python bench/perceptual_tuning.py lambda [--images 12] [--seed 5] [--factors 1,0.3]
   python bench/perceptual_tuning.py warm [--images 10] [--seed 21]
+  python bench/perceptual_tuning.py chroma-fit [--images 12] [--seed 5] [--fits 0,1,0.5]
 
 `tune`: Nelder-Mead over seven numbers: the table shape (luma log-slope a, chroma offset b,
 chroma log-slope c, DC offset d, low-band offset e, all relative to mozjpeg's default ImageMagick
@@ -25,6 +26,10 @@ SSIMULACRA 2 and butteraugli on 12 other training images (seed 5).
 `warm`: a search's next candidate as one trellis pass priced by the previous candidate's
 symbol counts, against two passes from plain rounding (what `PerceptualImage.trellis` does
 from its second call on), on 10 other training images (seed 21).
+
+`chroma-fit`: subsampled chroma as libjpeg's box average (0) or fitted to libjpeg-turbo's fancy
+upsampling and mixed with the box average in each proportion of `--fits` (`CHROMA_FIT`), at the
+default mode's operating points, BD-rates on 12 other training images (seed 5).
 
 `guess`: for 12 other training images (seed 3) and qualities 5..98, the perceptual quality p the
 default mode's search lands on (4:2:0), and how often 4:4:4 wins; the medians are
@@ -220,7 +225,6 @@ def masking_variants(args) -> None:
   """The activity masking's block energy from the block (shipped) or mixed with its flattest
   quadrant's (`_quadrant_masking`, each of `--blends`), at the default mode's operating points
   (`_operating_points`)."""
-  from djpeg import perceptual
   variants = {"block masking   ": {}}
   for b in (float(x) for x in args.blends.split(",")):
     variants[f"quadrant x {b:<4}"] = {"masking": _quadrant_masking(b)}
@@ -237,8 +241,8 @@ def chroma_fit_variants(args) -> None:
 
 def _operating_points(args, variants: dict) -> dict:
   """For each image and quality, the smallest file (p on a grid of a quarter unit) whose
-  SSIMULACRA 2 meets libjpeg-turbo's at that quality, under each variant (name: (lambda, base
-  tables)); BD-rates of those files against libjpeg-turbo in SSIMULACRA 2 and butteraugli, as
+  SSIMULACRA 2 meets libjpeg-turbo's at that quality, under each variant (name: overrides of
+  `djpeg.perceptual`'s attributes); BD-rates of those files against libjpeg-turbo in SSIMULACRA 2 and butteraugli, as
   `bench/rd.py` computes them, on `--images` training images (seed `--seed`)."""
   import djpeg
   from djpeg import perceptual
