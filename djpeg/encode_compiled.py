@@ -237,24 +237,37 @@ def _triangle_normal(n_out, n_in):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _fit_line(x, n_out, n_in, lower, pivot, upper, out):
-  """The least-squares samples `out[:n_in]` whose fancy upsampling is nearest to x[:n_out]:
-  the normal equations A^T A c = A^T x, solved by the factored tridiagonal matrix."""
+def _fit_lines(x, n_out, n_in, lower, pivot, upper, out):
+  """The least-squares samples `out[:n_in, :]` whose fancy upsampling along axis 0 is nearest
+  to `x[:n_out, :]`, for every column (lane) at once: the normal equations A^T A c = A^T x,
+  solved by the factored tridiagonal matrix. Each lane is an independent line; the lanes are
+  contiguous in memory, so every step runs over whole rows of them."""
+  lanes = out.shape[1]
   for i in range(n_in):
-    out[i] = 0.0
+    for k in range(lanes):
+      out[i, k] = 0.0
   for r in range(n_out):                     # A^T x
     i = r // 2
     j = max(i - 1, 0) if r % 2 == 0 else min(i + 1, n_in - 1)
     if j == i:
-      out[i] += x[r]
+      for k in range(lanes):
+        out[i, k] += x[r, k]
     else:
-      out[i] += 0.75 * x[r]
-      out[j] += 0.25 * x[r]
+      for k in range(lanes):
+        out[i, k] += 0.75 * x[r, k]
+        out[j, k] += 0.25 * x[r, k]
   for i in range(1, n_in):                   # forward substitution
-    out[i] -= lower[i - 1] * out[i - 1]
-  out[n_in - 1] /= pivot[n_in - 1]
+    for k in range(lanes):
+      out[i, k] -= lower[i - 1] * out[i - 1, k]
+  for k in range(lanes):
+    out[n_in - 1, k] /= pivot[n_in - 1]
   for i in range(n_in - 2, -1, -1):          # back substitution
-    out[i] = (out[i] - upper[i] * out[i + 1]) / pivot[i]
+    for k in range(lanes):
+      out[i, k] = (out[i, k] - upper[i] * out[i + 1, k]) / pivot[i]
+
+
+#: Image rows fitted at once across (`fitted_component_plane`): lanes of the row pass.
+_ROW_LANES = 32
 
 
 @numba.njit(cache=True, nogil=True)
@@ -266,8 +279,9 @@ def fitted_component_plane(plane, rh, rv, block_rows, block_cols, blend):
 
   The box average is what libjpeg codes, and its decode is the box average blurred by the
   upsampling's triangle: a colour edge comes out softer than the luma beside it. The fitted
-  samples undo the blur where the sampling grid can carry it. Separable: each row, then each
-  column, of float32 intermediates (`(H, W / rh)`, not a float64 image)."""
+  samples undo the blur where the sampling grid can carry it. Separable: the rows, then the
+  columns, through a float32 intermediate `(H, W / rh)` and the float64 result at the
+  subsampled size (never a float64 image)."""
   height, width = plane.shape
   if not ((rh == 1 or rh == 2) and (rv == 1 or rv == 2)) or rh * rv == 1:
     return component_plane(plane, rh, rv, block_rows, block_cols)
@@ -275,33 +289,39 @@ def fitted_component_plane(plane, rh, rv, block_rows, block_cols, blend):
   cols_in = (width + rh - 1) // rh
   rows_in = (height + rv - 1) // rv
   across = np.empty((height, cols_in), np.float32)
-  line = np.empty(max(width, height))
-  fitted = np.empty(max(cols_in, rows_in))
   if rh == 2:
+    # The rows in groups of _ROW_LANES, each group turned on its side so that the solve runs
+    # over whole contiguous rows of lanes (one image row at a time is a serial recurrence).
     lower, pivot, upper = _triangle_normal(width, cols_in)
-    for r in range(height):
+    lines = np.empty((width, _ROW_LANES))
+    fitted = np.empty((cols_in, _ROW_LANES))
+    for r0 in range(0, height, _ROW_LANES):
+      n = min(_ROW_LANES, height - r0)
       for c in range(width):
-        line[c] = plane[r, c]
-      _fit_line(line, width, cols_in, lower, pivot, upper, fitted)
-      for c in range(cols_in):
-        across[r, c] = fitted[c]
+        for k in range(n):
+          lines[c, k] = plane[r0 + k, c]
+        for k in range(n, _ROW_LANES):
+          lines[c, k] = 0.0
+      _fit_lines(lines, width, cols_in, lower, pivot, upper, fitted)
+      for k in range(n):
+        for c in range(cols_in):
+          across[r0 + k, c] = fitted[c, k]
   else:
     for r in range(height):
       for c in range(width):
         across[r, c] = plane[r, c]
-  out = box.copy()
-  if rv == 2:
+  solved = np.empty((rows_in, cols_in))
+  if rv == 2:                                # the columns: across's rows are their lanes
     lower, pivot, upper = _triangle_normal(height, rows_in)
-  for c in range(cols_in):
-    if rv == 2:
-      for r in range(height):
-        line[r] = across[r, c]
-      _fit_line(line, height, rows_in, lower, pivot, upper, fitted)
-    else:
-      for r in range(height):
-        fitted[r] = across[r, c]
+    _fit_lines(across, height, rows_in, lower, pivot, upper, solved)
+  else:
     for r in range(rows_in):
-      value = blend * fitted[r] + (1.0 - blend) * np.float64(box[r, c])
+      for c in range(cols_in):
+        solved[r, c] = across[r, c]
+  out = box.copy()
+  for r in range(rows_in):
+    for c in range(cols_in):
+      value = blend * solved[r, c] + (1.0 - blend) * np.float64(box[r, c])
       out[r, c] = np.uint8(min(255.0, max(0.0, np.floor(value + 0.5))))
   for r in range(rows_in):                   # right of the image: the last sample again
     for c in range(cols_in, out.shape[1]):
