@@ -169,6 +169,11 @@ def _options(args: argparse.Namespace) -> ExportOptions:
 
 def encode_command(args: argparse.Namespace) -> int:
   options = _options(args)
+  if (not args.quiet and options.mode in batch.XLA_FREE_MODES
+      and batch.loops_compiled(options.mode) is False):
+    print(f"{PROG}: compiling djpeg's loops for this machine, once after installing (about "
+          "a minute on 2 cores); later runs load them from numba's cache.", file=sys.stderr,
+          flush=True)
   if args.output_dir is None:
     if len(args.inputs) != 2:
       raise SystemExit(f"{PROG}: give one input and one output file, or inputs and "

@@ -205,3 +205,25 @@ def test_workers_are_forked_only_while_no_xla_runtime_exists():
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
   assert out.returncode == 0, out.stderr[-2000:]
   assert out.stdout.split()[-4:] == ["fork", "fork", "spawn", "spawn"]
+
+
+def test_the_first_run_after_installing_says_it_compiles(tmp_path, capsys, monkeypatch):
+  # With an empty numba cache (a fresh installation) the loops are not there ...
+  env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba"))
+  out = subprocess.run([sys.executable, "-c", "from djpeg import batch; "
+                        "print(batch.loops_compiled('libjpeg'), batch.loops_compiled())"],
+                       env=env, capture_output=True, text=True, check=True).stdout.split()
+  assert out == ["False", "False"]
+  # ... and once the libjpeg mode has run in this process, its loops are on disk.
+  make_library(tmp_path / "in", sizes=((40, 33),))
+  assert cli.main(["encode", str(tmp_path / "in" / "trip" / "day1" / "img0.jpg"),
+                   str(tmp_path / "a.jpg"), "--libjpeg"]) == 0
+  assert batch.loops_compiled("libjpeg") is True
+  assert "compiling" not in capsys.readouterr().err
+  # The CLI tells a user who would otherwise wait a minute in silence (not with --quiet).
+  monkeypatch.setattr(batch, "loops_compiled", lambda mode="perceptual": False)
+  source = str(tmp_path / "in" / "trip" / "day1" / "img0.jpg")
+  assert cli.main(["encode", source, str(tmp_path / "b.jpg"), "--libjpeg"]) == 0
+  assert "compiling djpeg's loops" in capsys.readouterr().err
+  assert cli.main(["encode", source, str(tmp_path / "c.jpg"), "--libjpeg", "--quiet"]) == 0
+  assert "compiling" not in capsys.readouterr().err
