@@ -172,7 +172,7 @@ def encode_command(args: argparse.Namespace) -> int:
   if (not args.quiet and options.mode in batch.XLA_FREE_MODES
       and batch.loops_compiled(options.mode) is False):
     print(f"{PROG}: compiling djpeg's loops for this machine, once after installing (about "
-          "a minute on 2 cores); later runs load them from numba's cache.", file=sys.stderr,
+          "half a minute on 2 cores); later runs load them from numba's cache.", file=sys.stderr,
           flush=True)
   if args.output_dir is None:
     if len(args.inputs) != 2:

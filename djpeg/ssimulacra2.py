@@ -610,12 +610,13 @@ def _blur_moments_compiled(a: np.ndarray, b: np.ndarray, kinds, h: int, w: int,
   a = np.ascontiguousarray(a, np.float32).reshape(-1, h_c, w)
   b = np.ascontiguousarray(b, np.float32).reshape(-1, h_c, w)
   kinds = np.repeat(np.asarray(kinds, np.int64), b.shape[0])
-  first = np.broadcast_to(np.asarray(first_rows, np.int64), (len(kinds) // b.shape[0],) + lead)
-  # A writable copy: a read-only array (a broadcast view) is another type to numba, and would
-  # compile `blur_moments` a second time (about 7 s on first use after installing).
+  # A writable copy, never the read-only broadcast view: that is another type to numba, and
+  # would compile `blur_moments` a second time on first use after installing.
+  first = np.array(np.broadcast_to(np.asarray(first_rows, np.int64),
+                                   (len(kinds) // b.shape[0],) + lead))
   blurred = recursive_gaussian.blur_moments(
       a, b, kinds, _row_widths(h, w), _scale_resets(h_c, offsets),
-      np.array(first).reshape(-1), _RG["n2"], _RG["d1"], _RG["mul_in"],
+      first.reshape(-1), _RG["n2"], _RG["d1"], _RG["mul_in"],
       _RG["mul_prev"], _RG["mul_prev2"])
   return blurred.reshape((-1,) + lead + (h_c, w))
 

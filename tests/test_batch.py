@@ -216,13 +216,12 @@ def test_the_first_run_after_installing_says_it_compiles(tmp_path, capsys, monke
   assert out == ["False", "False"]
   # ... and once the libjpeg mode has run in this process, its loops are on disk.
   make_library(tmp_path / "in", sizes=((40, 33),))
-  assert cli.main(["encode", str(tmp_path / "in" / "trip" / "day1" / "img0.jpg"),
-                   str(tmp_path / "a.jpg"), "--libjpeg"]) == 0
+  source = str(tmp_path / "in" / "trip" / "day1" / "img0.jpg")
+  assert cli.main(["encode", source, str(tmp_path / "a.jpg"), "--libjpeg"]) == 0
   assert batch.loops_compiled("libjpeg") is True
   assert "compiling" not in capsys.readouterr().err
-  # The CLI tells a user who would otherwise wait a minute in silence (not with --quiet).
+  # The CLI tells a user who would otherwise wait half a minute in silence (not with --quiet).
   monkeypatch.setattr(batch, "loops_compiled", lambda mode="perceptual": False)
-  source = str(tmp_path / "in" / "trip" / "day1" / "img0.jpg")
   assert cli.main(["encode", source, str(tmp_path / "b.jpg"), "--libjpeg"]) == 0
   assert "compiling djpeg's loops" in capsys.readouterr().err
   assert cli.main(["encode", source, str(tmp_path / "c.jpg"), "--libjpeg", "--quiet"]) == 0
