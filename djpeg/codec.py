@@ -240,7 +240,10 @@ def _component_planes(pixels: np.ndarray, factors, chroma_fit: float = 0.0) -> l
   `chroma_fit` above 0, downsampled components fitted to the decoder's upsampling
   (`encode_compiled.fitted_component_plane`, that much of the fit mixed with the box average)."""
   height, width = pixels.shape[:2]
-  pixels = np.ascontiguousarray(pixels, np.uint8)
+  # A read-only view whatever the caller passed: one numba type, compiled once (a writable and
+  # a read-only array are two types to numba, and each cost a compilation on first use).
+  pixels = np.ascontiguousarray(pixels, np.uint8).view()
+  pixels.flags.writeable = False
   planes = encode_compiled.ycc_planes(pixels) if pixels.shape[-1] == 3 else (pixels[..., 0],)
   out = []
   for c, plane in enumerate(planes):

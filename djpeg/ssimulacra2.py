@@ -651,7 +651,9 @@ def _xyb_canvas_compiled(img) -> np.ndarray:
     global _LINEAR_LUT
     if _LINEAR_LUT is None:
       _LINEAR_LUT = error_maps.linear_lut(*srgb)
-    return error_maps.xyb_canvas_8bit(np.asarray(img), _LINEAR_LUT, *layout, *xyb)
+    pixels = np.ascontiguousarray(img).view()
+    pixels.flags.writeable = False     # one numba type for every caller's array (`codec`)
+    return error_maps.xyb_canvas_8bit(pixels, _LINEAR_LUT, *layout, *xyb)
   return error_maps.xyb_canvas(np.asarray(img, np.float32), *layout, *srgb, *xyb)
 
 
