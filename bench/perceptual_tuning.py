@@ -5,6 +5,9 @@
   python bench/perceptual_tuning.py lambda [--images 12] [--seed 5] [--factors 1,0.3]
   python bench/perceptual_tuning.py warm [--images 10] [--seed 21]
   python bench/perceptual_tuning.py chroma-fit [--images 12] [--seed 5] [--fits 0,1,0.5]
+  python bench/perceptual_tuning.py pooling [--images 12] [--seed 5] [--gammas -1,-0.5]
+  python bench/perceptual_tuning.py brightness [--images 12] [--seed 5] [--exponents -1]
+      [--lambda-factors 1]
 
 `tune`: Nelder-Mead over seven numbers: the table shape (luma log-slope a, chroma offset b,
 chroma log-slope c, DC offset d, low-band offset e, all relative to mozjpeg's default ImageMagick
@@ -30,6 +33,11 @@ from its second call on), on 10 other training images (seed 21).
 `chroma-fit`: subsampled chroma as libjpeg's box average (0) or fitted to libjpeg-turbo's fancy
 upsampling and mixed with the box average in each proportion of `--fits` (`CHROMA_FIT`), at the
 default mode's operating points, BD-rates on 12 other training images (seed 5).
+
+`pooling` and `brightness`: block weights (`perceptual.masking`) scaled by each block's expected
+quantization error (`_pooled_masking`) or redistributed by its brightness
+(`_brightness_masking`, the trellis lambda scaled too), at the default mode's operating points;
+tried for butteraugli, not shipped (bench/README.md).
 
 `guess`: for 12 other training images (seed 3) and qualities 5..98, the perceptual quality p the
 default mode's search lands on (4:2:0), and how often 4:4:4 wins; the medians are
@@ -231,6 +239,67 @@ def masking_variants(args) -> None:
   _operating_points(args, variants)
 
 
+def _pooled_masking(gamma: float, p: float = 60.0):
+  """`perceptual.masking` times ((D_b + eps) / (mean D + eps))^gamma, clipped to [1/2, 2]: D_b is
+  the block's expected quantization error at the tables of perceptual quality `p`, in squared
+  steps (per AC coefficient min(x^2, 1/12), x its value in steps). gamma > 0: the blocks that
+  will be coded worst get more weight, the trellis's sum of errors moving towards a higher norm
+  (the max-norm butteraugli reports); gamma < 0: less, a masking by the expected error."""
+  from djpeg import perceptual
+  block_masking = perceptual.masking      # the shipped one (the variant replaces it)
+
+  def masking(dct):
+    base = block_masking(dct)
+    steps = perceptual.tables(p, len(dct))
+    out = []
+    for d, m, q in zip(dct, base, steps):
+      x = np.asarray(d, np.float64) / q          # orthonormal DCT: steps of Q
+      e = np.minimum(x * x, 1.0 / 12.0).reshape(d.shape[:2] + (64,))[..., 1:].sum(-1)
+      eps = 0.05
+      factor = np.clip(((e + eps) / (e.mean() + eps)) ** gamma, 0.5, 2.0)
+      out.append(m * factor)
+    return out
+  return masking
+
+
+def pooling_variants(args) -> None:
+  """Block weights raised where the blocks' expected error is largest (`_pooled_masking`, each
+  exponent of `--gammas`), at the default mode's operating points (`_operating_points`)."""
+  variants = {"block masking   ": {}}
+  for g in (float(x) for x in args.gammas.split(",")):
+    variants[f"pooled x {g:<6}"] = {"masking": _pooled_masking(g)}
+  _operating_points(args, variants)
+
+
+def _brightness_masking(exponent: float):
+  """`perceptual.masking` with the luma blocks' weights times (L_b / 128)^exponent, L_b the
+  block's mean sample (from its DC, at least 8), then scaled back to the image's mean luma
+  weight (a redistribution: exponent < 0 moves weight from bright blocks to dark ones)."""
+  from djpeg import perceptual
+  block_masking = perceptual.masking      # the shipped one (the variant replaces it)
+
+  def masking(dct):
+    out = block_masking(dct)
+    level = np.maximum(np.asarray(dct[0], np.float64)[..., 0, 0] / 8.0 + 128.0, 8.0)
+    weighted = out[0] * (level / 128.0) ** exponent
+    out[0] = weighted * (out[0].mean() / weighted.mean())
+    return out
+  return masking
+
+
+def brightness_variants(args) -> None:
+  """Luma block weights redistributed by brightness (`_brightness_masking`, each of
+  `--exponents`) with the trellis lambda times each of `--lambda-factors`, at the default
+  mode's operating points (`_operating_points`)."""
+  from djpeg import perceptual
+  variants = {"block masking             ": {}}
+  for k in (float(x) for x in args.exponents.split(",")):
+    for f in (float(x) for x in args.lambda_factors.split(",")):
+      variants[f"brightness {k:<+5} lambda x {f:<4}"] = {
+          "masking": _brightness_masking(k), "LAMBDA": perceptual.LAMBDA * f}
+  _operating_points(args, variants)
+
+
 def chroma_fit_variants(args) -> None:
   """Subsampled chroma as libjpeg's box average (`--fits` 0) or fitted to the decoder's
   upsampling and mixed with the box average in each proportion of `--fits`
@@ -339,6 +408,17 @@ def main() -> int:
   p.add_argument("--seed", type=int, default=5)
   p.add_argument("--blends", default="1,0.5")
   p.set_defaults(func=masking_variants)
+  p = sub.add_parser("pooling")
+  p.add_argument("--images", type=int, default=12)
+  p.add_argument("--seed", type=int, default=5)
+  p.add_argument("--gammas", default="-1,-0.5")
+  p.set_defaults(func=pooling_variants)
+  p = sub.add_parser("brightness")
+  p.add_argument("--images", type=int, default=12)
+  p.add_argument("--seed", type=int, default=5)
+  p.add_argument("--exponents", default="-1")
+  p.add_argument("--lambda-factors", default="1")
+  p.set_defaults(func=brightness_variants)
   p = sub.add_parser("chroma-fit")
   p.add_argument("--images", type=int, default=12)
   p.add_argument("--seed", type=int, default=5)
