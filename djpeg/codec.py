@@ -244,7 +244,9 @@ def _component_planes(pixels: np.ndarray, factors, chroma_fit: float = 0.0) -> l
   # a read-only array are two types to numba, and each cost a compilation on first use).
   pixels = np.ascontiguousarray(pixels, np.uint8).view()
   pixels.flags.writeable = False
-  planes = encode_compiled.ycc_planes(pixels) if pixels.shape[-1] == 3 else (pixels[..., 0],)
+  # A gray image's plane copied: writable, as the colour planes are (one type, one compilation).
+  planes = (encode_compiled.ycc_planes(pixels) if pixels.shape[-1] == 3
+            else (pixels[..., 0].copy(),))
   out = []
   for c, plane in enumerate(planes):
     rh, rv = sampling.ratios(factors, c)
