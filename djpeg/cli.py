@@ -181,6 +181,12 @@ def encode_command(args: argparse.Namespace) -> int:
     if not args.no_cache:
       batch.enable_compilation_cache()
     return _encode_one(args.inputs[0], args.inputs[1], options, args.quiet)
+  if (os.path.splitext(args.output_dir)[1].lower() in (".jpg", ".jpeg")
+      and not os.path.isdir(args.output_dir)):
+    # `-o out.jpg` (cwebp's form) would make a folder named out.jpg: say what -o is instead.
+    raise SystemExit(f"{PROG}: -o/--output-dir names a folder, and {args.output_dir!r} looks "
+                     "like a file name; for one file give the input and the output: "
+                     f"{PROG} encode INPUT OUTPUT.jpg")
   try:
     jobs = batch.shard(batch.plan(args.inputs, args.output_dir), args.shard)
   except ValueError as e:

@@ -53,6 +53,19 @@ def test_a_folder_with_a_corrupt_file(tmp_path, capsys):
   assert all((tmp_path / "out" / n).stat().st_mtime_ns == before[n] for n in written)
 
 
+def test_an_output_folder_named_like_a_jpeg_is_refused(tmp_path, capsys):
+  source = tmp_path / "in.png"
+  Image.fromarray(samples.load("houses", uint8=True)[:40, :56]).save(source)
+  with pytest.raises(SystemExit, match="names a folder.*looks like a file name"):
+    cli.main(["encode", str(source), "-o", str(tmp_path / "out.jpg"), "--libjpeg"])
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png"]     # nothing written
+  # An existing folder of that name is still a folder.
+  (tmp_path / "odd.jpg").mkdir()
+  assert cli.main(["encode", str(source), "-o", str(tmp_path / "odd.jpg"), "--libjpeg",
+                   "--quiet", "--jobs", "1"]) == 0
+  assert Image.open(tmp_path / "odd.jpg" / "in.jpg").size == (56, 40)
+
+
 def test_shards_split_the_library_and_outputs_never_overwrite_inputs(tmp_path):
   make_library(tmp_path / "in")
   jobs = batch.plan([str(tmp_path / "in")], str(tmp_path / "out"))
