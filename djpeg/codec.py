@@ -240,13 +240,16 @@ def _component_planes(pixels: np.ndarray, factors, chroma_fit: float = 0.0) -> l
   `chroma_fit` above 0, downsampled components fitted to the decoder's upsampling
   (`encode_compiled.fitted_component_plane`, that much of the fit mixed with the box average)."""
   height, width = pixels.shape[:2]
-  # A read-only view whatever the caller passed: one numba type, compiled once (a writable and
-  # a read-only array are two types to numba, and each cost a compilation on first use).
-  pixels = np.ascontiguousarray(pixels, np.uint8).view()
-  pixels.flags.writeable = False
-  # A gray image's plane copied: writable, as the colour planes are (one type, one compilation).
-  planes = (encode_compiled.ycc_planes(pixels) if pixels.shape[-1] == 3
-            else (pixels[..., 0].copy(),))
+  pixels = np.ascontiguousarray(pixels, np.uint8)
+  if pixels.shape[-1] == 3:
+    # A read-only view whatever the caller passed, and a gray plane copied (writable, as the
+    # colour planes are): one numba type each, compiled once (a writable and a read-only array
+    # are two types to numba, and each cost a compilation on first use).
+    view = pixels.view()
+    view.flags.writeable = False
+    planes = encode_compiled.ycc_planes(view)
+  else:
+    planes = (pixels[..., 0].copy(),)
   out = []
   for c, plane in enumerate(planes):
     rh, rv = sampling.ratios(factors, c)

@@ -53,7 +53,7 @@ def test_a_folder_with_a_corrupt_file(tmp_path, capsys):
   assert all((tmp_path / "out" / n).stat().st_mtime_ns == before[n] for n in written)
 
 
-def test_an_output_folder_named_like_a_jpeg_is_refused(tmp_path, capsys):
+def test_an_output_folder_named_like_a_jpeg_is_refused(tmp_path):
   source = tmp_path / "in.png"
   Image.fromarray(samples.load("houses", uint8=True)[:40, :56]).save(source)
   with pytest.raises(SystemExit, match="names a folder.*looks like a file name"):

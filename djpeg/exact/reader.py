@@ -65,9 +65,9 @@ def _compile_decoders() -> None:
   from djpeg.exact import writer  # only here: the reader does not otherwise need the writer
   blocks = [np.zeros((2, 2, 8, 8), np.int16), np.zeros((1, 1, 8, 8), np.int16),
             np.zeros((1, 1, 8, 8), np.int16)]
-  tables = np.ones((2, 8, 8), np.int64)
+  tables = np.ones((3, 8, 8), np.int64)
   for progressive in (False, True):
-    data = writer.encode_image(blocks, tables[[0, 1, 1]], 16, 16, ((2, 2), (1, 1), (1, 1)),
+    data = writer.encode_image(blocks, tables, 16, 16, ((2, 2), (1, 1), (1, 1)),
                                progressive_mode=progressive, restart_interval=1)
     _Reader(data, np.int16).run()
 
