@@ -265,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
                       "4:2:0 otherwise)")
   p.add_argument("--baseline", action="store_true",
                  help="baseline JPEG (the default mode otherwise writes progressive JPEG with "
-                      "optimized scans)")
+                      "optimized scans, or baseline where that is smaller, as on thumbnails; "
+                      "--optimize-scans always writes progressive)")
   p.add_argument("--progressive", action="store_true",
                  help="progressive JPEG (SOF2) with libjpeg's scan script")
   p.add_argument("--optimize-scans", action="store_true",

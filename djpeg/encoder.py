@@ -477,10 +477,13 @@ def _scale_with_trellis(image, problem, base, lmbda0, kind, target, rounds, weig
 def _perceptual(image, pixels, quality, subsampling, measure, say) -> Compressed:
   subsamplings = None if subsampling is None else (subsampling,)
   result = perceptual.meet_libjpeg(pixels, quality, subsamplings=subsamplings)
-  say(f"perceptual: SSIMULACRA 2 {result.score:.2f} (libjpeg-turbo at q{quality:g}: "
-      f"{result.target:.2f}), {result.subsampling}, "
-      + (f"tables at p{result.p:.1f}" if result.p is not None else "libjpeg-turbo's file kept")
-      + f", {result.evaluations} candidates")
+  if result.score is None:
+    say("perceptual: under 8x8 pixels, not measurable by SSIMULACRA 2: libjpeg-turbo's file")
+  else:
+    say(f"perceptual: SSIMULACRA 2 {result.score:.2f} (libjpeg-turbo at q{quality:g}: "
+        f"{result.target:.2f}), {result.subsampling}, "
+        + (f"tables at p{result.p:.1f}" if result.p is not None else "libjpeg-turbo's file kept")
+        + f", {result.evaluations} candidates")
   c = result.coefficients
   mse = decoded_mse(image, c) if measure else None
   # The trellis's size model, not a second write of a file the caller writes anyway (0.4 s at

@@ -252,8 +252,9 @@ class PerceptualResult:
 
   Attributes:
     coefficients: the file's coefficients (`djpeg.dumps` writes them).
-    score: SSIMULACRA 2 of their exact decode.
-    target: the SSIMULACRA 2 to reach (libjpeg-turbo's at the quality).
+    score: SSIMULACRA 2 of their exact decode (None for an image under 8x8, which the metric
+      does not measure).
+    target: the SSIMULACRA 2 to reach (libjpeg-turbo's at the quality; None under 8x8).
     p: the perceptual quality of the tables (None when libjpeg-turbo's own file was kept).
     subsampling: the chosen subsampling.
     evaluations: how many candidates were coded and scored.
@@ -262,8 +263,8 @@ class PerceptualResult:
       counts and optimal tables, mean stuffing); None when libjpeg-turbo's file was kept.
   """
   coefficients: Coefficients
-  score: float
-  target: float
+  score: float | None
+  target: float | None
   p: float | None
   subsampling: str
   evaluations: int
@@ -388,7 +389,8 @@ def meet_libjpeg(pixels: np.ndarray, quality: float = DEFAULT_QUALITY, *,
   the perceptual tables and trellis make (module docstring).
 
   Args:
-    pixels: `(H, W, C)` uint8, C = 1 or 3, at least 8x8.
+    pixels: `(H, W, C)` uint8, C = 1 or 3. Below 8x8, where SSIMULACRA 2 is not defined, the
+      result is libjpeg-turbo's own file at `quality` (score and target None).
     quality: IJG quality 1..100 of the libjpeg-turbo file to match.
     subsamplings: the subsamplings to try (None: 4:2:0, and 4:4:4 too from quality
       `FULL_CHROMA_FROM`; gray images have one).
@@ -397,11 +399,14 @@ def meet_libjpeg(pixels: np.ndarray, quality: float = DEFAULT_QUALITY, *,
   if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[-1] not in (1, 3):
     raise ValueError(f"pixels must be uint8 (H, W, C) with C = 1 or 3; got {pixels.dtype} "
                      f"{pixels.shape}.")
-  if min(pixels.shape[:2]) < 8:
-    raise ValueError(f"the perceptual mode needs images of at least 8x8 (SSIMULACRA 2's "
-                     f"smallest); got {pixels.shape[1]}x{pixels.shape[0]}.")
   if not 1 <= quality <= 100:
     raise ValueError(f"quality must be in [1, 100]; got {quality!r}.")
+  if min(pixels.shape[:2]) < 8:
+    # SSIMULACRA 2 measures nothing smaller (nor does the reference program): libjpeg-turbo's
+    # own file, which meets the mode's target by definition, rather than no file at all.
+    subsampling = subsamplings[0] if subsamplings and len(subsamplings) == 1 else "4:2:0"
+    return PerceptualResult(codec.encode_pixels(pixels, quality=quality, subsampling=subsampling),
+                            None, None, None, subsampling, 0)
   full = PerceptualImage(pixels)
   sampled = (pixels.shape[0] * pixels.shape[1] > EXACT_LIMIT
              and min(pixels.shape[:2]) >= SAMPLE_TILE)

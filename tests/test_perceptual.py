@@ -15,7 +15,7 @@ import simplejpeg
 from PIL import Image
 
 import djpeg
-from djpeg import cli, metrics, perceptual, samples
+from djpeg import cli, export, metrics, perceptual, samples
 from djpeg.encoder import compress
 from conftest import pillow_decode, pillow_encode
 
@@ -121,7 +121,10 @@ def test_the_cli_default_and_libjpeg_flag(tmp_path):
   assert cli.main(["encode", str(source), str(tmp_path / "l.jpg"), "--libjpeg", "--quiet"]) == 0
   default, plain = (tmp_path / "d.jpg").read_bytes(), (tmp_path / "l.jpg").read_bytes()
   assert plain == pillow_encode(pixels, quality=75, optimize=True)
-  assert Image.open(io.BytesIO(default)).info.get("progressive")        # optimized scans
+  # Optimized scans, or baseline when smaller (this small image: baseline).
+  coefficients = djpeg.load_coefficients(default)
+  codings = [djpeg.dumps(coefficients, progressive=p) for p in ("optimize", False)]
+  assert default == min(codings, key=len)
   assert score(pixels, default) >= score(pixels, plain) and len(default) < len(plain)
   with pytest.raises(SystemExit, match="--libjpeg"):
     cli.main(["encode", str(source), str(tmp_path / "x.jpg"), "--libjpeg", "--trellis"])
@@ -140,10 +143,40 @@ def test_perceptual_trellis_is_better_than_rounding_its_tables():
                                                                 qtables=perceptual.tables(60)[:2]))
 
 
+def png_bytes(pixels: np.ndarray) -> bytes:
+  buf = io.BytesIO()
+  Image.fromarray(pixels.squeeze(-1) if pixels.shape[-1] == 1 else pixels).save(buf, "PNG")
+  return buf.getvalue()
+
+
+@pytest.mark.parametrize("name", SAMPLES)
+def test_thumbnails_are_no_larger_than_libjpeg_turbos_file(name):
+  # Each progressive scan carries its own tables and headers; on thumbnails they outweighed the
+  # trellis's saving and the default file (optimized scans) was larger than libjpeg-turbo's
+  # baseline one (16x16 limes: 390 bytes against 349). The smaller of the two codings is kept.
+  pixels = samples.load(name, uint8=True)
+  for size in (16, 24, 48):
+    crop = np.ascontiguousarray(pixels[:size, :size])
+    data, result = export.export_bytes(png_bytes(crop))
+    theirs = pillow_encode(crop, quality=75, optimize=True)
+    assert len(data) <= len(theirs), (size, len(data), len(theirs))
+    assert score(crop, data) >= score(crop, theirs) - 1e-6
+
+
+def test_images_under_8x8_get_libjpeg_turbos_file():
+  # SSIMULACRA 2 measures nothing under 8x8: the default mode writes libjpeg-turbo's own file
+  # (which meets its target by definition) instead of refusing the image.
+  pixels = samples.load("castle", uint8=True)
+  for crop in (pixels[:1, :1], pixels[:5, :7], pixels[:7, :40], samples.load(
+      "bear_gray", uint8=True)[:6, :6]):
+    crop = np.ascontiguousarray(crop)
+    data, result = export.export_bytes(png_bytes(crop))
+    assert data == pillow_encode(crop, quality=75, optimize=True)
+    assert result.ssimulacra2 is None
+
+
 def test_bad_input_and_conflicting_options():
   pixels = samples.load("limes", uint8=True)
-  with pytest.raises(ValueError, match="at least 8x8"):
-    perceptual.meet_libjpeg(pixels[:6, :6])
   with pytest.raises(ValueError, match="quality"):
     compress(pixels, quality=0)
   with pytest.raises(ValueError, match="mode='mse'"):
