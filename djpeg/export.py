@@ -35,6 +35,8 @@ MODES = ("perceptual", "libjpeg", "trellis", "optimize-tables", "learned", "tabl
 #: baseline smaller on 6 of 6 at 16x16 to 64x64, 5 of 6 at 128x128, files under 3 KB; on
 #: none at 256x256, 13 KB). Writing a file this small twice costs about a millisecond.
 BASELINE_CHECK_BYTES = 16384
+#: JPEG's largest frame side (16-bit fields in SOF).
+MAX_SIDE = 65535
 
 
 @dataclasses.dataclass(frozen=True)
@@ -281,15 +283,19 @@ def export_bytes(source, options: ExportOptions = ExportOptions(), *, measure: b
     if bytes(source[:3]) == b"\xff\xd8\xff" and _recompressing(options):
       return _export_jpeg(bytes(source), name, options, measure, start)
     source = io.BytesIO(source)
-  pixels = load_image(source, matte=options.matte)
-  if hasattr(source, "seek"):
-    source.seek(0)
-  metadata = None if options.strip else read_metadata(source)
-  notes = []
   with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
+    pixels = load_image(source, matte=options.matte)
+    height, width = pixels.shape[:2]
+    if max(height, width) > MAX_SIDE:
+      # Refused before the encoder's work (minutes for a large image), not by the writer after.
+      raise ValueError(f"{name} is {width}x{height} pixels; a JPEG frame is at most "
+                       f"{MAX_SIDE}x{MAX_SIDE}.")
+    if hasattr(source, "seek"):
+      source.seek(0)
+    metadata = None if options.strip else read_metadata(source)
     coefficients, result = encode_pixels_for(pixels, options, progress)
-  notes += [str(w.message) for w in caught]
+  notes = [str(w.message) for w in caught]
   data = dumps(coefficients, optimize=options.optimize_huffman,
                progressive=options.resolved_progressive,
                restart_interval=options.restart_interval, metadata=metadata or None)
@@ -306,7 +312,6 @@ def export_bytes(source, options: ExportOptions = ExportOptions(), *, measure: b
     if saliency is not None and (saliency >= 0.5).any() and (saliency < 0.5).any():
       inside = saliency >= 0.5
       roi_psnr = (_psnr(decoded[inside], pixels[inside]), _psnr(decoded[~inside], pixels[~inside]))
-  height, width = pixels.shape[:2]
   return data, ExportResult(
       source=name, destination="", width=width, height=height,
       input_bytes=input_bytes if input_bytes is not None else 0, output_bytes=len(data),

@@ -20,6 +20,7 @@ Bad files raise `ValueError` naming the file and the problem.
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 import numpy as np
@@ -130,6 +131,10 @@ def load_image(source, *, matte=None) -> np.ndarray:
         raise ValueError(f"{what} is a 16-bit colour image, which Pillow reads only to its high "
                          "bytes; convert it to 8 bits per sample first (for example with "
                          "ImageMagick: convert in.png -depth 8 out.png).")
+      frames = getattr(image, "n_frames", 1)
+      if frames > 1:
+        warnings.warn(f"{what} holds {frames} frames (an animation or several pages); the "
+                      "first is read.", stacklevel=2)
       image.load()
       return pixels_of(image, matte=matte, what=what)
   except FileNotFoundError:

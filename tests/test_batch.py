@@ -53,6 +53,25 @@ def test_a_folder_with_a_corrupt_file(tmp_path, capsys):
   assert all((tmp_path / "out" / n).stat().st_mtime_ns == before[n] for n in written)
 
 
+def test_an_animation_says_its_first_frame_is_encoded(tmp_path):
+  photo = samples.load("houses", uint8=True)
+  first, second = Image.fromarray(photo), Image.fromarray(photo[::-1].copy())
+  first.save(tmp_path / "anim.gif", save_all=True, append_images=[second])
+  Image.open(tmp_path / "anim.gif").convert("RGB").save(tmp_path / "first.png")
+  result = export_file(tmp_path / "anim.gif", tmp_path / "anim.jpg")
+  assert any("2 frames" in note and "first" in note for note in result.notes), result.notes
+  export_file(tmp_path / "first.png", tmp_path / "first.jpg")
+  assert (tmp_path / "anim.jpg").read_bytes() == (tmp_path / "first.jpg").read_bytes()
+
+
+def test_a_frame_larger_than_jpeg_allows_is_refused_before_encoding(tmp_path, monkeypatch):
+  Image.fromarray(np.zeros((8, 65536, 3), np.uint8)).save(tmp_path / "wide.png")
+  monkeypatch.setattr("djpeg.export.encode_pixels_for", lambda *a: pytest.fail("encoded"))
+  with pytest.raises(ValueError, match="65536x8 pixels; a JPEG frame is at most 65535"):
+    export_file(tmp_path / "wide.png", tmp_path / "wide.jpg")
+  assert not (tmp_path / "wide.jpg").exists()
+
+
 def test_an_output_folder_named_like_a_jpeg_is_refused(tmp_path):
   source = tmp_path / "in.png"
   Image.fromarray(samples.load("houses", uint8=True)[:40, :56]).save(source)
