@@ -218,6 +218,9 @@ def _export_jpeg(raw: bytes, name: str, options: ExportOptions, measure: bool,
                                        "re-optimization; that is written",),
              "input": ("no recompression was smaller than the input; the input is kept",)}[
                  result.kind]
+    if result.target is None:
+      notes = ("under 8x8 pixels, which SSIMULACRA 2 does not measure: not recompressed, "
+               + ("re-optimized losslessly" if result.kind == "lossless" else "the input kept"),)
   psnr = None
   pixels = load_image(io.BytesIO(raw))
   if measure:

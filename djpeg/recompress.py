@@ -86,14 +86,15 @@ class Recompressed:
     score: the target metric of the output against the input's decode (SSIMULACRA 2 for a
       quality target, PSNR in dB for a psnr target, bits per pixel for a bpp target); for
       "lossless" and "input", the metric's value for identical images (100 or inf) or the bpp.
-    target: the value to reach.
+    target: the value to reach (None for a quality target on an image under 8x8, which
+      SSIMULACRA 2 does not measure: the output is then the lossless rewrite or the input).
     sampled: whether score and target are a sample's (a large image).
   """
   data: bytes
   kind: str
   p: float | None
   score: float
-  target: float
+  target: float | None
   sampled: bool = False
 
 
@@ -246,6 +247,11 @@ def recompress(data: bytes, *, quality: float | None = None, psnr: float | None 
   segments = [] if strip else segments
   lossless = min(_candidates(coefficients, segments) + ([] if strip else [bytes(data)]), key=len)
   pixels = coefficients.height * coefficients.width
+  if kind == "quality" and min(coefficients.height, coefficients.width) < 8:
+    # SSIMULACRA 2 measures nothing under 8x8, so no requantization can be shown to meet the
+    # target: the lossless rewrite, which loses nothing (target None).
+    return Recompressed(lossless, "lossless" if lossless != bytes(data) else "input", None,
+                        100.0, None)
   sampled = (pixels > perceptual.EXACT_LIMIT
              and min(coefficients.height, coefficients.width) >= 2 * perceptual.SAMPLE_TILE)
   source = (_Source(_mosaic(coefficients, perceptual.SAMPLE_TILES, perceptual.SAMPLE_TILE),

@@ -156,6 +156,21 @@ def test_never_larger_than_the_input():
   assert len(result.data) <= len(data) and result.kind in ("lossless", "input")
 
 
+def test_inputs_under_8x8_are_rewritten_losslessly(tmp_path):
+  # SSIMULACRA 2 measures nothing under 8x8: a quality target cannot be shown met, so the
+  # input's coefficients are kept (it used to fail with the metric's size error).
+  buf = io.BytesIO()
+  Image.fromarray(samples.load("castle", uint8=True)[:5, :6]).save(buf, "JPEG", quality=95)
+  data = buf.getvalue()
+  result = recompress.recompress(data, quality=75)
+  assert result.kind in ("lossless", "input") and result.target is None
+  ours, theirs = read_dct(result.data), read_dct(data)
+  assert all(np.array_equal(a, b) for a, b in zip(ours[0], theirs[0]))
+  (tmp_path / "in.jpg").write_bytes(data)
+  assert cli.main(["encode", str(tmp_path / "in.jpg"), str(tmp_path / "out.jpg"), "--quiet"]) == 0
+  assert len((tmp_path / "out.jpg").read_bytes()) <= len(data)
+
+
 def test_gray_and_422_inputs():
   gray = io.BytesIO()
   Image.fromarray(samples.load("bear_gray", uint8=True)[..., 0]).save(gray, "JPEG", quality=95)
