@@ -3,7 +3,7 @@
 Every check runs before any computation. Checks on *values* (finite, in range) run only when the
 value is concrete: inside `jax.jit` the arrays are tracers and their values are unknown until run
 time, so there the caller is responsible for valid inputs (the codec clips tables and images, so
-it never produces NaN from an out-of-range value).
+it never produces NaN from an out-of-range value; concrete images outside [0, 1] are refused).
 """
 
 from __future__ import annotations
@@ -86,4 +86,26 @@ def check_images(images: Any) -> tuple[int, ...]:
         f"images must be floating point in [0, 1]; got dtype {dtype}. "
         "For 8-bit data use images.astype(np.float32) / 255.")
   concrete_finite("images", images)
+  _concrete_unit_range(images)
   return shape
+
+
+def _concrete_unit_range(images: Any) -> None:
+  """Raises ValueError if concrete `images` have a value outside [0, 1] (reduced where the array
+  lives, two scalars back): the codec would clip it, and float data in 0..255 would come out
+  white without a word."""
+  if not is_concrete(images):
+    return
+  if isinstance(images, np.ndarray):
+    lo, hi = (float(images.min()), float(images.max())) if images.size else (0.0, 0.0)
+  else:
+    with jax.ensure_compile_time_eval():
+      a = jnp.asarray(images)
+      lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+  if lo < 0.0 or hi > 1.0:
+    a = np.asarray(images)
+    idx = tuple(int(i) for i in np.argwhere((a < 0) | (a > 1))[0])
+    hint = (" The data look like 0..255: divide by 255." if hi > 2.0 else
+            " Clip them first (np.clip(images, 0, 1)) if that is what you want.")
+    raise ValueError(f"images must lie in [0, 1]; entry {idx} is {a[idx]!r} (min {lo:g}, max "
+                     f"{hi:g}).{hint}")

@@ -12,8 +12,9 @@ pixels they would decode; gradients are those of the float formulas behind each 
 straight-through rounding. With `faithful=False` the same stages run in float32 without the 8-bit
 roundings. In both modes only the coefficient rounding uses the chosen surrogate (`rounding=`).
 
-All functions accept one image `(H, W, C)` or a batch `(B, H, W, C)`, float in [0, 1] (values
-outside are clipped, straight-through), C = 3 (RGB) or 1 (gray), any H, W >= 1. They compile once
+All functions accept one image `(H, W, C)` or a batch `(B, H, W, C)`, float in [0, 1] (concrete
+values outside are refused; traced ones, which cannot be checked, are clipped straight-through),
+C = 3 (RGB) or 1 (gray), any H, W >= 1. They compile once
 per shape and option set and work under `jax.jit`, `jax.vmap` and `jax.grad`.
 """
 

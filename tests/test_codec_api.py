@@ -77,9 +77,16 @@ def test_grayscale_shapes():
   assert out.shape == (2, 9, 10, 1)
 
 
-def test_values_outside_unit_range_are_clipped():
+def test_values_outside_unit_range_are_refused_and_clipped_under_jit():
+  # Concrete images are checked (float data in 0..255 would otherwise come out white); traced
+  # ones cannot be, and the codec clips them as libjpeg's 8-bit conversion would.
   x = np.full((8, 8, 3), 1.7, np.float32)
-  np.testing.assert_array_equal(djpeg.jpeg(x, quality=90), djpeg.jpeg(np.ones_like(x), quality=90))
+  with pytest.raises(ValueError, match=r"images must lie in \[0, 1\]; entry \(0, 0, 0\)"):
+    djpeg.jpeg(x, quality=90)
+  with pytest.raises(ValueError, match="divide by 255"):
+    djpeg.encode(x * 150, quality=90)
+  jitted = jax.jit(lambda images: djpeg.jpeg(images, quality=90))
+  np.testing.assert_array_equal(jitted(x), jitted(np.ones_like(x)))
 
 
 def test_noise_rounding_is_seeded():
