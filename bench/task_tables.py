@@ -39,6 +39,16 @@ Training helpers for `bench/task_tables_gpu.sh` (each takes its paths as argumen
   python bench/task_tables.py train-tables --classifier plain --kind family --seeds 0,1,2
                                            --data DIR --runs RUNS [--steps N --batch B ...]
   python bench/task_tables.py pack --runs RUNS --out FILE.tar
+
+Diagnosis of the trellis rows, on training images (tuning data, never the test split):
+
+  python bench/task_tables.py trellis-check --runs RUNS [--classifier plain] [--seed 0]
+                                            [--images 400] [--lambdas 2,10,50]
+                                            [--backgrounds 0.01,0.1,0.3]
+
+prints, at each lambda of the per-image network with trellis weights (`block`), the bits and
+accuracy with no trellis, the uniform trellis and the trellis weighted by the classifier's
+sensitivity at each background.
 """
 
 from __future__ import annotations
@@ -586,6 +596,41 @@ def pack(args) -> int:
   return 0
 
 
+def trellis_check(args) -> int:
+  """The trellis rows' diagnosis (module docstring)."""
+  import jax.numpy as jnp
+
+  from djpeg import roi
+  from djpeg.train import task_tables as tt
+
+  classifier = tt.load_classifier(os.path.join(args.runs, "classifiers",
+                                               f"{args.classifier}.npz"))
+  split = tt.load_split(args.data, "train")
+  index = np.random.default_rng(7).permutation(len(split.labels))[:args.images]
+  pixels, labels = split.images[index], split.labels[index]
+  net, record = tt.load_task_net(os.path.join(args.runs, "tables", args.classifier,
+                                              f"block-s{args.seed}"))
+  scorer = Scorer({args.classifier: classifier}, labels)
+  images = jnp.asarray(pixels.astype(np.float32) / 255.0)
+  print(f"{len(labels)} training images of {args.data}; classifier {args.classifier}, block "
+        f"network seed {args.seed}")
+  for lam in (float(x) for x in args.lambdas.split(",")):
+    tables = tt.predict_task_tables(net, images, lam)
+    maps = np.asarray(roi.pixel_map(tt.sensitivity_maps(
+        classifier.network, images, jnp.asarray(tables), task=record["task"],
+        layers=tuple(record["layers"])), *pixels.shape[1:3]))
+    settings = [("no trellis", lambda: djpeg_files(pixels, tables)),
+                ("uniform trellis", lambda: trellis_files(pixels, tables))]
+    settings += [(f"weighted, background {bg:g}",
+                  lambda bg=bg: trellis_files(pixels, tables, maps, bg))
+                 for bg in (float(x) for x in args.backgrounds.split(","))]
+    for name, make in settings:
+      point = _point(make(), scorer, [args.classifier], lam)
+      print(f"  lambda {lam:g}, {name}: {point['bpp']:.3f} bpp ({point['payload_bpp']:.3f} "
+            f"data), accuracy {100 * point['accuracy'][args.classifier]:.1f}%", flush=True)
+  return 0
+
+
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   sub = p.add_subparsers(dest="command", required=True)
@@ -639,6 +684,15 @@ def main(argv=None) -> int:
   t.add_argument("--learning-rate", type=float, default=None)
   t.add_argument("--time-limit", type=float, default=None, help="seconds per seed")
   t.set_defaults(fn=train_tables)
+  r = sub.add_parser("trellis-check", help="the trellis rows' diagnosis on training images")
+  r.add_argument("--runs", required=True)
+  r.add_argument("--data", default=CIFAR)
+  r.add_argument("--classifier", default="plain")
+  r.add_argument("--seed", type=int, default=0)
+  r.add_argument("--images", type=int, default=400)
+  r.add_argument("--lambdas", default="2,10,50")
+  r.add_argument("--backgrounds", default="0.01,0.1,0.3")
+  r.set_defaults(fn=trellis_check)
   k = sub.add_parser("pack", help="the runs folder as one .tar")
   k.add_argument("--runs", required=True)
   k.add_argument("--out", required=True)
