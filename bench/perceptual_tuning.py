@@ -8,6 +8,7 @@
   python bench/perceptual_tuning.py pooling [--images 12] [--seed 5] [--gammas -1,-0.5]
   python bench/perceptual_tuning.py brightness [--images 12] [--seed 5] [--exponents -1]
       [--lambda-factors 1]
+  python bench/perceptual_tuning.py butteraugli-map [--images 6] [--seed 3] [--gammas 0.5,1,2]
 
 `tune`: Nelder-Mead over seven numbers: the table shape (luma log-slope a, chroma offset b,
 chroma log-slope c, DC offset d, low-band offset e, all relative to mozjpeg's default ImageMagick
@@ -38,6 +39,12 @@ default mode's operating points, BD-rates on 12 other training images (seed 5).
 quantization error (`_pooled_masking`) or redistributed by its brightness
 (`_brightness_masking`, the trellis lambda scaled too), at the default mode's operating points;
 tried for butteraugli, not shipped (bench/README.md).
+
+`butteraugli-map`: an upper bound for butteraugli-driven block weights (guetzli's idea, once):
+each image coded at p = 45 and 70, butteraugli (Debian's program) measured on every 64x64 tile
+of the decode, every block's masking weight scaled by (its tile's distance / the median
+tile's)^gamma (clipped to [1/4, 4]), the image coded again at p - 4 .. p + 4, and its
+butteraugli interpolated at the first file's bytes. Tried for butteraugli; not shipped.
 
 `guess`: for 12 other training images (seed 3) and qualities 5..98, the perceptual quality p the
 default mode's search lands on (4:2:0), and how often 4:4:4 wins; the medians are
@@ -382,6 +389,64 @@ def warm_start(args) -> None:
         f"{np.mean(scores):+.3f} (sd {np.std(scores):.3f}), one warm pass against two cold")
 
 
+def _tile_butteraugli(pixels, decoded, tile: int = 64) -> np.ndarray:
+  """`(H, W)`: butteraugli of each `tile` x `tile` tile of the decode (the last row and column
+  of tiles shifted inside the image), spread over its pixels."""
+  height, width = pixels.shape[:2]
+  out = np.zeros((height, width))
+  for y in range(0, height, tile):
+    for x in range(0, width, tile):
+      y0, x0 = min(y, max(height - tile, 0)), min(x, max(width - tile, 0))
+      out[y:y + tile, x:x + tile] = Scorer._butteraugli(
+          np.ascontiguousarray(pixels[y0:y0 + tile, x0:x0 + tile]),
+          np.ascontiguousarray(decoded[y0:y0 + tile, x0:x0 + tile]))
+  return out
+
+
+def butteraugli_map(args) -> None:
+  import djpeg
+  from djpeg import perceptual
+
+  def code(pixels, p, weights=None):
+    image = perceptual.PerceptualImage(pixels)
+    if weights is not None:
+      dct, _ = image._prepare("4:2:0")
+      image._prepared["4:2:0"] = (dct, weights)
+    data = djpeg.dumps(image.trellis(p)[0], progressive="optimize")
+    return data, np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+  gammas = [float(g) for g in args.gammas.split(",")]
+  ratios = {g: [] for g in gammas}
+  images = training_images(args.images // 2, seed=args.seed)
+  for n, pixels in enumerate(images):
+    for p in (45.0, 70.0):
+      data, decoded = code(pixels, p)
+      distance = Scorer._butteraugli(pixels, decoded)
+      tiles = _tile_butteraugli(pixels, decoded)
+      _, weights = perceptual.PerceptualImage(pixels)._prepare("4:2:0")
+      row = []
+      for g in gammas:
+        scaled = []
+        for c, w in enumerate(weights):
+          size = 8 if c == 0 else 16              # 4:2:0 chroma blocks cover 16x16 pixels
+          per_block = np.array([[tiles[r * size:(r + 1) * size, k * size:(k + 1) * size].max()
+                                 for k in range(w.shape[1])] for r in range(w.shape[0])])
+          scaled.append(w * np.clip((per_block / np.median(per_block)) ** g, 0.25, 4.0))
+        points = sorted((len(d), Scorer._butteraugli(pixels, dec)) for d, dec in (
+            code(pixels, p + dp, scaled) for dp in (-4, -2, 0, 2, 4)))
+        sizes, distances = np.array(points).T
+        at = float(np.interp(len(data), sizes, distances)) if \
+            sizes[0] <= len(data) <= sizes[-1] else float("nan")
+        ratios[g].append(at / distance)
+        row.append(f"gamma {g:g}: {at:.3f}")
+      print(f"image {n} p {p:g}: {len(data)} bytes, butteraugli {distance:.3f}; at equal bytes "
+            + ", ".join(row), flush=True)
+  for g in gammas:
+    r = np.array(ratios[g])
+    print(f"gamma {g:g}: butteraugli at equal bytes / unweighted, mean {np.nanmean(r):.4f} "
+          f"(se {np.nanstd(r) / np.sqrt(np.isfinite(r).sum()):.4f}, {np.isfinite(r).sum()} points)")
+
+
 def main() -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   sub = parser.add_subparsers(dest="command", required=True)
@@ -408,6 +473,11 @@ def main() -> int:
   operating_points_command("pooling", pooling_variants, gammas="-1,-0.5")
   operating_points_command("brightness", brightness_variants, exponents="-1", lambda_factors="1")
   operating_points_command("chroma-fit", chroma_fit_variants, fits="0,1,0.5")
+  p = sub.add_parser("butteraugli-map")
+  p.add_argument("--images", type=int, default=6)
+  p.add_argument("--seed", type=int, default=3)
+  p.add_argument("--gammas", default="0.5,1,2")
+  p.set_defaults(func=butteraugli_map)
   p = sub.add_parser("warm")
   p.add_argument("--images", type=int, default=10)
   p.add_argument("--seed", type=int, default=21)
