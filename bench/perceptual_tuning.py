@@ -9,6 +9,7 @@
   python bench/perceptual_tuning.py brightness [--images 12] [--seed 5] [--exponents -1]
       [--lambda-factors 1]
   python bench/perceptual_tuning.py butteraugli-map [--images 6] [--seed 3] [--gammas 0.5,1,2]
+      [--iterations 1]
 
 `tune`: Nelder-Mead over seven numbers: the table shape (luma log-slope a, chroma offset b,
 chroma log-slope c, DC offset d, low-band offset e, all relative to mozjpeg's default ImageMagick
@@ -44,7 +45,9 @@ tried for butteraugli, not shipped (bench/README.md).
 each image coded at p = 45 and 70, butteraugli (Debian's program) measured on every 64x64 tile
 of the decode, every block's masking weight scaled by (its tile's distance / the median
 tile's)^gamma (clipped to [1/4, 4]), the image coded again at p - 4 .. p + 4, and its
-butteraugli interpolated at the first file's bytes. Tried for butteraugli; not shipped.
+butteraugli interpolated at the first file's bytes (with `--iterations N`, N passes, each
+re-weighting from the map of the previous pass's file at p). Tried for butteraugli; not
+shipped.
 
 `guess`: for 12 other training images (seed 3) and qualities 5..98, the perceptual quality p the
 default mode's search lands on (4:2:0), and how often 4:4:4 wins; the medians are
@@ -403,6 +406,18 @@ def _tile_butteraugli(pixels, decoded, tile: int = 64) -> np.ndarray:
   return out
 
 
+def _reweighted(weights, tile_map, gamma):
+  """Block weights scaled by (the block's tile distance / the median block's)^gamma, clipped to
+  [1/4, 4]; 4:2:0 chroma blocks cover 16x16 pixels."""
+  out = []
+  for c, w in enumerate(weights):
+    size = 8 if c == 0 else 16
+    per_block = np.array([[tile_map[r * size:(r + 1) * size, k * size:(k + 1) * size].max()
+                           for k in range(w.shape[1])] for r in range(w.shape[0])])
+    out.append(w * np.clip((per_block / np.median(per_block)) ** gamma, 0.25, 4.0))
+  return out
+
+
 def butteraugli_map(args) -> None:
   import djpeg
   from djpeg import perceptual
@@ -426,12 +441,11 @@ def butteraugli_map(args) -> None:
       _, weights = perceptual.PerceptualImage(pixels)._prepare("4:2:0")
       row = []
       for g in gammas:
-        scaled = []
-        for c, w in enumerate(weights):
-          size = 8 if c == 0 else 16              # 4:2:0 chroma blocks cover 16x16 pixels
-          per_block = np.array([[tiles[r * size:(r + 1) * size, k * size:(k + 1) * size].max()
-                                 for k in range(w.shape[1])] for r in range(w.shape[0])])
-          scaled.append(w * np.clip((per_block / np.median(per_block)) ** g, 0.25, 4.0))
+        scaled, tile_map = weights, tiles
+        for iteration in range(args.iterations):
+          if iteration:              # the map of the previous pass's decode, at p
+            tile_map = _tile_butteraugli(pixels, code(pixels, p, scaled)[1])
+          scaled = _reweighted(scaled, tile_map, g)
         points = sorted((len(d), Scorer._butteraugli(pixels, dec)) for d, dec in (
             code(pixels, p + dp, scaled) for dp in (-4, -2, 0, 2, 4)))
         sizes, distances = np.array(points).T
@@ -477,6 +491,8 @@ def main() -> int:
   p.add_argument("--images", type=int, default=6)
   p.add_argument("--seed", type=int, default=3)
   p.add_argument("--gammas", default="0.5,1,2")
+  p.add_argument("--iterations", type=int, default=1,
+                 help="passes of re-weighting, each from the previous pass's map")
   p.set_defaults(func=butteraugli_map)
   p = sub.add_parser("warm")
   p.add_argument("--images", type=int, default=10)
