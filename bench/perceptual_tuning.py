@@ -423,19 +423,22 @@ def butteraugli_map(args) -> None:
   from djpeg import perceptual
 
   def code(pixels, p, weights=None):
+    """(file, its decode, its SSIMULACRA 2) of the perceptual trellis at p."""
     image = perceptual.PerceptualImage(pixels)
     if weights is not None:
       dct, _ = image._prepare("4:2:0")
       image._prepared["4:2:0"] = (dct, weights)
-    data = djpeg.dumps(image.trellis(p)[0], progressive="optimize")
-    return data, np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    coefficients = image.trellis(p)[0]
+    data = djpeg.dumps(coefficients, progressive="optimize")
+    return data, np.asarray(Image.open(io.BytesIO(data)).convert("RGB")), image.score(coefficients)
 
   gammas = [float(g) for g in args.gammas.split(",")]
   ratios = {g: [] for g in gammas}
+  s2_change = {g: [] for g in gammas}
   images = training_images(args.images // 2, seed=args.seed)
   for n, pixels in enumerate(images):
     for p in (45.0, 70.0):
-      data, decoded = code(pixels, p)
+      data, decoded, s2 = code(pixels, p)
       distance = Scorer._butteraugli(pixels, decoded)
       tiles = _tile_butteraugli(pixels, decoded)
       _, weights = perceptual.PerceptualImage(pixels)._prepare("4:2:0")
@@ -446,19 +449,23 @@ def butteraugli_map(args) -> None:
           if iteration:              # the map of the previous pass's decode, at p
             tile_map = _tile_butteraugli(pixels, code(pixels, p, scaled)[1])
           scaled = _reweighted(scaled, tile_map, g)
-        points = sorted((len(d), Scorer._butteraugli(pixels, dec)) for d, dec in (
+        points = sorted((len(d), Scorer._butteraugli(pixels, dec), score) for d, dec, score in (
             code(pixels, p + dp, scaled) for dp in (-4, -2, 0, 2, 4)))
-        sizes, distances = np.array(points).T
-        at = float(np.interp(len(data), sizes, distances)) if \
-            sizes[0] <= len(data) <= sizes[-1] else float("nan")
+        sizes, distances, scores = np.array(points).T
+        inside = sizes[0] <= len(data) <= sizes[-1]
+        at = float(np.interp(len(data), sizes, distances)) if inside else float("nan")
+        s2_at = float(np.interp(len(data), sizes, scores)) if inside else float("nan")
         ratios[g].append(at / distance)
-        row.append(f"gamma {g:g}: {at:.3f}")
-      print(f"image {n} p {p:g}: {len(data)} bytes, butteraugli {distance:.3f}; at equal bytes "
-            + ", ".join(row), flush=True)
+        s2_change[g].append(s2_at - s2)
+        row.append(f"gamma {g:g}: {at:.3f} (SSIMULACRA 2 {s2_at - s2:+.2f})")
+      print(f"image {n} p {p:g}: {len(data)} bytes, butteraugli {distance:.3f}, SSIMULACRA 2 "
+            f"{s2:.2f}; at equal bytes " + ", ".join(row), flush=True)
   for g in gammas:
-    r = np.array(ratios[g])
+    r, d = np.array(ratios[g]), np.array(s2_change[g])
+    count = np.isfinite(r).sum()
     print(f"gamma {g:g}: butteraugli at equal bytes / unweighted, mean {np.nanmean(r):.4f} "
-          f"(se {np.nanstd(r) / np.sqrt(np.isfinite(r).sum()):.4f}, {np.isfinite(r).sum()} points)")
+          f"(se {np.nanstd(r) / np.sqrt(count):.4f}, {count} points); SSIMULACRA 2 change "
+          f"{np.nanmean(d):+.2f} (se {np.nanstd(d) / np.sqrt(count):.2f})")
 
 
 def main() -> int:
