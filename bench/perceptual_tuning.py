@@ -9,7 +9,7 @@
   python bench/perceptual_tuning.py brightness [--images 12] [--seed 5] [--exponents -1]
       [--lambda-factors 1]
   python bench/perceptual_tuning.py butteraugli-map [--images 6] [--seed 3] [--gammas 0.5,1,2]
-      [--iterations 1]
+      [--iterations 1] [--map butteraugli|ssimulacra2]
 
 `tune`: Nelder-Mead over seven numbers: the table shape (luma log-slope a, chroma offset b,
 chroma log-slope c, DC offset d, low-band offset e, all relative to mozjpeg's default ImageMagick
@@ -46,8 +46,9 @@ each image coded at p = 45 and 70, butteraugli (Debian's program) measured on ev
 of the decode, every block's masking weight scaled by (its tile's distance / the median
 tile's)^gamma (clipped to [1/4, 4]), the image coded again at p - 4 .. p + 4, and its
 butteraugli interpolated at the first file's bytes (with `--iterations N`, N passes, each
-re-weighting from the map of the previous pass's file at p). Tried for butteraugli; not
-shipped.
+re-weighting from the map of the previous pass's file at p; with `--map ssimulacra2`, the
+tiles' 100 - SSIMULACRA 2 by djpeg's own scorer instead of butteraugli). Tried for
+butteraugli; not shipped.
 
 `guess`: for 12 other training images (seed 3) and qualities 5..98, the perceptual quality p the
 default mode's search lands on (4:2:0), and how often 4:4:4 wins; the medians are
@@ -392,15 +393,23 @@ def warm_start(args) -> None:
         f"{np.mean(scores):+.3f} (sd {np.std(scores):.3f}), one warm pass against two cold")
 
 
-def _tile_butteraugli(pixels, decoded, tile: int = 64) -> np.ndarray:
-  """`(H, W)`: butteraugli of each `tile` x `tile` tile of the decode (the last row and column
-  of tiles shifted inside the image), spread over its pixels."""
+def _tile_ssimulacra2_loss(reference, distorted) -> float:
+  """100 - SSIMULACRA 2 of one tile (djpeg's compiled scorer): a distance, higher is worse."""
+  from djpeg.metrics import ssimulacra2_against, ssimulacra2_reference
+  return 100.0 - float(np.asarray(ssimulacra2_against(ssimulacra2_reference(reference),
+                                                      distorted)))
+
+
+def _tile_map(pixels, decoded, distance=None, tile: int = 64) -> np.ndarray:
+  """`(H, W)`: `distance` (butteraugli by default) of each `tile` x `tile` tile of the decode
+  (the last row and column of tiles shifted inside the image), spread over its pixels."""
+  distance = distance or Scorer._butteraugli
   height, width = pixels.shape[:2]
   out = np.zeros((height, width))
   for y in range(0, height, tile):
     for x in range(0, width, tile):
       y0, x0 = min(y, max(height - tile, 0)), min(x, max(width - tile, 0))
-      out[y:y + tile, x:x + tile] = Scorer._butteraugli(
+      out[y:y + tile, x:x + tile] = distance(
           np.ascontiguousarray(pixels[y0:y0 + tile, x0:x0 + tile]),
           np.ascontiguousarray(decoded[y0:y0 + tile, x0:x0 + tile]))
   return out
@@ -440,14 +449,15 @@ def butteraugli_map(args) -> None:
     for p in (45.0, 70.0):
       data, decoded, s2 = code(pixels, p)
       distance = Scorer._butteraugli(pixels, decoded)
-      tiles = _tile_butteraugli(pixels, decoded)
+      tile_distance = _tile_ssimulacra2_loss if args.map == "ssimulacra2" else None
+      tiles = _tile_map(pixels, decoded, tile_distance)
       _, weights = perceptual.PerceptualImage(pixels)._prepare("4:2:0")
       row = []
       for g in gammas:
         scaled, tile_map = weights, tiles
         for iteration in range(args.iterations):
           if iteration:              # the map of the previous pass's decode, at p
-            tile_map = _tile_butteraugli(pixels, code(pixels, p, scaled)[1])
+            tile_map = _tile_map(pixels, code(pixels, p, scaled)[1], tile_distance)
           scaled = _reweighted(scaled, tile_map, g)
         points = sorted((len(d), Scorer._butteraugli(pixels, dec), score) for d, dec, score in (
             code(pixels, p + dp, scaled) for dp in (-4, -2, 0, 2, 4)))
@@ -500,6 +510,8 @@ def main() -> int:
   p.add_argument("--gammas", default="0.5,1,2")
   p.add_argument("--iterations", type=int, default=1,
                  help="passes of re-weighting, each from the previous pass's map")
+  p.add_argument("--map", choices=("butteraugli", "ssimulacra2"), default="butteraugli",
+                 help="the tiles' distance: butteraugli, or 100 - SSIMULACRA 2 (djpeg's own)")
   p.set_defaults(func=butteraugli_map)
   p = sub.add_parser("warm")
   p.add_argument("--images", type=int, default=10)
