@@ -9,7 +9,7 @@
   python bench/perceptual_tuning.py brightness [--images 12] [--seed 5] [--exponents -1]
       [--lambda-factors 1]
   python bench/perceptual_tuning.py butteraugli-map [--images 6] [--seed 3] [--gammas 0.5,1,2]
-      [--iterations 1] [--map butteraugli|ssimulacra2]
+      [--iterations 1] [--map butteraugli|ssimulacra2] [--tile 64]
 
 `tune`: Nelder-Mead over seven numbers: the table shape (luma log-slope a, chroma offset b,
 chroma log-slope c, DC offset d, low-band offset e, all relative to mozjpeg's default ImageMagick
@@ -450,14 +450,14 @@ def butteraugli_map(args) -> None:
       data, decoded, s2 = code(pixels, p)
       distance = Scorer._butteraugli(pixels, decoded)
       tile_distance = _tile_ssimulacra2_loss if args.map == "ssimulacra2" else None
-      tiles = _tile_map(pixels, decoded, tile_distance)
+      tiles = _tile_map(pixels, decoded, tile_distance, args.tile)
       _, weights = perceptual.PerceptualImage(pixels)._prepare("4:2:0")
       row = []
       for g in gammas:
         scaled, tile_map = weights, tiles
         for iteration in range(args.iterations):
           if iteration:              # the map of the previous pass's decode, at p
-            tile_map = _tile_map(pixels, code(pixels, p, scaled)[1], tile_distance)
+            tile_map = _tile_map(pixels, code(pixels, p, scaled)[1], tile_distance, args.tile)
           scaled = _reweighted(scaled, tile_map, g)
         points = sorted((len(d), Scorer._butteraugli(pixels, dec), score) for d, dec, score in (
             code(pixels, p + dp, scaled) for dp in (-4, -2, 0, 2, 4)))
@@ -510,6 +510,7 @@ def main() -> int:
   p.add_argument("--gammas", default="0.5,1,2")
   p.add_argument("--iterations", type=int, default=1,
                  help="passes of re-weighting, each from the previous pass's map")
+  p.add_argument("--tile", type=int, default=64, help="tile side in pixels")
   p.add_argument("--map", choices=("butteraugli", "ssimulacra2"), default="butteraugli",
                  help="the tiles' distance: butteraugli, or 100 - SSIMULACRA 2 (djpeg's own)")
   p.set_defaults(func=butteraugli_map)
