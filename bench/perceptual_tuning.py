@@ -421,8 +421,12 @@ def _reweighted(weights, tile_map, gamma):
   out = []
   for c, w in enumerate(weights):
     size = 8 if c == 0 else 16
-    per_block = np.array([[tile_map[r * size:(r + 1) * size, k * size:(k + 1) * size].max()
-                           for k in range(w.shape[1])] for r in range(w.shape[0])])
+    rows, cols = w.shape
+    # The map edge-padded to the block grid (a partial block's max is unchanged), then the max
+    # over each block's size x size pixels.
+    padded = np.pad(tile_map, ((0, max(rows * size - tile_map.shape[0], 0)),
+                               (0, max(cols * size - tile_map.shape[1], 0))), mode="edge")
+    per_block = padded[:rows * size, :cols * size].reshape(rows, size, cols, size).max(axis=(1, 3))
     out.append(w * np.clip((per_block / np.median(per_block)) ** gamma, 0.25, 4.0))
   return out
 

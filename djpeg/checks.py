@@ -8,6 +8,7 @@ it never produces NaN from an out-of-range value; concrete images outside [0, 1]
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -20,43 +21,39 @@ def is_concrete(x: Any) -> bool:
   return not isinstance(x, jax.core.Tracer)
 
 
-def concrete_range(name: str, x: Any, lo: float, hi: float, *, what: str = "values") -> None:
+def concrete_range(name: str, x: Any, lo: float, hi: float, *, what: str = "values",
+                   hint: Callable[[float, float], str] | None = None) -> None:
   """Raises ValueError if a concrete `x` has a non-finite entry or one outside [lo, hi].
 
-  The message names the first offending entry by index so a user can find it.
+  A JAX array is reduced where it lives (a flag and two scalars come back); only a failing one
+  is fetched whole, so that the message can name the first offending entry by index. `what`
+  names the entries in the message ("" for none); `hint(min, max)` adds a sentence to it.
   """
   if not is_concrete(x):
     return
-  a = np.asarray(x)
-  if a.size == 0:
-    return
-  finite = np.isfinite(a)
-  if not finite.all():
-    idx = tuple(int(i) for i in np.argwhere(~finite)[0])
-    raise ValueError(f"{name} must be finite; entry {idx} is {a[idx]!r}.")
-  bad = (a < lo) | (a > hi)
-  if bad.any():
-    idx = tuple(int(i) for i in np.argwhere(bad)[0])
-    raise ValueError(
-        f"{name} {what} must lie in [{lo:g}, {hi:g}]; entry {idx} is {a[idx]!r} "
-        f"(min {a.min():g}, max {a.max():g}).")
-
-
-def concrete_finite(name: str, x: Any) -> None:
-  """Raises ValueError if a concrete array `x` holds NaN or inf (checked on device, one scalar back)."""
-  if not is_concrete(x):
-    return
-  if isinstance(x, np.ndarray):
-    finite = bool(np.isfinite(x).all())
+  if isinstance(x, jax.Array):
+    with jax.ensure_compile_time_eval():     # evaluate now, even while tracing other code
+      a = jnp.asarray(x)
+      if a.size == 0:
+        return
+      finite, low, high = bool(jnp.isfinite(a).all()), float(a.min()), float(a.max())
   else:
-    # Reduce on the device and fetch one flag; evaluate now even if called while tracing a
-    # function that closes over a concrete array.
-    with jax.ensure_compile_time_eval():
-      finite = bool(jnp.isfinite(jnp.asarray(x)).all())
-  if not finite:
     a = np.asarray(x)
+    if a.size == 0:
+      return
+    finite = bool(np.isfinite(a).all())
+    low, high = (float(a.min()), float(a.max())) if finite else (lo, hi)
+  if finite and lo <= low and high <= hi:
+    return
+  a = np.asarray(x)
+  if not finite:
     idx = tuple(int(i) for i in np.argwhere(~np.isfinite(a))[0])
     raise ValueError(f"{name} must be finite; entry {idx} is {a[idx]!r}.")
+  idx = tuple(int(i) for i in np.argwhere((a < lo) | (a > hi))[0])
+  subject = f"{name} {what}" if what else name
+  raise ValueError(
+      f"{subject} must lie in [{lo:g}, {hi:g}]; entry {idx} is {a[idx]!r} (min {low:g}, max "
+      f"{high:g})." + (hint(low, high) if hint else ""))
 
 
 def check_choice(name: str, value: Any, choices) -> None:
@@ -85,27 +82,12 @@ def check_images(images: Any) -> tuple[int, ...]:
     raise ValueError(
         f"images must be floating point in [0, 1]; got dtype {dtype}. "
         "For 8-bit data use images.astype(np.float32) / 255.")
-  concrete_finite("images", images)
-  _concrete_unit_range(images)
+  concrete_range("images", images, 0.0, 1.0, what="", hint=_unit_range_hint)
   return shape
 
 
-def _concrete_unit_range(images: Any) -> None:
-  """Raises ValueError if concrete `images` have a value outside [0, 1] (reduced where the array
-  lives, two scalars back): the codec would clip it, and float data in 0..255 would come out
-  white without a word."""
-  if not is_concrete(images):
-    return
-  if isinstance(images, np.ndarray):
-    lo, hi = (float(images.min()), float(images.max())) if images.size else (0.0, 0.0)
-  else:
-    with jax.ensure_compile_time_eval():
-      a = jnp.asarray(images)
-      lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
-  if lo < 0.0 or hi > 1.0:
-    a = np.asarray(images)
-    idx = tuple(int(i) for i in np.argwhere((a < 0) | (a > 1))[0])
-    hint = (" The data look like 0..255: divide by 255." if hi > 2.0 else
-            " Clip them first (np.clip(images, 0, 1)) if that is what you want.")
-    raise ValueError(f"images must lie in [0, 1]; entry {idx} is {a[idx]!r} (min {lo:g}, max "
-                     f"{hi:g}).{hint}")
+def _unit_range_hint(low: float, high: float) -> str:
+  # The codec would clip such values, and float data in 0..255 would come out white.
+  if high > 2.0:
+    return " The data look like 0..255: divide by 255."
+  return " Clip them first (np.clip(images, 0, 1)) if that is what you want."

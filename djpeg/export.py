@@ -21,6 +21,7 @@ import numpy as np
 from djpeg import codec, tables as tables_lib
 from djpeg.atomic import write_bytes_atomic
 from djpeg.encoder import compress
+from djpeg.exact.api import MAX_SIDE
 from djpeg.files import dumps, read_metadata
 from djpeg.images import load_image
 from djpeg.optimize import optimize_tables
@@ -35,8 +36,6 @@ MODES = ("perceptual", "libjpeg", "trellis", "optimize-tables", "learned", "tabl
 #: baseline smaller on 6 of 6 at 16x16 to 64x64, 5 of 6 at 128x128, files under 3 KB; on
 #: none at 256x256, 13 KB). Writing a file this small twice costs about a millisecond.
 BASELINE_CHECK_BYTES = 16384
-#: JPEG's largest frame side (16-bit fields in SOF).
-MAX_SIDE = 65535
 
 
 @dataclasses.dataclass(frozen=True)

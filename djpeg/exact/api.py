@@ -38,6 +38,8 @@ def check_tables(tables: np.ndarray, what: str) -> None:
 
 _LIMIT = np.full((8, 8), 1023)
 _LIMIT[0, 0] = 2047
+#: JPEG's largest frame side (16-bit fields in SOF).
+MAX_SIDE = 65535
 
 
 def _integer_components(c: Coefficients) -> list[np.ndarray]:
@@ -128,8 +130,8 @@ def write_coefficients(c: Coefficients, *, optimize: bool = True, progressive=Fa
     restart_interval = 0
   if not isinstance(restart_interval, (int, np.integer)) or not 0 <= restart_interval <= 65535:
     raise ValueError(f"restart_interval must be an integer in 0..65535 (MCUs); got {restart_interval!r}.")
-  if c.height > 65535 or c.width > 65535:
-    raise ValueError(f"JPEG frames are at most 65535x65535; got {c.height}x{c.width}.")
+  if c.height > MAX_SIDE or c.width > MAX_SIDE:
+    raise ValueError(f"JPEG frames are at most {MAX_SIDE}x{MAX_SIDE}; got {c.height}x{c.width}.")
   tables = np.asarray(c.tables, np.float64)
   check_tables(tables, "Coefficients.tables")
   components = _integer_components(c)
