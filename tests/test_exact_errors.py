@@ -144,7 +144,7 @@ def _mutate(rng: np.random.Generator, data: bytes) -> bytes:
 
 def test_fuzzed_files_raise_only_jpeg_error():
   """2,400 seeded mutations of valid files (flips, truncations, insertions, marker and length
-  corruptions): each either reads or raises JPEGError, quickly."""
+  corruptions): each either reads or raises JPEGError, and none hangs."""
   rng = np.random.default_rng(1234)
   files = _base_files()
   outcomes = {"ok": 0, "error": 0}
@@ -159,7 +159,10 @@ def test_fuzzed_files_raise_only_jpeg_error():
       outcomes["error"] += 1
     slowest = max(slowest, time.perf_counter() - start)
   assert outcomes["error"] > 1000
-  assert slowest < 2.0
+  # A guard against hangs, not a speed figure: the first file that needs the reader's int32
+  # store compiles it then (about 2 s on 2 cores, which once failed a 2 s bound on a fresh
+  # install); a pathological loop would run far longer.
+  assert slowest < 30.0
 
 
 def test_random_bytes_raise_jpeg_error():
