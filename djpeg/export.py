@@ -25,7 +25,7 @@ from djpeg.exact.api import MAX_SIDE
 from djpeg.files import dumps, read_metadata
 from djpeg.images import load_image
 from djpeg.optimize import optimize_tables
-from djpeg.recompress import optimize_file, recompress
+from djpeg.recompress import SmoothedInput, optimize_file, recompress
 from djpeg.tables import DEFAULT_QUALITY
 
 #: The modes of `ExportOptions.mode`.
@@ -281,9 +281,16 @@ def export_bytes(source, options: ExportOptions = ExportOptions(), *, measure: b
         source = f.read()
   elif hasattr(source, "read"):
     source = source.read()
+  first_notes = []
   if isinstance(source, (bytes, bytearray)):
     if bytes(source[:3]) == b"\xff\xd8\xff" and _recompressing(options):
-      return _export_jpeg(bytes(source), name, options, measure, start)
+      try:
+        return _export_jpeg(bytes(source), name, options, measure, start)
+      except SmoothedInput:
+        if options.target is not None:      # a psnr / bpp target: the DCT-domain route's only
+          raise
+        first_notes.append("a progressive file libjpeg-turbo decodes with block smoothing: "
+                           "encoded from its decoded pixels, not in the DCT domain")
     source = io.BytesIO(source)
   with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
@@ -297,7 +304,7 @@ def export_bytes(source, options: ExportOptions = ExportOptions(), *, measure: b
       source.seek(0)
     metadata = None if options.strip else read_metadata(source)
     coefficients, result = encode_pixels_for(pixels, options, progress)
-  notes = [str(w.message) for w in caught]
+  notes = first_notes + [str(w.message) for w in caught]
   data = dumps(coefficients, optimize=options.optimize_huffman,
                progressive=options.resolved_progressive,
                restart_interval=options.restart_interval, metadata=metadata or None)

@@ -8,6 +8,7 @@ numpy backend (`djpeg.exact`), so a saved image is the file Pillow would write.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Sequence
 
@@ -58,15 +59,16 @@ def _subsampling_arg(subsampling) -> str:
   return subsampling
 
 
-def _metadata_arg(metadata, icc_profile, exif, xmp, comment) -> Metadata | None:
+def _metadata_arg(metadata, icc_profile, exif, xmp, comment, dpi) -> Metadata | None:
   """A `Metadata` from either `metadata=` or Pillow's keywords (not both)."""
-  given = any(v is not None for v in (icc_profile, exif, xmp, comment))
+  given = any(v is not None for v in (icc_profile, exif, xmp, comment, dpi))
   if metadata is not None and given:
-    raise ValueError("give metadata= or icc_profile=/exif=/xmp=/comment=, not both.")
+    raise ValueError("give metadata= or icc_profile=/exif=/xmp=/comment=/dpi=, not both.")
   if metadata is not None and not isinstance(metadata, Metadata):
     raise ValueError(f"metadata must be a djpeg.exact.Metadata; got {type(metadata).__name__}.")
   return metadata if metadata is not None else (
-      Metadata.of(icc_profile=icc_profile, exif=exif, xmp=xmp, comment=comment) if given else None)
+      Metadata.of(icc_profile=icc_profile, exif=exif, xmp=xmp, comment=comment, dpi=dpi)
+      if given else None)
 
 
 def _as_images(images) -> np.ndarray:
@@ -130,7 +132,7 @@ def _coefficients_for(image_or_coefficients, quality, qtables, subsampling, trel
 def dumps(image_or_coefficients, *, quality=None, qtables=None, subsampling=None,
           optimize: bool = True, progressive=False, restart_interval: int | None = None,
           trellis=False, saliency=None, icc_profile=None, exif=None, xmp=None, comment=None,
-          metadata: Metadata | None = None):
+          dpi=None, metadata: Metadata | None = None):
   """JPEG file bytes of an image or of quantized coefficients.
 
   Args:
@@ -161,15 +163,18 @@ def dumps(image_or_coefficients, *, quality=None, qtables=None, subsampling=None
     icc_profile, exif, xmp, comment: metadata written into the file, Pillow's keywords: bytes
       (str for XMP and comments; a `PIL.Image.Exif` for EXIF); profiles over 64 KB span
       several APP2 segments (`djpeg.exact.metadata`). The EXIF orientation is kept as it is.
+    dpi: the print resolution, Pillow's `(x, y)` dots per inch (the JFIF density; default
+      none).
     metadata: or all of them at once, as a `djpeg.exact.Metadata` (e.g. `read_metadata`).
   Returns:
     `bytes`, or a list of `bytes` for a batch.
   Raises:
     ValueError: bad arguments, non-integer coefficients, values JPEG cannot code (|AC| > 1023,
-      DC differences beyond 11 bits), or tables outside 1..255; the message names the
+      DC differences beyond 11 bits), or tables outside 1..255 (images; coefficients read
+      from a file may carry libjpeg's 16-bit steps, up to 65535); the message names the
       component, block or table entry.
   """
-  meta = _metadata_arg(metadata, icc_profile, exif, xmp, comment)
+  meta = _metadata_arg(metadata, icc_profile, exif, xmp, comment, dpi)
   c = _coefficients_for(image_or_coefficients, quality, qtables, subsampling, trellis, saliency)
   files = write_coefficients(c, optimize=optimize, progressive=progressive,
                              restart_interval=restart_interval, metadata=meta)
@@ -188,7 +193,7 @@ def _write(fp, data: bytes) -> None:
 def save(fp, image_or_coefficients, *, quality=None, qtables=None, subsampling=None,
          optimize: bool = True, progressive=False, restart_interval: int | None = None,
          trellis=False, saliency=None, icc_profile=None, exif=None, xmp=None, comment=None,
-         metadata: Metadata | None = None) -> None:
+         dpi=None, metadata: Metadata | None = None) -> None:
   """Writes a JPEG file; arguments as for `dumps`.
 
   Args:
@@ -197,7 +202,7 @@ def save(fp, image_or_coefficients, *, quality=None, qtables=None, subsampling=N
   All files are encoded before anything is written; a path is written atomically (temporary
   file in the same directory, then `os.replace`), so on any error no file is left behind.
   """
-  meta = _metadata_arg(metadata, icc_profile, exif, xmp, comment)
+  meta = _metadata_arg(metadata, icc_profile, exif, xmp, comment, dpi)
   c = _coefficients_for(image_or_coefficients, quality, qtables, subsampling, trellis, saliency)
   if c.batch_shape:
     if isinstance(fp, (str, os.PathLike)) or not isinstance(fp, Sequence) or len(fp) != c.batch_shape[0]:
@@ -261,8 +266,9 @@ def _tiff_exif(tags) -> bytes | None:
 
 
 def read_metadata(source) -> Metadata:
-  """The ICC profile, EXIF, XMP and comment of an image file (JPEG, PNG, TIFF, WebP, ...), as
-  Pillow reads them; absent ones are None.
+  """The ICC profile, EXIF, XMP, comment and resolution (dpi) of an image file (JPEG, PNG, TIFF,
+  WebP, ...), as Pillow reads them; absent ones are None (and so is a resolution no JFIF
+  segment can hold).
 
   Raises:
     ValueError: the file is missing or unreadable.
@@ -276,8 +282,17 @@ def read_metadata(source) -> Metadata:
         exif = _tiff_exif(image.getexif())
       xmp = info.get("xmp") or info.get("XML:com.adobe.xmp")
       comment = info.get("comment") or info.get("Comment")
-      return Metadata.of(icc_profile=info.get("icc_profile"), exif=exif, xmp=xmp,
-                         comment=comment)
+      try:
+        density = Metadata.of(dpi=info["dpi"]).density if "dpi" in info else None
+      except ValueError:
+        density = None        # e.g. a zero resolution: nothing a JFIF density can state
+      if image.format == "JPEG" and "jfif_density" in info and "dpi" not in info:
+        units, (x, y) = info.get("jfif_unit", 0), info["jfif_density"]
+        if units == 0 and x and y and (x, y) != (1, 1) and max(x, y) <= 65535:
+          density = (0, int(x), int(y))     # a pixel aspect ratio
+      return dataclasses.replace(
+          Metadata.of(icc_profile=info.get("icc_profile"), exif=exif, xmp=xmp, comment=comment),
+          density=density)
   except FileNotFoundError:
     raise ValueError(f"{what}: no such file.") from None
   except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as e:

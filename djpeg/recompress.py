@@ -22,9 +22,20 @@ quantization. Here the file's own coefficients are the starting point:
   checked and corrected on the whole image, above that on a larger sample. Never larger than
   the input (nor than its lossless re-optimization).
 
+Both keep what the file carries beside its image: every APPn and COM segment, the JFIF
+density (print resolution), and whatever follows the image's EOI marker (the other pictures of
+a multi-picture file, such as a phone's depth or gain map, with the MPF index's offsets moved to
+where they now lie; a motion photo's video); `strip` drops all of it. Quantization steps above
+255 (libjpeg's 16-bit tables, below quality 25) are kept as 16-bit DQT entries.
+
 Inputs djpeg does not read (arithmetic coding, 12-bit, lossless, hierarchical, CMYK) raise
-`djpeg.JPEGError` naming what is unsupported, and so do RGB-coded JPEGs (an Adobe APP14 segment
-with transform 0, or components named R, G, B), whose colours a JFIF file would misstate.
+`djpeg.JPEGError` naming what is unsupported, and so do RGB-coded JPEGs (by libjpeg's rule: an
+Adobe APP14 segment with transform 0, or, with neither JFIF nor Adobe segment, components named
+R, G, B), whose colours a JFIF file would misstate. A progressive file whose scans leave
+low-frequency coefficients not fully coded is shown by libjpeg-turbo with its blocks smoothed,
+not as its coefficients say: `optimize_file` keeps it as it is, and `recompress` raises
+`SmoothedInput` (a `JPEGError`), since its coefficients are not the image people see; decode
+it to pixels instead.
 """
 
 from __future__ import annotations
@@ -36,9 +47,14 @@ import numpy as np
 
 from djpeg import codec, perceptual
 from djpeg.coefficients import Coefficients
-from djpeg.exact import JPEGError, read_coefficients, sizes, trellis as trellis_lib
+import os
+import struct
+
+from djpeg.exact import JPEGError, Metadata, sizes, trellis as trellis_lib
 from djpeg.exact import write_coefficients
-from djpeg.exact.markers import is_rgb_coded, metadata_segments
+from djpeg.exact.markers import header_segments, is_rgb_coded, metadata_segments
+from djpeg.exact.metadata import jfif_density
+from djpeg.exact.reader import read_file
 from djpeg.metrics import ssimulacra2_against, ssimulacra2_reference
 from djpeg.tables import DEFAULT_QUALITY
 
@@ -46,33 +62,147 @@ from djpeg.tables import DEFAULT_QUALITY
 _PSNR_SLOPE = 0.15
 
 
-def _input(data: bytes) -> tuple[Coefficients, list[tuple[int, bytes]]]:
-  """The input's coefficients and its APPn/COM segments (APP0 JFIF left out: the writer adds
-  its own), or JPEGError for inputs that cannot be rewritten faithfully."""
-  data = bytes(data)
+class SmoothedInput(JPEGError):
+  """A progressive file that libjpeg-turbo decodes with block smoothing (module docstring): its
+  coefficients are not the image its viewers see, so it is not recompressed in the DCT domain."""
+
+
+def _file_bytes(data, name: str = "data") -> bytes:
+  """The bytes of a JPEG file given as bytes, a path or a binary file object."""
+  if isinstance(data, (bytes, bytearray, memoryview)):
+    return bytes(data)
+  if isinstance(data, (str, os.PathLike)):
+    with open(data, "rb") as f:
+      return f.read()
+  if hasattr(data, "read"):
+    out = data.read()
+    if not isinstance(out, (bytes, bytearray)):
+      raise ValueError(f"{name} must be opened in binary mode (read() returned text).")
+    return bytes(out)
+  raise ValueError(f"{name} must be a JPEG file's bytes, a path or a binary file object; got "
+                   f"{type(data).__name__}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Input:
+  """A JPEG input: its bytes, coefficients, what is copied into a rewrite (`segments`, the JFIF
+  density in `metadata`, the bytes after its EOI in `trailing`) and `FileInfo`."""
+  data: bytes
+  coefficients: Coefficients
+  segments: list
+  metadata: Metadata | None
+  trailing: bytes
+  info: object
+
+  def stripped(self) -> _Input:
+    return dataclasses.replace(self, segments=[], metadata=None, trailing=b"")
+
+  def overhead(self) -> int:
+    """Bytes a rewrite spends on the copied segments, beyond the image's own."""
+    return sum(len(p) + 4 for m, p in self.segments if not (m == 0xE0 and p[:5] == b"JFIF\x00"))
+
+
+def _input(data, *, strip: bool = False) -> _Input:
+  """The input read and checked, or JPEGError for inputs that cannot be rewritten faithfully."""
+  data = _file_bytes(data)
   segments = metadata_segments(data)
-  coefficients = read_coefficients(data)
-  if coefficients.num_components == 3 and is_rgb_coded(segments):
-    raise JPEGError("RGB-coded JPEG (Adobe APP14 transform 0) is not supported: its components "
-                    "are not YCbCr.")
-  return coefficients, [(m, p) for m, p in segments if m != 0xE0]
+  coefficients, info = read_file(data)
+  if coefficients.num_components == 3 and is_rgb_coded(segments, info.component_ids):
+    raise JPEGError("RGB-coded JPEG (" + (
+        "Adobe APP14 transform 0" if any(m == 0xEE for m, _ in segments) else
+        "components named R, G, B") + ") is not supported: its components are not YCbCr.")
+  density = jfif_density(segments)
+  out = _Input(data, coefficients, segments, Metadata(density=density) if density else None,
+               data[info.end:], info)
+  return out.stripped() if strip else out
 
 
-def _candidates(coefficients: Coefficients, segments) -> list[bytes]:
-  return [write_coefficients(coefficients, progressive=mode, segments=segments)[0]
+def _mpf_index(payload: bytes):
+  """(byte order, offset of the MP entries from the TIFF header, count) of an MPF APP2
+  payload, or None when it holds no MP entry list."""
+  tiff = payload[4:]
+  if len(tiff) < 8 or tiff[:4] not in (b"II*\x00", b"MM\x00*"):
+    return None
+  order = "<" if tiff[:2] == b"II" else ">"
+  ifd = struct.unpack(order + "I", tiff[4:8])[0]
+  if ifd + 2 > len(tiff):
+    return None
+  for i in range(struct.unpack(order + "H", tiff[ifd:ifd + 2])[0]):
+    entry = ifd + 2 + 12 * i
+    if entry + 12 > len(tiff):
+      return None
+    tag, _, count, value = struct.unpack(order + "HHII", tiff[entry:entry + 12])
+    if tag == 0xB002 and count % 16 == 0 and value + count <= len(tiff):
+      return order, value, count // 16
+  return None
+
+
+def _with_trailing(image: bytes, source: _Input) -> bytes:
+  """`image` (a rewrite of the input's picture) followed by the bytes the input had after its
+  EOI, with the MPF index (CIPA DC-007) pointing at the other pictures where they now lie: each
+  entry's offset is counted from the MPF segment's TIFF header, and the first picture's size
+  is its own length."""
+  if not source.trailing:
+    return image
+  mpf = [(pos, p) for m, pos, p in header_segments(image) if m == 0xE2 and p[:4] == b"MPF\x00"]
+  old = [(pos, p) for m, pos, p in header_segments(source.data)
+         if m == 0xE2 and p[:4] == b"MPF\x00"]
+  out = bytearray(image + source.trailing)
+  if mpf and old and mpf[0][1] == old[0][1] and (index := _mpf_index(mpf[0][1])):
+    order, at, count = index
+    old_header, new_header = old[0][0] + 8, mpf[0][0] + 8   # FF E2, length, "MPF\0"
+    shift = len(image) - source.info.end
+    for i in range(count):
+      entry = new_header + at + 16 * i
+      size, offset = struct.unpack(order + "II", out[entry + 4:entry + 12])
+      if i == 0:
+        size = len(image)
+      elif offset and old_header + offset >= source.info.end:
+        offset = old_header + offset + shift - new_header
+      out[entry + 4:entry + 12] = struct.pack(order + "II", size, offset)
+  return bytes(out)
+
+
+def _candidates(coefficients: Coefficients, source: _Input) -> list[bytes]:
+  return [_with_trailing(write_coefficients(coefficients, progressive=mode,
+                                            segments=source.segments,
+                                            metadata=source.metadata)[0], source)
           for mode in ("optimize", False)]
 
 
-def optimize_file(data: bytes, *, strip: bool = False) -> bytes:
-  """Lossless re-optimization (module docstring): the smallest rewrite of the same coefficients,
-  or the input itself when no rewrite is smaller. `strip` drops the APPn and COM segments.
+def _stripped_bytes(source: _Input) -> bytes:
+  """The input's own bytes without its APPn (but JFIF APP0 and Adobe APP14, which say how to
+  read it) and COM segments, nor anything after its EOI: `strip` for an input kept as it is."""
+  keep, pos = [source.data[:2]], 2
+  for marker, start, payload in header_segments(source.data):
+    end = start + 4 + len(payload)
+    if not ((0xE1 <= marker <= 0xEF and marker != 0xEE) or marker == 0xFE):
+      keep.append(source.data[start:end])
+    pos = end
+  return b"".join(keep) + source.data[pos:source.info.end]
 
+
+def _kept_input(source: _Input, strip: bool) -> bytes:
+  return _stripped_bytes(source) if strip else source.data
+
+
+def optimize_file(data, *, strip: bool = False) -> bytes:
+  """Lossless re-optimization (module docstring): the smallest rewrite of the same coefficients,
+  or the input itself when no rewrite is smaller. `strip` drops the APPn and COM segments (and
+  whatever follows the image).
+
+  Args:
+    data: the JPEG file: bytes, a path or a binary file object.
   Raises:
     JPEGError: a file djpeg does not read, or an RGB-coded one.
+    ValueError: `data` is none of those.
   """
-  coefficients, segments = _input(data)
-  best = min(_candidates(coefficients, [] if strip else segments), key=len)
-  return best if len(best) < len(data) or strip else bytes(data)
+  source = _input(data, strip=strip)
+  kept = _kept_input(source, strip)
+  if source.info.smoothed_by_libjpeg:
+    return kept           # a rewrite would code every coefficient and turn the smoothing off
+  best = min(_candidates(source.coefficients, source), key=len)
+  return best if len(best) < len(kept) else kept
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,7 +315,7 @@ def _mosaic(coefficients: Coefficients, tiles: int, size: int) -> Coefficients:
 
 
 def _search(source: _Source, kind: str, target: float, *, start: float | None = None,
-            budget: int = 8):
+            budget: int = 8, overhead: float = 0.0):
   """(p, (score, bytes, coefficients), goal) of the perceptual search on `source` for a
   `kind` target (`recompress`), from `start` (None: the usual first guess); p is None when no
   candidate meets the goal."""
@@ -196,8 +326,9 @@ def _search(source: _Source, kind: str, target: float, *, start: float | None = 
   elif kind == "psnr":
     goal, measure, slope = target, source.psnr, (lambda p: _PSNR_SLOPE)
   else:
-    # The most bits that fit: search in p for the largest file at most the budget.
-    goal = target * source.c.height * source.c.width / 8
+    # The most bits that fit: search in p for the largest file at most the budget, less the
+    # bytes of the copied segments (`overhead`, for the part of the image `source` holds).
+    goal = target * source.c.height * source.c.width / 8 - overhead
 
   def evaluate(p):
     candidate, size = source.trellis(p)
@@ -219,67 +350,87 @@ def _search(source: _Source, kind: str, target: float, *, start: float | None = 
   return p, value, goal
 
 
-def recompress(data: bytes, *, quality: float | None = None, psnr: float | None = None,
+def recompress(data, *, quality: float | None = None, psnr: float | None = None,
                bpp: float | None = None, strip: bool = False) -> Recompressed:
   """Lossy recompression of a JPEG file in the DCT domain (module docstring).
 
   Args:
-    data: the input JPEG file's bytes.
+    data: the input JPEG file: bytes, a path or a binary file object.
     quality: at least libjpeg-turbo's SSIMULACRA 2 when it re-encodes the input's decode at
       this IJG quality (default 75 when no target is given).
     psnr: at least this PSNR (dB) against the input's decode.
-    bpp: at most this many bits per pixel, as good as the tables allow.
-    strip: drop the APPn and COM segments (kept by default).
+    bpp: at most this many bits per pixel, as good as the tables allow: the image's file,
+      its copied APPn and COM segments included (not what follows the image: another
+      picture of a multi-picture file, a video). When even the coarsest tables do not fit, the
+      result is the lossless rewrite (or the input), with its own bpp as `score`.
+    strip: drop the APPn and COM segments and whatever follows the image (kept by default).
   Raises:
-    ValueError: several targets, or one out of range.
-    JPEGError: a file djpeg does not read, or an RGB-coded one.
+    ValueError: several targets, one out of range, or `data` neither bytes, a path nor a
+      binary file object.
+    JPEGError: a file djpeg does not read, or an RGB-coded one; `SmoothedInput` for a
+      progressive file libjpeg-turbo decodes with block smoothing (module docstring).
   """
   targets = {k: v for k, v in (("quality", quality), ("psnr", psnr), ("bpp", bpp))
              if v is not None}
   if len(targets) > 1:
     raise ValueError(f"give one of quality, psnr and bpp; got {sorted(targets)}.")
   kind, target = next(iter(targets.items())) if targets else ("quality", DEFAULT_QUALITY)
+  if not isinstance(target, (int, float, np.integer, np.floating)) or isinstance(target, bool):
+    raise ValueError(f"{kind} must be a number; got {target!r}.")
   if kind == "quality" and not 1 <= target <= 100:
     raise ValueError(f"quality must be in [1, 100]; got {target!r}.")
   if kind != "quality" and not (math.isfinite(target) and target > 0):
     raise ValueError(f"{kind} must be a positive finite number; got {target!r}.")
-  coefficients, segments = _input(data)
-  segments = [] if strip else segments
-  lossless = min(_candidates(coefficients, segments) + ([] if strip else [bytes(data)]), key=len)
+  source = _input(data, strip=strip)
+  if source.info.smoothed_by_libjpeg:
+    raise SmoothedInput(
+        "progressive JPEG whose scans leave low-frequency coefficients not fully coded: "
+        "libjpeg-turbo smooths its blocks when decoding, so its coefficients are not the image "
+        "people see; it is not recompressed in the DCT domain. Encode it from its pixels "
+        "instead (djpeg-cli encode --pixels, at a --quality).")
+  coefficients = source.coefficients
+  kept = _kept_input(source, strip)
+  lossless = min(_candidates(coefficients, source) + [kept], key=len)
   pixels = coefficients.height * coefficients.width
+  image_bpp = lambda out: 8 * (len(out) - len(source.trailing)) / pixels
+
+  def unchanged(score, goal, sampled=False):
+    kind_ = "lossless" if lossless != source.data else "input"
+    if kind == "bpp":
+      score, goal = image_bpp(lossless), target
+    return Recompressed(lossless, kind_, None, score, goal, sampled)
+
   if kind == "quality" and min(coefficients.height, coefficients.width) < 8:
     # SSIMULACRA 2 measures nothing under 8x8, so no requantization can be shown to meet the
     # target: the lossless rewrite, which loses nothing (target None).
-    return Recompressed(lossless, "lossless" if lossless != bytes(data) else "input", None,
-                        100.0, None)
+    return unchanged(100.0, None)
+  overhead = source.overhead()
   sampled = (pixels > perceptual.EXACT_LIMIT
              and min(coefficients.height, coefficients.width) >= 2 * perceptual.SAMPLE_TILE)
-  source = (_Source(_mosaic(coefficients, perceptual.SAMPLE_TILES, perceptual.SAMPLE_TILE),
-                     perceptual.SAMPLE_TILES) if sampled else _Source(coefficients))
-  p, value, goal = _search(source, kind, target)
+  part = lambda c: overhead * c.height * c.width / pixels
+  sample = _mosaic(coefficients, perceptual.SAMPLE_TILES, perceptual.SAMPLE_TILE) if sampled \
+      else coefficients
+  source_ = _Source(sample, perceptual.SAMPLE_TILES) if sampled else _Source(coefficients)
+  p, value, goal = _search(source_, kind, target, overhead=part(sample))
   # As in the default mode (`djpeg.perceptual`): a sample's choice is checked and corrected on
   # the whole image up to WHOLE_CHECK_LIMIT pixels; a size budget, which needs no scoring, at
   # every size. The goal then becomes the whole image's.
   if sampled and p is not None and (pixels <= perceptual.WHOLE_CHECK_LIMIT or kind == "bpp"):
     whole = _Source(coefficients, decode=kind != "bpp")
     budget = 8 if kind == "bpp" else perceptual.WHOLE_CHECK_BUDGET   # sizes need no scoring
-    p, value, goal = _search(whole, kind, target, start=p, budget=budget)
+    p, value, goal = _search(whole, kind, target, start=p, budget=budget, overhead=overhead)
     sampled = False
   elif sampled and p is not None and min(coefficients.height, coefficients.width) >= \
       perceptual.CHECK_TILE:
     # Larger images: the same short search on a larger sample (`perceptual.CHECK_TILES`).
-    check = _Source(_mosaic(coefficients, perceptual.CHECK_TILES, perceptual.CHECK_TILE),
-                    perceptual.CHECK_TILES)
-    p, value, goal = _search(check, kind, target, start=p, budget=perceptual.WHOLE_CHECK_BUDGET)
+    check = _mosaic(coefficients, perceptual.CHECK_TILES, perceptual.CHECK_TILE)
+    p, value, goal = _search(_Source(check, perceptual.CHECK_TILES), kind, target, start=p,
+                             budget=perceptual.WHOLE_CHECK_BUDGET, overhead=part(check))
   if p is None:
-    return Recompressed(lossless, "lossless" if lossless != bytes(data) else "input", None,
-                        math.inf if kind == "psnr" else 100.0, goal, sampled)
+    return unchanged(math.inf if kind == "psnr" else 100.0, goal, sampled)
   chosen = value[2] if not sampled else _Source(coefficients, decode=False).trellis(p)[0]
-  best = min(_candidates(chosen, segments), key=len)
-  score = value[0] if kind != "bpp" else 8 * len(best) / pixels
+  best = min(_candidates(chosen, source), key=len)
   if len(best) >= len(lossless):
-    return Recompressed(lossless, "lossless" if lossless != bytes(data) else "input", None,
-                        math.inf if kind == "psnr" else (100.0 if kind == "quality" else
-                                                         8 * len(lossless) / pixels),
-                        goal, sampled)
+    return unchanged(math.inf if kind == "psnr" else 100.0, goal, sampled)
+  score = value[0] if kind != "bpp" else image_bpp(best)
   return Recompressed(best, "lossy", p, score, goal if kind != "bpp" else target, sampled)

@@ -12,6 +12,7 @@ import pytest
 import djpeg
 from djpeg import samples
 from djpeg.exact import JPEGError
+from conftest import read_dct
 from exact_util import pillow_file, random_coefficients
 
 
@@ -180,13 +181,20 @@ def _coefficients():
   return random_coefficients(np.random.default_rng(3), 20, 30, ((2, 2), (1, 1), (1, 1)))
 
 
-def test_tables_outside_1_255_are_refused_naming_table_and_entry(tmp_path):
+def test_tables_outside_their_range_are_refused_naming_table_and_entry(tmp_path):
   c = _coefficients()
   tables = np.array(c.tables)
-  tables[1, 2, 3] = 256
+  tables[1, 2, 3] = 65536
   bad = djpeg.Coefficients(c.components, tables, c.height, c.width, c.sampling)
-  with pytest.raises(ValueError, match=r"table 1 entry \[2, 3\] is 256"):
+  with pytest.raises(ValueError, match=r"table 1 entry \[2, 3\] is 65536"):
     djpeg.save(tmp_path / "x.jpg", bad)
+  # Coefficients may carry libjpeg's 16-bit steps (files written below quality 25): written
+  # as libjpeg writes them (16-bit DQT, SOF1), read back by libjpeg (jpeglib) as they were.
+  tables[1, 2, 3] = 256
+  data = djpeg.dumps(djpeg.Coefficients(c.components, tables, c.height, c.width, c.sampling))
+  assert b"\xff\xc1" in data
+  values, steps = read_dct(data)
+  assert steps[1][2, 3] == 256 and all(np.array_equal(a, b) for a, b in zip(values, c.components))
   with pytest.raises(ValueError, match=r"table 0 entry \[0, 0\] is 0"):
     djpeg.dumps(samples.load("limes", uint8=True), qtables=[[0] + [1] * 63])
   with pytest.raises(ValueError, match=r"entry \[7, 7\] is 300"):

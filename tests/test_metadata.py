@@ -83,18 +83,20 @@ def test_cli_keeps_metadata_unless_stripped(tmp_path, kind):
   source = tmp_path / f"in.{'jpg' if kind == 'jpeg' else 'png'}"
   if kind == "jpeg":
     Image.fromarray(pixels).save(source, quality=95, icc_profile=icc, exif=exif_bytes(),
-                                 xmp=XMP, comment=b"a comment")
+                                 xmp=XMP, comment=b"a comment", dpi=(300, 300))
   else:
     text = PngImagePlugin.PngInfo()
     text.add_itxt("XML:com.adobe.xmp", XMP.decode())
     text.add_text("Comment", "a comment")
-    Image.fromarray(pixels).save(source, icc_profile=icc, exif=exif_bytes(), pnginfo=text)
+    Image.fromarray(pixels).save(source, icc_profile=icc, exif=exif_bytes(), pnginfo=text,
+                                 dpi=(300, 300))
   kept, stripped = tmp_path / "kept.jpg", tmp_path / "stripped.jpg"
   assert cli.main(["encode", str(source), str(kept), "--quiet"]) == 0
   assert cli.main(["encode", str(source), str(stripped), "--strip", "--quiet"]) == 0
   check(kept.read_bytes(), pixels, icc)
+  assert Image.open(kept).info["dpi"] == (300, 300)           # the print resolution too
   bare = Image.open(stripped)
-  assert not any(k in bare.info for k in ("icc_profile", "exif", "xmp", "comment"))
+  assert not any(k in bare.info for k in ("icc_profile", "exif", "xmp", "comment", "dpi"))
   if shutil.which("djpeg"):      # libjpeg-turbo's own strict decoder reads it too
     subprocess.run(["djpeg", "-strict", "-outfile", str(tmp_path / "o.ppm"), str(kept)],
                    check=True)

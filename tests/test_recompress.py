@@ -214,3 +214,148 @@ def test_cli_modes_for_jpeg_inputs(tmp_path):
     png = tmp_path / "in.png"
     Image.fromarray(samples.load("houses", uint8=True)).save(png)
     cli.main(["encode", str(png), str(tmp_path / "y.jpg"), "--psnr", "37", "--no-cache"])
+
+
+def _without_segments(data: bytes, marker: int) -> bytes:
+  """`data` without its header segments of this marker."""
+  from djpeg.exact.markers import header_segments
+  out, pos = [data[:2]], 2
+  for m, start, payload in header_segments(data):
+    end = start + 4 + len(payload)
+    if m != marker:
+      out.append(data[start:end])
+    pos = end
+  return b"".join(out) + data[pos:]
+
+
+def test_rgb_named_components_are_refused_by_libjpegs_rule():
+  # Pillow's RGB JPEG names its components R, G, B and says so in an Adobe segment; without
+  # that segment libjpeg-turbo still reads it as RGB by the ids (jdapimin.c), so a rewrite as
+  # YCbCr would change every colour.
+  rgb = io.BytesIO()
+  Image.fromarray(samples.load("limes", uint8=True)).save(rgb, "JPEG", keep_rgb=True)
+  ids_only = _without_segments(rgb.getvalue(), 0xEE)
+  assert b"Adobe" not in ids_only
+  np.testing.assert_array_equal(pillow_decode(ids_only), pillow_decode(rgb.getvalue()))
+  for call in (recompress.optimize_file, recompress.recompress):
+    with pytest.raises(JPEGError, match="R, G, B"):
+      call(ids_only)
+
+
+def test_sixteen_bit_tables_are_rewritten_as_libjpeg_writes_them():
+  # libjpeg writes steps above 255 (here through Pillow's qtables) as 16-bit DQT entries in an
+  # extended sequential frame (SOF1); the rewrite keeps every step and coefficient.
+  coarse = io.BytesIO()
+  steps = np.minimum(np.arange(64) * 8 + 40, 600).tolist()
+  Image.fromarray(samples.load("houses", uint8=True)).save(coarse, "JPEG", qtables=[steps, steps])
+  data = coarse.getvalue()
+  assert b"\xff\xc1" in data
+  out = recompress.optimize_file(data)
+  assert len(out) < len(data)
+  for ours, theirs in zip(read_dct(out), read_dct(data)):
+    assert all(np.array_equal(a, b) for a, b in zip(ours, theirs))
+  np.testing.assert_array_equal(pillow_decode(out), pillow_decode(data))
+  if shutil.which("djpeg"):
+    subprocess.run(["djpeg", "-strict"], input=out, capture_output=True, check=True)
+  lossy = recompress.recompress(data, quality=20)
+  assert len(lossy.data) <= len(data)
+  np.asarray(Image.open(io.BytesIO(lossy.data)).convert("RGB"))
+
+
+def test_multi_picture_files_keep_their_other_pictures():
+  # A phone's depth or gain map rides after the first picture's EOI, found through the MPF
+  # index; the rewrite keeps it and moves the index's offsets (Pillow reads the frames back).
+  first = samples.load("houses", uint8=True)
+  second = np.ascontiguousarray(first[::-1])
+  buf = io.BytesIO()
+  Image.fromarray(first).save(buf, "MPO", save_all=True, append_images=[Image.fromarray(second)],
+                              quality=92)
+  data = buf.getvalue()
+  frames_in = Image.open(io.BytesIO(data))
+  expected = []
+  for i in range(2):
+    frames_in.seek(i)
+    expected.append(np.asarray(frames_in.convert("RGB")))
+  for out in (recompress.optimize_file(data), recompress.recompress(data, quality=75).data):
+    assert len(out) < len(data)
+    image = Image.open(io.BytesIO(out))
+    assert image.format == "MPO" and image.n_frames == 2
+    image.seek(1)
+    np.testing.assert_array_equal(np.asarray(image.convert("RGB")), expected[1])
+  image = Image.open(io.BytesIO(recompress.optimize_file(data)))
+  np.testing.assert_array_equal(np.asarray(image.convert("RGB")), expected[0])
+  stripped = recompress.optimize_file(data, strip=True)
+  assert b"MPF\x00" not in stripped and Image.open(io.BytesIO(stripped)).format == "JPEG"
+
+
+def test_resolution_is_kept():
+  buf = io.BytesIO()
+  Image.fromarray(samples.load("houses", uint8=True)).save(buf, "JPEG", quality=92, dpi=(300, 150))
+  data = buf.getvalue()
+  for out in (recompress.optimize_file(data), recompress.recompress(data, quality=70).data):
+    assert Image.open(io.BytesIO(out)).info["dpi"] == (300, 150)
+  assert "dpi" not in Image.open(io.BytesIO(recompress.optimize_file(data, strip=True))).info
+  pixels = samples.load("houses", uint8=True)
+  assert Image.open(io.BytesIO(djpeg.dumps(pixels, dpi=(72, 72)))).info["dpi"] == (72, 72)
+  with pytest.raises(ValueError, match="dpi"):
+    djpeg.dumps(pixels, dpi=(0, 72))
+
+
+def test_a_bpp_budget_counts_the_metadata():
+  buf = io.BytesIO()
+  Image.fromarray(samples.load("castle", uint8=True)).save(buf, "JPEG", quality=95,
+                                                            comment=b"x" * 1000)
+  data = buf.getvalue()
+  pixels = djpeg.load_coefficients(data).height * djpeg.load_coefficients(data).width
+  result = recompress.recompress(data, bpp=1.5)
+  assert result.kind == "lossy" and 8 * len(result.data) / pixels <= 1.5
+  assert Image.open(io.BytesIO(result.data)).info["comment"] == b"x" * 1000
+  # A budget the metadata alone exceeds cannot be met: the result says so in bpp.
+  impossible = recompress.recompress(data, bpp=8 * 900 / pixels)
+  assert impossible.kind != "lossy" and impossible.score > impossible.target == 8 * 900 / pixels
+
+
+def test_paths_and_file_objects_are_inputs_too(tmp_path):
+  path = tmp_path / "in.jpg"
+  path.write_bytes(camera_jpeg())
+  expected = recompress.optimize_file(path.read_bytes())
+  with open(path, "rb") as f:
+    assert recompress.optimize_file(f) == expected
+  assert recompress.optimize_file(path) == recompress.optimize_file(str(path)) == expected
+  assert recompress.recompress(path, quality=70).kind == "lossy"
+  with pytest.raises(ValueError, match="quality must be a number"):
+    recompress.recompress(path, quality="75")
+  with pytest.raises(ValueError, match="bytes, a path or a binary file"):
+    recompress.optimize_file(12)
+
+
+def test_parameterless_markers_between_segments_are_skipped():
+  # libjpeg skips TEM and RSTn between segments (a strict libjpeg-turbo decodes such a file).
+  data = camera_jpeg()
+  odd = data[:2] + b"\xff\x01" + data[2:]
+  for ours, theirs in zip(read_dct(odd)[0], djpeg.load_coefficients(odd).components):
+    np.testing.assert_array_equal(ours, theirs)
+  assert len(recompress.optimize_file(odd)) <= len(odd)
+  with pytest.raises(JPEGError, match="unknown marker FF 02"):
+    recompress.optimize_file(data[:2] + b"\xff\x02" + data[2:])
+
+
+def test_files_libjpeg_decodes_with_smoothing_are_not_rewritten(tmp_path):
+  # A progressive file whose scans never send the AC coefficients: libjpeg-turbo smooths its
+  # blocks, so its look is not its coefficients'. The lossless rewrite keeps the file as it is,
+  # the DCT-domain route refuses it, and the CLI encodes it from its pixels instead.
+  from djpeg.exact import scans, writer
+  c = djpeg.encode(samples.load("houses"), quality=90)
+  components = [np.asarray(a, np.int16) for a in c.components]
+  script = (scans.Scan((0, 1, 2), 0, 0, 0, 0), scans.Scan((0,), 1, 2, 0, 0))
+  data = writer.encode_image(components, np.asarray(c.tables, np.int64), c.height, c.width,
+                             c.sampling, progressive_mode=True, script=script)
+  plain = djpeg.decode(djpeg.load_coefficients(data))
+  assert np.abs(pillow_decode(data).astype(int) - np.round(np.asarray(plain) * 255)).max() > 8
+  assert recompress.optimize_file(data) == data
+  with pytest.raises(recompress.SmoothedInput, match="smooths"):
+    recompress.recompress(data, quality=75)
+  (tmp_path / "in.jpg").write_bytes(data)
+  assert cli.main(["encode", str(tmp_path / "in.jpg"), str(tmp_path / "out.jpg"), "--quiet",
+                   "--no-cache"]) == 0
+  assert Image.open(tmp_path / "out.jpg").size == (c.width, c.height)

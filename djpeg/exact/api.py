@@ -25,15 +25,17 @@ def _fmt(x) -> str:
   return str(int(x)) if x.is_integer() else repr(x)
 
 
-def check_tables(tables: np.ndarray, what: str) -> None:
-  """Quantization tables must be integers in 1..255 (8-bit DQT, baseline)."""
-  bad = ~np.isfinite(tables) | (tables != np.round(tables)) | (tables < 1) | (tables > 255)
+def check_tables(tables: np.ndarray, what: str, max_step: int = 255) -> None:
+  """Quantization tables must be integers in 1..255 (8-bit DQT, baseline), or in 1..65535 with
+  `max_step=65535` (16-bit DQT entries, which extended sequential and progressive files allow)."""
+  bad = ~np.isfinite(tables) | (tables != np.round(tables)) | (tables < 1) | (tables > max_step)
   if bad.any():
     idx = tuple(int(i) for i in np.argwhere(bad)[0])
     *lead, t, u, v = idx
     where = f"table {t}" + (f" of image {tuple(lead)}" if lead else "")
-    raise ValueError(f"{what}: {where} entry [{u}, {v}] is {_fmt(tables[idx])}; baseline JPEG "
-                     "quantization steps are integers in 1..255.")
+    kind = "baseline JPEG" if max_step == 255 else "JPEG"
+    raise ValueError(f"{what}: {where} entry [{u}, {v}] is {_fmt(tables[idx])}; {kind} "
+                     f"quantization steps are integers in 1..{max_step}.")
 
 
 _LIMIT = np.full((8, 8), 1023)
@@ -99,8 +101,11 @@ def write_coefficients(c: Coefficients, *, optimize: bool = True, progressive=Fa
   """The JPEG files of quantized coefficients (libjpeg's `jpeg_write_coefficients`): one per image.
 
   Args:
-    c: `Coefficients` with integer-valued components and tables in 1..255; batch shape `()` or
-      `(B,)`. Written as they are, nothing re-quantized.
+    c: `Coefficients` with integer-valued components and tables; batch shape `()` or `(B,)`.
+      Written as they are, nothing re-quantized. Tables in 1..255 give baseline files; a step
+      up to 65535 (what libjpeg writes below quality 25 without `-baseline`, and what such a
+      file's coefficients carry) is written as a 16-bit DQT entry, in an extended sequential
+      frame (SOF1) when not progressive, as libjpeg does.
     optimize: optimal Huffman tables per image, built exactly as libjpeg-turbo does (default);
       False uses the Annex K tables.
     progressive: False (baseline, SOF0); True: progressive JPEG (SOF2) with libjpeg's default scan
@@ -110,12 +115,13 @@ def write_coefficients(c: Coefficients, *, optimize: bool = True, progressive=Fa
     restart_interval: emit RST markers every this many MCUs (None or 0: none).
     metadata: ICC profile, EXIF, XMP and comment written into every file (`Metadata`).
     segments: (marker, payload) APPn / COM segments copied into every file as they are (what
-      `markers.metadata_segments` reads from another file), after `metadata`'s.
+      `markers.metadata_segments` reads from another file), after `metadata`'s; a JFIF APP0
+      among them is not copied (the file has its own: `metadata.density` sets its density).
   Returns:
     A list of `bytes`, one file per image (one item for batch shape `()`).
   Raises:
     ValueError: bad arguments, non-integer coefficients, values JPEG cannot code (|AC| > 1023,
-      DC differences beyond 11 bits), or tables outside 1..255; the message names the
+      DC differences beyond 11 bits), or tables outside 1..65535; the message names the
       component, block or table entry.
   """
   c.check()
@@ -133,14 +139,17 @@ def write_coefficients(c: Coefficients, *, optimize: bool = True, progressive=Fa
   if c.height > MAX_SIDE or c.width > MAX_SIDE:
     raise ValueError(f"JPEG frames are at most {MAX_SIDE}x{MAX_SIDE}; got {c.height}x{c.width}.")
   tables = np.asarray(c.tables, np.float64)
-  check_tables(tables, "Coefficients.tables")
+  check_tables(tables, "Coefficients.tables", max_step=65535)
   components = _integer_components(c)
   tables = tables.astype(np.int64)
   raw = metadata.segments() if metadata else []
+  jfif = metadata.jfif_segment() if metadata else None
   for marker, payload in segments:
-    if not (0xE1 <= marker <= 0xEF or marker == 0xFE) or len(payload) > 65533:
+    if not (0xE0 <= marker <= 0xEF or marker == 0xFE) or len(payload) > 65533:
       raise ValueError(f"segment FF {marker:02X} of {len(payload)} bytes cannot be copied: only "
-                       "APP1..APP15 and COM segments of at most 65,533 bytes.")
+                       "APPn and COM segments of at most 65,533 bytes.")
+    if marker == 0xE0 and payload[:5] == b"JFIF\x00":
+      continue          # the writer's own JFIF APP0 stands in for it (as jpegtran's does)
     raw.append(struct.pack(">BBH", 0xFF, marker, len(payload) + 2) + payload)
   def one(comps, tabs):
     script = None
@@ -149,7 +158,7 @@ def write_coefficients(c: Coefficients, *, optimize: bool = True, progressive=Fa
     return writer.encode_image(comps, tabs, c.height, c.width, c.sampling, optimize=optimize,
                                progressive_mode=bool(progressive),
                                restart_interval=int(restart_interval), script=script,
-                               segments=raw)
+                               segments=raw, jfif=jfif)
 
   if not c.batch_shape:
     return [one(components, tables)]

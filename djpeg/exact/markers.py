@@ -99,11 +99,16 @@ def segment(data: bytes, pos: int, marker: int) -> tuple[bytes, int]:
   return data[pos + 2:pos + length], pos + length
 
 
-def metadata_segments(data: bytes) -> list[tuple[int, bytes]]:
-  """The (marker, payload) of every APPn and COM segment before the first scan, in file order.
+#: Markers without a length field that libjpeg skips between segments (TEM, RST0..RST7).
+PARAMETERLESS = frozenset([0x01] + list(range(0xD0, 0xD8)))
+
+
+def header_segments(data: bytes) -> list[tuple[int, int, bytes]]:
+  """The (marker, position of the marker's FF, payload) of every segment before the first scan,
+  in file order; parameterless markers (TEM, RSTn), which libjpeg skips there, are skipped.
 
   Raises:
-    JPEGError: not a JPEG file, or one whose markers end before a scan.
+    JPEGError: not a JPEG file, an unknown marker, or markers that end before a scan.
   """
   if data[:2] != b"\xff\xd8":
     raise JPEGError("not a JPEG file: it does not start with an SOI marker (FF D8).")
@@ -112,15 +117,43 @@ def metadata_segments(data: bytes) -> list[tuple[int, bytes]]:
     pos, marker = next_marker(data, pos)
     if marker in (0xDA, 0xD9):
       return out
+    if marker in PARAMETERLESS:
+      continue
+    if marker == 0x00 or 0x02 <= marker <= 0xBF:
+      raise JPEGError(f"unknown marker FF {marker:02X}.")
     payload, pos = segment(data, pos, marker)
-    if 0xE0 <= marker <= 0xEF or marker == 0xFE:
-      out.append((marker, payload))
+    out.append((marker, pos - len(payload) - 4, payload))
 
 
-def is_rgb_coded(segments: list[tuple[int, bytes]]) -> bool:
-  """Whether an Adobe APP14 segment says the components are RGB, not YCbCr (transform 0)."""
-  return any(marker == 0xEE and payload[:5] == b"Adobe" and len(payload) >= 12
-             and payload[11] == 0 for marker, payload in segments)
+def metadata_segments(data: bytes) -> list[tuple[int, bytes]]:
+  """The (marker, payload) of every APPn and COM segment before the first scan, in file order.
+
+  Raises:
+    JPEGError: not a JPEG file, or one whose markers end before a scan.
+  """
+  return [(marker, payload) for marker, _, payload in header_segments(data)
+          if 0xE0 <= marker <= 0xEF or marker == 0xFE]
+
+
+def frame_component_ids(data: bytes) -> tuple[int, ...]:
+  """The component ids of the file's frame header (SOF), in frame order (() when none)."""
+  for marker, _, payload in header_segments(data):
+    if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC) and len(payload) >= 6:
+      return tuple(payload[6 + 3 * c] for c in range(payload[5]) if 8 + 3 * c < len(payload))
+  return ()
+
+
+def is_rgb_coded(segments: list[tuple[int, bytes]], component_ids: tuple[int, ...] = ()) -> bool:
+  """Whether a 3-component file's components are RGB, not YCbCr, by libjpeg's rule
+  (`jdapimin.c`, `default_decompress_parms`): a JFIF APP0 means YCbCr; else an Adobe APP14
+  segment decides (transform 0: RGB); else component ids 'R', 'G', 'B' (82, 71, 66) mean RGB."""
+  if any(marker == 0xE0 and payload[:5] == b"JFIF\x00" and len(payload) >= 14
+         for marker, payload in segments):
+    return False
+  for marker, payload in segments:
+    if marker == 0xEE and payload[:5] == b"Adobe" and len(payload) >= 12:
+      return payload[11] == 0
+  return tuple(component_ids) == (82, 71, 66)
 
 
 def parse_dqt(p: bytes) -> dict[int, np.ndarray]:

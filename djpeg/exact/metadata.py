@@ -1,4 +1,5 @@
-"""Metadata a JPEG file carries beside its image: ICC profile, EXIF, XMP and comments.
+"""Metadata a JPEG file carries beside its image: ICC profile, EXIF, XMP, comments and the
+JFIF pixel density (print resolution).
 
 `Metadata` holds them as bytes; `segments` lays them out as the APPn and COM segments other
 software reads (after the JFIF APP0, in this order):
@@ -9,7 +10,8 @@ software reads (after the JFIF APP0, in this order):
 * ICC profile: APP2 "ICC_PROFILE\\0" segments, each with its sequence number and the count,
   65,519 bytes of profile per segment (ICC.1:2010 Annex B.4), so profiles over 64 KB span
   several segments, up to 255 of them;
-* comment: COM segments of up to 65,533 bytes each.
+* comment: COM segments of up to 65,533 bytes each;
+* density: the JFIF APP0 segment's units and densities (`jfif_segment`), which every file has.
 
 The EXIF orientation tag is kept as it is: pixels are never rotated (as `jpegtran -copy all`).
 Oversize EXIF or XMP raises `ValueError` naming the size; nothing is dropped silently.
@@ -18,6 +20,7 @@ Oversize EXIF or XMP raises `ValueError` naming the size; nothing is dropped sil
 from __future__ import annotations
 
 import dataclasses
+import math
 import struct
 
 _EXIF_HEADER = b"Exif\x00\x00"
@@ -52,23 +55,50 @@ class Metadata:
     exif: the EXIF TIFF structure, with or without the "Exif\\0\\0" prefix JPEG files use.
     xmp: the XMP packet (UTF-8 XML).
     comment: the comment's bytes.
+    density: the JFIF `(units, x_density, y_density)`: units 0 (an aspect ratio), 1 (dots per
+      inch) or 2 (dots per cm), densities in 1..65535; None: (0, 1, 1).
   """
   icc_profile: bytes | None = None
   exif: bytes | None = None
   xmp: bytes | None = None
   comment: bytes | None = None
+  density: tuple[int, int, int] | None = None
+
+  def __post_init__(self):
+    if self.density is not None:
+      units, x, y = self.density
+      if units not in (0, 1, 2) or not (1 <= x <= 65535 and 1 <= y <= 65535):
+        raise ValueError(f"density must be (units 0, 1 or 2, x and y in 1..65535); got "
+                         f"{self.density!r}.")
 
   @classmethod
-  def of(cls, *, icc_profile=None, exif=None, xmp=None, comment=None) -> Metadata:
-    """From Pillow's keyword values: bytes, str (XMP, comment) or a `PIL.Image.Exif`."""
+  def of(cls, *, icc_profile=None, exif=None, xmp=None, comment=None, dpi=None) -> Metadata:
+    """From Pillow's keyword values: bytes, str (XMP, comment) or a `PIL.Image.Exif`; `dpi` an
+    `(x, y)` pair of dots per inch, rounded to integers as Pillow writes them."""
     exif = _as_bytes("exif", exif)
     if exif and exif.startswith(_EXIF_HEADER):
       exif = exif[len(_EXIF_HEADER):]
+    density = None
+    if dpi is not None:
+      try:
+        x, y = (float(v) for v in dpi)
+      except (TypeError, ValueError):
+        raise ValueError(f"dpi must be an (x, y) pair of numbers; got {dpi!r}.") from None
+      if not all(math.isfinite(v) and 0.5 <= v < 65535.5 for v in (x, y)):
+        raise ValueError(f"dpi must be in 1..65535 dots per inch; got {dpi!r}.")
+      density = (1, int(x + 0.5), int(y + 0.5))
     return cls(icc_profile=_as_bytes("icc_profile", icc_profile) or None, exif=exif or None,
-               xmp=_as_bytes("xmp", xmp) or None, comment=_as_bytes("comment", comment) or None)
+               xmp=_as_bytes("xmp", xmp) or None, comment=_as_bytes("comment", comment) or None,
+               density=density)
 
   def __bool__(self) -> bool:
-    return any(v is not None for v in (self.icc_profile, self.exif, self.xmp, self.comment))
+    return any(v is not None for v in (self.icc_profile, self.exif, self.xmp, self.comment,
+                                       self.density))
+
+  def jfif_segment(self) -> bytes:
+    """The JFIF APP0 segment, with `density` (default: none, aspect 1:1)."""
+    units, x, y = self.density or (0, 1, 1)
+    return _segment(0xE0, b"JFIF\x00\x01\x01" + struct.pack(">BHH", units, x, y) + b"\x00\x00")
 
   def segments(self) -> list[bytes]:
     """The APP1 (EXIF, XMP), APP2 (ICC) and COM segments, markers included."""
@@ -100,9 +130,21 @@ class Metadata:
     return out
 
 
+def jfif_density(segments: list[tuple[int, bytes]]) -> tuple[int, int, int] | None:
+  """The `(units, x, y)` of the first JFIF APP0 segment among (marker, payload) segments, when
+  it is well formed (None otherwise, or for the default (0, 1, 1))."""
+  for marker, payload in segments:
+    if marker == 0xE0 and payload[:5] == b"JFIF\x00" and len(payload) >= 12:
+      units, x, y = struct.unpack(">BHH", payload[7:12])
+      if units in (0, 1, 2) and x and y and (units, x, y) != (0, 1, 1):
+        return units, x, y
+      return None
+  return None
+
+
 def parse_segments(segments: list[tuple[int, bytes]]) -> Metadata:
   """Metadata from a file's (marker, payload) APPn/COM segments (ICC chunks reassembled in
-  sequence order; the first EXIF and XMP segment; comments joined)."""
+  sequence order; the first EXIF and XMP segment; comments joined; the JFIF density)."""
   icc, exif, xmp, comments = {}, None, None, []
   for marker, payload in segments:
     if marker == 0xE1 and payload.startswith(_EXIF_HEADER) and exif is None:
@@ -115,4 +157,5 @@ def parse_segments(segments: list[tuple[int, bytes]]) -> Metadata:
       comments.append(payload)
   profile = b"".join(icc[k] for k in sorted(icc)) if icc else None
   return Metadata(icc_profile=profile, exif=exif, xmp=xmp,
-                  comment=b"".join(comments) if comments else None)
+                  comment=b"".join(comments) if comments else None,
+                  density=jfif_density(segments))

@@ -17,6 +17,7 @@ blocks all scans visit are capped by the file's size), and malformed input of an
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 
 import numpy as np
@@ -32,18 +33,55 @@ from djpeg.exact.errors import JPEGError
 
 def read(data: bytes) -> Coefficients:
   """Parses a JPEG file; see `djpeg.exact.read_coefficients`."""
+  return read_file(data)[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class FileInfo:
+  """What a file says beside its coefficients, for rewriting it faithfully.
+
+  Attributes:
+    component_ids: the frame's component ids, in frame order (libjpeg guesses RGB from
+      'R', 'G', 'B' when no JFIF or Adobe segment says otherwise: `markers.is_rgb_coded`).
+    progressive: an SOF2 frame.
+    coverage: `(C, 64)` per component and zigzag position, the bit position its coefficients
+      were last coded down to (0: fully; -1: never coded, i.e. zero).
+    end: the offset just after the EOI marker; bytes after it (another image of a
+      multi-picture file, a video, padding) are not part of this image.
+  """
+  component_ids: tuple[int, ...]
+  progressive: bool
+  coverage: np.ndarray
+  end: int
+
+  @property
+  def smoothed_by_libjpeg(self) -> bool:
+    """Whether libjpeg-turbo's decoder smooths this file's blocks (`jdcoefct.c`,
+    `smoothing_ok`): a progressive file whose scans leave any of the first 10 zigzag
+    coefficients of a component not fully coded. Its decode is then not the coefficients'
+    plain inverse DCT."""
+    return self.progressive and bool((self.coverage[:, :10] != 0).any())
+
+
+def read_file(data: bytes) -> tuple[Coefficients, FileInfo]:
+  """`read`, and what the file says beside its coefficients (`FileInfo`)."""
   _compile_decoders()
   try:
     try:
-      return _Reader(data, np.int16).run()
+      reader = _Reader(data, np.int16)
+      coefficients = reader.run()
     except CoefficientOverflow:
-      return _Reader(data, np.int32).run()
+      reader = _Reader(data, np.int32)
+      coefficients = reader.run()
   except JPEGError:
     raise
   except (IndexError, ValueError, OverflowError, struct.error, KeyError) as e:
     # Bounds are checked explicitly; this is a last line of defence so that malformed input
     # never escapes as anything but JPEGError.
     raise JPEGError(f"malformed JPEG data ({type(e).__name__}: {e}).") from e
+  frame = reader.frame
+  return coefficients, FileInfo(tuple(c.ident for c in frame.components), frame.progressive,
+                                reader.coded.copy(), reader.end)
 
 
 _decoders_compiled = False
@@ -90,6 +128,7 @@ class _Reader:
     # Blocks visited by all scans so far. Scans that skip blocks cheaply (end-of-band runs) could
     # otherwise make a small corrupt file cost time quadratic in its size.
     self.visits = 0
+    self.end = len(data)    # after EOI, once read
 
   def run(self) -> Coefficients:
     data = self.data
@@ -101,15 +140,16 @@ class _Reader:
     while True:
       pos, marker = markers.next_marker(data, pos)
       if marker == 0xD9:
+        self.end = pos
         break
       if marker == 0xDA:
         pos = self._scan(pos)
         continue
       if marker == 0xD8:
         raise JPEGError("a second SOI marker inside the file.")
-      if 0xD0 <= marker <= 0xD7:
-        raise JPEGError(f"restart marker RST{marker - 0xD0} outside entropy-coded data.")
-      if marker in (0x01,) or 0x02 <= marker <= 0xBF:
+      if marker in markers.PARAMETERLESS:
+        continue  # TEM and RSTn outside entropy-coded data: libjpeg skips them too
+      if marker == 0x00 or 0x02 <= marker <= 0xBF:
         raise JPEGError(f"unknown marker FF {marker:02X}.")
       payload, pos = markers.segment(data, pos, marker)
       if marker in (0xC0, 0xC1, 0xC2):

@@ -21,7 +21,6 @@ from djpeg.exact import (huffman, layout as layout_lib, progressive, scans, sequ
                          sequential_compiled)
 from djpeg.tables import ZIGZAG
 
-_JFIF = b"\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
 
 
 def _segment(marker: int, payload: bytes) -> bytes:
@@ -42,16 +41,32 @@ def quant_slots(tables: np.ndarray) -> tuple[list[np.ndarray], list[int]]:
   return distinct, slots
 
 
+def jfif_segment(units: int = 0, x_density: int = 1, y_density: int = 1) -> bytes:
+  """The JFIF 1.01 APP0 segment (no thumbnail) with this pixel density: `units` 0 (none: an
+  aspect ratio), 1 (dots per inch) or 2 (dots per cm); densities in 1..65535."""
+  return _segment(0xE0, b"JFIF\x00\x01\x01" + struct.pack(">BHH", units, x_density, y_density)
+                  + b"\x00\x00")
+
+
+_JFIF = jfif_segment()
+
+
 def _dqt(slot: int, table: np.ndarray) -> bytes:
-  zigzag = np.asarray(table).reshape(64)[ZIGZAG].astype(np.uint8)
-  return _segment(0xDB, bytes([slot]) + zigzag.tobytes())
+  """One table's DQT segment: 8-bit entries, or 16-bit when a step exceeds 255 (as libjpeg)."""
+  zigzag = np.asarray(table).reshape(64)[ZIGZAG]
+  if zigzag.max() > 255:
+    return _segment(0xDB, bytes([0x10 | slot]) + zigzag.astype(">u2").tobytes())
+  return _segment(0xDB, bytes([slot]) + zigzag.astype(np.uint8).tobytes())
 
 
-def _sof(progressive_mode: bool, height: int, width: int, factors, qslots) -> bytes:
+def _sof(progressive_mode: bool, height: int, width: int, factors, qslots,
+         sixteen_bit: bool = False) -> bytes:
+  """SOF2 (progressive), SOF0 (baseline) or, with 16-bit tables, SOF1 (extended sequential):
+  libjpeg's choice in `write_frame_header`."""
   payload = struct.pack(">BHHB", 8, height, width, len(factors))
   for c, ((h, v), q) in enumerate(zip(factors, qslots)):
     payload += bytes([c + 1, (h << 4) | v, q])
-  return _segment(0xC2 if progressive_mode else 0xC0, payload)
+  return _segment(0xC2 if progressive_mode else 0xC1 if sixteen_bit else 0xC0, payload)
 
 
 def _sos(scan: scans.Scan, selectors) -> bytes:
@@ -147,12 +162,13 @@ def _check_codes(counts: np.ndarray, tables: list[huffman.HuffmanTable]) -> None
 
 def encode_image(components, tables, height: int, width: int, factors, *, optimize: bool = True,
                  progressive_mode: bool = False, restart_interval: int = 0,
-                 script=None, segments: list[bytes] = ()) -> bytes:
+                 script=None, segments: list[bytes] = (), jfif: bytes | None = None) -> bytes:
   """One image's JPEG file.
 
   Args:
     components: per component, `(rows_c, cols_c, 8, 8)` integer coefficients (natural order).
-    tables: `(C, 8, 8)` integer quantization steps in 1..255, natural order.
+    tables: `(C, 8, 8)` integer quantization steps, natural order: 1..255 (baseline), or up to
+      65535 (written as 16-bit DQT entries in an extended sequential or progressive frame).
     height, width, factors: frame geometry and sampling factors.
     optimize: per-scan optimal Huffman tables; otherwise the Annex K tables (in progressive
       scans then without end-of-band runs longer than one block, which those tables cannot code).
@@ -161,14 +177,16 @@ def encode_image(components, tables, height: int, width: int, factors, *, optimi
     script: progressive mode only: the scans to write instead of libjpeg's (e.g. from
       `djpeg.exact.scripts.choose`).
     segments: marker segments written after the JFIF APP0 (metadata: `metadata.Metadata`).
+    jfif: the JFIF APP0 segment (`jfif_segment`; None: no density, aspect 1:1).
   Returns:
     The file's bytes.
   """
   sparse = None              # the coefficients as nonzero lists, for the array-pass coders
   distinct, qslots = quant_slots(tables)
-  out = [b"\xff\xd8", _JFIF, *segments]
+  out = [b"\xff\xd8", _JFIF if jfif is None else jfif, *segments]
   out += [_dqt(i, t) for i, t in enumerate(distinct)]
-  out.append(_sof(progressive_mode, height, width, factors, qslots))
+  out.append(_sof(progressive_mode, height, width, factors, qslots,
+                  sixteen_bit=max(int(np.max(t)) for t in distinct) > 255))
   if script is None or not progressive_mode:
     script = (scans.progressive_script if progressive_mode else scans.sequential_script)(len(components))
   loaded = {}
