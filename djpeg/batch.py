@@ -30,7 +30,9 @@ import glob
 import io
 import multiprocessing
 import os
+import signal
 import sys
+import threading
 
 import jax
 import numpy as np
@@ -40,9 +42,9 @@ from djpeg.exact import JPEGError
 from djpeg.memory import reuse_freed_memory  # noqa: F401 (batch's API: what the CLI turns on)
 from djpeg.export import ExportOptions, ExportResult, export_bytes, export_file
 
-#: Extensions of the image files a folder search picks up.
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif", ".ppm",
-                    ".pgm", ".pnm")
+#: Extensions of the image files a folder search picks up (any case).
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".jif", ".tif", ".tiff", ".bmp",
+                    ".webp", ".gif", ".ppm", ".pgm", ".pnm")
 
 
 def cache_dir() -> str:
@@ -90,15 +92,21 @@ class Outcome:
   skipped: bool = False
 
 
-def _expand(item: str) -> list[tuple[str, str]]:
-  """(file, path relative to the output folder) for one input argument."""
+def _expand(item: str, output_dir: str | None = None) -> list[tuple[str, str]]:
+  """(file, path relative to the output folder) for one input argument. A folder search leaves
+  out `output_dir` (an output folder inside an input folder: a rerun would otherwise encode the
+  last run's outputs again)."""
   if os.path.isdir(item):
-    found = []
-    for root, _, names in os.walk(item):
+    found, skip = [], os.path.realpath(output_dir) if output_dir else None
+    for root, dirs, names in os.walk(item):
+      dirs[:] = sorted(d for d in dirs if os.path.realpath(os.path.join(root, d)) != skip)
       for name in names:
         if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith("."):
           path = os.path.join(root, name)
           found.append((path, os.path.relpath(path, item)))
+    if not found:
+      raise ValueError(f"{item!r}: a folder with no image files (by their names: "
+                       f"{', '.join(IMAGE_EXTENSIONS)}).")
     return sorted(found)
   if os.path.exists(item):
     return [(item, os.path.basename(item))]
@@ -115,17 +123,19 @@ def plan(inputs: list[str], output_dir: str) -> list[tuple[str, str]]:
   Raises:
     ValueError: an input that names nothing, or two inputs that would write one output.
   """
-  jobs, seen = [], {}
+  jobs, seen, clashes = [], {}, []
   for item in inputs:
-    for source, relative in _expand(item):
+    for source, relative in _expand(item, output_dir):
       destination = os.path.join(output_dir, os.path.splitext(relative)[0] + ".jpg")
       key = os.path.normcase(os.path.abspath(destination))
       if key in seen and os.path.abspath(seen[key]) != os.path.abspath(source):
-        raise ValueError(f"{seen[key]!r} and {source!r} would both be written to "
-                         f"{destination!r}; rename one or export them separately.")
+        clashes.append(f"{seen[key]!r} and {source!r} would both be written to {destination!r}")
       if key not in seen:
         seen[key] = source
         jobs.append((source, destination))
+  if clashes:       # all of them at once, not one per run
+    more = f" (and {len(clashes) - 10} more)" if len(clashes) > 10 else ""
+    raise ValueError("; ".join(clashes[:10]) + more + "; rename them or export them separately.")
   return jobs
 
 
@@ -159,9 +169,21 @@ def _size(path: str) -> int:
 
 
 def _init_worker(cache: str | None) -> None:
+  _end_with_parent()
   reuse_freed_memory()
   if cache:
     enable_compilation_cache(cache)
+
+
+def _end_with_parent() -> None:
+  """On Linux, asks the kernel to end this worker when its parent dies (PR_SET_PDEATHSIG): a
+  killed parent must not leave workers encoding on, or idle, forever."""
+  if sys.platform.startswith("linux"):
+    try:
+      import ctypes
+      ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)   # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+      pass
 
 
 def run(jobs: list[tuple[str, str]], options: ExportOptions, *, processes: int = 1,
@@ -169,8 +191,10 @@ def run(jobs: list[tuple[str, str]], options: ExportOptions, *, processes: int =
         stream=None) -> list[Outcome]:
   """Exports `jobs` with `processes` worker processes (1: in this process).
 
-  Returns one `Outcome` per job, in the jobs' order. An interrupt (Ctrl-C) cancels the jobs not
-  started and re-raises; no partial file is left behind (writes are atomic).
+  Returns one `Outcome` per job, in the jobs' order. An interrupt (Ctrl-C, or SIGTERM to this
+  process) cancels the jobs not started, waits for the workers to end and raises
+  KeyboardInterrupt; no partial file is left behind (writes are atomic). With `progress`, a bar
+  (on a terminal) and a line for each failed file and each note.
   """
   stream = stream or sys.stderr
   outcomes: dict[int, Outcome] = {}
@@ -180,7 +204,8 @@ def run(jobs: list[tuple[str, str]], options: ExportOptions, *, processes: int =
       outcomes[i] = Outcome(source, destination, skipped=True)
     else:
       todo.append(i)
-  bar = tqdm(total=len(todo), unit="image", disable=not progress, file=stream,
+  # disable=None: no bar when the stream is not a terminal (a log would fill with redraws).
+  bar = tqdm(total=len(todo), unit="image", disable=None if progress else True, file=stream,
              dynamic_ncols=True)
   saved = [0, 0]
 
@@ -189,7 +214,9 @@ def run(jobs: list[tuple[str, str]], options: ExportOptions, *, processes: int =
     if outcome.result is not None:
       saved[0] += outcome.result.input_bytes
       saved[1] += outcome.result.output_bytes
-    else:
+      for note in outcome.result.notes if progress else ():
+        bar.write(f"djpeg-cli: {outcome.source}: note: {note}", file=stream)
+    elif progress:         # quiet: the caller reports failures
       bar.write(f"djpeg-cli: {outcome.source}: {outcome.error}", file=stream)
     if saved[0]:
       bar.set_postfix_str(f"saved {(saved[0] - saved[1]) / 2 ** 20:.1f} MB "
@@ -256,6 +283,7 @@ def _run_pool(jobs, todo, options, processes, cache, finish) -> None:
   os.environ["XLA_FLAGS"] = ((saved_flags + " ") if saved_flags else "") + (
       "--xla_cpu_multi_thread_eigen=false")
   context = _worker_context(options)
+  stop = _interrupt_on_sigterm()
   try:
     with concurrent.futures.ProcessPoolExecutor(
         max_workers=processes, mp_context=context, initializer=_init_worker,
@@ -268,13 +296,29 @@ def _run_pool(jobs, todo, options, processes, cache, finish) -> None:
         for future in concurrent.futures.as_completed(futures):
           finish(futures[future], future.result())
       except BaseException:
-        pool.shutdown(wait=False, cancel_futures=True)
+        # Cancel what has not started and wait for the rest: the pool's own exit would wait
+        # for every job, since it resets the cancelling.
+        pool.shutdown(wait=True, cancel_futures=True)
         raise
   finally:
+    stop()
     if saved_flags is None:
       os.environ.pop("XLA_FLAGS", None)
     else:
       os.environ["XLA_FLAGS"] = saved_flags
+
+
+def _interrupt_on_sigterm():
+  """Makes SIGTERM interrupt this process as Ctrl-C does (so the pool is shut down, not left
+  running); returns the function that restores the previous handler."""
+  if threading.current_thread() is not threading.main_thread():
+    return lambda: None
+
+  def interrupt(signum, frame):
+    raise KeyboardInterrupt("SIGTERM")
+
+  previous = signal.signal(signal.SIGTERM, interrupt)
+  return lambda: signal.signal(signal.SIGTERM, previous)
 
 
 def summary(outcomes: list[Outcome], seconds: float) -> str:

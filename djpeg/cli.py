@@ -178,6 +178,7 @@ def encode_command(args: argparse.Namespace) -> int:
     if len(args.inputs) != 2:
       raise SystemExit(f"{PROG}: give one input and one output file, or inputs and "
                        "--output-dir FOLDER for many.")
+    _check_one(*args.inputs, args.overwrite)
     if not args.no_cache:
       batch.enable_compilation_cache()
     return _encode_one(args.inputs[0], args.inputs[1], options, args.quiet)
@@ -194,8 +195,13 @@ def encode_command(args: argparse.Namespace) -> int:
   cache = None if args.no_cache else batch.cache_dir()
   batch.reuse_freed_memory()      # many images in this process (or its workers): keep memory
   start = time.perf_counter()
-  outcomes = batch.run(jobs, options, processes=args.jobs or os.cpu_count() or 1,
-                       skip_existing=args.skip_existing, cache=cache, progress=not args.quiet)
+  try:
+    outcomes = batch.run(jobs, options, processes=args.jobs or os.cpu_count() or 1,
+                         skip_existing=args.skip_existing, cache=cache, progress=not args.quiet)
+  except KeyboardInterrupt:
+    print(f"{PROG}: interrupted; the files written so far are complete, no partial file is "
+          "left (--skip-existing resumes).", file=sys.stderr)
+    return 130
   if not args.quiet:
     print(batch.summary(outcomes, time.perf_counter() - start))
   failed = [o for o in outcomes if o.error is not None]
@@ -205,12 +211,44 @@ def encode_command(args: argparse.Namespace) -> int:
   return 1 if failed else 0
 
 
+def _check_one(source: str, destination: str, overwrite: bool) -> None:
+  """SystemExit naming the problem with the paths of `encode IN OUT`, before any work."""
+  if os.path.isdir(source):
+    raise SystemExit(f"{PROG}: {source!r} is a folder; for many inputs give an output folder: "
+                     f"{PROG} encode INPUT... -o FOLDER")
+  if not os.path.exists(source):
+    hint = " (a pattern the shell did not expand? use -o FOLDER)" if any(
+        c in source for c in "*?[") else ""
+    raise SystemExit(f"{PROG}: {source!r}: no such file{hint}.")
+  if os.path.isdir(destination):
+    raise SystemExit(f"{PROG}: {destination!r} is a folder; give the output file's name, or "
+                     f"-o {destination} to write INPUT's .jpg into it.")
+  folder = os.path.dirname(os.path.abspath(destination))
+  if not os.path.isdir(folder):
+    raise SystemExit(f"{PROG}: the output's folder {folder!r} does not exist.")
+  extension = lambda path: os.path.splitext(path)[1].lower()
+  if os.path.exists(destination) and not overwrite and (
+      extension(destination) not in (".jpg", ".jpeg", ".jpe", ".jfif")
+      or extension(destination) == extension(source)):
+    # An existing output that looks like an input, as when a pattern matches two files
+    # (`djpeg-cli encode IMG_*.jpg`, `*.png`): writing would silently replace the second
+    # with the first. (A JPEG output of another kind of input, rewritten, is replaced.)
+    raise SystemExit(f"{PROG}: {destination!r} exists and looks like an input; --overwrite "
+                     f"replaces it. (To encode several files, give an output folder: {PROG} "
+                     "encode INPUT... -o FOLDER)")
+
+
 def _encode_one(source: str, destination: str, options: ExportOptions, quiet: bool) -> int:
   say = (lambda m: None) if quiet else (lambda m: print(m, flush=True))
   try:
     result = export_file(source, destination, options, progress=lambda m: say(f"  {m}"))
   except (ValueError, NotImplementedError, JPEGError) as e:
     raise SystemExit(f"{PROG}: {e}")
+  except OSError as e:       # unreadable input, unwritable output: one line, not a traceback
+    path = str(e.filename or source)
+    if os.path.basename(path).startswith(".djpeg-"):      # the atomic write's temporary file
+      path = destination
+    raise SystemExit(f"{PROG}: {path}: {e.strerror or e}.")
   for note in result.notes:
     print(f"{PROG}: note: {note}", file=sys.stderr)
   say(f"{destination}: {result.output_bytes} bytes, "
@@ -242,6 +280,11 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--jobs", type=int, default=None,
                  help="worker processes for many inputs (default: the number of cores)")
   p.add_argument("--skip-existing", action="store_true", help="leave outputs that exist alone")
+  p.add_argument("--overwrite", action="store_true",
+                 help="one input and one output: replace an existing output that looks like "
+                      "an input (not a .jpg, or of the input's own type: two files a pattern "
+                      "matched), which is refused otherwise; other existing outputs, and those "
+                      "under -o FOLDER (unless --skip-existing), are replaced")
   p.add_argument("--shard", metavar="I/N",
                  help="export only the I-th of N interleaved slices of the inputs (0-based)")
   p.add_argument("--no-cache", action="store_true",

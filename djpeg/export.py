@@ -104,6 +104,10 @@ class ExportOptions:
       raise ValueError("a table family file and its level go together, with mode 'tables'.")
     if self.mode in ("perceptual", "libjpeg") and (self.trellis or self.saliency):
       raise ValueError(f"mode {self.mode!r} takes no trellis or saliency options.")
+    r = self.restart_interval
+    if r is not None and not (isinstance(r, (int, np.integer)) and 0 <= r <= 65535):
+      # Checked here, before any image is encoded, not by the writer after each one.
+      raise ValueError(f"restart_interval must be an integer in 0..65535 (MCUs); got {r!r}.")
 
   @property
   def resolved_progressive(self):
@@ -221,9 +225,13 @@ def _export_jpeg(raw: bytes, name: str, options: ExportOptions, measure: bool,
       notes = ("under 8x8 pixels, which SSIMULACRA 2 does not measure: not recompressed, "
                + ("re-optimized losslessly" if result.kind == "lossless" else "the input kept"),)
   psnr = None
-  pixels = load_image(io.BytesIO(raw))
-  if measure:
-    psnr = _psnr(load_image(io.BytesIO(data)), pixels)
+  with warnings.catch_warnings():
+    # Read for the size and the PSNR only: a multi-picture file's "holds 2 frames" (its other
+    # pictures are kept here) or Pillow's view of its EXIF is not news about this export.
+    warnings.simplefilter("ignore")
+    pixels = load_image(io.BytesIO(raw))
+    if measure:
+      psnr = _psnr(load_image(io.BytesIO(data)), pixels)
   height, width = pixels.shape[:2]
   return data, ExportResult(source=name, destination="", width=width, height=height,
                             input_bytes=len(raw), output_bytes=len(data),

@@ -9,6 +9,8 @@ numpy backend (`djpeg.exact`), so a saved image is the file Pillow would write.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import io
 import os
 from typing import Sequence
 
@@ -252,11 +254,27 @@ def load_coefficients(fp) -> Coefficients:
 _TIFF_DESCRIPTION_TAGS = (0x010E, 0x010F, 0x0110, 0x0112, 0x0131, 0x0132, 0x013B, 0x8298)
 
 
+@functools.cache
+def _pillow_orients_tiff() -> bool:
+  """Whether this Pillow turns a TIFF's pixels by its orientation tag when it reads them (Pillow
+  13 does), judged on a 2x1 TIFF with orientation 6."""
+  exif = Image.Exif()
+  exif[0x0112] = 6
+  buf = io.BytesIO()
+  Image.new("L", (2, 1)).save(buf, "TIFF", exif=exif)
+  buf.seek(0)
+  with Image.open(buf) as image:
+    image.load()
+    return image.size == (1, 2)
+
+
 def _tiff_exif(tags) -> bytes | None:
-  """An EXIF block from a TIFF file's tags: its description tags, EXIF and GPS IFDs."""
+  """An EXIF block from a TIFF file's tags: its description tags, EXIF and GPS IFDs; without
+  the orientation when Pillow has already turned the pixels by it (else viewers would turn
+  them again)."""
   exif = Image.Exif()
   for tag in _TIFF_DESCRIPTION_TAGS:
-    if tag in tags:
+    if tag in tags and not (tag == 0x0112 and _pillow_orients_tiff()):
       exif[tag] = tags[tag]
   for ifd in (0x8769, 0x8825):
     sub = tags.get_ifd(ifd)

@@ -8,9 +8,9 @@ or `(H, W, 3)` uint8, and nothing is lost without saying so:
   8-bit value, v * 255 / 65535, never clipped;
 * 16-bit colour files are refused: Pillow reads only their high bytes (a truncation, up to one
   level off), so the error asks for an 8-bit conversion rather than guessing;
-* transparency (RGBA, LA, PA, P with a transparent colour) is dropped only when every pixel is
-  opaque; otherwise it needs a `matte` colour to composite onto, or the load fails, since a JPEG
-  cannot store it;
+* transparency (RGBA, LA, PA, P with a transparent colour, RGB or gray with a transparent colour
+  key) is dropped only when every pixel is opaque; otherwise it needs a `matte` colour to
+  composite onto, or the load fails, since a JPEG cannot store it;
 * CMYK, float and other modes have no single correct RGB reading without a colour profile and
   are refused with the mode named.
 
@@ -91,6 +91,10 @@ def pixels_of(image: Image.Image, *, matte=None, what: str = "the image") -> np.
   """
   matte = _matte(matte)
   mode = image.mode
+  if mode in ("RGB", "L", "1") and image.info.get("transparency") is not None:
+    # A transparent colour key (PNG tRNS): its pixels are transparent as an alpha of 0 is.
+    image = image.convert("RGBA" if mode == "RGB" else "LA")
+    mode = image.mode
   if mode in _GRAY:
     pixels = np.asarray(image.convert("L"))[..., None]
   elif mode in _COLOUR:
@@ -128,7 +132,10 @@ def load_image(source, *, matte=None) -> np.ndarray:
   try:
     with Image.open(source) as image:
       if _high_byte_colour(image):
-        raise ValueError(f"{what} is a 16-bit colour image, which Pillow reads only to its high "
+        kind = "gray image with alpha" if any(
+            str(t[3]).startswith(("LA", "('LA")) for t in image.tile if len(t) > 3) else \
+            "colour image"
+        raise ValueError(f"{what} is a 16-bit {kind}, which Pillow reads only to its high "
                          "bytes; convert it to 8 bits per sample first (for example with "
                          "ImageMagick: convert in.png -depth 8 out.png).")
       frames = getattr(image, "n_frames", 1)

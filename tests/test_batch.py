@@ -258,3 +258,124 @@ def test_the_first_run_after_installing_says_it_compiles(tmp_path, capsys, monke
   assert "compiling djpeg's loops" in capsys.readouterr().err
   assert cli.main(["encode", source, str(tmp_path / "c.jpg"), "--libjpeg", "--quiet"]) == 0
   assert "compiling" not in capsys.readouterr().err
+
+
+def test_an_interrupted_run_with_workers_stops_soon(tmp_path):
+  # Ctrl-C to the terminal's process group: the jobs not started are cancelled (the pool's own
+  # exit used to wait for all of them, so a library's run went on to the end).
+  (tmp_path / "in").mkdir()
+  photo = samples.load("castle", uint8=True)
+  for i in range(24):
+    Image.fromarray(np.roll(photo, 7 * i, axis=1)).resize((384, 256)).save(
+        tmp_path / "in" / f"p{i:02d}.png")
+  proc = subprocess.Popen([sys.executable, "-m", "djpeg", "encode", str(tmp_path / "in"), "-o",
+                           str(tmp_path / "out"), "--jobs", "2", "--no-cache", "--quiet"],
+                          start_new_session=True, stderr=subprocess.PIPE, text=True)
+  deadline = time.monotonic() + 600          # a hang guard (a first run compiles), not a timing
+  while not list((tmp_path / "out").glob("*.jpg")) and proc.poll() is None:
+    assert time.monotonic() < deadline
+    time.sleep(0.05)
+  os.killpg(proc.pid, signal.SIGINT)
+  assert proc.wait(timeout=600) == 130
+  assert "interrupted" in proc.stderr.read()
+  written = [p.name for p in (tmp_path / "out").iterdir()]
+  assert len(written) < 12 and not any(n.startswith(".djpeg-") for n in written), written
+
+
+def test_two_existing_files_are_not_overwritten_without_asking(tmp_path):
+  # `djpeg-cli encode IMG_*.jpg` with two matches: the second is an input, not an output.
+  photo = samples.load("houses", uint8=True)
+  Image.fromarray(photo).save(tmp_path / "IMG_1.jpg", quality=90)
+  Image.fromarray(photo[::-1].copy()).save(tmp_path / "IMG_2.jpg", quality=90)
+  second = (tmp_path / "IMG_2.jpg").read_bytes()
+  with pytest.raises(SystemExit, match="exists and looks like an input; --overwrite"):
+    cli.main(["encode", str(tmp_path / "IMG_1.jpg"), str(tmp_path / "IMG_2.jpg"), "--no-cache"])
+  assert (tmp_path / "IMG_2.jpg").read_bytes() == second
+  assert cli.main(["encode", str(tmp_path / "IMG_1.jpg"), str(tmp_path / "IMG_2.jpg"),
+                   "--overwrite", "--quiet", "--no-cache"]) == 0
+  assert (tmp_path / "IMG_2.jpg").read_bytes() != second
+  for args, message in (([str(tmp_path / "nothing.png"), str(tmp_path / "x.jpg")], "no such file"),
+                        ([str(tmp_path), str(tmp_path / "x.jpg")], "is a folder"),
+                        ([str(tmp_path / "IMG_1.jpg"), str(tmp_path)], "is a folder"),
+                        ([str(tmp_path / "IMG_1.jpg"), str(tmp_path / "no" / "x.jpg")],
+                         "does not exist")):
+    with pytest.raises(SystemExit, match=message):
+      cli.main(["encode", *args, "--no-cache"])
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["IMG_1.jpg", "IMG_2.jpg"]
+  Image.fromarray(photo).save(tmp_path / "b.png")          # `encode *.png` with two matches
+  Image.fromarray(photo).save(tmp_path / "c.png")
+  with pytest.raises(SystemExit, match="looks like an input"):
+    cli.main(["encode", str(tmp_path / "b.png"), str(tmp_path / "c.png"), "--no-cache"])
+  # A JPEG output of a PNG, written again (another setting), is simply replaced.
+  for quality in ("70", "80"):
+    assert cli.main(["encode", str(tmp_path / "b.png"), str(tmp_path / "b.jpg"), "--quality",
+                     quality, "--libjpeg", "--quiet", "--no-cache"]) == 0
+
+
+def test_an_output_folder_inside_the_input_folder_is_not_searched(tmp_path, capsys):
+  make_library(tmp_path / "lib")
+  out = tmp_path / "lib" / "jpeg"
+  for _ in range(2):
+    assert cli.main(["encode", str(tmp_path / "lib"), "-o", str(out), "--libjpeg", "--jobs", "1",
+                     "--quiet", "--no-cache"]) == 0
+  assert not (out / "jpeg").exists() and len(list(out.rglob("*.jpg"))) == 3
+  (tmp_path / "heic").mkdir()
+  (tmp_path / "heic" / "a.heic").write_bytes(b"not read")
+  with pytest.raises(SystemExit, match="no image files"):
+    cli.main(["encode", str(tmp_path / "heic"), "-o", str(tmp_path / "o2"), "--no-cache"])
+  # .jfif and .jpe are JPEG files too.
+  (tmp_path / "j").mkdir()
+  Image.fromarray(samples.load("houses", uint8=True)).save(tmp_path / "j" / "a.jfif", "JPEG")
+  assert cli.main(["encode", str(tmp_path / "j"), "-o", str(tmp_path / "o3"), "--libjpeg",
+                   "--jobs", "1", "--quiet", "--no-cache"]) == 0
+  assert (tmp_path / "o3" / "a.jpg").exists()
+
+
+def test_batch_reports_notes_and_each_failure_once(tmp_path, capsys):
+  (tmp_path / "in").mkdir()
+  photo = samples.load("houses", uint8=True)
+  Image.fromarray(photo).save(tmp_path / "in" / "anim.gif", save_all=True,
+                              append_images=[Image.fromarray(photo[::-1].copy())])
+  (tmp_path / "in" / "zero.png").write_bytes(b"")
+  assert cli.main(["encode", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--jobs", "1",
+                   "--no-cache", "--libjpeg"]) == 1
+  err = capsys.readouterr().err
+  lines = lambda text, name: sum(name in line for line in text.splitlines())
+  assert "anim.gif: note:" in err and "2 frames" in err and lines(err, "zero.png") == 1
+  assert cli.main(["encode", str(tmp_path / "in"), "-o", str(tmp_path / "out2"), "--jobs", "1",
+                   "--no-cache", "--libjpeg", "--quiet"]) == 1
+  err = capsys.readouterr().err
+  assert lines(err, "zero.png") == 1 and ": note:" not in err
+
+
+def test_bad_options_are_refused_before_any_image_is_encoded(tmp_path, monkeypatch):
+  make_library(tmp_path / "in")
+  monkeypatch.setattr("djpeg.export.encode_pixels_for", lambda *a: pytest.fail("encoded"))
+  with pytest.raises(SystemExit, match="restart_interval must be an integer in 0..65535"):
+    cli.main(["encode", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--jobs", "1",
+              "--no-cache", "--restart-interval", "-1"])
+  assert not (tmp_path / "out").exists()
+
+
+def test_a_tiff_is_not_turned_twice(tmp_path):
+  # Pillow turns a TIFF's pixels by its orientation tag as it reads them (Pillow 13); the
+  # JPEG must not carry the tag as well, or viewers turn the picture a second time.
+  from PIL import ImageOps
+  photo = samples.load("houses", uint8=True)
+  exif = Image.Exif()
+  exif[0x0112] = 6
+  Image.fromarray(photo).save(tmp_path / "o6.tif", exif=exif)
+  shown = ImageOps.exif_transpose(Image.open(tmp_path / "o6.tif"))
+  assert cli.main(["encode", str(tmp_path / "o6.tif"), str(tmp_path / "o6.jpg"), "--libjpeg",
+                   "--quiet", "--no-cache"]) == 0
+  assert ImageOps.exif_transpose(Image.open(tmp_path / "o6.jpg")).size == shown.size
+
+
+def test_a_transparent_colour_key_is_transparency(tmp_path):
+  from djpeg import load_image
+  pixels = samples.load("houses", uint8=True).copy()
+  pixels[:10] = 0
+  Image.fromarray(pixels).save(tmp_path / "key.png", transparency=(0, 0, 0))
+  with pytest.raises(ValueError, match="transparency"):
+    load_image(tmp_path / "key.png")
+  assert (load_image(tmp_path / "key.png", matte="white")[:10] == 255).all()
