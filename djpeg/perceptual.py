@@ -393,7 +393,9 @@ def meet_libjpeg(pixels: np.ndarray, quality: float = DEFAULT_QUALITY, *,
       result is libjpeg-turbo's own file at `quality` (score and target None).
     quality: IJG quality 1..100 of the libjpeg-turbo file to match.
     subsamplings: the subsamplings to try (None: 4:2:0, and 4:4:4 too from quality
-      `FULL_CHROMA_FROM`; gray images have one).
+      `FULL_CHROMA_FROM`; gray images have one). When they leave 4:2:0 out and none of them
+      meets the target, the result is libjpeg-turbo's own file at `quality` in the first of
+      them (its own score, which may then be below the target), not the 4:2:0 anchor.
   """
   pixels = np.asarray(pixels)
   if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[-1] not in (1, 3):
@@ -417,6 +419,8 @@ def meet_libjpeg(pixels: np.ndarray, quality: float = DEFAULT_QUALITY, *,
     subsamplings = ("4:2:0",)
   elif subsamplings is None:
     subsamplings = SUBSAMPLINGS if quality >= FULL_CHROMA_FROM else ("4:2:0",)
+  # libjpeg-turbo's own file, the fallback, in a subsampling the caller allows.
+  fallback = "4:2:0" if "4:2:0" in subsamplings else subsamplings[0]
   best, best_bytes, evaluations = None, math.inf, 0
   curves = {}                          # per subsampling, the (p, score) points seen
   for subsampling in subsamplings:
@@ -435,19 +439,25 @@ def meet_libjpeg(pixels: np.ndarray, quality: float = DEFAULT_QUALITY, *,
       best_bytes = value[1]
   slope = _local_slope(curves[best.subsampling], best.p) if best is not None else None
   if sampled and pixels.shape[0] * pixels.shape[1] <= WHOLE_CHECK_LIMIT:
-    return _checked(full, quality, best, evaluations, slope)
+    return _checked(full, quality, best, evaluations, slope, fallback)
   if sampled and best is not None and min(pixels.shape[:2]) >= CHECK_TILE:
     check = PerceptualImage(sample_mosaic(pixels, CHECK_TILES, CHECK_TILE), CHECK_TILES)
-    checked = _checked(check, quality, best, evaluations, slope)
+    checked = _checked(check, quality, best, evaluations, slope, fallback)
     evaluations, target = checked.evaluations, checked.target
     best = checked if checked.p is not None else None
   if best is None:
+    if fallback != "4:2:0":
+      coefficients = full.libjpeg(quality, fallback)
+      score = None if sampled else full.score(coefficients)
+      return PerceptualResult(coefficients, score, target, None, fallback, evaluations, sampled)
     coefficients = full.libjpeg(quality) if sampled else anchor
     return PerceptualResult(coefficients, target, target, None, "4:2:0", evaluations, sampled)
   if sampled:        # the whole image, once, at the tables chosen on the sample
     coefficients, size = full.trellis(best.p, best.subsampling)
     return dataclasses.replace(best, coefficients=coefficients, file_bytes=size,
                                evaluations=evaluations, sampled=True)
+  if fallback != "4:2:0":              # the anchor's 4:2:0 is not the caller's choice
+    return dataclasses.replace(best, evaluations=evaluations)
   return _no_larger_than_libjpeg(dataclasses.replace(best, evaluations=evaluations), anchor)
 
 
@@ -476,19 +486,30 @@ def _local_slope(curve: list[tuple[float, float]], p: float) -> float | None:
 
 
 def _checked(image: PerceptualImage, quality: float, from_sample: PerceptualResult | None,
-             evaluations: int, slope: float | None = None) -> PerceptualResult:
+             evaluations: int, slope: float | None = None,
+             fallback: str = "4:2:0") -> PerceptualResult:
   """The sample's choice checked on `image` (the whole image, or a larger sample) and corrected
   by a short search there: the target becomes `image`'s (libjpeg-turbo's file at `quality`),
   the search starts at the sample's p (its subsampling kept), aimed as the main search is
   (`SEARCH_AIM`, `SEARCH_SLACK`) with the sample's `slope` near p (score per unit of p; None:
   the typical one), and takes the fewest bytes that meet it; when none of `WHOLE_CHECK_BUDGET`
-  candidates does, libjpeg-turbo's own coefficients (p None). `sampled` says whether `image` is
-  a sample."""
+  candidates does, libjpeg-turbo's own coefficients (p None; in the `fallback` subsampling,
+  `meet_libjpeg`'s). `sampled` says whether `image` is a sample."""
   sampled = image.tiles > 1
   anchor = image.libjpeg(quality)
   target = image.score(anchor)
+
+  def libjpeg_file(evaluations):
+    if fallback == "4:2:0":
+      return PerceptualResult(anchor, target, target, None, "4:2:0", evaluations, sampled)
+    own = image.libjpeg(quality, fallback)
+    return PerceptualResult(own, image.score(own), target, None, fallback, evaluations, sampled)
+
+  def no_larger(result):
+    return _no_larger_than_libjpeg(result, anchor) if fallback == "4:2:0" else result
+
   if from_sample is None:             # the sample found nothing better than libjpeg-turbo's file
-    return PerceptualResult(anchor, target, target, None, "4:2:0", evaluations, sampled)
+    return libjpeg_file(evaluations)
   subsampling = from_sample.subsampling
 
   seen = {}
@@ -501,15 +522,13 @@ def _checked(image: PerceptualImage, quality: float, from_sample: PerceptualResu
   start = round(float(from_sample.p), 3)
   first = evaluate(start)
   if target <= first[0] < target + WHOLE_CHECK_SLACK:       # the sample was right: done
-    return _no_larger_than_libjpeg(PerceptualResult(
-        first[2], first[0], target, start, subsampling, evaluations + 1, sampled,
-        file_bytes=first[1]), anchor)
+    return no_larger(PerceptualResult(first[2], first[0], target, start, subsampling,
+                                      evaluations + 1, sampled, file_bytes=first[1]))
   p, value, _ = search(evaluate, target, start, budget=WHOLE_CHECK_BUDGET, tolerance=1.0,
                        slope=ssimulacra2_slope if slope is None else (lambda _: slope),
                        aim=SEARCH_AIM, slack=SEARCH_SLACK)
   evaluations += len(seen)
   if p is None:
-    return PerceptualResult(anchor, target, target, None, "4:2:0", evaluations, sampled)
-  return _no_larger_than_libjpeg(PerceptualResult(
-      value[2], value[0], target, p, subsampling, evaluations, sampled, file_bytes=value[1]),
-      anchor)
+    return libjpeg_file(evaluations)
+  return no_larger(PerceptualResult(value[2], value[0], target, p, subsampling, evaluations,
+                                    sampled, file_bytes=value[1]))

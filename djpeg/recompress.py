@@ -164,9 +164,9 @@ def _with_trailing(image: bytes, source: _Input) -> bytes:
 
 
 def _candidates(coefficients: Coefficients, source: _Input) -> list[bytes]:
-  return [_with_trailing(write_coefficients(coefficients, progressive=mode,
-                                            segments=source.segments,
-                                            metadata=source.metadata)[0], source)
+  return [_with_trailing(write_coefficients(
+      coefficients, progressive=mode, segments=source.segments, metadata=source.metadata,
+      share_equal_tables=source.info.shares_table_slots)[0], source)
           for mode in ("optimize", False)]
 
 

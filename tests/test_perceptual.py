@@ -269,3 +269,19 @@ def test_search_meets_the_target_with_the_fewest_bytes_it_saw(aim, slack):
     assert value[0] >= 60.0 and count == len(seen) <= 8
     assert value[1] == min(1000 * q for q in seen if curve(q) >= 60.0)
     assert p - exact < 0.75 or value[0] < 60.0 + slack or count == 8
+
+
+@pytest.mark.parametrize("quality", [50, 95])
+def test_a_chosen_subsampling_is_kept(quality, tmp_path):
+  # Asked for 4:4:4, the default mode writes 4:4:4 even where its own search finds nothing
+  # smaller than libjpeg-turbo's file (that file is then libjpeg-turbo's at 4:4:4, not its
+  # 4:2:0 anchor), through the API and the CLI, as libjpeg-turbo (jpeglib) reads the file.
+  from conftest import read_dct
+  pixels = samples.load("houses", uint8=True)
+  result = compress(pixels, quality=quality, subsampling="4:4:4")
+  data = djpeg.dumps(result.coefficients)
+  assert [a.shape[:2] for a in read_dct(data)[0]] == [(16, 24)] * 3
+  Image.fromarray(pixels).save(tmp_path / "in.png")
+  assert cli.main(["encode", str(tmp_path / "in.png"), str(tmp_path / "out.jpg"), "--quality",
+                   str(quality), "--subsampling", "4:4:4", "--quiet", "--no-cache"]) == 0
+  assert [a.shape[:2] for a in read_dct((tmp_path / "out.jpg").read_bytes())[0]] == [(16, 24)] * 3

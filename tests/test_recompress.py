@@ -359,3 +359,15 @@ def test_files_libjpeg_decodes_with_smoothing_are_not_rewritten(tmp_path):
   assert cli.main(["encode", str(tmp_path / "in.jpg"), str(tmp_path / "out.jpg"), "--quiet",
                    "--no-cache"]) == 0
   assert Image.open(tmp_path / "out.jpg").size == (c.width, c.height)
+
+
+def test_a_table_shared_by_every_component_stays_shared():
+  # One table for all components (Pillow's qtables=[T]): the rewrite keeps one DQT, where a
+  # fresh encode takes libjpeg's slots (luma, chroma) and writes two.
+  buf = io.BytesIO()
+  Image.fromarray(samples.load("houses", uint8=True)).save(buf, "JPEG", qtables=[[12] * 64])
+  data = buf.getvalue()
+  out = recompress.optimize_file(data)
+  assert data.count(b"\xff\xdb") == out.count(b"\xff\xdb") == 1 and len(out) < len(data)
+  for ours, theirs in zip(read_dct(out)[0], read_dct(data)[0]):
+    np.testing.assert_array_equal(ours, theirs)

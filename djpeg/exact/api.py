@@ -97,7 +97,8 @@ def _checked_integers(i: int, a: np.ndarray) -> np.ndarray:
 def write_coefficients(c: Coefficients, *, optimize: bool = True, progressive=False,
                        restart_interval: int | None = None,
                        metadata: Metadata | None = None,
-                       segments: Sequence[tuple[int, bytes]] = ()) -> list[bytes]:
+                       segments: Sequence[tuple[int, bytes]] = (),
+                       share_equal_tables: bool = False) -> list[bytes]:
   """The JPEG files of quantized coefficients (libjpeg's `jpeg_write_coefficients`): one per image.
 
   Args:
@@ -117,6 +118,8 @@ def write_coefficients(c: Coefficients, *, optimize: bool = True, progressive=Fa
     segments: (marker, payload) APPn / COM segments copied into every file as they are (what
       `markers.metadata_segments` reads from another file), after `metadata`'s; a JFIF APP0
       among them is not copied (the file has its own: `metadata.density` sets its density).
+    share_equal_tables: equal tables share one DQT slot (`writer.quant_slots`); by default
+      the slots are libjpeg's (luma 0, chroma 1), each written even when the tables are equal.
   Returns:
     A list of `bytes`, one file per image (one item for batch shape `()`).
   Raises:
@@ -158,7 +161,7 @@ def write_coefficients(c: Coefficients, *, optimize: bool = True, progressive=Fa
     return writer.encode_image(comps, tabs, c.height, c.width, c.sampling, optimize=optimize,
                                progressive_mode=bool(progressive),
                                restart_interval=int(restart_interval), script=script,
-                               segments=raw, jfif=jfif)
+                               segments=raw, jfif=jfif, share_equal_tables=share_equal_tables)
 
   if not c.batch_shape:
     return [one(components, tables)]

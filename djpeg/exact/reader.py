@@ -48,11 +48,19 @@ class FileInfo:
       were last coded down to (0: fully; -1: never coded, i.e. zero).
     end: the offset just after the EOI marker; bytes after it (another image of a
       multi-picture file, a video, padding) are not part of this image.
+    table_slots: the quantization table slot of each component.
   """
   component_ids: tuple[int, ...]
   progressive: bool
   coverage: np.ndarray
   end: int
+  table_slots: tuple[int, ...] = ()
+
+  @property
+  def shares_table_slots(self) -> bool:
+    """Whether components other than Cb and Cr share a slot (libjpeg's layout shares only
+    theirs), as files written with one table for all do."""
+    return len(set(self.table_slots[:2])) < len(self.table_slots[:2])
 
   @property
   def smoothed_by_libjpeg(self) -> bool:
@@ -81,7 +89,8 @@ def read_file(data: bytes) -> tuple[Coefficients, FileInfo]:
     raise JPEGError(f"malformed JPEG data ({type(e).__name__}: {e}).") from e
   frame = reader.frame
   return coefficients, FileInfo(tuple(c.ident for c in frame.components), frame.progressive,
-                                reader.coded.copy(), reader.end)
+                                reader.coded.copy(), reader.end,
+                                tuple(c.tq for c in frame.components))
 
 
 _decoders_compiled = False

@@ -3,8 +3,8 @@
 Layout follows libjpeg (`jcmarker.c`): SOI, JFIF APP0, one DQT per table, SOF0 (baseline) or
 SOF2 (progressive), then for each scan the Huffman tables it needs (DHT: optimized tables with
 every scan, standard tables once), DRI before the first scan if restart markers are on, SOS and
-the data; EOI. Identical per-component quantization tables share one DQT slot (libjpeg would
-write luma and chroma tables even when equal, e.g. at quality 100).
+the data; EOI. Quantization tables take libjpeg's slots (`quant_slots`: luma 0, chroma 1, each
+written even when equal to another, as at quality 100), or share them on request.
 Tables are assigned as libjpeg assigns them: Huffman slot 0 for Y (or gray), slot 1 shared by
 Cb and Cr; with `optimize` each table is built from the symbol counts of the components that
 share it, per scan (`huffman.optimal_table`, libjpeg's algorithm), so the output is the file
@@ -27,12 +27,20 @@ def _segment(marker: int, payload: bytes) -> bytes:
   return struct.pack(">BBH", 0xFF, marker, len(payload) + 2) + payload
 
 
-def quant_slots(tables: np.ndarray) -> tuple[list[np.ndarray], list[int]]:
-  """Deduplicates per-component tables: (distinct tables, slot of each component)."""
+def quant_slots(tables: np.ndarray, share_equal: bool = False) -> tuple[list[np.ndarray], list[int]]:
+  """(tables to write, slot of each component) for per-component tables `(C, 8, 8)`.
+
+  libjpeg's layout (default): luma (or gray) in slot 0, Cb in slot 1, Cr in slot 1 as well when
+  its table is Cb's (else slot 2), each slot written even when its table equals another's (at
+  quality 100 every step is 1). `share_equal`: every distinct table once, shared by the
+  components that use it (69 bytes fewer per repeated table; what a file that shared one slot
+  had, kept by a lossless rewrite).
+  """
   distinct, slots = [], []
-  for table in tables:
-    for i, seen in enumerate(distinct):
-      if np.array_equal(seen, table):
+  for c, table in enumerate(tables):
+    candidates = range(len(distinct)) if share_equal else ([1] if c == 2 else [])
+    for i in candidates:
+      if np.array_equal(distinct[i], table):
         slots.append(i)
         break
     else:
@@ -162,7 +170,8 @@ def _check_codes(counts: np.ndarray, tables: list[huffman.HuffmanTable]) -> None
 
 def encode_image(components, tables, height: int, width: int, factors, *, optimize: bool = True,
                  progressive_mode: bool = False, restart_interval: int = 0,
-                 script=None, segments: list[bytes] = (), jfif: bytes | None = None) -> bytes:
+                 script=None, segments: list[bytes] = (), jfif: bytes | None = None,
+                 share_equal_tables: bool = False) -> bytes:
   """One image's JPEG file.
 
   Args:
@@ -178,11 +187,13 @@ def encode_image(components, tables, height: int, width: int, factors, *, optimi
       `djpeg.exact.scripts.choose`).
     segments: marker segments written after the JFIF APP0 (metadata: `metadata.Metadata`).
     jfif: the JFIF APP0 segment (`jfif_segment`; None: no density, aspect 1:1).
+    share_equal_tables: equal tables share one DQT slot (`quant_slots`; default libjpeg's
+      layout).
   Returns:
     The file's bytes.
   """
   sparse = None              # the coefficients as nonzero lists, for the array-pass coders
-  distinct, qslots = quant_slots(tables)
+  distinct, qslots = quant_slots(tables, share_equal_tables)
   out = [b"\xff\xd8", _JFIF if jfif is None else jfif, *segments]
   out += [_dqt(i, t) for i, t in enumerate(distinct)]
   out.append(_sof(progressive_mode, height, width, factors, qslots,
