@@ -22,8 +22,10 @@ def is_concrete(x: Any) -> bool:
 
 
 def concrete_range(name: str, x: Any, lo: float, hi: float, *, what: str = "values",
-                   hint: Callable[[float, float], str] | None = None) -> None:
-  """Raises ValueError if a concrete `x` has a non-finite entry or one outside [lo, hi].
+                   hint: Callable[[float, float], str] | None = None,
+                   slack: float = 0.0) -> None:
+  """Raises ValueError if a concrete `x` has a non-finite entry or one outside [lo, hi] by more
+  than `slack` (float rounding; the message states [lo, hi]).
 
   A JAX array is reduced where it lives (a flag and two scalars come back); only a failing one
   is fetched whole, so that the message can name the first offending entry by index. `what`
@@ -43,17 +45,35 @@ def concrete_range(name: str, x: Any, lo: float, hi: float, *, what: str = "valu
       return
     finite = bool(np.isfinite(a).all())
     low, high = (float(a.min()), float(a.max())) if finite else (lo, hi)
-  if finite and lo <= low and high <= hi:
+  if finite and lo - slack <= low and high <= hi + slack:
     return
   a = np.asarray(x)
   if not finite:
     idx = tuple(int(i) for i in np.argwhere(~np.isfinite(a))[0])
     raise ValueError(f"{name} must be finite; entry {idx} is {a[idx]!r}.")
-  idx = tuple(int(i) for i in np.argwhere((a < lo) | (a > hi))[0])
+  idx = tuple(int(i) for i in np.argwhere((a < lo - slack) | (a > hi + slack))[0])
   subject = f"{name} {what}" if what else name
   raise ValueError(
-      f"{subject} must lie in [{lo:g}, {hi:g}]; entry {idx} is {a[idx]!r} (min {low:g}, max "
-      f"{high:g})." + (hint(low, high) if hint else ""))
+      f"{subject} must lie in [{lo:g}, {hi:g}]; entry {idx} is {a[idx]!r} (min {low:.9g}, max "
+      f"{high:.9g})." + (hint(low, high) if hint else ""))
+
+
+def is_real_number(x: Any) -> bool:
+  """A concrete real scalar: a Python or numpy int or float, or a 0-d array of one; not a bool
+  (True is not a quality or a target)."""
+  if isinstance(x, (bool, np.bool_)):
+    return False
+  if isinstance(x, (int, float, np.integer, np.floating)):
+    return True
+  if getattr(x, "shape", None) == () and is_concrete(x):
+    dtype = jnp.result_type(x)
+    return jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)
+  return False
+
+
+def positive_finite(x: Any) -> bool:
+  """A real scalar (`is_real_number`) that is finite and above 0."""
+  return is_real_number(x) and bool(np.isfinite(float(x))) and float(x) > 0
 
 
 def check_choice(name: str, value: Any, choices) -> None:
@@ -77,12 +97,13 @@ def check_images(images: Any) -> tuple[int, ...]:
     raise ValueError(f"images must be channels-last with C = 1 or 3; got shape {shape} (C = {c}).{hint}")
   if h < 1 or w < 1:
     raise ValueError(f"images must be at least 1x1; got shape {shape}.")
-  dtype = np.dtype(images.dtype if hasattr(images, "dtype") else np.asarray(images).dtype)
-  if not np.issubdtype(dtype, np.floating):
+  dtype = jnp.result_type(images) if hasattr(images, "dtype") else np.asarray(images).dtype
+  if not jnp.issubdtype(dtype, jnp.floating):        # bfloat16 is floating too
     raise ValueError(
         f"images must be floating point in [0, 1]; got dtype {dtype}. "
         "For 8-bit data use images.astype(np.float32) / 255.")
-  concrete_range("images", images, 0.0, 1.0, what="", hint=_unit_range_hint)
+  # A few ulps beyond [0, 1] are float rounding (the codec clips them); more is a mistake.
+  concrete_range("images", images, 0.0, 1.0, what="", hint=_unit_range_hint, slack=1e-6)
   return shape
 
 

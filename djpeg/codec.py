@@ -73,6 +73,11 @@ def _table_arguments(quality, tables, batch_shape: tuple[int, ...]):
   tables to scale or round; numpy stays numpy, so a jitted consumer transfers both at once.
   """
   if quality is not None:
+    dtype = jnp.result_type(quality) if not isinstance(quality, str) else None
+    if dtype is None or isinstance(quality, bool) or not (
+        jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
+      raise ValueError(f"quality must be a number in [1, 100] (or one per image); got "
+                       f"{quality!r}.")
     checks.concrete_range("quality", quality, 1, 100)
     q_shape = np.shape(quality)
     if q_shape not in ((), batch_shape):
@@ -81,8 +86,12 @@ def _table_arguments(quality, tables, batch_shape: tuple[int, ...]):
   if tables is None:
     base = ANNEX_K
   else:
-    t_shape = np.shape(tables)
-    if len(t_shape) == 2:
+    try:
+      t_shape = np.shape(tables)
+    except ValueError:                # ragged nested lists
+      raise ValueError("tables must be an array of shape (8, 8) or (k, 8, 8); got lists of "
+                       "unequal lengths.") from None
+    if len(t_shape) == 2 and t_shape == (8, 8):
       tables = (jnp.reshape(tables, (1, 8, 8)) if isinstance(tables, jax.Array)
                 else np.reshape(tables, (1, 8, 8)))
       t_shape = (1, 8, 8)
@@ -395,6 +404,9 @@ def decode(coefficients: Coefficients, *, faithful: bool = True) -> jax.Array:
     `coefficients.batch_shape + (H, W, C)` float32 images in [0, 1]; C = 3 (RGB) for three
     components, 1 for gray.
   """
+  if not isinstance(coefficients, Coefficients):
+    raise ValueError(f"decode takes Coefficients (from encode or djpeg.load_coefficients); got "
+                     f"{type(coefficients).__name__}.")
   coefficients.check()
   batch_shape = coefficients.batch_shape
   flat = jax.tree.map(lambda a: jnp.reshape(a, (-1,) + jnp.shape(a)[len(batch_shape):]),

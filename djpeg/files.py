@@ -18,7 +18,7 @@ import jax
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from djpeg import codec
+from djpeg import checks, codec
 from djpeg.atomic import write_bytes_atomic
 from djpeg.coefficients import Coefficients
 from djpeg.encoder import compress
@@ -33,7 +33,11 @@ def _tables_arg(qtables) -> np.ndarray:
   """Pillow-style `qtables` (list of 64-lists, dict, or `(k, 8, 8)`) to a `(k, 8, 8)` array."""
   if isinstance(qtables, dict):
     qtables = [qtables[i] for i in sorted(qtables)]
-  tables = np.asarray(qtables, np.float64)
+  try:
+    tables = np.asarray(qtables, np.float64)
+  except (ValueError, TypeError):
+    raise ValueError("qtables must be 1 to 3 tables of 64 numbers each (or (k, 8, 8)); got "
+                     "tables of unequal lengths or entries that are not numbers.") from None
   if tables.ndim == 2 and tables.shape[-1] == 64:
     tables = tables.reshape(-1, 8, 8)
   elif tables.ndim == 2 and tables.shape == (8, 8):
@@ -91,7 +95,7 @@ def _trellis_coefficients(images, quality, tables, subsampling, trellis, salienc
   if images.ndim == 2:
     images = images[..., None]
   lmbda = None if trellis is True else trellis
-  if lmbda is not None and not (isinstance(lmbda, (int, float)) and np.isfinite(lmbda) and lmbda > 0):
+  if lmbda is not None and not checks.positive_finite(lmbda):
     raise ValueError(f"trellis must be True, False or a positive lambda (bits per pixel per unit "
                      f"of RGB MSE); got {trellis!r}.")
   batch = images[None] if images.ndim == 3 else images

@@ -71,7 +71,9 @@ def _flatten(pixels: np.ndarray, alpha: np.ndarray, matte, what: str) -> np.ndar
                      "JPEG cannot store it: give a matte colour to composite onto (matte='white', "
                      "or --matte white on the command line).")
   a = alpha.astype(np.float64)[..., None] / 255.0
-  colour = np.asarray(matte, np.float64)[:pixels.shape[-1]]
+  colour = np.asarray(matte, np.float64)
+  if pixels.shape[-1] == 1:       # a gray image on a colour matte: the matte's luma (JPEG's Y)
+    colour = colour[:1] if colour.size == 1 else colour[None, :3] @ np.array([0.299, 0.587, 0.114])
   out = pixels.astype(np.float64) * a + colour * (1.0 - a)
   return np.clip(np.floor(out + 0.5), 0, 255).astype(np.uint8)
 

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from djpeg.blocks import blockify
+from djpeg.checks import concrete_range
 # Cloudinary's metric (see its module); the reference/against pair scores many candidates of one
 # image with the reference's half computed once.
 from djpeg.ssimulacra2 import Ssimulacra2Reference  # noqa: F401
@@ -28,16 +29,56 @@ from djpeg.ssimulacra2 import ssimulacra2_against, ssimulacra2_reference  # noqa
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
 
-@jax.jit
+def _check_pair_of_images(name: str, a, b, peak: float = 1.0) -> None:
+  """Two images `(..., H, W, C)` of one shape, real-valued, finite (when concrete), and on the
+  scale `peak` says: values far beyond it (0..255 data with the default peak of 1) are an
+  error, not a silently meaningless score."""
+  sa, sb = tuple(np.shape(a)), tuple(np.shape(b))
+  if len(sa) < 3 or sa != sb:
+    raise ValueError(f"{name} takes two images (..., H, W, C) of one shape; got {sa} and {sb}.")
+  if not (isinstance(peak, (int, float, np.integer, np.floating)) and not isinstance(peak, bool)
+          and np.isfinite(peak) and peak > 0):
+    raise ValueError(f"{name}: peak must be a positive number; got {peak!r}.")
+  for label, x in (("first", a), ("second", b)):
+    dtype = jnp.result_type(x)
+    if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
+      raise ValueError(f"{name}: the {label} image has dtype {dtype}; images are real numbers "
+                       f"in [0, peak].")
+    hint = (lambda low, high: " The data look like 0..255: divide by 255, or pass peak=255."
+            if peak <= 1 and high > 2 else "")
+    concrete_range(f"{name}'s {label} image", x, -float(peak), 2.0 * float(peak), what="",
+                   hint=hint)
+
+
 def mse(a: jax.Array, b: jax.Array) -> jax.Array:
-  """Mean squared error over `(H, W, C)`: `(...)`."""
+  """Mean squared error over `(H, W, C)`: `(...)`.
+
+  Raises:
+    ValueError: images of different shapes or of rank under 3, non-finite values, or values
+      beyond [-1, 2] (the scale of images in [0, 1]; `psnr` takes a peak for others).
+  """
+  _check_pair_of_images("mse", a, b)
+  return _mse(a, b)
+
+
+@jax.jit
+def _mse(a: jax.Array, b: jax.Array) -> jax.Array:
   return jnp.mean((jnp.asarray(a, jnp.float32) - jnp.asarray(b, jnp.float32)) ** 2, axis=(-3, -2, -1))
 
 
-@functools.partial(jax.jit, static_argnames=("peak",))
 def psnr(a: jax.Array, b: jax.Array, *, peak: float = 1.0) -> jax.Array:
-  """Peak signal-to-noise ratio in dB over `(H, W, C)`: `(...)`; inf for identical images."""
-  return 10.0 * jnp.log10(peak ** 2 / mse(a, b))
+  """Peak signal-to-noise ratio in dB over `(H, W, C)`: `(...)`; inf for identical images.
+
+  `peak` is the images' largest value (1 for [0, 1]; 255 for 8-bit samples). Raises ValueError
+  as `mse` does, on the scale of `peak`.
+  """
+  _check_pair_of_images("psnr", a, b, peak)
+  return _psnr(a, b, peak=float(peak))
+
+
+@functools.partial(jax.jit, static_argnames=("peak",))
+def _psnr(a: jax.Array, b: jax.Array, *, peak: float = 1.0) -> jax.Array:
+  return 10.0 * jnp.log10(peak ** 2 / _mse(a, b))
 
 
 def _gaussian(size: int = 11, sigma: float = 1.5) -> np.ndarray:
@@ -68,9 +109,14 @@ def _ssim_terms(a, b, window, k1=0.01, k2=0.03, peak=1.0):
   return luminance, contrast_structure
 
 
-@functools.partial(jax.jit, static_argnames=("peak",))
 def ssim(a: jax.Array, b: jax.Array, *, peak: float = 1.0) -> jax.Array:
-  """Structural similarity, `(...)`; images at least 11x11."""
+  """Structural similarity, `(...)`; images at least 11x11, checked as `psnr` checks them."""
+  _check_pair_of_images("ssim", a, b, peak)
+  return _ssim(a, b, peak=float(peak))
+
+
+@functools.partial(jax.jit, static_argnames=("peak",))
+def _ssim(a: jax.Array, b: jax.Array, *, peak: float = 1.0) -> jax.Array:
   a, b = jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32)
   if min(a.shape[-3:-1]) < 11:
     raise ValueError(f"ssim needs images of at least 11x11 pixels; got {a.shape[-3:-1]}.")
@@ -85,15 +131,24 @@ def _pool(x: jax.Array) -> jax.Array:
                  + x[..., 1::2, 1::2, :])
 
 
-@functools.partial(jax.jit, static_argnames=("peak", "scales"))
 def ms_ssim(a: jax.Array, b: jax.Array, *, peak: float = 1.0, scales: int | None = None) -> jax.Array:
   """Multi-scale SSIM, `(...)`.
 
   Args:
-    a, b: `(..., H, W, C)` images.
-    scales: number of scales (default 5, fewer if the image is too small for 11x11 windows at the
-      coarsest scale); the weights are the standard ones truncated and renormalized.
+    a, b: `(..., H, W, C)` images (checked as `psnr` checks them).
+    scales: number of scales, 1..5 (default 5; fewer if the image is too small for 11x11
+      windows at the coarsest scale); the weights are the standard ones truncated and
+      renormalized.
   """
+  _check_pair_of_images("ms_ssim", a, b, peak)
+  if scales is not None and not (isinstance(scales, (int, np.integer))
+                                 and not isinstance(scales, bool) and 1 <= scales <= 5):
+    raise ValueError(f"ms_ssim: scales must be an integer in 1..5 (or None); got {scales!r}.")
+  return _ms_ssim(a, b, peak=float(peak), scales=None if scales is None else int(scales))
+
+
+@functools.partial(jax.jit, static_argnames=("peak", "scales"))
+def _ms_ssim(a: jax.Array, b: jax.Array, *, peak: float = 1.0, scales: int | None = None) -> jax.Array:
   a, b = jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32)
   smallest = min(a.shape[-3:-1])
   if smallest < 11:

@@ -180,7 +180,7 @@ def optimize_tables(image, *, bpp: float | None = None, psnr: float | None = Non
   if len(targets) != 1:
     raise ValueError(f"give exactly one target of bpp, psnr and lmbda; got {sorted(targets) or 'none'}.")
   (kind, target), = targets.items()
-  if not (isinstance(target, (int, float)) and math.isfinite(target) and target > 0):
+  if not checks.positive_finite(target):
     raise ValueError(f"{kind} must be a positive finite number; got {target!r}.")
   checks.check_choice("distortion", distortion, DISTORTIONS)
   if steps < 1:

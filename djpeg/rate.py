@@ -222,6 +222,9 @@ def _batched(comps, *, kind: str, factors, options: tuple):
 
 
 def _per_image(coefficients: Coefficients, kind: str, **options):
+  if not isinstance(coefficients, Coefficients):
+    raise ValueError(f"the rate takes Coefficients (from djpeg.encode); got "
+                     f"{type(coefficients).__name__}.")
   coefficients.check()
   batch = coefficients.batch_shape
   comps = tuple(jnp.asarray(c, jnp.float32).reshape((-1,) + c.shape[len(batch):])

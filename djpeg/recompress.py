@@ -46,6 +46,7 @@ import math
 import numpy as np
 
 from djpeg import codec, perceptual
+from djpeg.checks import is_real_number
 from djpeg.coefficients import Coefficients
 import os
 import struct
@@ -375,8 +376,9 @@ def recompress(data, *, quality: float | None = None, psnr: float | None = None,
   if len(targets) > 1:
     raise ValueError(f"give one of quality, psnr and bpp; got {sorted(targets)}.")
   kind, target = next(iter(targets.items())) if targets else ("quality", DEFAULT_QUALITY)
-  if not isinstance(target, (int, float, np.integer, np.floating)) or isinstance(target, bool):
+  if not is_real_number(target):
     raise ValueError(f"{kind} must be a number; got {target!r}.")
+  target = float(target)
   if kind == "quality" and not 1 <= target <= 100:
     raise ValueError(f"quality must be in [1, 100]; got {target!r}.")
   if kind != "quality" and not (math.isfinite(target) and target > 0):

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from djpeg import codec, metrics, sampling as sampling_lib
+from djpeg import checks, codec, metrics, sampling as sampling_lib
 from djpeg.distortion import rgb_mse_weights
 from djpeg.images import load_image
 
@@ -268,7 +268,7 @@ def pixel_weights(saliency: np.ndarray, background: float = BACKGROUND) -> np.nd
   `background + (1 - background) * map`: the most important pixels weigh 1 / background times
   the least important. A map that is all zero (nothing important) weighs every pixel alike.
   """
-  if not (isinstance(background, (int, float)) and 0 < background <= 1):
+  if not (checks.is_real_number(background) and 0 < float(background) <= 1):
     raise ValueError(f"background must be in (0, 1]; got {background!r}.")
   w = background + (1.0 - background) * np.asarray(saliency, np.float64)
   return (w / w.mean()).astype(np.float32)

@@ -379,3 +379,14 @@ def test_a_transparent_colour_key_is_transparency(tmp_path):
   with pytest.raises(ValueError, match="transparency"):
     load_image(tmp_path / "key.png")
   assert (load_image(tmp_path / "key.png", matte="white")[:10] == 255).all()
+
+
+def test_gray_with_alpha_takes_the_mattes_luma(tmp_path):
+  gray = np.zeros((16, 16, 2), np.uint8)
+  gray[..., 0] = 200
+  gray[:, :8, 1] = 255                                   # left half opaque, right transparent
+  Image.fromarray(gray, "LA").save(tmp_path / "la.png")
+  from djpeg import load_image
+  out = load_image(tmp_path / "la.png", matte=(255, 0, 0))
+  assert out.shape == (16, 16, 1) and (out[:, :8] == 200).all()
+  assert (out[:, 8:] == round(0.299 * 255)).all()        # red's Y, not its red channel

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import djpeg
+from djpeg import samples
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +118,10 @@ BAD_CALLS = [
     (dict(tables=np.full((8, 8), np.inf)), "finite"),
     (dict(tables=np.ones((4, 8, 8))), "k = 1, 2 or 3"),
     (dict(tables=np.ones((7, 7))), "shape"),
+    (dict(quality="50"), "quality must be a number"),
+    (dict(quality=True), "quality must be a number"),
+    (dict(tables=np.full((8, 9), 10.0)), r"got shape \(8, 9\)"),
+    (dict(images=np.full((8, 8, 3), 1.001, np.float32)), r"max 1\.00100005"),
     (dict(subsampling="4:1:1"), "unknown subsampling '4:1:1'"),
     (dict(rounding="round"), "unknown rounding 'round'"),
     (dict(rounding="noise"), "PRNG key"),
@@ -140,3 +145,35 @@ def test_decode_refuses_mismatched_coefficients(images):
     djpeg.decode(bad)
   with pytest.raises(ValueError, match="tables must have shape"):
     djpeg.decode(djpeg.Coefficients(c.components, c.tables[:2], c.height, c.width, c.sampling))
+
+
+def test_numbers_of_any_real_type_and_float_rounding_are_accepted():
+  image = samples.load("houses")
+  one_ulp = np.full((8, 8, 3), np.nextafter(np.float32(1), np.float32(2)))
+  np.testing.assert_array_equal(djpeg.encode(one_ulp).y, djpeg.encode(np.ones((8, 8, 3),
+                                                                              np.float32)).y)
+  np.testing.assert_array_equal(djpeg.encode(jnp.asarray(image, jnp.bfloat16), quality=50).y,
+                                djpeg.encode(np.asarray(jnp.asarray(image, jnp.bfloat16),
+                                                        np.float32), quality=50).y)
+  assert djpeg.compress(image, psnr=np.float32(30)).psnr >= 30
+  with pytest.raises(ValueError, match="bpp must be a positive finite number; got True"):
+    djpeg.compress(image, bpp=True)
+  with pytest.raises(ValueError, match="quality must be a number"):
+    djpeg.compress(image, quality=np.array([50, 60]))
+  with pytest.raises(ValueError, match="decode takes Coefficients"):
+    djpeg.decode(image)
+  with pytest.raises(ValueError, match="the rate takes Coefficients"):
+    djpeg.rate.rate(image)
+  with pytest.raises(ValueError, match="qtables must be 1 to 3 tables of 64"):
+    djpeg.dumps(samples.load("houses", uint8=True), qtables=[[10] * 64, [10] * 63])
+
+
+def test_a_met_psnr_target_does_not_warn():
+  # The table fit's model expected to miss 40 dB on this crop; the file reaches it, so no
+  # warning (both used to be raised with the target met).
+  import warnings
+  crop = samples.load("houses")[20:84, 20:84]
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    result = djpeg.compress(crop, psnr=40)
+  assert result.psnr >= 40

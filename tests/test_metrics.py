@@ -59,6 +59,31 @@ def test_too_small_images_are_refused():
     metrics.ssim(np.zeros((8, 20, 3)), np.zeros((8, 20, 3)))
 
 
+@pytest.mark.parametrize("fn", [metrics.mse, metrics.psnr, metrics.ssim, metrics.ms_ssim])
+def test_bad_pairs_are_refused(fn, pair):
+  a, b = pair
+  a8, b8 = (np.round(x * 255).astype(np.uint8) for x in (a, b))
+  with pytest.raises(ValueError, match="look like 0..255"):
+    fn(a8, b8)                                   # 8-bit data on the default scale of 1
+  with pytest.raises(ValueError, match="of one shape"):
+    fn(a, b[..., :1])                            # no broadcasting of channels
+  with pytest.raises(ValueError, match="of one shape"):
+    fn(a[..., 0], b[..., 0])
+  nan = b.copy()
+  nan[3, 4, 1] = np.nan
+  with pytest.raises(ValueError, match=r"must be finite; entry \(3, 4, 1\)"):
+    fn(a, nan)
+  if fn is not metrics.mse:                      # 8-bit samples with their own peak
+    np.testing.assert_allclose(fn(a8.astype(np.float32), b8.astype(np.float32), peak=255),
+                               fn(a8 / np.float32(255), b8 / np.float32(255)), rtol=1e-4)
+
+
+@pytest.mark.parametrize("scales", [-1, 0, 6, 2.5, True])
+def test_ms_ssim_scales_are_checked(scales, pair):
+  with pytest.raises(ValueError, match="scales must be an integer in 1..5"):
+    metrics.ms_ssim(*pair, scales=scales)
+
+
 def test_ms_ssim_sensitivity_matches_the_metric():
   # Half smooth ramp, half texture, with noise as the error: scaling one block's error by
   # (1 +- d) must change 1 - MS-SSIM by about +-2 d w_b |e_b|^2 (the metric itself, no gradient),
