@@ -345,7 +345,9 @@ def main(argv: list[str] | None = None) -> int:
                  help="composite transparent images onto this colour (a JPEG has no alpha; "
                       "without it, a transparent input is refused)")
   p.add_argument("--strip", action="store_true",
-                 help="drop the input's ICC profile, EXIF, XMP and comment (kept by default)")
+                 help="drop the input's ICC profile, EXIF, XMP, comments, other APPn segments "
+                      "and whatever follows a JPEG input's image (all kept by default); the "
+                      "print resolution (dpi) stays")
   p.add_argument("--quiet", action="store_true")
   p.set_defaults(func=encode_command)
   args = parser.parse_args(argv)

@@ -21,11 +21,14 @@ import numpy as np
 from djpeg import codec, tables as tables_lib
 from djpeg.atomic import write_bytes_atomic
 from djpeg.encoder import compress
+from djpeg.exact import JPEGError, Metadata, write_coefficients
 from djpeg.exact.api import MAX_SIDE
+from djpeg.exact.markers import image_end, metadata_segments
+from djpeg.exact.metadata import jfif_density, with_trailing
 from djpeg.files import dumps, read_metadata
 from djpeg.images import load_image
 from djpeg.optimize import optimize_tables
-from djpeg.recompress import SmoothedInput, optimize_file, recompress
+from djpeg.recompress import Layout, SmoothedInput, optimize_file, recompress
 from djpeg.tables import DEFAULT_QUALITY
 
 #: The modes of `ExportOptions.mode`.
@@ -205,15 +208,20 @@ def _export_jpeg(raw: bytes, name: str, options: ExportOptions, measure: bool,
   """A JPEG input in the perceptual mode: re-optimized losslessly, or recompressed in the DCT
   domain (`djpeg.recompress`)."""
   score = target = None
+  layout = Layout(progressive=options.progressive, restart_interval=options.restart_interval,
+                  optimize_huffman=options.optimize_huffman)
+  # The file's own sampling and grid are kept: a subsampling asked for is not applied.
+  extra = (f"a JPEG input keeps its own chroma sampling in the DCT domain; --subsampling "
+           f"{options.subsampling} applies with --pixels",) if options.subsampling else ()
   if options.jpeg_input == "lossless":
     if options.target is not None:
       raise ValueError("lossless re-optimization takes no target.")
-    data = optimize_file(raw, strip=options.strip)
+    data = optimize_file(raw, strip=options.strip, layout=layout)
     notes = ("lossless: the input's coefficients, re-optimized" if data != raw else
-             "lossless: no rewrite was smaller; the input is kept",)
+             "lossless: no rewrite was smaller; the input is kept",) + extra
   else:
     kind, value = options.target if options.target else ("quality", options.quality)
-    result = recompress(raw, strip=options.strip, **{kind: value})
+    result = recompress(raw, strip=options.strip, layout=layout, **{kind: value})
     data = result.data
     if kind == "quality" and result.kind == "lossy":
       score, target = result.score, result.target
@@ -224,6 +232,7 @@ def _export_jpeg(raw: bytes, name: str, options: ExportOptions, measure: bool,
     if result.target is None:
       notes = ("under 8x8 pixels, which SSIMULACRA 2 does not measure: not recompressed, "
                + ("re-optimized losslessly" if result.kind == "lossless" else "the input kept"),)
+    notes += extra
   psnr = None
   with warnings.catch_warnings():
     # Read for the size and the PSNR only: a multi-picture file's "holds 2 frames" (its other
@@ -237,6 +246,27 @@ def _export_jpeg(raw: bytes, name: str, options: ExportOptions, measure: bool,
                             input_bytes=len(raw), output_bytes=len(data),
                             seconds=time.perf_counter() - start, psnr=psnr, ssimulacra2=score,
                             target_ssimulacra2=target, notes=notes)
+
+
+def _carried(data: bytes, strip: bool):
+  """What a JPEG input's new file from its pixels carries over, as its own rewrites do
+  (`djpeg.recompress`): (its APPn and COM segments, but the JFIF and Adobe segments that
+  describe the old coding; its JFIF density; its EOI's offset, after which come the other
+  pictures of a multi-picture file or a motion photo's video, copied with the MPF index moved).
+  `strip`: the density alone. None when the file's structure cannot be read this way (Pillow
+  read its pixels): its metadata is then read as for other files."""
+  try:
+    segments = metadata_segments(data)
+    end = image_end(data)
+  except JPEGError:
+    return None
+  density = jfif_density(segments)
+  meta = Metadata(density=density) if density else None
+  if strip:
+    return [], meta, len(data)      # nothing after the image either
+  keep = [(m, p) for m, p in segments
+          if not (m == 0xE0 and p[:5] == b"JFIF\x00") and not (m == 0xEE and p[:5] == b"Adobe")]
+  return keep, meta, end
 
 
 def _psnr(a: np.ndarray, b: np.ndarray, rows: int = 256) -> float:
@@ -284,14 +314,15 @@ def export_bytes(source, options: ExportOptions = ExportOptions(), *, measure: b
   if isinstance(source, (str, os.PathLike)):
     with open(source, "rb") as f:
       head = f.read(3)
-    if head == b"\xff\xd8\xff" and _recompressing(options):
+    if head == b"\xff\xd8\xff":        # a JPEG: its bytes, for its own coefficients or segments
       with open(source, "rb") as f:
         source = f.read()
   elif hasattr(source, "read"):
     source = source.read()
-  first_notes = []
+  first_notes, jpeg_input = [], None
   if isinstance(source, (bytes, bytearray)):
-    if bytes(source[:3]) == b"\xff\xd8\xff" and _recompressing(options):
+    jpeg_input = bytes(source) if bytes(source[:3]) == b"\xff\xd8\xff" else None
+    if jpeg_input is not None and _recompressing(options):
       try:
         return _export_jpeg(bytes(source), name, options, measure, start)
       except SmoothedInput:
@@ -310,17 +341,28 @@ def export_bytes(source, options: ExportOptions = ExportOptions(), *, measure: b
                        f"{MAX_SIDE}x{MAX_SIDE}.")
     if hasattr(source, "seek"):
       source.seek(0)
-    metadata = None if options.strip else read_metadata(source)
+    carried = _carried(jpeg_input, options.strip) if jpeg_input is not None else None
+    if carried is None:
+      metadata = read_metadata(source)
+      if options.strip:        # print resolution stays, as with jpegtran -copy none
+        metadata = Metadata(density=metadata.density) if metadata.density else None
     coefficients, result = encode_pixels_for(pixels, options, progress)
-  notes = first_notes + [str(w.message) for w in caught]
-  data = dumps(coefficients, optimize=options.optimize_huffman,
-               progressive=options.resolved_progressive,
-               restart_interval=options.restart_interval, metadata=metadata or None)
+  notes = first_notes + list(dict.fromkeys(str(w.message) for w in caught))
+
+  def write(progressive) -> bytes:
+    if carried is None:
+      return dumps(coefficients, optimize=options.optimize_huffman, progressive=progressive,
+                   restart_interval=options.restart_interval, metadata=metadata or None)
+    segments, meta, end = carried
+    out = write_coefficients(coefficients, optimize=options.optimize_huffman,
+                             progressive=progressive, restart_interval=options.restart_interval,
+                             metadata=meta, segments=segments)[0]
+    return with_trailing(out, jpeg_input, end)
+
+  data = write(options.resolved_progressive)
   if options.progressive is None and options.resolved_progressive and (
       len(data) < BASELINE_CHECK_BYTES):
-    baseline = dumps(coefficients, optimize=options.optimize_huffman, progressive=False,
-                     restart_interval=options.restart_interval, metadata=metadata or None)
-    data = min(data, baseline, key=len)
+    data = min(data, write(False), key=len)
   psnr = roi_psnr = None
   if measure:
     decoded = codec.decode_samples(coefficients)     # uint8, as any decoder shows

@@ -148,7 +148,10 @@ def load_image(source, *, matte=None) -> np.ndarray:
       return pixels_of(image, matte=matte, what=what)
   except FileNotFoundError:
     raise ValueError(f"{what}: no such file.") from None
-  except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as e:
+  except UnidentifiedImageError:
+    raise ValueError(f"{what} cannot be read as an image: not an image format Pillow reads, or "
+                     "not an image file.") from None
+  except (OSError, SyntaxError, Image.DecompressionBombError) as e:
     raise ValueError(f"{what} cannot be read as an image: {e}") from None
 
 

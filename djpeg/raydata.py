@@ -46,7 +46,8 @@ class Exporter:
 
   def __call__(self, batch: dict) -> dict:
     jpegs, sizes, scores, errors = [], [], [], []
-    for data in batch["bytes"]:
+    paths = batch.get("path", [None] * len(batch["bytes"]))
+    for data, path in zip(batch["bytes"], paths):
       try:
         jpeg, result = export_bytes(bytes(data), self.options, measure=False)
         jpegs.append(jpeg)
@@ -57,7 +58,7 @@ class Exporter:
         jpegs.append(b"")
         sizes.append(0)
         scores.append(np.nan)
-        errors.append(str(e))
+        errors.append(f"{path}: {e}" if path is not None else str(e))
     out = dict(batch)
     out.update(jpeg=np.array(jpegs, dtype=object), output_bytes=np.array(sizes),
                ssimulacra2=np.array(scores, np.float64), error=np.array(errors, dtype=object))

@@ -25,7 +25,8 @@ quantization. Here the file's own coefficients are the starting point:
 Both keep what the file carries beside its image: every APPn and COM segment, the JFIF
 density (print resolution), and whatever follows the image's EOI marker (the other pictures of
 a multi-picture file, such as a phone's depth or gain map, with the MPF index's offsets moved to
-where they now lie; a motion photo's video); `strip` drops all of it. Quantization steps above
+where they now lie; a motion photo's video); `strip` drops all of it but the density (as
+jpegtran -copy none keeps it). Quantization steps above
 255 (libjpeg's 16-bit tables, below quality 25) are kept as 16-bit DQT entries.
 
 Inputs djpeg does not read (arithmetic coding, 12-bit, lossless, hierarchical, CMYK) raise
@@ -49,12 +50,11 @@ from djpeg import codec, perceptual
 from djpeg.checks import is_real_number
 from djpeg.coefficients import Coefficients
 import os
-import struct
 
 from djpeg.exact import JPEGError, Metadata, sizes, trellis as trellis_lib
 from djpeg.exact import write_coefficients
 from djpeg.exact.markers import header_segments, is_rgb_coded, metadata_segments
-from djpeg.exact.metadata import jfif_density
+from djpeg.exact.metadata import jfif_density, with_trailing
 from djpeg.exact.reader import read_file
 from djpeg.metrics import ssimulacra2_against, ssimulacra2_reference
 from djpeg.tables import DEFAULT_QUALITY
@@ -96,7 +96,9 @@ class _Input:
   info: object
 
   def stripped(self) -> _Input:
-    return dataclasses.replace(self, segments=[], metadata=None, trailing=b"")
+    """Without segments and trailing bytes; the JFIF density (print resolution) stays, as
+    with jpegtran -copy none."""
+    return dataclasses.replace(self, segments=[], trailing=b"")
 
   def overhead(self) -> int:
     """Bytes a rewrite spends on the copied segments, beyond the image's own."""
@@ -118,57 +120,37 @@ def _input(data, *, strip: bool = False) -> _Input:
   return out.stripped() if strip else out
 
 
-def _mpf_index(payload: bytes):
-  """(byte order, offset of the MP entries from the TIFF header, count) of an MPF APP2
-  payload, or None when it holds no MP entry list."""
-  tiff = payload[4:]
-  if len(tiff) < 8 or tiff[:4] not in (b"II*\x00", b"MM\x00*"):
-    return None
-  order = "<" if tiff[:2] == b"II" else ">"
-  ifd = struct.unpack(order + "I", tiff[4:8])[0]
-  if ifd + 2 > len(tiff):
-    return None
-  for i in range(struct.unpack(order + "H", tiff[ifd:ifd + 2])[0]):
-    entry = ifd + 2 + 12 * i
-    if entry + 12 > len(tiff):
-      return None
-    tag, _, count, value = struct.unpack(order + "HHII", tiff[entry:entry + 12])
-    if tag == 0xB002 and count % 16 == 0 and value + count <= len(tiff):
-      return order, value, count // 16
-  return None
-
-
 def _with_trailing(image: bytes, source: _Input) -> bytes:
-  """`image` (a rewrite of the input's picture) followed by the bytes the input had after its
-  EOI, with the MPF index (CIPA DC-007) pointing at the other pictures where they now lie: each
-  entry's offset is counted from the MPF segment's TIFF header, and the first picture's size
-  is its own length."""
-  if not source.trailing:
-    return image
-  mpf = [(pos, p) for m, pos, p in header_segments(image) if m == 0xE2 and p[:4] == b"MPF\x00"]
-  old = [(pos, p) for m, pos, p in header_segments(source.data)
-         if m == 0xE2 and p[:4] == b"MPF\x00"]
-  out = bytearray(image + source.trailing)
-  if mpf and old and mpf[0][1] == old[0][1] and (index := _mpf_index(mpf[0][1])):
-    order, at, count = index
-    old_header, new_header = old[0][0] + 8, mpf[0][0] + 8   # FF E2, length, "MPF\0"
-    shift = len(image) - source.info.end
-    for i in range(count):
-      entry = new_header + at + 16 * i
-      size, offset = struct.unpack(order + "II", out[entry + 4:entry + 12])
-      if i == 0:
-        size = len(image)
-      elif offset and old_header + offset >= source.info.end:
-        offset = old_header + offset + shift - new_header
-      out[entry + 4:entry + 12] = struct.pack(order + "II", size, offset)
-  return bytes(out)
+  return with_trailing(image, source.data, source.info.end) if source.trailing else image
 
 
-def _candidates(coefficients: Coefficients, source: _Input) -> list[bytes]:
+@dataclasses.dataclass(frozen=True)
+class Layout:
+  """How a rewrite is laid out: `progressive` None (the smaller of optimized progressive scans
+  and baseline), True (libjpeg's script), "optimize" or False (baseline); `restart_interval`
+  (MCUs, None for none); `optimize_huffman` False for the Annex K Huffman tables. Only the
+  automatic layout (the default) may keep an input as it is, since another layout is what was
+  asked for."""
+  progressive: bool | str | None = None
+  restart_interval: int | None = None
+  optimize_huffman: bool = True
+
+  @property
+  def automatic(self) -> bool:
+    return self == Layout()
+
+  def modes(self) -> tuple:
+    if self.progressive is not None:
+      return (self.progressive,)
+    return ("optimize", False) if self.optimize_huffman else (True, False)
+
+
+def _candidates(coefficients: Coefficients, source: _Input, layout: Layout) -> list[bytes]:
   return [_with_trailing(write_coefficients(
-      coefficients, progressive=mode, segments=source.segments, metadata=source.metadata,
-      share_equal_tables=source.info.shares_table_slots)[0], source)
-          for mode in ("optimize", False)]
+      coefficients, progressive=mode, optimize=layout.optimize_huffman,
+      restart_interval=layout.restart_interval, segments=source.segments,
+      metadata=source.metadata, share_equal_tables=source.info.shares_table_slots)[0], source)
+          for mode in layout.modes()]
 
 
 def _stripped_bytes(source: _Input) -> bytes:
@@ -187,13 +169,16 @@ def _kept_input(source: _Input, strip: bool) -> bytes:
   return _stripped_bytes(source) if strip else source.data
 
 
-def optimize_file(data, *, strip: bool = False) -> bytes:
+def optimize_file(data, *, strip: bool = False, layout: Layout = Layout()) -> bytes:
   """Lossless re-optimization (module docstring): the smallest rewrite of the same coefficients,
   or the input itself when no rewrite is smaller. `strip` drops the APPn and COM segments (and
   whatever follows the image).
 
   Args:
     data: the JPEG file: bytes, a path or a binary file object.
+    strip: drop the segments and what follows the image (the density stays).
+    layout: progressive or baseline, restart markers, Huffman tables (`Layout`); a layout asked
+      for is written even when the input, laid out otherwise, is smaller.
   Raises:
     JPEGError: a file djpeg does not read, or an RGB-coded one.
     ValueError: `data` is none of those.
@@ -202,8 +187,8 @@ def optimize_file(data, *, strip: bool = False) -> bytes:
   kept = _kept_input(source, strip)
   if source.info.smoothed_by_libjpeg:
     return kept           # a rewrite would code every coefficient and turn the smoothing off
-  best = min(_candidates(source.coefficients, source), key=len)
-  return best if len(best) < len(kept) else kept
+  best = min(_candidates(source.coefficients, source, layout), key=len)
+  return best if len(best) < len(kept) or not layout.automatic else kept
 
 
 @dataclasses.dataclass(frozen=True)
@@ -352,7 +337,8 @@ def _search(source: _Source, kind: str, target: float, *, start: float | None = 
 
 
 def recompress(data, *, quality: float | None = None, psnr: float | None = None,
-               bpp: float | None = None, strip: bool = False) -> Recompressed:
+               bpp: float | None = None, strip: bool = False,
+               layout: Layout = Layout()) -> Recompressed:
   """Lossy recompression of a JPEG file in the DCT domain (module docstring).
 
   Args:
@@ -364,7 +350,10 @@ def recompress(data, *, quality: float | None = None, psnr: float | None = None,
       its copied APPn and COM segments included (not what follows the image: another
       picture of a multi-picture file, a video). When even the coarsest tables do not fit, the
       result is the lossless rewrite (or the input), with its own bpp as `score`.
-    strip: drop the APPn and COM segments and whatever follows the image (kept by default).
+    strip: drop the APPn and COM segments and whatever follows the image (kept by default;
+      the density stays).
+    layout: progressive or baseline, restart markers, Huffman tables (`Layout`); with one
+      asked for, the input itself is never the result (its lossless rewrite may be).
   Raises:
     ValueError: several targets, one out of range, or `data` neither bytes, a path nor a
       binary file object.
@@ -392,7 +381,8 @@ def recompress(data, *, quality: float | None = None, psnr: float | None = None,
         "instead (djpeg-cli encode --pixels, at a --quality).")
   coefficients = source.coefficients
   kept = _kept_input(source, strip)
-  lossless = min(_candidates(coefficients, source) + [kept], key=len)
+  lossless = min(_candidates(coefficients, source, layout)
+                 + ([kept] if layout.automatic else []), key=len)
   pixels = coefficients.height * coefficients.width
   image_bpp = lambda out: 8 * (len(out) - len(source.trailing)) / pixels
 
@@ -431,7 +421,7 @@ def recompress(data, *, quality: float | None = None, psnr: float | None = None,
   if p is None:
     return unchanged(math.inf if kind == "psnr" else 100.0, goal, sampled)
   chosen = value[2] if not sampled else _Source(coefficients, decode=False).trellis(p)[0]
-  best = min(_candidates(chosen, source), key=len)
+  best = min(_candidates(chosen, source, layout), key=len)
   if len(best) >= len(lossless):
     return unchanged(math.inf if kind == "psnr" else 100.0, goal, sampled)
   score = value[0] if kind != "bpp" else image_bpp(best)

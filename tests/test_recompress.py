@@ -294,7 +294,12 @@ def test_resolution_is_kept():
   data = buf.getvalue()
   for out in (recompress.optimize_file(data), recompress.recompress(data, quality=70).data):
     assert Image.open(io.BytesIO(out)).info["dpi"] == (300, 150)
-  assert "dpi" not in Image.open(io.BytesIO(recompress.optimize_file(data, strip=True))).info
+  # --strip keeps it (jpegtran -copy none does), rewritten or not.
+  assert Image.open(io.BytesIO(recompress.optimize_file(data, strip=True))).info["dpi"] == (
+      300, 150)
+  kept_as_is = recompress.optimize_file(data)
+  assert Image.open(io.BytesIO(recompress.optimize_file(kept_as_is, strip=True))).info["dpi"] \
+      == (300, 150)
   pixels = samples.load("houses", uint8=True)
   assert Image.open(io.BytesIO(djpeg.dumps(pixels, dpi=(72, 72)))).info["dpi"] == (72, 72)
   with pytest.raises(ValueError, match="dpi"):
@@ -371,3 +376,48 @@ def test_a_table_shared_by_every_component_stays_shared():
   assert data.count(b"\xff\xdb") == out.count(b"\xff\xdb") == 1 and len(out) < len(data)
   for ours, theirs in zip(read_dct(out)[0], read_dct(data)[0]):
     np.testing.assert_array_equal(ours, theirs)
+
+
+def test_every_route_keeps_what_follows_the_image_and_every_segment(tmp_path):
+  # A multi-picture file with two comments, through the pixel routes too (--pixels, --libjpeg):
+  # its other picture and MPF index come along (Pillow reads both frames), and both comments.
+  first = samples.load("houses", uint8=True)
+  buf = io.BytesIO()
+  Image.fromarray(first).save(buf, "MPO", save_all=True,
+                              append_images=[Image.fromarray(first[::-1].copy())], quality=92)
+  data = buf.getvalue()
+  # Before the MPF segment, whose offsets count from itself: the index stays right.
+  data = data[:2] + b"\xff\xfe\x00\x07first" + b"\xff\xfe\x00\x08second" + data[2:]
+  second = Image.open(io.BytesIO(data))
+  second.seek(1)
+  second = np.asarray(second.convert("RGB"))
+  (tmp_path / "in.jpg").write_bytes(data)
+  for name, extra in (("d", []), ("x", ["--pixels"]), ("j", ["--libjpeg"])):
+    out = tmp_path / f"{name}.jpg"
+    assert cli.main(["encode", str(tmp_path / "in.jpg"), str(out), "--quiet", "--no-cache",
+                     *extra]) == 0
+    raw = out.read_bytes()
+    assert raw.count(b"\xff\xfe\x00\x07first") == 1 and b"\xff\xfe\x00\x08second" in raw, name
+    image = Image.open(out)
+    assert image.n_frames == 2, name
+    image.seek(1)
+    np.testing.assert_array_equal(np.asarray(image.convert("RGB")), second)
+    if shutil.which("djpeg"):
+      subprocess.run(["djpeg", "-strict"], input=raw, capture_output=True, check=True)
+
+
+def test_a_layout_asked_for_is_written_for_jpeg_inputs(tmp_path, capsys):
+  # --baseline, --restart-interval and --subsampling with a JPEG input in the DCT domain: the
+  # first two are honoured (they used to be ignored), the third is said not to apply.
+  source = tmp_path / "in.jpg"
+  source.write_bytes(camera_jpeg("houses", 95, progressive=True))
+  for name, extra in (("d", []), ("l", ["--lossless"])):
+    out = tmp_path / f"{name}.jpg"
+    assert cli.main(["encode", str(source), str(out), "--baseline", "--restart-interval", "2",
+                     "--no-cache", *extra]) == 0
+    raw = out.read_bytes()
+    assert b"\xff\xc0" in raw and b"\xff\xc2" not in raw and b"\xff\xdd\x00\x04\x00\x02" in raw
+    simplejpeg.decode_jpeg(raw, strict=True)
+  assert cli.main(["encode", str(source), str(tmp_path / "s.jpg"), "--subsampling", "4:4:4",
+                   "--no-cache"]) == 0
+  assert "keeps its own chroma sampling" in capsys.readouterr().err

@@ -14,7 +14,7 @@ import dataclasses
 import numpy as np
 
 from djpeg import sampling as sampling_lib
-from djpeg.exact.bitreader import decoder_lut
+from djpeg.exact.bitreader import decoder_lut, entropy_segment
 from djpeg.exact.errors import JPEGError
 from djpeg.tables import ZIGZAG
 
@@ -123,6 +123,28 @@ def header_segments(data: bytes) -> list[tuple[int, int, bytes]]:
       raise JPEGError(f"unknown marker FF {marker:02X}.")
     payload, pos = segment(data, pos, marker)
     out.append((marker, pos - len(payload) - 4, payload))
+
+
+def image_end(data: bytes) -> int:
+  """The offset just after the file's EOI marker, found by walking its segments and scans
+  (no decoding); bytes after it (another picture of a multi-picture file, a video) are not
+  this image's.
+
+  Raises:
+    JPEGError: not a JPEG file, or one that ends before its EOI.
+  """
+  if data[:2] != b"\xff\xd8":
+    raise JPEGError("not a JPEG file: it does not start with an SOI marker (FF D8).")
+  array, pos = np.frombuffer(data, np.uint8), 2
+  while True:
+    pos, marker = next_marker(data, pos)
+    if marker == 0xD9:
+      return pos
+    if marker in PARAMETERLESS:
+      continue
+    _, pos = segment(data, pos, marker)
+    if marker == 0xDA:
+      pos = entropy_segment(array, pos)[0]
 
 
 def metadata_segments(data: bytes) -> list[tuple[int, bytes]]:

@@ -23,6 +23,8 @@ import dataclasses
 import math
 import struct
 
+from djpeg.exact.markers import header_segments
+
 _EXIF_HEADER = b"Exif\x00\x00"
 _XMP_HEADER = b"http://ns.adobe.com/xap/1.0/\x00"
 _ICC_HEADER = b"ICC_PROFILE\x00"
@@ -159,3 +161,52 @@ def parse_segments(segments: list[tuple[int, bytes]]) -> Metadata:
   return Metadata(icc_profile=profile, exif=exif, xmp=xmp,
                   comment=b"".join(comments) if comments else None,
                   density=jfif_density(segments))
+
+
+def _mpf_index(payload: bytes):
+  """(byte order, offset of the MP entries from the TIFF header, count) of an MPF APP2
+  payload, or None when it holds no MP entry list."""
+  tiff = payload[4:]
+  if len(tiff) < 8 or tiff[:4] not in (b"II*\x00", b"MM\x00*"):
+    return None
+  order = "<" if tiff[:2] == b"II" else ">"
+  ifd = struct.unpack(order + "I", tiff[4:8])[0]
+  if ifd + 2 > len(tiff):
+    return None
+  for i in range(struct.unpack(order + "H", tiff[ifd:ifd + 2])[0]):
+    entry = ifd + 2 + 12 * i
+    if entry + 12 > len(tiff):
+      return None
+    tag, _, count, value = struct.unpack(order + "HHII", tiff[entry:entry + 12])
+    if tag == 0xB002 and count % 16 == 0 and value + count <= len(tiff):
+      return order, value, count // 16
+  return None
+
+
+def with_trailing(image: bytes, original: bytes, original_end: int) -> bytes:
+  """`image` (a new file of `original`'s picture, its segments copied) followed by the bytes
+  `original` has after its EOI (at `original_end`: the other pictures of a multi-picture file,
+  such as a phone's depth or gain map; a motion photo's video, whose offset counts from the
+  end), with the MPF index (CIPA DC-007) pointing at the other pictures where they now lie:
+  its entries' offsets count from the MPF segment's TIFF header, and the first picture's size
+  is its own length."""
+  trailing = original[original_end:]
+  if not trailing:
+    return image
+  mpf = [(pos, p) for m, pos, p in header_segments(image) if m == 0xE2 and p[:4] == b"MPF\x00"]
+  old = [(pos, p) for m, pos, p in header_segments(original)
+         if m == 0xE2 and p[:4] == b"MPF\x00"]
+  out = bytearray(image + trailing)
+  if mpf and old and mpf[0][1] == old[0][1] and (index := _mpf_index(mpf[0][1])):
+    order, at, count = index
+    old_header, new_header = old[0][0] + 8, mpf[0][0] + 8   # FF E2, length, "MPF\0"
+    shift = len(image) - original_end
+    for i in range(count):
+      entry = new_header + at + 16 * i
+      size, offset = struct.unpack(order + "II", out[entry + 4:entry + 12])
+      if i == 0:
+        size = len(image)
+      elif offset and old_header + offset >= original_end:
+        offset = old_header + offset + shift - new_header
+      out[entry + 4:entry + 12] = struct.pack(order + "II", size, offset)
+  return bytes(out)
