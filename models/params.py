@@ -1,8 +1,9 @@
 """Model parameters on disk: one flat .npz per model, and the networks shipped in the package.
 
-Keys are the '/'-joined paths of the model's `nnx.Param` variables, so a file loads into any
-instance of the same architecture, and a mismatch (a file for another model, a changed layer)
-is reported with the parameter's name.
+Keys are the '/'-joined paths of the model's `nnx.Param` and `nnx.BatchStat` variables (a
+BatchNorm's running statistics are part of the model it runs in evaluation), so a file loads
+into any instance of the same architecture, and a mismatch (a file for another model, a changed
+layer) is reported with the variable's name.
 """
 
 from __future__ import annotations
@@ -17,10 +18,15 @@ from flax import nnx
 from djpeg.atomic import write_bytes_atomic
 
 
+#: What a model file holds: the parameters and BatchNorm's running statistics.
+_SAVED = (nnx.Param, nnx.BatchStat)
+
+
 def save_params(model: nnx.Module, path: str) -> None:
-  """Writes a model's parameters as one flat .npz (keys are '/'-joined paths), atomically."""
+  """Writes a model's parameters and batch statistics as one flat .npz (keys are '/'-joined
+  paths), atomically."""
   flat = {"/".join(map(str, k)): np.asarray(v)
-          for k, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+          for k, v in nnx.to_flat_state(nnx.state(model, _SAVED))}
   buf = io.BytesIO()
   np.savez(buf, **flat)
   write_bytes_atomic(path, buf.getvalue())
@@ -33,10 +39,11 @@ def load_params(model: nnx.Module, path: str) -> nnx.Module:
       stored = dict(data)
   except (OSError, ValueError) as e:
     raise ValueError(f"cannot read model parameters {path!r}: {e}") from None
-  flat = nnx.to_flat_state(nnx.state(model, nnx.Param))
+  flat = nnx.to_flat_state(nnx.state(model, _SAVED))
   missing = ["/".join(map(str, k)) for k, _ in flat if "/".join(map(str, k)) not in stored]
   if missing or len(stored) != len(flat):
-    raise ValueError(f"{path!r} does not hold this model's parameters (missing {missing[:3]}...).")
+    raise ValueError(f"{path!r} does not hold this model's parameters and batch statistics "
+                     f"(missing {missing[:3]}...).")
   for key, variable in flat:
     value = stored["/".join(map(str, key))]
     if value.shape != variable.shape:

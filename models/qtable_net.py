@@ -18,6 +18,7 @@ from flax import nnx
 
 import djpeg
 from djpeg import sampling
+from djpeg.checks import is_concrete
 from djpeg.distortion import coefficient_mse, decoded_mse, rate_distortion, rgb_mse_weights
 from djpeg.quantization import quantize_with_tables
 from djpeg.models.params import load_packaged
@@ -95,7 +96,23 @@ class QTableNet(nnx.Module):
     Returns:
       `(B, 3, 8, 8)` steps (Y, Cb, Cr) in (1, 255); for gray input use the first.
     """
+    _check_call(dct, log_lambda)
     return self.head(self.features(dct), log_lambda)
+
+
+def _check_call(dct, log_lambda) -> None:
+  """ValueError naming what is wrong with `QTableNet`'s arguments (shapes only)."""
+  if not isinstance(dct, (tuple, list)) or len(dct) not in (1, 3):
+    raise ValueError("QTableNet takes the DCT as a tuple of 1 or 3 components, each "
+                     "(B, rows, cols, 8, 8) (djpeg.transform of a batch).")
+  for i, d in enumerate(dct):
+    if np.ndim(d) != 5 or tuple(np.shape(d)[-2:]) != (8, 8):
+      raise ValueError(f"QTableNet: component {i} has shape {tuple(np.shape(d))}; it must be "
+                       "(B, rows, cols, 8, 8) (one image? add a batch axis: x[None]).")
+  b = np.shape(dct[0])[0]
+  if any(np.shape(d)[0] != b for d in dct) or np.shape(log_lambda) != (b,):
+    raise ValueError(f"QTableNet: log_lambda has shape {tuple(np.shape(log_lambda))}; it must "
+                     f"be ({b},), one per image of the batch of {b}.")
 
 
 class TableFamily(nnx.Module):
@@ -110,6 +127,9 @@ class TableFamily(nnx.Module):
   """
 
   def __init__(self, lambdas, start_qualities, *, rngs: nnx.Rngs | None = None):
+    if np.ndim(lambdas) != 1 or np.shape(lambdas) != np.shape(start_qualities):
+      raise ValueError(f"TableFamily takes one start quality per lambda; got shapes "
+                       f"{np.shape(lambdas)} and {np.shape(start_qualities)}.")
     self.lambdas = nnx.Variable(jnp.asarray(lambdas, jnp.float32))
     with jax.ensure_compile_time_eval():   # constants, also when built inside a trace
       start = np.asarray(quality_tables(np.asarray(start_qualities, np.float32),
@@ -119,6 +139,12 @@ class TableFamily(nnx.Module):
 
   def __call__(self, levels: jax.Array) -> jax.Array:
     """`(B,)` int level indices (0-based) -> `(B, 3, 8, 8)` steps in (1, 255)."""
+    count = self.logits.shape[0]
+    if is_concrete(levels):
+      lv = np.asarray(levels)
+      if lv.size and (lv.min() < 0 or lv.max() >= count):
+        # JAX would clamp an index out of range to the last level without a word.
+        raise ValueError(f"level indices must be in 0..{count - 1}; got {lv.min()}..{lv.max()}.")
     return jnp.exp(_LOG_255 * jax.nn.sigmoid(self.logits[...][levels]))
 
 

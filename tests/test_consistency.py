@@ -208,6 +208,14 @@ def test_models_and_config_errors():
     consistency.Config(quality_range=(50, 10)).check()
   with pytest.raises(ValueError, match=r"layers \['stage9'\]"):
     consistency.build_model(consistency.Config(layers=("stage9",)), 10)
+  for bad in (dict(learning_rate=float("nan")), dict(learning_rate=float("inf"))):
+    with pytest.raises(ValueError, match="positive and finite"):
+      consistency.Config(**bad).check()
+  for bad in (dict(weight_decay=-1.0), dict(warmup_epochs=-1.0), dict(beta=float("nan"))):
+    with pytest.raises(ValueError, match=">= 0 and finite"):
+      consistency.Config(**bad).check()
+  with pytest.raises(ValueError, match="eval_limit must be at least 1"):
+    consistency.Config(eval_limit=0).check()
 
 
 def test_cli_reports_bad_data(tmp_path, capsys):

@@ -177,3 +177,79 @@ def test_table_family_files(tmp_path, colour_batch):
       f.write(bad)
     with pytest.raises(ValueError, match="table family"):
       djpeg.tables.load_table_family(path)
+
+
+def test_a_run_resumes_only_as_itself(tmp_path, folder):
+  out = tmp_path / "run"
+  train_tables.run(args_for("family", folder, out, steps=2))
+  with pytest.raises(ValueError, match=r"other settings: batch 2 \(now 4\), crop 48 \(now 64\)"):
+    train_tables.run(args_for("family", folder, out, steps=4, batch=4, crop=64))
+  with pytest.raises(ValueError, match="at step 2, past the 1 steps asked for"):
+    train_tables.run(args_for("family", folder, out, steps=1))
+  with pytest.raises(ValueError, match=r"kind 'family' \(now 'net'\)"):
+    train_tables.run(args_for("net", folder, out, steps=4))
+  train_tables.run(args_for("family", folder, out, steps=3, eval_every=3, log_every=3))
+
+
+@pytest.mark.parametrize("setting", [dict(eval_every=0), dict(eval_every=-1), dict(log_every=0),
+                                     dict(val_images=0), dict(checkpoint_every=-2)])
+def test_bad_run_settings_are_refused(setting, tmp_path, folder):
+  with pytest.raises(ValueError, match="must be"):
+    args_for("family", folder, tmp_path / "x", steps=2, **setting).check()
+
+
+def test_too_few_readable_images_is_an_error_not_a_hang(tmp_path):
+  # One good image and one broken, in batches of two: every epoch came up one short and the
+  # stream went on to the next, for ever.
+  import threading
+  from djpeg.train.data import CropStream
+  root = make_folder(tmp_path / "imgs", count=1)
+  with open(os.path.join(root, "broken.png"), "wb") as f:
+    f.write(b"not a png")
+  stream = CropStream(root, crop=32, batch_size=2)
+  outcome = []
+
+  def draw():
+    try:
+      next(stream)
+    except ValueError as e:
+      outcome.append(str(e))
+  thread = threading.Thread(target=draw, daemon=True)
+  thread.start()
+  thread.join(120)                                  # a hang guard, not a timing
+  assert outcome and "only 1 of the 2 images can be read" in outcome[0]
+
+
+def test_the_command_refuses_an_out_that_is_a_file(tmp_path, folder, capsys):
+  (tmp_path / "afile").write_text("x")
+  assert train_tables.main(["family", "--data", folder, "--out", str(tmp_path / "afile"),
+                            "--steps", "1"]) == 1
+  assert "is a file" in capsys.readouterr().err
+
+
+def test_model_files_keep_batch_statistics_and_calls_are_checked(tmp_path):
+  import jax
+  from flax import nnx
+  from djpeg.models.classifier import ResNet
+  from djpeg.models.params import save_params
+  from djpeg.models.qtable_net import TableFamily
+  x = jnp.asarray(np.random.default_rng(0).random((2, 32, 32, 3)), jnp.float32)
+  model = ResNet(10, widths=(8, 8), blocks=(1, 1), rngs=nnx.Rngs(0))
+  model(x * 3, train=True)                          # running statistics away from their start
+  save_params(model, str(tmp_path / "r.npz"))
+  loaded = load_params(ResNet(10, widths=(8, 8), blocks=(1, 1), rngs=nnx.Rngs(1)),
+                       str(tmp_path / "r.npz"))
+  np.testing.assert_array_equal(loaded(x)[0], model(x)[0])
+  net = QTableNet(width=8, rngs=nnx.Rngs(0))
+  dct = djpeg.transform(np.zeros((2, 16, 16, 3), np.float32))
+  assert net(dct, jnp.zeros(2)).shape == (2, 3, 8, 8)
+  with pytest.raises(ValueError, match="add a batch axis"):
+    net(tuple(d[0] for d in dct), jnp.zeros(2))
+  with pytest.raises(ValueError, match="one per image"):
+    net(dct, jnp.zeros(()))
+  family = TableFamily(np.array([1e-3, 1e-2]), np.array([30.0, 60.0]))
+  with pytest.raises(ValueError, match="level indices must be in 0..1"):
+    family(jnp.array([2]))
+  with pytest.raises(ValueError, match="one start quality per lambda"):
+    TableFamily(np.ones(3), np.ones(4))
+  assert jax.jit(family)(jnp.array([1])).shape == (1, 3, 8, 8)

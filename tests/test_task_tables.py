@@ -210,6 +210,9 @@ def test_bad_inputs_give_clear_errors(tmp_path, dataset, classifier_file):
       task_tables.Config(**base, **bad).check()
   with pytest.raises(ValueError, match="lambda must be in"):
     task_tables.check_lambda(float("nan"))
+  # Fewer validation images than levels made the validation objective 0 / 0 (NaN).
+  with pytest.raises(ValueError, match="val_images 4 must give every one of the 8 levels"):
+    task_tables.Config(**base, val_images=4).check()
   net = task_tables.TaskTableNet((1.0, 10.0), width=4, rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match="lambda must be in"):
     task_tables.predict_task_tables(net, np.zeros((1, 16, 16, 3)), 1e9)

@@ -130,9 +130,9 @@ class Checkpointer:
         raise ValueError("missing or mismatched items")
     except Exception as e:  # orbax and tensorstore raise many types for damaged files
       others = [s for s in steps if s != step]
-      hint = (f" Other checkpoints here: steps {others} (restore(state, step=N) reads one; delete "
-              f"{os.path.join(self.directory, str(step))!r} to make the newest of them the latest)."
-              if others else "")
+      hint = (f" Other checkpoints here: steps {others}: delete "
+              f"{os.path.join(self.directory, str(step))!r} to resume from the newest of them "
+              "(from Python, Checkpointer.restore(state, step=N) reads one)." if others else "")
       detail = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
       raise CheckpointError(
           f"checkpoint step {step} in {self.directory!r} is corrupt, incomplete or does not match "
@@ -150,7 +150,8 @@ class Checkpointer:
       meta = self._manager.restore(step, args=args)["meta"]
     except Exception as e:
       raise CheckpointError(f"the record of checkpoint step {step} in {self.directory!r} is "
-                            f"unreadable ({type(e).__name__}: {e}).") from e
+                            f"corrupt or unreadable ({type(e).__name__}: {e}); delete that "
+                            "step's folder to resume from an earlier one.") from e
     return step, dict(meta or {})
 
   def close(self) -> None:

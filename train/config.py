@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import types
 import typing
@@ -123,8 +124,24 @@ def main(cls, run: Callable, argv: Sequence[str] | None, *, prog: str, descripti
   settings, bad data, a non-finite loss) as one line.
   """
   try:
-    run(parse(cls, argv, prog=prog, description=description))
+    cfg = parse(cls, argv, prog=prog, description=description)
   except errors as e:
     print(f"{prog}: {e}", file=sys.stderr)
     return 1
+  out = getattr(cfg, "out", None)
+  if out and os.path.exists(out) and not os.path.isdir(out):
+    print(f"{prog}: --out {out!r} is a file; the run folder must be a folder.", file=sys.stderr)
+    return 1
+  try:
+    run(cfg)
+  except errors as e:
+    print(f"{prog}: {e}", file=sys.stderr)
+    return 1
+  except OSError as e:          # a folder that cannot be written, a file gone: one line
+    print(f"{prog}: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
+    return 1
+  except KeyboardInterrupt:
+    print(f"{prog}: interrupted; run the same command again to resume from the last checkpoint.",
+          file=sys.stderr)
+    return 130
   return 0

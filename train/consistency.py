@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import json
 import os
 import sys
@@ -113,13 +114,20 @@ class Config:
     if not 1 <= lo <= hi <= 100:
       raise ValueError(f"quality_range must be (lo, hi) with 1 <= lo <= hi <= 100; got "
                        f"{self.quality_range}.")
-    if self.epochs <= 0 or self.batch_size < 1 or self.learning_rate <= 0:
-      raise ValueError(f"epochs, batch_size and learning_rate must be positive; got {self.epochs}, "
-                       f"{self.batch_size}, {self.learning_rate}.")
+    if not (self.epochs > 0 and self.batch_size >= 1 and 0 < self.learning_rate < math.inf):
+      raise ValueError(f"epochs, batch_size and learning_rate must be positive and finite; got "
+                       f"{self.epochs}, {self.batch_size}, {self.learning_rate}.")
+    for name in ("weight_decay", "warmup_epochs", "beta", "jpeg_weight"):
+      if not 0 <= getattr(self, name) < math.inf:
+        raise ValueError(f"{name} must be >= 0 and finite; got {getattr(self, name)}.")
+    if self.eval_batch_size < 1 or self.log_every < 1 or self.checkpoint_every < 0:
+      raise ValueError(f"eval_batch_size and log_every must be positive, checkpoint_every >= 0; "
+                       f"got {self.eval_batch_size}, {self.log_every}, {self.checkpoint_every}.")
+    if self.eval_limit is not None and self.eval_limit < 1:
+      raise ValueError(f"eval_limit must be at least 1 test image (or None: all); got "
+                       f"{self.eval_limit}.")
     if self.validation < 0:
       raise ValueError(f"validation must be >= 0 images per class; got {self.validation}.")
-    if self.beta < 0 or self.jpeg_weight < 0:
-      raise ValueError(f"beta and jpeg_weight must be >= 0; got {self.beta}, {self.jpeg_weight}.")
     if not self.layers:
       raise ValueError("layers must name at least one feature map.")
     if self.model == "dct" and self.quality_block is not None:
@@ -329,7 +337,7 @@ def train(cfg: Config, *, quiet: bool = False) -> Run:
   record = {"config": as_dict(cfg)}
   ckpt = checkpoint.Checkpointer(os.path.join(cfg.out, "checkpoints"))
   _check_same_run(ckpt, cfg)
-  state = loop.resume(ckpt, parallel.replicate(state, mesh), stream)
+  state = loop.resume(ckpt, parallel.replicate(state, mesh), stream, config=record["config"])
   start = int(jax.device_get(state.step))
   is_main = jax.process_index() == 0
   if is_main and not quiet:

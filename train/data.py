@@ -148,7 +148,7 @@ class _Stream:
                        f"{process_count} processes.")
     if drop_last and len(paths) < batch_size:
       raise ValueError(f"{len(paths)} images are fewer than one batch of {batch_size}; lower "
-                       "batch_size or pass drop_last=False.")
+                       "the batch size (or, from Python, pass drop_last=False).")
     self.paths = paths
     self.batch_size = batch_size
     self.seed = int(seed)
@@ -207,6 +207,12 @@ class _Stream:
   def __next__(self):
     n, size = len(self.paths), self.batch_size
     while True:
+      readable = n - len(self._bad)
+      if readable < (size if self.drop_last else 1):
+        # Else every epoch would be skipped in turn, for ever.
+        raise ValueError(f"only {readable} of the {n} images can be read, fewer than one batch "
+                         f"of {size}; add images or lower the batch size "
+                         f"({self.skipped} unreadable: see the warnings).")
       if self.epochs is not None and self.epoch >= self.epochs:
         raise StopIteration
       if self.position >= n or (self.drop_last and n - self.position < size):

@@ -21,6 +21,7 @@ before every save, so a checkpoint never holds a state that followed a non-finit
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -34,13 +35,37 @@ from djpeg.train.checkpoint import Checkpointer
 from djpeg.train.config import option
 
 
-def resume(checkpointer: Checkpointer | None, state, stream=None) -> Any:
+#: Settings a resumed run may change: how long and how often, where, not what is learned.
+RESUMABLE = frozenset({"steps", "epochs", "eval_every", "checkpoint_every", "log_every",
+                       "time_limit", "distributed", "out", "eval_limit", "eval_batch_size"})
+
+
+def resume(checkpointer: Checkpointer | None, state, stream=None, *, config: dict | None = None,
+           num_steps: int | None = None) -> Any:
   """The latest checkpoint's state (and the stream moved to where it was), or `state` unchanged.
 
   `state` gives the structure and sharding to restore into (a freshly created, replicated state).
+  With `config` (the run's settings, as saved with its checkpoints), a checkpoint made with other
+  settings (but those in `RESUMABLE`) is refused, naming them; with `num_steps`, so is one
+  already past it (the run's exports would otherwise be labelled with steps it did not stop at).
   """
   if checkpointer is None or checkpointer.latest_step() is None:
     return state
+  where = os.path.dirname(checkpointer.directory) or checkpointer.directory
+  step, saved = checkpointer.restore_meta()
+  if config is not None and isinstance(saved.get("config"), dict):
+    now = json.loads(json.dumps(config, default=str))     # as the checkpoint stored it
+    before = saved["config"]
+    changed = [k for k in sorted(set(now) & set(before))
+               if k not in RESUMABLE and now[k] != before[k]]
+    if changed:
+      raise ValueError(
+          f"{where!r} holds a run started with other settings: " + ", ".join(
+              f"{k} {before[k]!r} (now {now[k]!r})" for k in changed)
+          + "; resume it with its own settings, or give another --out.")
+  if num_steps is not None and step > num_steps:
+    raise ValueError(f"the run in {where!r} is at step {step}, past the {num_steps} steps asked "
+                     f"for; give at least {step} steps to resume it, or another --out.")
   state, meta = checkpointer.restore(state)
   if stream is not None:
     if "data" not in meta:
@@ -97,6 +122,14 @@ def fit(state, step_fn: Callable, stream: Iterator, *, num_steps: int, mesh,
   def save():
     nonlocal last_saved
     flush()
+    # The window's losses and gradients were finite, but the last update may still have made
+    # the parameters non-finite (a learning rate of inf): never checkpoint such a state.
+    leaves = [x for x in jax.tree.leaves(state.params)
+              if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
+    if leaves and not bool(jax.device_get(jnp.all(jnp.stack(
+        [jnp.all(jnp.isfinite(x)) for x in leaves])))):
+      monitor.check_finite({"parameters": float("nan")}, step,
+                           checkpointer and checkpointer.directory, last_saved)
     record = dict(meta or {})
     if hasattr(stream, "get_state"):
       record["data"] = stream.get_state()
@@ -139,7 +172,8 @@ def fit_with_validation(state, step_fn: Callable, stream, *, out: str, mesh, num
     (state, first step of this session, seconds spent training).
   """
   with Checkpointer(os.path.join(out, "checkpoints")) as ckpt:
-    state = resume(ckpt, parallel.replicate(state, mesh), stream)
+    state = resume(ckpt, parallel.replicate(state, mesh), stream,
+                   config=(meta or {}).get("config"), num_steps=num_steps)
     start = first = int(jax.device_get(state.step))
     if start:
       print(f"resuming {out} from step {start}", flush=True)
@@ -181,3 +215,12 @@ class CropRunConfig:
   log_every: int = option(25, "steps per metrics.csv row")
   val_images: int = option(8, "validation centre crops")
   distributed: bool = option(False, "call jax.distributed.initialize() first (multi-host runs)")
+
+  def check_run(self) -> None:
+    """Raises ValueError naming the first bad setting of those every crop task shares."""
+    for name in ("steps", "batch", "eval_every", "log_every", "val_images"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"{name} must be at least 1; got {getattr(self, name)}.")
+    if self.checkpoint_every < 0:
+      raise ValueError(f"checkpoint_every must be >= 0 (0: only at the end); got "
+                       f"{self.checkpoint_every}.")

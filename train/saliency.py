@@ -70,6 +70,7 @@ class Config(loop.CropRunConfig):
 
   def check(self) -> None:
     """Raises ValueError naming the first bad setting."""
+    self.check_run()
     if self.steps < 1 or self.batch < 1:
       raise ValueError("steps and batch must be positive.")
     if self.crop < 32:

@@ -84,6 +84,7 @@ class Config(loop.CropRunConfig):
 
   def check(self) -> None:
     """Raises ValueError naming the first bad setting."""
+    self.check_run()
     if self.kind not in ("family", "net"):
       raise ValueError(f"kind must be 'family' or 'net'; got {self.kind!r}.")
     if self.steps < 1 or self.batch < 1 or self.crop < 16:

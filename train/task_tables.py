@@ -206,6 +206,13 @@ class Config:
     if self.width < 1 or self.rounds < 1 or self.val_images < 1:
       raise ValueError(f"width, rounds and val_images must be positive; got {self.width}, "
                        f"{self.rounds}, {self.val_images}.")
+    if self.val_images < levels:
+      # The validation objective averages each level's images: a level without one is 0 / 0.
+      raise ValueError(f"val_images {self.val_images} must give every one of the {levels} levels "
+                       "(lambda bins) at least one image.")
+    if self.checkpoint_every < 0:
+      raise ValueError(f"checkpoint_every must be >= 0 (0: only at the end); got "
+                       f"{self.checkpoint_every}.")
     if self.time_limit is not None and not self.time_limit > 0:
       raise ValueError(f"time_limit must be positive seconds or None; got {self.time_limit}.")
     if not self.layers:
@@ -940,7 +947,8 @@ def _fit(state, step, stream, *, out: str, mesh, num_steps: int, cfg: Config, ne
   replicated = parallel.replicate(network, mesh)
   step_fn = lambda s, b: step(s, b, replicated)  # noqa: E731
   with checkpoint.Checkpointer(os.path.join(out, "checkpoints")) as ckpt:
-    state = loop.resume(ckpt, parallel.replicate(state, mesh), stream)
+    state = loop.resume(ckpt, parallel.replicate(state, mesh), stream,
+                        config=meta.get("config"), num_steps=num_steps)
     start = first = int(jax.device_get(state.step))
     log = monitor.MetricsLog(os.path.join(out, "metrics.csv"), resume_step=start or None)
     val_log = monitor.MetricsLog(os.path.join(out, "validation.csv"), resume_step=start or None)
