@@ -21,6 +21,11 @@ def write_atomic(path, write: Callable[[str], None]) -> None:
   """Calls `write(tmp_path)` to fill a temporary file beside `path`, then renames it to `path`."""
   path = os.fspath(path)
   directory = os.path.dirname(os.path.abspath(path))
+  if os.path.isdir(path):
+    raise IsADirectoryError(21, "is a folder, not a file name", path)
+  if not os.path.isdir(directory):
+    # Named here: the temporary file's name would otherwise be the one in the message.
+    raise FileNotFoundError(2, f"the folder {directory!r} does not exist", path)
   fd, tmp = tempfile.mkstemp(dir=directory, prefix=".djpeg-", suffix=".tmp")
   os.close(fd)
   try:

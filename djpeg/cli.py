@@ -145,6 +145,15 @@ def _options(args: argparse.Namespace) -> ExportOptions:
   if targets and mode == "trellis" and targets[0][0] != "lmbda":
     raise SystemExit(f"{PROG}: --bpp and --psnr go with --optimize-tables or --learned, or "
                      "alone for JPEG inputs; not with --trellis (which takes --lmbda).")
+  if args.background is not None and args.saliency is None:
+    raise SystemExit(f"{PROG}: --background weighs the pixels a --saliency map leaves out; it "
+                     "needs --saliency.")
+  if args.steps is not None and mode != "optimize-tables":
+    raise SystemExit(f"{PROG}: --steps sets the gradient steps of --optimize-tables; the "
+                     f"{mode} mode takes none.")
+  if args.optimize_scans and args.standard_huffman:
+    raise SystemExit(f"{PROG}: --optimize-scans chooses scans by their optimized Huffman tables; "
+                     "it excludes --standard-huffman.")
   if args.lossless and args.pixels:
     raise SystemExit(f"{PROG}: --lossless and --pixels exclude each other.")
   if (args.lossless or args.pixels) and mode != "perceptual":
@@ -157,7 +166,8 @@ def _options(args: argparse.Namespace) -> ExportOptions:
       target=targets[0] if targets else None, subsampling=args.subsampling,
       progressive=progressive, optimize_huffman=not args.standard_huffman,
       restart_interval=args.restart_interval, trellis=args.trellis, saliency=args.saliency,
-      background=args.background, steps=args.steps, tables_file=args.tables, level=args.level,
+      background=args.background, steps=100 if args.steps is None else args.steps,
+      tables_file=args.tables, level=args.level,
       strip=args.strip, matte=args.matte,
       jpeg_input="lossless" if args.lossless else "pixels" if args.pixels else "dct")
   try:
@@ -330,7 +340,8 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--psnr", type=float,
                  help="target RGB PSNR in dB (alone: JPEG inputs, against their decode)")
   p.add_argument("--lmbda", type=float, help="trade-off: bits/pixel + lmbda * MSE")
-  p.add_argument("--steps", type=int, default=100, help="gradient steps for --optimize-tables")
+  p.add_argument("--steps", type=int, default=None,
+                 help="gradient steps for --optimize-tables (default 100)")
   p.add_argument("--trellis", action="store_true",
                  help="trellis quantization: per block, the values that minimise real bits + "
                       "lambda * distortion (lambda: the tables' own slope, or --lmbda)")

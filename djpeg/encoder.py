@@ -255,6 +255,14 @@ def compress(image, *, quality=None, tables=None, bpp: float | None = None,
                                      ("lmbda", lmbda), ("saliency", saliency)) if value is not None]
   if mode is None:
     mode = "mse" if custom else "perceptual"
+  # Settings of the MSE mode that another mode would silently ignore.
+  custom += [name for name, given in (
+      ("trellis", trellis is not True), ("background", background is not None),
+      ("rounds", rounds != 2), ("steps", steps != 100), ("optimization", optimization is not None))
+      if given and mode != "mse"]
+  if background is not None and saliency is None:
+    raise ValueError("background weighs the unimportant pixels of a saliency map: it needs "
+                     "saliency=.")
   # 8-bit pixels are worked on as they are (the transform, the trellis, the measured error):
   # a float copy (12 bytes a pixel, 288 MB for a 24-MP photo) only where a saliency map is
   # computed from the image.
@@ -317,9 +325,12 @@ def compress(image, *, quality=None, tables=None, bpp: float | None = None,
           channels)).astype(np.float64)
 
     if not trellis:
-      chosen = trellis_lib.trellis_quantize(problem.dct, base, problem.factors, height, width,
-                                            lmbda=0.0, weights=problem.weights, rounds=0)
-      return _finish(image, problem, base, chosen, None, sal, weights_map, measure)
+      tables_out = base
+      if kind in ("bpp", "psnr"):
+        tables_out = _scale_rounded(image, problem, base, kind, target, weights_map, say)
+      chosen = trellis_lib.trellis_quantize(problem.dct, tables_out, problem.factors, height,
+                                            width, lmbda=0.0, weights=problem.weights, rounds=0)
+      return _finish(image, problem, tables_out, chosen, None, sal, weights_map, measure)
 
     if kind in ("bpp", "psnr"):
       lmbda0 = problem.slope(base)
@@ -445,6 +456,33 @@ class _Family:
 
   def at(self, t):
     return self.run(self.kappa * t, self.lmbda0 / t ** 2)
+
+
+def _scale_rounded(image, problem, base, kind, target, weights_map, say) -> np.ndarray:
+  """The tables scaled until plain rounding meets a bpp or PSNR target on the real file (its
+  bytes as written, its decoded, weighted error): the fitted tables come from a model of the
+  rate and the error, which misses the file by a few bytes or tenths of a dB."""
+  n = problem.num_pixels
+  goal = 255.0 ** 2 / 10 ** (target / 10) if kind == "psnr" else float(target)
+
+  def evaluate(s):
+    tables = _scaled(base, s)
+    rounded = trellis_lib.trellis_quantize(problem.dct, tables, problem.factors, problem.height,
+                                           problem.width, lmbda=0.0, weights=problem.weights,
+                                           rounds=0)
+    coefficients = problem.coefficients(tables, rounded)
+    # Both, as `_search` keeps the best of the scales that meet the target by the other.
+    return (8 * len(write_coefficients(coefficients)[0]) / n,
+            decoded_mse(image, coefficients, weights_map))
+  s, met = _search(evaluate, kind, goal)
+  say(f"  table scale {s:.3f} meets the {kind} target on the file" if met else
+      f"  the {kind} target cannot be met by scaling the tables")
+  if not met:
+    hint = (" Subsampled chroma may be the limit: try 4:4:4." if kind == "psnr" and any(
+        f != problem.factors[0] for f in problem.factors) else "")
+    warnings.warn(f"the {kind} target {target} cannot be met with these tables scaled; "
+                  f"returning the nearest result.{hint}", stacklevel=4)
+  return _scaled(base, s)
 
 
 def _scale_with_trellis(image, problem, base, lmbda0, kind, target, rounds, weights_map, say):

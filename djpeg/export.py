@@ -150,6 +150,12 @@ def _predictor():
   return next(iter(found)).load()
 
 
+@dataclasses.dataclass(frozen=True)
+class _StartTables:
+  """Tables to start `compress`'s target search from (what it reads of a `TableOptimization`)."""
+  tables: np.ndarray
+
+
 def encode_pixels_for(pixels: np.ndarray, options: ExportOptions, progress=None):
   """(Coefficients, compress result or None) for uint8 pixels in the options' mode."""
   say = progress or (lambda message: None)
@@ -183,6 +189,12 @@ def encode_pixels_for(pixels: np.ndarray, options: ExportOptions, progress=None)
   if trellis:
     if options.mode == "optimize-tables":
       settings = kind_value
+    elif tables is not None and options.mode == "learned" and kind_value:
+      # The network's tables start the trellis's own search for the target (met on the file),
+      # or, for a lambda, are coded with the trellis at that lambda.
+      kind, value = options.target
+      settings = (dict(tables=tables, lmbda=value) if kind == "lmbda" else
+                  dict(kind_value, optimization=_StartTables(np.asarray(tables))))
     elif tables is not None:
       settings = dict(tables=tables)
     else:
@@ -190,6 +202,13 @@ def encode_pixels_for(pixels: np.ndarray, options: ExportOptions, progress=None)
     result = compress(pixels, subsampling=subsampling, steps=options.steps,
                       saliency=options.saliency, background=options.background, mode="mse",
                       progress=say, measure=False, **settings)
+    return result.coefficients, result
+  if options.mode in ("optimize-tables", "learned") and options.target[0] in ("bpp", "psnr"):
+    # Fitted (or predicted) tables, then scaled until plain rounding meets the target on the
+    # real file: the fit's model and the network both miss it by some bytes or tenths of a dB.
+    start = dict(optimization=_StartTables(np.asarray(tables))) if tables is not None else {}
+    result = compress(pixels, subsampling=subsampling, steps=options.steps, mode="mse",
+                      trellis=False, progress=say, measure=False, **kind_value, **start)
     return result.coefficients, result
   image = pixels.astype(np.float32) / 255
   if options.mode == "optimize-tables":

@@ -230,8 +230,11 @@ def load_table_family(path: str) -> dict:
       with open(path) as f:
         text = f.read()
     data = json.loads(text)
-  except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+  except OSError as e:
     raise ValueError(f"cannot read table family {path!r}: {e}") from None
+  except (json.JSONDecodeError, UnicodeDecodeError):
+    raise ValueError(f"{path!r} is not a djpeg table family file (a JSON file written by "
+                     "djpeg-train tables family or save_table_family).") from None
   if not isinstance(data, dict) or data.get("format") != FAMILY_FORMAT:
     raise ValueError(f"{path!r} is not a djpeg table family file (format {FAMILY_FORMAT!r}).")
   if data.get("version") != 1:
