@@ -56,8 +56,12 @@ def resume(checkpointer: Checkpointer | None, state, stream=None, *, config: dic
   if config is not None and isinstance(saved.get("config"), dict):
     now = json.loads(json.dumps(config, default=str))     # as the checkpoint stored it
     before = saved["config"]
+    def same(a, b):     # one folder named two ways ("data" and "./data/") is the same
+      if isinstance(a, str) and isinstance(b, str) and a != b and os.path.exists(a):
+        return os.path.exists(b) and os.path.samefile(a, b)
+      return a == b
     changed = [k for k in sorted(set(now) & set(before))
-               if k not in RESUMABLE and now[k] != before[k]]
+               if k not in RESUMABLE and not same(now[k], before[k])]
     if changed:
       raise ValueError(
           f"{where!r} holds a run started with other settings: " + ", ".join(
