@@ -236,10 +236,11 @@ def _check_one(source: str, destination: str, overwrite: bool) -> None:
   folder = os.path.dirname(os.path.abspath(destination))
   if not os.path.isdir(folder):
     raise SystemExit(f"{PROG}: the output's folder {folder!r} does not exist.")
-  extension = lambda path: os.path.splitext(path)[1].lower()
+  jpeg = (".jpg", ".jpeg", ".jpe", ".jfif", ".jif")
+  kind = lambda path: "jpeg" if os.path.splitext(path)[1].lower() in jpeg else \
+      os.path.splitext(path)[1].lower()
   if os.path.exists(destination) and not overwrite and (
-      extension(destination) not in (".jpg", ".jpeg", ".jpe", ".jfif")
-      or extension(destination) == extension(source)):
+      kind(destination) != "jpeg" or kind(destination) == kind(source)):
     # An existing output that looks like an input, as when a pattern matches two files
     # (`djpeg-cli encode IMG_*.jpg`, `*.png`): writing would silently replace the second
     # with the first. (A JPEG output of another kind of input, rewritten, is replaced.)
@@ -254,6 +255,9 @@ def _encode_one(source: str, destination: str, options: ExportOptions, quiet: bo
     result = export_file(source, destination, options, progress=lambda m: say(f"  {m}"))
   except (ValueError, NotImplementedError, JPEGError) as e:
     raise SystemExit(f"{PROG}: {e}")
+  except KeyboardInterrupt:
+    print(f"{PROG}: interrupted; nothing was written.", file=sys.stderr)
+    raise SystemExit(130) from None
   except OSError as e:       # unreadable input, unwritable output: one line, not a traceback
     path = str(e.filename or source)
     if os.path.basename(path).startswith(".djpeg-"):      # the atomic write's temporary file

@@ -29,21 +29,30 @@ from djpeg.ssimulacra2 import ssimulacra2_against, ssimulacra2_reference  # noqa
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
 
-def _check_pair_of_images(name: str, a, b, peak: float = 1.0) -> None:
-  """Two images `(..., H, W, C)` of one shape, real-valued, finite (when concrete), and on the
-  scale `peak` says: values far beyond it (0..255 data with the default peak of 1) are an
-  error, not a silently meaningless score."""
+def _check_pair_of_images(name: str, a, b, peak: float | None = 1.0) -> None:
+  """Two images `(..., H, W, C)` of one size and channel count (batch axes broadcast: many
+  candidates against one reference), real-valued, finite (when concrete), and on the scale
+  `peak` says: values far beyond it (0..255 data with the default peak of 1) are an error, not
+  a silently meaningless score. `peak` None: any scale (`mse`)."""
   sa, sb = tuple(np.shape(a)), tuple(np.shape(b))
-  if len(sa) < 3 or sa != sb:
-    raise ValueError(f"{name} takes two images (..., H, W, C) of one shape; got {sa} and {sb}.")
-  if not (isinstance(peak, (int, float, np.integer, np.floating)) and not isinstance(peak, bool)
-          and np.isfinite(peak) and peak > 0):
+  if len(sa) < 3 or len(sb) < 3 or sa[-3:] != sb[-3:]:
+    raise ValueError(f"{name} takes two images (..., H, W, C) of one size and channel count; "
+                     f"got {sa} and {sb}.")
+  try:
+    np.broadcast_shapes(sa[:-3], sb[:-3])
+  except ValueError:
+    raise ValueError(f"{name}: the batch shapes of {sa} and {sb} do not broadcast.") from None
+  if peak is not None and not (isinstance(peak, (int, float, np.integer, np.floating))
+                               and not isinstance(peak, bool) and np.isfinite(peak) and peak > 0):
     raise ValueError(f"{name}: peak must be a positive number; got {peak!r}.")
   for label, x in (("first", a), ("second", b)):
     dtype = jnp.result_type(x)
     if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
       raise ValueError(f"{name}: the {label} image has dtype {dtype}; images are real numbers "
                        f"in [0, peak].")
+    if peak is None:
+      concrete_range(f"{name}'s {label} image", x, -np.inf, np.inf, what="")   # finite only
+      continue
     hint = (lambda low, high: " The data look like 0..255: divide by 255, or pass peak=255."
             if peak <= 1 and high > 2 else "")
     concrete_range(f"{name}'s {label} image", x, -float(peak), 2.0 * float(peak), what="",
@@ -54,10 +63,10 @@ def mse(a: jax.Array, b: jax.Array) -> jax.Array:
   """Mean squared error over `(H, W, C)`: `(...)`.
 
   Raises:
-    ValueError: images of different shapes or of rank under 3, non-finite values, or values
-      beyond [-1, 2] (the scale of images in [0, 1]; `psnr` takes a peak for others).
+    ValueError: images of different sizes or channel counts, or of rank under 3 (batch axes
+      broadcast), or non-finite values. Any scale.
   """
-  _check_pair_of_images("mse", a, b)
+  _check_pair_of_images("mse", a, b, peak=None)
   return _mse(a, b)
 
 

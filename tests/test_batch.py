@@ -306,6 +306,10 @@ def test_two_existing_files_are_not_overwritten_without_asking(tmp_path):
   Image.fromarray(photo).save(tmp_path / "c.png")
   with pytest.raises(SystemExit, match="looks like an input"):
     cli.main(["encode", str(tmp_path / "b.png"), str(tmp_path / "c.png"), "--no-cache"])
+  # .jpeg and .jpg are one kind: a pattern matching a.jpeg and b.jpg does not replace b.jpg.
+  Image.fromarray(photo).save(tmp_path / "a.jpeg", quality=90)
+  with pytest.raises(SystemExit, match="looks like an input"):
+    cli.main(["encode", str(tmp_path / "a.jpeg"), str(tmp_path / "IMG_2.jpg"), "--no-cache"])
   # A JPEG output of a PNG, written again (another setting), is simply replaced.
   for quality in ("70", "80"):
     assert cli.main(["encode", str(tmp_path / "b.png"), str(tmp_path / "b.jpg"), "--quality",

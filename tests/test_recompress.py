@@ -364,6 +364,15 @@ def test_files_libjpeg_decodes_with_smoothing_are_not_rewritten(tmp_path):
   assert cli.main(["encode", str(tmp_path / "in.jpg"), str(tmp_path / "out.jpg"), "--quiet",
                    "--no-cache"]) == 0
   assert Image.open(tmp_path / "out.jpg").size == (c.width, c.height)
+  # A DC left at Al = 1 with every AC coefficient coded is not smoothed (libjpeg-turbo looks at
+  # AC 1..9 only): rewritten losslessly as any file.
+  dc_coarse = (scans.Scan((0, 1, 2), 0, 0, 0, 1),) + tuple(
+      scans.Scan((k,), 1, 63, 0, 0) for k in range(3))
+  data = writer.encode_image(components, np.asarray(c.tables, np.int64), c.height, c.width,
+                             c.sampling, progressive_mode=True, script=dc_coarse)
+  out = recompress.optimize_file(data)
+  assert out != data and len(out) < len(data)
+  np.testing.assert_array_equal(pillow_decode(out), pillow_decode(data))
 
 
 def test_a_table_shared_by_every_component_stays_shared():

@@ -337,7 +337,8 @@ def train(cfg: Config, *, quiet: bool = False) -> Run:
   record = {"config": as_dict(cfg)}
   ckpt = checkpoint.Checkpointer(os.path.join(cfg.out, "checkpoints"))
   _check_same_run(ckpt, cfg)
-  state = loop.resume(ckpt, parallel.replicate(state, mesh), stream, config=record["config"])
+  # Its own check of the configuration (`_check_same_run`) has run: bookkeeping may change.
+  state = loop.resume(ckpt, parallel.replicate(state, mesh), stream)
   start = int(jax.device_get(state.step))
   is_main = jax.process_index() == 0
   if is_main and not quiet:

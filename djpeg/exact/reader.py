@@ -65,10 +65,11 @@ class FileInfo:
   @property
   def smoothed_by_libjpeg(self) -> bool:
     """Whether libjpeg-turbo's decoder smooths this file's blocks (`jdcoefct.c`,
-    `smoothing_ok`): a progressive file whose scans leave any of the first 10 zigzag
-    coefficients of a component not fully coded. Its decode is then not the coefficients'
-    plain inverse DCT."""
-    return self.progressive and bool((self.coverage[:, :10] != 0).any())
+    `smoothing_ok`): a progressive file whose scans code every component's DC but leave one
+    of the AC coefficients 1..9 (zigzag) not fully coded. Its decode is then not the
+    coefficients' plain inverse DCT."""
+    return (self.progressive and bool((self.coverage[:, 0] >= 0).all())
+            and bool((self.coverage[:, 1:10] != 0).any()))
 
 
 def read_file(data: bytes) -> tuple[Coefficients, FileInfo]:
