@@ -253,3 +253,12 @@ def test_model_files_keep_batch_statistics_and_calls_are_checked(tmp_path):
   with pytest.raises(ValueError, match="one start quality per lambda"):
     TableFamily(np.ones(3), np.ones(4))
   assert jax.jit(family)(jnp.array([1])).shape == (1, 3, 8, 8)
+
+
+def test_validation_crops_say_why_no_image_gives_one(tmp_path):
+  from djpeg.train.data import centre_crops
+  root = make_folder(tmp_path / "imgs", count=2)         # 64x64 images
+  with open(os.path.join(root, "broken.png"), "wb") as f:
+    f.write(b"not a png")
+  with pytest.raises(ValueError, match="1 cannot be read, 2 are smaller"):
+    centre_crops(root, crop=96, count=2)

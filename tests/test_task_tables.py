@@ -200,6 +200,9 @@ def test_bad_inputs_give_clear_errors(tmp_path, dataset, classifier_file):
     task_tables.load_classifier(net_file)
   with pytest.raises(ValueError, match="does not exist"):
     task_tables.load_classifier(str(tmp_path / "nothing"))
+  (tmp_path / "c.json").write_text("{}")
+  with pytest.raises(ValueError, match="not a classifier checkpoint: not a .npz file"):
+    task_tables.load_classifier(str(tmp_path / "c.json"))
   with pytest.raises(ValueError, match="trained on classes"):
     task_tables.load_classifier(classifier_file, ("x", "y", "z"))
   # Lambda out of range, in the configuration and at inference.

@@ -402,18 +402,21 @@ class ImageFolder(_Stream):
 def centre_crops(root: str, crop: int, count: int) -> np.ndarray:
   """Centre crops of the first `count` readable images at least `crop` pixels wide (a fixed set
   for monitoring progress)."""
-  crops = []
+  crops, unreadable, small = [], 0, 0
   for path in list_images(root):
     if len(crops) == count:
       break
     try:
       pixels = load_rgb(path)
     except (OSError, ValueError, SyntaxError):
-      continue   # the training stream warns about and counts unreadable images
+      unreadable += 1   # the training stream warns about and counts unreadable images
+      continue
     if min(pixels.shape[:2]) < crop:
+      small += 1
       continue
     top, left = (pixels.shape[0] - crop) // 2, (pixels.shape[1] - crop) // 2
     crops.append(pixels[top:top + crop, left:left + crop])
   if not crops:
-    raise ValueError(f"no image in {root!r} is at least {crop}x{crop} pixels.")
+    raise ValueError(f"no image in {root!r} gives a {crop}x{crop} crop: {unreadable} cannot be "
+                     f"read, {small} are smaller.")
   return np.stack(crops).astype(np.float32) / 255

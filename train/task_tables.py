@@ -321,8 +321,11 @@ def _load_npz_classifier(path: str) -> Classifier:
   try:
     with np.load(path) as stored:
       arrays = dict(stored)
-  except (OSError, ValueError) as e:
-    raise ValueError(f"cannot read classifier file {path!r}: {e}") from None
+  except (OSError, ValueError, EOFError):
+    # numpy's own message for a JSON or text file is about pickles: not the user's problem.
+    raise ValueError(f"{path!r} is not a classifier checkpoint: not a .npz file. Pass a "
+                     "`djpeg-train consistency` run folder or a classifier .npz "
+                     "(djpeg.train.task_tables.save_classifier).") from None
   if "__record__" not in arrays:
     raise ValueError(f"{path!r} is not a classifier checkpoint: it has no classifier record (a "
                      "QTableNet or other parameter file?). Pass a `djpeg-train consistency` run "
