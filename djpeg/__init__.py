@@ -31,6 +31,17 @@ from djpeg.tables import ANNEX_K, ANNEX_K_CHROMA, ANNEX_K_LUMA, DEFAULT_QUALITY,
 
 __version__ = "0.2.0"
 
+#: Modules of the library's upper layers, imported when first named (`djpeg.batch`, ...), so
+#: that `import djpeg` stays as light as it is and the names the README uses still work.
+_ON_DEMAND = ("batch", "export", "raydata", "recompress", "perceptual", "codec", "exact")
+
+
+def __getattr__(name):
+  if name in _ON_DEMAND:
+    import importlib
+    return importlib.import_module(f"djpeg.{name}")
+  raise AttributeError(f"module 'djpeg' has no attribute {name!r}")
+
 __all__ = [
     "ANNEX_K", "ANNEX_K_CHROMA", "ANNEX_K_LUMA", "Coefficients", "Compressed", "DEFAULT_QUALITY",
     "JPEGError", "ROUNDINGS", "SUBSAMPLINGS", "TableOptimization", "ZIGZAG", "compress", "decode",

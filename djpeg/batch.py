@@ -71,7 +71,7 @@ def loops_compiled(mode: str = "perceptual") -> bool | None:
   """Whether numba's on-disk cache already holds the compiled loops `mode` runs ("perceptual":
   the default mode; "libjpeg"), judged by two of them (the quantizing DCT and SSIMULACRA 2's
   blur); None where numba's cache cannot be inspected. False before the first run after
-  installing, which compiles them once (about 30 s for the default mode on 2 cores)."""
+  installing, which compiles them once (about 40 s for the default mode on 2 cores)."""
   from djpeg import encode_compiled, recursive_gaussian
   sentinels = [encode_compiled.quantize_dct]
   if mode == "perceptual":

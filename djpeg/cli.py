@@ -5,7 +5,8 @@
                                      codec's agreement with libjpeg-turbo and its gradients
   djpeg-cli encode IN OUT [options]  an image file to a JPEG file (`djpeg-cli encode --help`).
                                      By default the perceptual mode: at --quality Q (75), at
-                                     least libjpeg-turbo's SSIMULACRA 2 at Q in fewer bytes.
+                                     least libjpeg-turbo's SSIMULACRA 2 at Q in fewer bytes
+                                     (never more).
                                      --libjpeg: libjpeg-turbo's own file; --optimize-tables with
                                      --bpp/--psnr/--lmbda; --trellis; --saliency auto|MASK.png
 
@@ -182,12 +183,16 @@ def encode_command(args: argparse.Namespace) -> int:
   if (not args.quiet and options.mode in batch.XLA_FREE_MODES
       and batch.loops_compiled(options.mode) is False):
     print(f"{PROG}: compiling djpeg's loops for this machine, once after installing (about "
-          "half a minute on 2 cores); later runs load them from numba's cache.", file=sys.stderr,
+          "40 s on 2 cores); later runs load them from numba's cache.", file=sys.stderr,
           flush=True)
   if args.output_dir is None:
     if len(args.inputs) != 2:
       raise SystemExit(f"{PROG}: give one input and one output file, or inputs and "
                        "--output-dir FOLDER for many.")
+    if args.skip_existing and os.path.exists(args.inputs[1]):
+      if not args.quiet:
+        print(f"{args.inputs[1]}: exists; left alone (--skip-existing).")
+      return 0
     _check_one(*args.inputs, args.overwrite)
     if not args.no_cache:
       batch.enable_compilation_cache()
@@ -307,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--quality", type=int,
                  help=f"IJG quality 1..100 (default {DEFAULT_QUALITY}): by default a file at "
                       "least as good in SSIMULACRA 2 as libjpeg-turbo's at this quality, in "
-                      "fewer bytes; with --libjpeg or --trellis, the Annex K tables at it")
+                      "fewer bytes (never more); with --libjpeg or --trellis, the Annex K tables at it")
   p.add_argument("--lossless", action="store_true",
                  help="JPEG inputs: the same coefficients, re-optimized (Huffman tables, scans); "
                       "never larger than the input")

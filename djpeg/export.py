@@ -1,7 +1,7 @@
 """One image file to one JPEG file, with every choice the command line offers: `export_file`.
 
 The unit of work of `djpeg-cli encode`, of its batch mode and of the Ray Data path
-(`djpeg.ray`): read the image (`djpeg.images.load_image`) and its metadata, choose the
+(`djpeg.raydata`): read the image (`djpeg.images.load_image`) and its metadata, choose the
 coefficients in the requested mode, write the file atomically with the metadata, and report
 what was done (`ExportResult`). `ExportOptions` is frozen and picklable, so worker processes
 and Ray actors receive it as it is.

@@ -1,5 +1,6 @@
 """The perceptual encoder: tables and a trellis for SSIMULACRA 2 and butteraugli, and the default
-mode built on them (at quality Q, at least libjpeg-turbo's SSIMULACRA 2 at Q in fewer bytes).
+mode built on them (at quality Q, at least libjpeg-turbo's SSIMULACRA 2 at Q in fewer bytes,
+never more).
 
 Three choices, all fitted on the training images (`bench/perceptual_tuning.py`), never on Kodak:
 
@@ -18,8 +19,8 @@ Three choices, all fitted on the training images (`bench/perceptual_tuning.py`),
   Q (4:2:0, Annex K, decoded exactly as libjpeg-turbo decodes it); p is searched, from a guess
   fitted on the training images, for the coarsest tables whose trellis result still scores at
   least the target (it stops within 0.75 of p, or at a candidate within `SEARCH_SLACK` points
-  of the target), each candidate scored on its exact decode. 4:2:0 and 4:4:4 are both tried
-  and the smaller file wins. The result never scores below the target: if no p reaches it (a
+  of the target), each candidate scored on its exact decode. From quality `FULL_CHROMA_FROM`
+  (90) 4:4:4 is tried too, and the smaller file wins. The result never scores below the target: if no p reaches it (a
   flat image the anchor codes nearly losslessly), libjpeg-turbo's own coefficients are returned.
 
 Large images (over `EXACT_LIMIT` pixels: phone photos) are searched on a sample: `SAMPLE_TILES`

@@ -252,7 +252,7 @@ def test_the_first_run_after_installing_says_it_compiles(tmp_path, capsys, monke
   assert cli.main(["encode", source, str(tmp_path / "a.jpg"), "--libjpeg"]) == 0
   assert batch.loops_compiled("libjpeg") is True
   assert "compiling" not in capsys.readouterr().err
-  # The CLI tells a user who would otherwise wait half a minute in silence (not with --quiet).
+  # The CLI tells a user who would otherwise wait some 40 s in silence (not with --quiet).
   monkeypatch.setattr(batch, "loops_compiled", lambda mode="perceptual": False)
   assert cli.main(["encode", source, str(tmp_path / "b.jpg"), "--libjpeg"]) == 0
   assert "compiling djpeg's loops" in capsys.readouterr().err
@@ -394,3 +394,14 @@ def test_gray_with_alpha_takes_the_mattes_luma(tmp_path):
   out = load_image(tmp_path / "la.png", matte=(255, 0, 0))
   assert out.shape == (16, 16, 1) and (out[:, :8] == 200).all()
   assert (out[:, 8:] == round(0.299 * 255)).all()        # red's Y, not its red channel
+
+
+def test_skip_existing_with_one_file_and_modules_named_from_djpeg(tmp_path, capsys):
+  import djpeg
+  source = tmp_path / "in.png"
+  Image.fromarray(samples.load("houses", uint8=True)).save(source)
+  (tmp_path / "out.jpg").write_bytes(b"kept")
+  assert cli.main(["encode", str(source), str(tmp_path / "out.jpg"), "--skip-existing",
+                   "--no-cache"]) == 0
+  assert (tmp_path / "out.jpg").read_bytes() == b"kept" and "left alone" in capsys.readouterr().out
+  assert djpeg.batch.enable_compilation_cache and djpeg.recompress.optimize_file
