@@ -72,6 +72,8 @@ def _table_arguments(quality, tables, batch_shape: tuple[int, ...]):
   `quality` comes back as float32 (None when only tables are given), `base` as the float32
   tables to scale or round; numpy stays numpy, so a jitted consumer transfers both at once.
   """
+  if isinstance(quality, (list, tuple)):
+    quality = np.asarray(quality)           # one per image, as a list
   if quality is not None:
     dtype = jnp.result_type(quality) if not isinstance(quality, str) else None
     if dtype is None or isinstance(quality, bool) or not (
@@ -95,6 +97,9 @@ def _table_arguments(quality, tables, batch_shape: tuple[int, ...]):
       tables = (jnp.reshape(tables, (1, 8, 8)) if isinstance(tables, jax.Array)
                 else np.reshape(tables, (1, 8, 8)))
       t_shape = (1, 8, 8)
+    t_dtype = jnp.result_type(tables) if hasattr(tables, "dtype") else np.asarray(tables).dtype
+    if not (jnp.issubdtype(t_dtype, jnp.floating) or jnp.issubdtype(t_dtype, jnp.integer)):
+      raise ValueError(f"tables must hold real numbers (steps 1..255); got dtype {t_dtype}.")
     if (len(t_shape) < 3 or t_shape[-2:] != (8, 8) or t_shape[-3] not in (1, 2, 3)
         or t_shape[:-3] not in ((), batch_shape)):
       raise ValueError(

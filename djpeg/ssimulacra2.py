@@ -746,8 +746,10 @@ def _check_image(name: str, x):
     return x if isinstance(x, jax.core.Tracer) else np.asarray(x)
   if not isinstance(x, jax.core.Tracer):
     if isinstance(x, jax.Array):
-      finite = bool(jnp.all(jnp.isfinite(x)))
-      lo, hi = (float(v) for v in (jnp.min(x), jnp.max(x))) if finite else (0.0, 0.0)
+      # A concrete array closed over by a jitted function: evaluated now, not staged.
+      with jax.ensure_compile_time_eval():
+        finite = bool(jnp.all(jnp.isfinite(x)))
+        lo, hi = (float(v) for v in (jnp.min(x), jnp.max(x))) if finite else (0.0, 0.0)
     else:
       arr = np.asarray(x)
       finite = bool(np.all(np.isfinite(arr)))

@@ -119,6 +119,8 @@ BAD_CALLS = [
     (dict(tables=np.ones((4, 8, 8))), "k = 1, 2 or 3"),
     (dict(tables=np.ones((7, 7))), "shape"),
     (dict(quality="50"), "quality must be a number"),
+    (dict(tables=np.full((8, 8), 10 + 5j)), "tables must hold real numbers"),
+    (dict(tables=np.ones((8, 8), bool)), "tables must hold real numbers"),
     (dict(quality=True), "quality must be a number"),
     (dict(tables=np.full((8, 9), 10.0)), r"got shape \(8, 9\)"),
     (dict(images=np.full((8, 8, 3), 1.001, np.float32)), r"max 1\.00100005"),
@@ -177,3 +179,14 @@ def test_a_met_psnr_target_does_not_warn():
     warnings.simplefilter("error")
     result = djpeg.compress(crop, psnr=40)
   assert result.psnr >= 40
+
+
+def test_a_quality_per_image_may_be_a_list_and_a_closed_over_reference_scores_under_jit():
+  x = samples.load("houses")[None].repeat(2, 0)
+  np.testing.assert_array_equal(djpeg.jpeg(x, quality=[50, 60]),
+                                djpeg.jpeg(x, quality=np.array([50, 60])))
+  # A fixed reference captured by a jitted loss (it used to fail in the input check).
+  reference = jnp.asarray(x)
+  distorted = jnp.clip(reference + 0.03, 0, 1)
+  np.testing.assert_allclose(jax.jit(lambda d: djpeg.metrics.ssimulacra2(reference, d))(distorted),
+                             djpeg.metrics.ssimulacra2(reference, distorted), atol=0.01)
