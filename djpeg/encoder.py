@@ -139,6 +139,13 @@ class TrellisImage:
                                         lmbda=lmbda, weights=self.weights,
                                         importance=self.blocks, rounds=rounds)
 
+  def rounded(self, tables) -> trellis_lib.TrellisResult:
+    """Plain rounding with these tables, as libjpeg quantizes (the trellis's zeroth round); its
+    distortion is weighted by the blocks' importance, as the trellis's is."""
+    return trellis_lib.trellis_quantize(self.dct, tables, self.factors, self.height, self.width,
+                                        lmbda=0.0, weights=self.weights, importance=self.blocks,
+                                        rounds=0)
+
   def coefficients(self, tables, chosen: trellis_lib.TrellisResult) -> Coefficients:
     """The `Coefficients` of a trellis result with these `tables`."""
     return Coefficients(tuple(chosen.components), np.asarray(tables, np.float32), self.height,
@@ -325,11 +332,10 @@ def compress(image, *, quality=None, tables=None, bpp: float | None = None,
           channels)).astype(np.float64)
 
     if not trellis:
-      tables_out = base
       if kind in ("bpp", "psnr"):
-        tables_out = _scale_rounded(image, problem, base, kind, target, weights_map, say)
-      chosen = trellis_lib.trellis_quantize(problem.dct, tables_out, problem.factors, height,
-                                            width, lmbda=0.0, weights=problem.weights, rounds=0)
+        tables_out, chosen = _scale_rounded(image, problem, base, kind, target, weights_map, say)
+      else:
+        tables_out, chosen = base, problem.rounded(base)
       return _finish(image, problem, tables_out, chosen, None, sal, weights_map, measure)
 
     if kind in ("bpp", "psnr"):
@@ -458,18 +464,18 @@ class _Family:
     return self.run(self.kappa * t, self.lmbda0 / t ** 2)
 
 
-def _scale_rounded(image, problem, base, kind, target, weights_map, say) -> np.ndarray:
-  """The tables scaled until plain rounding meets a bpp or PSNR target on the real file (its
-  bytes as written, its decoded, weighted error): the fitted tables come from a model of the
-  rate and the error, which misses the file by a few bytes or tenths of a dB."""
+def _scale_rounded(image, problem, base, kind, target, weights_map, say):
+  """(tables, their plain rounding): the tables scaled until plain rounding meets a bpp or PSNR
+  target on the real file (its bytes as written, its decoded, weighted error); the fitted
+  tables come from a model of the rate and the error, which misses the file by a few bytes or
+  tenths of a dB."""
   n = problem.num_pixels
   goal = 255.0 ** 2 / 10 ** (target / 10) if kind == "psnr" else float(target)
+  roundings = {}
 
   def evaluate(s):
     tables = _scaled(base, s)
-    rounded = trellis_lib.trellis_quantize(problem.dct, tables, problem.factors, problem.height,
-                                           problem.width, lmbda=0.0, weights=problem.weights,
-                                           rounds=0)
+    rounded = roundings[s] = problem.rounded(tables)
     coefficients = problem.coefficients(tables, rounded)
     # Both, as `_search` keeps the best of the scales that meet the target by the other.
     return (8 * len(write_coefficients(coefficients)[0]) / n,
@@ -482,7 +488,7 @@ def _scale_rounded(image, problem, base, kind, target, weights_map, say) -> np.n
         f != problem.factors[0] for f in problem.factors) else "")
     warnings.warn(f"the {kind} target {target} cannot be met with these tables scaled; "
                   f"returning the nearest result.{hint}", stacklevel=4)
-  return _scaled(base, s)
+  return _scaled(base, s), roundings[s]
 
 
 def _scale_with_trellis(image, problem, base, lmbda0, kind, target, rounds, weights_map, say):
@@ -500,9 +506,7 @@ def _scale_with_trellis(image, problem, base, lmbda0, kind, target, rounds, weig
     goal = 255.0 ** 2 / 10 ** (target / 10)
     # The DCT-domain model misses chroma subsampling and pixel rounding: calibrate its offset
     # on the plain rounding of the starting tables, then on each result checked.
-    rounded = trellis_lib.trellis_quantize(problem.dct, base, problem.factors, problem.height,
-                                           problem.width, lmbda=0.0, weights=problem.weights,
-                                           importance=problem.blocks, rounds=0)
+    rounded = problem.rounded(base)
     offset = decoded_mse(image, problem.coefficients(base, rounded), weights_map) \
         - rounded.distortion / n
   else:

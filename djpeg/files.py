@@ -239,18 +239,27 @@ def load_coefficients(fp) -> Coefficients:
     JPEGError: the file is malformed, truncated or of a kind not read here; the message says which.
     ValueError: `fp` is neither a path, bytes nor a binary file object.
   """
+  return read_coefficients(file_bytes(fp))
+
+
+def file_bytes(fp, name: str = "fp") -> bytes:
+  """The bytes of a file given as bytes, a path or a binary file object (read to its end).
+
+  Raises:
+    ValueError: `fp` is none of those, or a file object opened in text mode; named `name`.
+  """
   if isinstance(fp, (bytes, bytearray, memoryview)):
-    data = bytes(fp)
-  elif isinstance(fp, (str, os.PathLike)):
+    return bytes(fp)
+  if isinstance(fp, (str, os.PathLike)):
     with open(fp, "rb") as f:
-      data = f.read()
-  elif hasattr(fp, "read"):
+      return f.read()
+  if hasattr(fp, "read"):
     data = fp.read()
     if not isinstance(data, (bytes, bytearray)):
-      raise ValueError("load_coefficients needs a binary file object (read() returned text).")
-  else:
-    raise ValueError(f"fp must be a path, bytes or a binary file object; got {type(fp).__name__}.")
-  return read_coefficients(data)
+      raise ValueError(f"{name} must be opened in binary mode (read() returned text).")
+    return bytes(data)
+  raise ValueError(f"{name} must be a JPEG file's bytes, a path or a binary file object; got "
+                   f"{type(fp).__name__}.")
 
 
 #: TIFF tags that describe the picture rather than the TIFF file's layout: what a JPEG's EXIF

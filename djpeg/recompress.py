@@ -49,13 +49,12 @@ import numpy as np
 from djpeg import codec, perceptual
 from djpeg.checks import is_real_number
 from djpeg.coefficients import Coefficients
-import os
-
 from djpeg.exact import JPEGError, Metadata, sizes, trellis as trellis_lib
 from djpeg.exact import write_coefficients
 from djpeg.exact.markers import header_segments, is_rgb_coded, metadata_segments
 from djpeg.exact.metadata import jfif_density, with_trailing
-from djpeg.exact.reader import read_file
+from djpeg.exact.reader import FileInfo, read_file
+from djpeg.files import file_bytes
 from djpeg.metrics import ssimulacra2_against, ssimulacra2_reference
 from djpeg.tables import DEFAULT_QUALITY
 
@@ -68,22 +67,6 @@ class SmoothedInput(JPEGError):
   coefficients are not the image its viewers see, so it is not recompressed in the DCT domain."""
 
 
-def _file_bytes(data, name: str = "data") -> bytes:
-  """The bytes of a JPEG file given as bytes, a path or a binary file object."""
-  if isinstance(data, (bytes, bytearray, memoryview)):
-    return bytes(data)
-  if isinstance(data, (str, os.PathLike)):
-    with open(data, "rb") as f:
-      return f.read()
-  if hasattr(data, "read"):
-    out = data.read()
-    if not isinstance(out, (bytes, bytearray)):
-      raise ValueError(f"{name} must be opened in binary mode (read() returned text).")
-    return bytes(out)
-  raise ValueError(f"{name} must be a JPEG file's bytes, a path or a binary file object; got "
-                   f"{type(data).__name__}.")
-
-
 @dataclasses.dataclass(frozen=True)
 class _Input:
   """A JPEG input: its bytes, coefficients, what is copied into a rewrite (`segments`, the JFIF
@@ -93,7 +76,7 @@ class _Input:
   segments: list
   metadata: Metadata | None
   trailing: bytes
-  info: object
+  info: FileInfo
 
   def stripped(self) -> _Input:
     """Without segments and trailing bytes; the JFIF density (print resolution) stays, as
@@ -107,7 +90,7 @@ class _Input:
 
 def _input(data, *, strip: bool = False) -> _Input:
   """The input read and checked, or JPEGError for inputs that cannot be rewritten faithfully."""
-  data = _file_bytes(data)
+  data = file_bytes(data, "data")
   segments = metadata_segments(data)
   coefficients, info = read_file(data)
   if coefficients.num_components == 3 and is_rgb_coded(segments, info.component_ids):

@@ -23,6 +23,7 @@ import dataclasses
 import math
 import struct
 
+from djpeg.exact import writer
 from djpeg.exact.markers import header_segments
 
 _EXIF_HEADER = b"Exif\x00\x00"
@@ -99,8 +100,7 @@ class Metadata:
 
   def jfif_segment(self) -> bytes:
     """The JFIF APP0 segment, with `density` (default: none, aspect 1:1)."""
-    units, x, y = self.density or (0, 1, 1)
-    return _segment(0xE0, b"JFIF\x00\x01\x01" + struct.pack(">BHH", units, x, y) + b"\x00\x00")
+    return writer.jfif_segment(*(self.density or (0, 1, 1)))
 
   def segments(self) -> list[bytes]:
     """The APP1 (EXIF, XMP), APP2 (ICC) and COM segments, markers included."""
