@@ -5,6 +5,8 @@
   python bench/perceptual_tuning.py lambda [--images 12] [--seed 5] [--factors 1,0.3]
   python bench/perceptual_tuning.py warm [--images 10] [--seed 21]
   python bench/perceptual_tuning.py chroma-fit [--images 12] [--seed 5] [--fits 0,1,0.5]
+  python bench/perceptual_tuning.py luma-fit --images 16 [--seed 5]
+      [--fits none,rounded,trellis]
   python bench/perceptual_tuning.py pooling [--images 12] [--seed 5] [--gammas -1,-0.5]
   python bench/perceptual_tuning.py brightness [--images 12] [--seed 5] [--exponents -1]
       [--lambda-factors 1]
@@ -35,6 +37,10 @@ from its second call on), on 10 other training images (seed 21).
 `chroma-fit`: subsampled chroma as libjpeg's box average (0) or fitted to libjpeg-turbo's fancy
 upsampling and mixed with the box average in each proportion of `--fits` (`CHROMA_FIT`), at the
 default mode's operating points, BD-rates on 12 other training images (seed 5).
+
+`luma-fit`: Y as libjpeg computes it (none) or coded for the chroma the decoder will show
+(`LUMA_FIT`: that chroma as plain rounding or the candidate's own trellis quantizes it), at the
+default mode's operating points, BD-rates on 16 other training images (seed 5).
 
 `pooling` and `brightness`: block weights (`perceptual.masking`) scaled by each block's expected
 quantization error (`_pooled_masking`) or redistributed by its brightness
@@ -319,6 +325,14 @@ def chroma_fit_variants(args) -> None:
                            for f in (float(x) for x in args.fits.split(","))})
 
 
+def luma_fit_variants(args) -> None:
+  """Y as libjpeg computes it (`--fits` none) or coded for the chroma the decoder will show, that
+  chroma as plain rounding (rounded) or the candidate's trellis (trellis) quantizes it
+  (`perceptual.LUMA_FIT`), at the default mode's operating points (`_operating_points`)."""
+  _operating_points(args, {f"luma fit {f:<7}": {"LUMA_FIT": None if f == "none" else f}
+                           for f in args.fits.split(",")})
+
+
 def _operating_points(args, variants: dict) -> dict:
   """For each image and quality, the smallest file (p on a grid of a quarter unit) whose
   SSIMULACRA 2 meets libjpeg-turbo's at that quality, under each variant (name: overrides of
@@ -508,6 +522,7 @@ def main() -> int:
   operating_points_command("pooling", pooling_variants, gammas="-1,-0.5")
   operating_points_command("brightness", brightness_variants, exponents="-1", lambda_factors="1")
   operating_points_command("chroma-fit", chroma_fit_variants, fits="0,1,0.5")
+  operating_points_command("luma-fit", luma_fit_variants, fits="none,rounded,trellis")
   p = sub.add_parser("butteraugli-map")
   p.add_argument("--images", type=int, default=6)
   p.add_argument("--seed", type=int, default=3)

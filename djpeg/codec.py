@@ -297,6 +297,45 @@ def transform_pixels(pixels: np.ndarray, *, subsampling: str = "4:2:0",
                for p in _component_planes(pixels, factors, float(chroma_fit)))
 
 
+def luma_for_coded_chroma(pixels: np.ndarray, chroma, chroma_tables, *,
+                          subsampling: str = "4:2:0") -> np.ndarray:
+  """The luma DCT `(rows, cols, 8, 8)` float32 (orthonormal units, as `transform_pixels`) of
+  the Y plane chosen for the chroma a decoder will show of `chroma`: each pixel's linear-light
+  brightness under that chroma made equal to the image's (`encode_compiled.luma_for_chroma`;
+  the default mode codes its luma so, `djpeg.perceptual`).
+
+  Args:
+    pixels: `(H, W, 3)` uint8 RGB.
+    chroma: the two chroma components' quantized coefficients `(rows, cols, 8, 8)` (integers),
+      as they will be coded.
+    chroma_tables: their `(2, 8, 8)` integer steps.
+    subsampling: the chroma subsampling they were coded with.
+  Raises:
+    ValueError: not one RGB image.
+  """
+  batch_shape, height, width, channels, factors = _pixel_geometry(pixels, subsampling)
+  if batch_shape or channels != 3:
+    raise ValueError(f"luma_for_coded_chroma takes one RGB image (H, W, 3); got {np.shape(pixels)}.")
+  view = np.ascontiguousarray(pixels, np.uint8).view()
+  view.flags.writeable = False
+  planes = encode_compiled.ycc_planes(view)
+  steps = np.asarray(chroma_tables, np.int32)
+  coded = []
+  for c in (1, 2):
+    rh, rv = sampling.ratios(factors, c)
+    rows, cols = sampling.component_size(height, width, factors, c)
+    samples = decode_compiled.idct_plane(np.asarray(chroma[c - 1], np.int32), steps[c - 1])
+    if (rh, rv) == (1, 1):
+      coded.append(np.ascontiguousarray(samples[:height, :width]))
+    else:
+      coded.append(decode_compiled.upsample_plane(
+          samples, rows, cols, rh, rv, sampling.uses_fancy(rh, rv, cols), height, width))
+  luma = encode_compiled.luma_for_chroma(view, *planes, *coded)
+  rh, rv = sampling.ratios(factors, 0)
+  return encode_compiled.forward_dct(encode_compiled.component_plane(
+      luma, rh, rv, *sampling.component_blocks(height, width, factors, 0)))
+
+
 def encode_pixels(pixels: np.ndarray, *, quality=None, tables=None,
                   subsampling: str = "4:2:0") -> Coefficients:
   """`encode` for 8-bit pixels `(H, W, C)` or `(B, H, W, C)` uint8, as the file writer needs it.

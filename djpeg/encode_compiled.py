@@ -330,3 +330,83 @@ def fitted_component_plane(plane, rh, rv, block_rows, block_cols, blend):
     for c in range(out.shape[1]):
       out[r, c] = out[rows_in - 1, c]
   return out
+
+
+#: sRGB's transfer function (IEC 61966-2-1) sampled every 1/_LINEAR_STEPS of a code value over
+#: 0..255, for `luma_for_chroma`'s Newton steps (interpolated linearly: within 3e-8 of the curve).
+_LINEAR_STEPS = 16
+
+
+def _srgb_to_linear(v: np.ndarray) -> np.ndarray:
+  v = np.asarray(v, np.float64) / 255.0
+  return np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4)
+
+
+_LINEAR = _srgb_to_linear(np.arange(255 * _LINEAR_STEPS + 2) / _LINEAR_STEPS)
+#: The brightness kept: SSIMULACRA 2's (libjxl's) opsin absorbance mix of linear R, G, B, its L
+#: and M cones summed (the luma of XYB before its cube roots).
+_BRIGHTNESS = (0.30 + 0.23, 0.622 + 0.692, 0.078 + 0.078)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _linear_at(v):
+  """(sRGB-to-linear of a code value v, its derivative per code value); 0 slope outside 0..255."""
+  if v <= 0.0:
+    return _LINEAR[0], 0.0
+  if v >= 255.0:
+    return _LINEAR[255 * _LINEAR_STEPS], 0.0
+  x = v * _LINEAR_STEPS
+  i = int(x)
+  slope = _LINEAR[i + 1] - _LINEAR[i]
+  return _LINEAR[i] + (x - i) * slope, slope * _LINEAR_STEPS
+
+
+@numba.njit(cache=True, nogil=True)
+def luma_for_chroma(pixels, y, cb, cr, coded_cb, coded_cr):
+  """The Y plane `(H, W)` uint8 that brings back each pixel's brightness under the chroma the
+  decoder will show.
+
+  Subsampled and quantized chroma reaches the decoder changed (averaged over 2x2, upsampled,
+  rounded to its steps), and at an edge between saturated colours the changed chroma moves the
+  pixel's linear-light brightness even though JPEG's Y (a gamma-domain sum) is kept: a red
+  edge beside green comes out darker or brighter than it was. Adding the same offset d to R, G
+  and B changes Y by d and leaves Cb and Cr alone, so per pixel the offset is solved (Newton's
+  method on the sRGB curve) that makes the brightness of the decoded pixel RGB(Y + d, cb, cr)
+  equal the original pixel's, as libwebp's "sharp YUV" does for its own space; brightness is
+  the sum of SSIMULACRA 2's L and M cone responses in linear light (`_BRIGHTNESS`). Where the
+  decoded chroma is within one code value of the pixel's own, Y is kept (the offset would
+  round away). Inputs: `pixels` `(H, W, 3)` uint8 RGB, `y`, `cb`, `cr` its planes
+  (`ycc_planes`), `coded_cb`, `coded_cr` the full-resolution chroma the decoder makes of the
+  coded samples (`decode_compiled.upsample_plane`)."""
+  height, width = y.shape
+  out = np.empty((height, width), np.uint8)
+  w0, w1, w2 = _BRIGHTNESS
+  exact = np.empty(256)
+  for k in range(256):
+    exact[k] = _LINEAR[k * _LINEAR_STEPS]
+  for r in range(height):
+    for c in range(width):
+      du = np.int32(coded_cb[r, c]) - np.int32(cb[r, c])
+      dv = np.int32(coded_cr[r, c]) - np.int32(cr[r, c])
+      if abs(du) + abs(dv) <= 1:
+        out[r, c] = y[r, c]
+        continue
+      target = w0 * exact[pixels[r, c, 0]] + w1 * exact[pixels[r, c, 1]] + w2 * exact[pixels[r, c, 2]]
+      yy = np.float64(y[r, c])
+      u = np.float64(coded_cb[r, c]) - 128.0
+      v = np.float64(coded_cr[r, c]) - 128.0
+      red, green, blue = yy + 1.402 * v, yy - 0.344136 * u - 0.714136 * v, yy + 1.772 * u
+      d = 0.0
+      for _ in range(4):
+        a, da = _linear_at(red + d)
+        b, db = _linear_at(green + d)
+        e, de = _linear_at(blue + d)
+        slope = w0 * da + w1 * db + w2 * de
+        if slope <= 0.0:
+          break
+        step = (w0 * a + w1 * b + w2 * e - target) / slope
+        d = min(max(d - step, -255.0), 255.0)
+        if abs(step) < 0.05:
+          break
+      out[r, c] = np.uint8(min(255.0, max(0.0, np.floor(yy + d + 0.5))))
+  return out
