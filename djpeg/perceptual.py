@@ -2,7 +2,7 @@
 mode built on them (at quality Q, at least libjpeg-turbo's SSIMULACRA 2 at Q in fewer bytes,
 never more).
 
-Three choices, all fitted on the training images (`bench/perceptual_tuning.py`), never on Kodak:
+Four choices, all fitted on the training images (`bench/perceptual_tuning.py`), never on Kodak:
 
 * Tables: `PERCEPTUAL_TABLES`, one luma and one chroma shape scaled by IJG's quality rule
   (`tables`, a "perceptual quality" p in [1, 100], continuous). The shapes start from the
@@ -15,6 +15,10 @@ Three choices, all fitted on the training images (`bench/perceptual_tuning.py`),
   and an activity masking m_b = M / (1 + E_b / T): E_b is the block's mean squared AC coefficient
   (libjpeg's DCT scale), so busy blocks, where errors hide, give up more coefficients. DC is
   rounded (`djpeg.exact.trellis`).
+* Samples coded for the decoder: subsampled chroma half fitted to libjpeg-turbo's upsampling
+  (`CHROMA_FIT`), and luma coded for the chroma the decoder will show (`LUMA_FIT`): where the
+  smoothed, quantized chroma of a colour edge would move a pixel's linear-light brightness,
+  Y moves it back (`codec.luma_for_coded_chroma`, as libwebp's "sharp YUV").
 * Default mode (`meet_libjpeg`): the target is the SSIMULACRA 2 of libjpeg-turbo's own file at
   Q (4:2:0, Annex K, decoded exactly as libjpeg-turbo decodes it); p is searched, from a guess
   fitted on the training images, for the coarsest tables whose trellis result still scores at
@@ -220,7 +224,8 @@ class PerceptualImage:
 
   def trellis(self, p: float, subsampling: str = "4:2:0", *, lmbda: float = LAMBDA,
               rounds: int = 2) -> tuple[Coefficients, float]:
-    """(coefficients, estimated baseline file bytes) of the perceptual trellis at `p`.
+    """(coefficients, estimated baseline file bytes) of the perceptual trellis at `p`, the luma
+    coded for the chroma at these tables (`LUMA_FIT`).
 
     The first call for a subsampling runs `rounds` passes from plain rounding's Huffman code
     lengths; later ones (a search's next candidates, at nearby tables) run one pass priced with
