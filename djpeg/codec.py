@@ -311,11 +311,17 @@ def luma_for_coded_chroma(pixels: np.ndarray, chroma, chroma_tables, *,
     chroma_tables: their `(2, 8, 8)` integer steps.
     subsampling: the chroma subsampling they were coded with.
   Raises:
-    ValueError: not one RGB image.
+    ValueError: not one RGB image, or chroma or tables of other shapes.
   """
   batch_shape, height, width, channels, factors = _pixel_geometry(pixels, subsampling)
   if batch_shape or channels != 3:
     raise ValueError(f"luma_for_coded_chroma takes one RGB image (H, W, 3); got {np.shape(pixels)}.")
+  expected = [sampling.component_blocks(height, width, factors, c) + (8, 8) for c in (1, 2)]
+  if len(chroma) != 2 or [np.shape(c) for c in chroma] != expected:
+    raise ValueError(f"chroma must be the two chroma components {expected} of a {height}x{width} "
+                     f"{subsampling} image; got shapes {[np.shape(c) for c in chroma]}.")
+  if np.shape(chroma_tables) != (2, 8, 8):
+    raise ValueError(f"chroma_tables must be (2, 8, 8); got {np.shape(chroma_tables)}.")
   view = np.ascontiguousarray(pixels, np.uint8).view()
   view.flags.writeable = False
   planes = encode_compiled.ycc_planes(view)

@@ -272,8 +272,18 @@ def test_luma_for_coded_chroma_keeps_the_brightness_that_chroma_moves():
   assert error["coded"] < 0.3 * min(error["plain"], error["unquantized"]), error
 
 
-def test_luma_for_coded_chroma_refuses_gray_and_batches():
+def test_luma_for_coded_chroma_refuses_what_it_cannot_use():
+  """Gray images, batches, chroma of another image's shape (the compiled loops would read past
+  the planes) and tables of another shape: a ValueError naming the problem."""
+  pixels = np.zeros((16, 24, 3), np.uint8)
+  chroma = [np.zeros((1, 2, 8, 8), np.int32)] * 2          # 4:2:0 of 16x24: one row of two blocks
   with pytest.raises(ValueError, match="one RGB image"):
-    djpeg.codec.luma_for_coded_chroma(np.zeros((16, 16, 1), np.uint8), [], np.ones((2, 8, 8)))
+    djpeg.codec.luma_for_coded_chroma(pixels[..., :1], chroma, np.ones((2, 8, 8)))
   with pytest.raises(ValueError, match="one RGB image"):
-    djpeg.codec.luma_for_coded_chroma(np.zeros((2, 16, 16, 3), np.uint8), [], np.ones((2, 8, 8)))
+    djpeg.codec.luma_for_coded_chroma(pixels[None], chroma, np.ones((2, 8, 8)))
+  for wrong in ([np.zeros((2, 3, 8, 8))] * 2, chroma[:1], [np.zeros((1, 2, 8, 8))] * 3):
+    with pytest.raises(ValueError, match="chroma must be"):
+      djpeg.codec.luma_for_coded_chroma(pixels, wrong, np.ones((2, 8, 8)))
+  with pytest.raises(ValueError, match="chroma_tables"):
+    djpeg.codec.luma_for_coded_chroma(pixels, chroma, np.ones((8, 8)))
+  assert djpeg.codec.luma_for_coded_chroma(pixels, chroma, np.ones((2, 8, 8))).shape == (2, 3, 8, 8)
