@@ -114,13 +114,22 @@ def test_worker_processes_give_the_same_files(tmp_path):
       assert open(a, "rb").read() == open(b, "rb").read(), name
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+  """For a child process (`preexec_fn`): SIGINT's default action, whatever this test run
+  inherited. A test run started in the background of a non-interactive shell ignores SIGINT,
+  its children inherit that, and Python then never turns Ctrl-C into KeyboardInterrupt: the
+  child would finish its work instead of stopping."""
+  signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_a_killed_run_leaves_no_partial_file(tmp_path):
   # A large image, a run killed while it works on it: no file, no temporary file left.
   big = np.asarray(Image.fromarray(samples.load("castle", uint8=True)).resize((1600, 1200)))
   (tmp_path / "in").mkdir()
   Image.fromarray(big).save(tmp_path / "in" / "big.png")
   proc = subprocess.Popen([sys.executable, "-m", "djpeg", "encode", str(tmp_path / "in"), "-o",
-                           str(tmp_path / "out"), "--jobs", "1", "--no-cache", "--quiet"])
+                           str(tmp_path / "out"), "--jobs", "1", "--no-cache", "--quiet"],
+                          preexec_fn=_ctrl_c_as_in_a_terminal)
   time.sleep(8)
   proc.send_signal(signal.SIGINT)
   proc.wait(timeout=120)
@@ -270,7 +279,8 @@ def test_an_interrupted_run_with_workers_stops_soon(tmp_path):
         tmp_path / "in" / f"p{i:02d}.png")
   proc = subprocess.Popen([sys.executable, "-m", "djpeg", "encode", str(tmp_path / "in"), "-o",
                            str(tmp_path / "out"), "--jobs", "2", "--no-cache", "--quiet"],
-                          start_new_session=True, stderr=subprocess.PIPE, text=True)
+                          start_new_session=True, stderr=subprocess.PIPE, text=True,
+                          preexec_fn=_ctrl_c_as_in_a_terminal)
   deadline = time.monotonic() + 600          # a hang guard (a first run compiles), not a timing
   while not list((tmp_path / "out").glob("*.jpg")) and proc.poll() is None:
     assert time.monotonic() < deadline
