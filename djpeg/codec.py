@@ -315,7 +315,8 @@ def luma_for_coded_chroma(pixels: np.ndarray, chroma, chroma_tables, *,
   """
   batch_shape, height, width, channels, factors = _pixel_geometry(pixels, subsampling)
   if batch_shape or channels != 3:
-    raise ValueError(f"luma_for_coded_chroma takes one RGB image (H, W, 3); got {np.shape(pixels)}.")
+    raise ValueError("luma_for_coded_chroma takes one RGB image (H, W, 3); "
+                     f"got {np.shape(pixels)}.")
   expected = [sampling.component_blocks(height, width, factors, c) + (8, 8) for c in (1, 2)]
   if len(chroma) != 2 or [np.shape(c) for c in chroma] != expected:
     raise ValueError(f"chroma must be the two chroma components {expected} of a {height}x{width} "

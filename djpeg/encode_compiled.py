@@ -391,7 +391,8 @@ def luma_for_chroma(pixels, y, cb, cr, coded_cb, coded_cr):
       if abs(du) + abs(dv) <= 1:
         out[r, c] = y[r, c]
         continue
-      target = w0 * exact[pixels[r, c, 0]] + w1 * exact[pixels[r, c, 1]] + w2 * exact[pixels[r, c, 2]]
+      target = (w0 * exact[pixels[r, c, 0]] + w1 * exact[pixels[r, c, 1]]
+                + w2 * exact[pixels[r, c, 2]])
       yy = np.float64(y[r, c])
       u = np.float64(coded_cb[r, c]) - 128.0
       v = np.float64(coded_cr[r, c]) - 128.0
