@@ -327,16 +327,10 @@ def luma_for_coded_chroma(pixels: np.ndarray, chroma, chroma_tables, *,
   view.flags.writeable = False
   planes = encode_compiled.ycc_planes(view)
   steps = np.asarray(chroma_tables, np.int32)
-  coded = []
-  for c in (1, 2):
-    rh, rv = sampling.ratios(factors, c)
-    rows, cols = sampling.component_size(height, width, factors, c)
-    samples = decode_compiled.idct_plane(np.asarray(chroma[c - 1], np.int32), steps[c - 1])
-    if (rh, rv) == (1, 1):
-      coded.append(np.ascontiguousarray(samples[:height, :width]))
-    else:
-      coded.append(decode_compiled.upsample_plane(
-          samples, rows, cols, rh, rv, sampling.uses_fancy(rh, rv, cols), height, width))
+  # Contiguous whatever the subsampling: one numba signature of the solve (a 4:4:4 plane is a
+  # view of the IDCT's padded samples).
+  coded = [np.ascontiguousarray(_decoded_plane(np.asarray(chroma[c - 1], np.int32), steps[c - 1],
+                                               height, width, factors, c)) for c in (1, 2)]
   luma = encode_compiled.luma_for_chroma(view, *planes, *coded)
   rh, rv = sampling.ratios(factors, 0)
   return encode_compiled.forward_dct(encode_compiled.component_plane(
@@ -523,19 +517,24 @@ def _decode_pixels_compiled(coefficients: Coefficients) -> np.ndarray | None:
   height, width, factors = coefficients.height, coefficients.width, coefficients.sampling
   images = []
   for b in range(components[0].shape[0]):
-    planes = []
-    for c, quantized in enumerate(components):
-      samples = decode_compiled.idct_plane(quantized[b], steps[b, c])
-      rows, cols = sampling.component_size(height, width, factors, c)
-      rh, rv = sampling.ratios(factors, c)
-      if (rh, rv) == (1, 1):
-        planes.append(samples[:height, :width])
-      else:
-        planes.append(decode_compiled.upsample_plane(
-            samples, rows, cols, rh, rv, sampling.uses_fancy(rh, rv, cols), height, width))
+    planes = [_decoded_plane(quantized[b], steps[b, c], height, width, factors, c)
+              for c, quantized in enumerate(components)]
     images.append(decode_compiled.ycc_to_rgb(*planes) if len(planes) == 3
                   else planes[0][..., None])
   return np.stack(images)
+
+
+def _decoded_plane(quantized, steps, height: int, width: int, factors, c: int) -> np.ndarray:
+  """Component `c`'s quantized coefficients `(rows, cols, 8, 8)` int32 and `(8, 8)` int32 steps
+  -> the `(height, width)` uint8 plane libjpeg-turbo's decoder makes of them (islow IDCT, then
+  its upsampling; compiled loops)."""
+  samples = decode_compiled.idct_plane(quantized, steps)
+  rh, rv = sampling.ratios(factors, c)
+  if (rh, rv) == (1, 1):
+    return samples[:height, :width]
+  rows, cols = sampling.component_size(height, width, factors, c)
+  return decode_compiled.upsample_plane(samples, rows, cols, rh, rv,
+                                        sampling.uses_fancy(rh, rv, cols), height, width)
 
 
 @jax.jit

@@ -237,7 +237,7 @@ class PerceptualImage:
     factors = sampling.factors_for(subsampling, self.channels)
     previous = self._ac_counts.get(subsampling)
     if LUMA_FIT == "rounded" and self.channels == 3:
-      rounded = [np.trunc(d / s + np.copysign(0.5, d)) for d, s in zip(dct[1:], steps[1:])]
+      rounded = [trellis_lib.round_half_away(d / s) for d, s in zip(dct[1:], steps[1:])]
       dct = self._luma_fitted(dct, rounded, steps, subsampling)
     result = trellis_lib.trellis_quantize(dct, steps, factors, self.height, self.width,
                                           lmbda=lmbda, weights=step_weights(steps),
@@ -258,8 +258,7 @@ class PerceptualImage:
 
   def _luma_fitted(self, dct, chroma, steps, subsampling):
     """`dct` with its luma coded for `chroma` (quantized, at `steps[1:]`; `LUMA_FIT`)."""
-    luma = codec.luma_for_coded_chroma(self.pixels, [np.asarray(c, np.int32) for c in chroma],
-                                       steps[1:].astype(np.int32), subsampling=subsampling)
+    luma = codec.luma_for_coded_chroma(self.pixels, chroma, steps[1:], subsampling=subsampling)
     return [luma] + list(dct[1:])
 
   def score(self, coefficients: Coefficients) -> float:
