@@ -24,8 +24,9 @@ Four choices, all fitted on the training images (`bench/perceptual_tuning.py`), 
   fitted on the training images, for the coarsest tables whose trellis result still scores at
   least the target (it stops within 0.75 of p, or at a candidate within `SEARCH_SLACK` points
   of the target), each candidate scored on its exact decode. From quality `FULL_CHROMA_FROM`
-  (90) 4:4:4 is tried too, and the smaller file wins. The result never scores below the target: if no p reaches it (a
-  flat image the anchor codes nearly losslessly), libjpeg-turbo's own coefficients are returned.
+  (90) 4:4:4 is tried too, and the smaller file wins. The result never scores below the
+  target: if no p reaches it (a flat image the anchor codes nearly losslessly), libjpeg-turbo's
+  own coefficients are returned.
 
 Large images (over `EXACT_LIMIT` pixels: phone photos) are searched on a sample: `SAMPLE_TILES`
 tiles of `SAMPLE_TILE` pixels spread over the image on the MCU grid, coded as one mosaic and
@@ -42,7 +43,8 @@ GB per megapixel: a 24-MP photo would pass the 2 GB the exporter keeps to). The 
 search runs instead on a larger sample,
 `CHECK_TILES` tiles of `CHECK_TILE` pixels (a megapixel), which predicts the whole image's
 choice far better than the small one; the target then holds on that sample, not necessarily to
-the last digit on the whole image. (The whole image is then coded once.) Every size above
+the last digit on the whole image. (The whole image is then coded once, strip by strip, in
+memory that does not grow with it: `_coded_in_strips`.) Every size above
 `WHOLE_CHECK_LIMIT` compiles the same programs.
 """
 
@@ -134,6 +136,11 @@ SEARCH_SLACK = 0.3
 #: quality 95 and 9 of 12 at 98, and on none at 90 or below.
 SUBSAMPLINGS = ("4:2:0", "4:4:4")
 FULL_CHROMA_FROM = 90
+#: A sampled image's one whole pass runs over strips of about this many pixels (whole MCU
+#: rows), each prepared with `STRIP_CONTEXT` rows of the image above and below it, so that its
+#: memory does not grow with the image (`_coded_in_strips`).
+STRIP_PIXELS = 1 << 21
+STRIP_CONTEXT = 32
 
 
 def tables(p: float, channels: int = 3) -> np.ndarray:
@@ -467,7 +474,8 @@ def meet_libjpeg(pixels: np.ndarray, quality: float = DEFAULT_QUALITY, *,
   slope = _local_slope(curves[best.subsampling], best.p) if best is not None else None
   if sampled and pixels.shape[0] * pixels.shape[1] <= WHOLE_CHECK_LIMIT:
     return _checked(full, quality, best, evaluations, slope, fallback)
-  if sampled and best is not None and min(pixels.shape[:2]) >= CHECK_TILE:
+  checked_on_sample = sampled and best is not None and min(pixels.shape[:2]) >= CHECK_TILE
+  if checked_on_sample:
     check = PerceptualImage(sample_mosaic(pixels, CHECK_TILES, CHECK_TILE), CHECK_TILES)
     checked = _checked(check, quality, best, evaluations, slope, fallback)
     evaluations, target = checked.evaluations, checked.target
@@ -480,12 +488,70 @@ def meet_libjpeg(pixels: np.ndarray, quality: float = DEFAULT_QUALITY, *,
     coefficients = full.libjpeg(quality) if sampled else anchor
     return PerceptualResult(coefficients, target, target, None, "4:2:0", evaluations, sampled)
   if sampled:        # the whole image, once, at the tables chosen on the sample
-    coefficients, size = full.trellis(best.p, best.subsampling)
+    if LUMA_FIT == "trellis":          # a variant for the benchmarks: the whole image at once
+      coefficients, size = full.trellis(best.p, best.subsampling)
+    else:
+      counts = (check if checked_on_sample else image)._ac_counts.get(best.subsampling)
+      coefficients, size = _coded_in_strips(pixels, best.p, best.subsampling, counts)
     return dataclasses.replace(best, coefficients=coefficients, file_bytes=size,
                                evaluations=evaluations, sampled=True)
   if fallback != "4:2:0":              # the anchor's 4:2:0 is not the caller's choice
     return dataclasses.replace(best, evaluations=evaluations)
   return _no_larger_than_libjpeg(dataclasses.replace(best, evaluations=evaluations), anchor)
+
+
+def _coded_in_strips(pixels: np.ndarray, p: float, subsampling: str,
+                     ac_counts: np.ndarray | None) -> tuple[Coefficients, float]:
+  """`PerceptualImage(pixels).trellis(p, subsampling)` strip by strip: (coefficients, estimated
+  baseline file bytes), in memory bounded by the strip, not the image.
+
+  Every step of the trellis path is local except two: the chroma fit solves along whole
+  columns, and the decoder's upsampling of the coded chroma reads the next chroma row. Each
+  strip (whole MCU rows, about `STRIP_PIXELS` pixels) is therefore transformed and luma-fitted
+  with `STRIP_CONTEXT` rows of the image above and below it, and only its own blocks go to the
+  trellis. The fit's reach falls off fast: with 16 rows of context one chroma sample in five
+  million came out otherwise than in one piece (a 12-MP library photo), with 32 none. The
+  trellis's choices are per block once its prices are fixed. The trellis prices
+  its symbols with `ac_counts` (a sample's result at nearby tables: one pass, as a search's later
+  candidates; None: two passes from plain rounding's, per strip)."""
+  height, width, channels = pixels.shape
+  factors = sampling.factors_for(subsampling, channels)
+  v_max = max(v for _, v in factors)
+  mcu = 8 * v_max
+  rows = max(mcu, STRIP_PIXELS // width // mcu * mcu)
+  context = -(-STRIP_CONTEXT // mcu) * mcu
+  steps = tables(p, channels)
+  weights = step_weights(steps)
+  components = tuple(np.empty(sampling.component_blocks(height, width, factors, c) + (8, 8),
+                              np.int16) for c in range(channels))
+  counts = {}
+  for top in range(0, height, rows):
+    bottom = min(height, top + rows)
+    first, last = max(0, top - context), min(height, bottom + context)
+    region = pixels[first:last]
+    dct = [np.asarray(d) for d in codec.transform_pixels(region, subsampling=subsampling,
+                                                          chroma_fit=CHROMA_FIT)]
+    importance = masking(dct)
+    if LUMA_FIT == "rounded" and channels == 3:
+      rounded = [trellis_lib.round_half_away(d / s) for d, s in zip(dct[1:], steps[1:])]
+      dct[0] = codec.luma_for_coded_chroma(region, rounded, steps[1:], subsampling=subsampling)
+    own, into = [], []        # each component's block rows: in the region, in the image
+    for c, (_, v) in enumerate(factors):
+      count = sampling.component_blocks(bottom - top, width, factors, c)[0]
+      own.append(slice((top - first) * v // mcu, (top - first) * v // mcu + count))
+      into.append(slice(top * v // mcu, top * v // mcu + count))
+    result = trellis_lib.trellis_quantize(
+        [d[s] for d, s in zip(dct, own)], steps, factors, bottom - top, width, lmbda=LAMBDA,
+        weights=weights, importance=[m[s] for m, s in zip(importance, own)],
+        rounds=2 if ac_counts is None else 1, ac_counts=ac_counts)
+    for whole, part, rows_into in zip(components, result.components, into):
+      whole[rows_into] = part
+    for key, value in result.counts.items():
+      counts[key] = counts.get(key, 0) + np.asarray(value, np.int64)
+  coefficients = Coefficients(components, steps.astype(np.float32), height, width, factors)
+  return coefficients, float(sizes.baseline_file_bytes(
+      sizes.coded_bits(counts), num_components=channels,
+      distinct_tables=sizes.distinct_tables(steps)))
 
 
 def _no_larger_than_libjpeg(result: PerceptualResult, anchor: Coefficients) -> PerceptualResult:

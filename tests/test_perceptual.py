@@ -105,6 +105,36 @@ def test_larger_images_are_checked_on_a_larger_sample(monkeypatch):
   assert score(pixels, alone) < target - 2.0
 
 
+@pytest.mark.parametrize("gray,subsampling", [(False, "4:2:0"), (False, "4:4:4"), (True, None)])
+def test_a_sampled_image_coded_in_strips_is_coded_as_in_one_piece(gray, subsampling,
+                                                                   monkeypatch):
+  # A sampled image's one whole pass runs strip by strip, so that its memory does not grow with
+  # the image; the chroma fit and the decoder's upsampling reach across strips, which the
+  # strips' context rows provide. Strips of 48 rows must give the coefficients of one strip.
+  for name, value in [("EXACT_LIMIT", 1 << 16), ("WHOLE_CHECK_LIMIT", 1 << 16),
+                      ("CHECK_TILES", 4)]:
+    monkeypatch.setattr(perceptual, name, value)
+  tiles = [samples.load(name, uint8=True) for name in ("limes", "houses", "castle")]
+  pixels = np.concatenate([np.concatenate([tiles[(r + c) % 3][::(-1) ** r, ::(-1) ** c]
+                                           for c in range(3)], 1) for r in range(2)], 0)
+  pixels = np.ascontiguousarray(pixels[:487, :613])
+  if gray:
+    pixels = np.asarray(Image.fromarray(pixels).convert("L"))[..., None]
+  subsamplings = None if subsampling is None else (subsampling,)
+  coded = {}
+  for strip_rows in (48, pixels.shape[0]):
+    monkeypatch.setattr(perceptual, "STRIP_PIXELS", strip_rows * pixels.shape[1])
+    result = perceptual.meet_libjpeg(pixels, 75, subsamplings=subsamplings)
+    assert result.sampled and result.p is not None
+    coded[strip_rows] = result
+  strips, whole = coded[48], coded[pixels.shape[0]]
+  for ours, theirs in zip(strips.coefficients.components, whole.coefficients.components):
+    np.testing.assert_array_equal(ours, theirs)
+  assert abs(strips.file_bytes / whole.file_bytes - 1) < 0.01
+  decoded = pillow_decode(djpeg.dumps(strips.coefficients))
+  assert decoded.shape[:2] == pixels.shape[:2]
+
+
 def test_libjpeg_mode_is_libjpeg_turbos_file():
   pixels = samples.load("castle", uint8=True)
   for quality in (20, 75, 95):

@@ -62,6 +62,8 @@ class TrellisResult:
     rounds: trellis rounds run; `chosen`: the round whose result was kept (0 = plain rounding).
     ac_counts: `(2, 256)` AC symbol counts of the kept result per Huffman table (luma, chroma;
       zeros for a table no component uses): `trellis_quantize`'s `ac_counts` for a next call.
+    counts: the kept result's symbol counts `{(class, slot): (256,)}` (DC and AC), from which
+      `bits` is computed: counts of parts of an image coded separately add up.
   """
   components: list[np.ndarray]
   bits: float
@@ -74,6 +76,7 @@ class TrellisResult:
   rounds: int
   chosen: int
   ac_counts: np.ndarray | None = None
+  counts: dict | None = None
 
 
 def round_half_away(x: np.ndarray) -> np.ndarray:
@@ -386,4 +389,4 @@ def trellis_quantize(dct, tables, sampling, height: int, width: int, *, lmbda=No
   return TrellisResult(components=problem.components(best[1]), bits=best[2],
                        distortion=best[3], cost=best[0], lmbda=lmbda, rounding_bits=rounding[0],
                        rounding_distortion=rounding[1], rounding_cost=rounding[2], rounds=rounds,
-                       chosen=best[4], ac_counts=kept)
+                       chosen=best[4], ac_counts=kept, counts=best[5])
