@@ -554,9 +554,24 @@ def decode_stripes(coefficients: Coefficients, rows: int = 1024):
     coefficients: one image's `Coefficients` (no batch).
     rows: pixel rows per stripe (rounded down to whole MCU rows, at least one).
   """
+  for top, part, first, count in _stripe_parts(coefficients, rows, "decode_stripes"):
+    yield top, decode(part)[first:first + count]
+
+
+def decode_sample_stripes(coefficients: Coefficients, rows: int = 256):
+  """`decode_stripes` as `decode_samples` decodes: `(top, stripe)` with the stripe `(h, W, C)`
+  uint8, by compiled loops (no XLA program), rows `top:top + h` of
+  `decode_samples(coefficients)` exactly, in the memory of a stripe."""
+  for top, part, first, count in _stripe_parts(coefficients, rows, "decode_sample_stripes"):
+    yield top, decode_samples(part)[first:first + count]
+
+
+def _stripe_parts(coefficients: Coefficients, rows: int, name: str):
+  """`decode_stripes`'s stripes: (top, the stripe's coefficients with their context, first row
+  and number of rows of the stripe in their decode)."""
   coefficients.check()
   if coefficients.batch_shape:
-    raise ValueError(f"decode_stripes takes one image; got batch shape {coefficients.batch_shape}.")
+    raise ValueError(f"{name} takes one image; got batch shape {coefficients.batch_shape}.")
   factors, height, width = coefficients.sampling, coefficients.height, coefficients.width
   mcu_h = 8 * max(v for _, v in factors)
   total = -(-height // mcu_h)
@@ -568,8 +583,7 @@ def decode_stripes(coefficients: Coefficients, rows: int = 1024):
         tuple(np.asarray(comp)[lo * v:hi * v] for comp, (_, v) in zip(coefficients.components,
                                                                        factors)),
         coefficients.tables, min(hi * mcu_h, height) - lo * mcu_h, width, factors)
-    top = (a - lo) * mcu_h
-    yield a * mcu_h, decode(part)[top:top + min(b * mcu_h, height) - a * mcu_h]
+    yield a * mcu_h, part, (a - lo) * mcu_h, min(b * mcu_h, height) - a * mcu_h
 
 
 def jpeg(images, *, quality=None, tables=None, subsampling: str = "4:2:0", rounding: str = "ste",

@@ -154,6 +154,10 @@ def test_decode_pixels_is_libjpeg_turbos_output(factors, height, width):
   assert got.dtype == np.uint8
   np.testing.assert_array_equal(got, reference)
   np.testing.assert_array_equal(got, to_uint8(djpeg.decode(coefficients)))   # the XLA decode
+  # In stripes of one MCU row (each decoded with its neighbours' rows for the upsampling).
+  stripes = list(codec.decode_sample_stripes(coefficients, rows=8))
+  assert [top for top, _ in stripes] == list(np.cumsum([0] + [len(s) for _, s in stripes[:-1]]))
+  np.testing.assert_array_equal(np.concatenate([s for _, s in stripes]), reference)
   batch = Coefficients(tuple(np.stack([c, c]) for c in components), np.stack([tables, tables]),
                        height, width, factors)
   np.testing.assert_array_equal(np.asarray(codec.decode_pixels(batch)), np.stack([got, got]))

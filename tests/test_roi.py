@@ -308,6 +308,24 @@ def test_cli_trellis_and_saliency(pixels, mask, tmp_path, capsys):
               str(tmp_path / "nope.png")])
 
 
+def test_reported_psnr_is_the_written_files(pixels, mask, tmp_path):
+  # The exporter measures its file on the decode, stripe by stripe (bounded memory): the
+  # PSNRs it reports, whole and inside / outside the region, are those of libjpeg-turbo's
+  # decode of the file it wrote. Three stripes of 256 rows here.
+  from djpeg.export import ExportOptions, export_bytes
+  image = np.concatenate([pixels, pixels[::-1], pixels, pixels[::-1], pixels[:60]], 0)
+  region = np.concatenate([mask, mask[::-1], mask, mask[::-1], mask[:60]], 0)
+  Image.fromarray(region.astype(np.uint8) * 255).save(tmp_path / "mask.png")
+  buffer = io.BytesIO()
+  Image.fromarray(image).save(buffer, "PNG")
+  options = ExportOptions(mode="trellis", quality=60, saliency=str(tmp_path / "mask.png"))
+  data, result = export_bytes(buffer.getvalue(), options)
+  decoded = decode(data)
+  assert result.psnr == pytest.approx(psnr(decoded, image), abs=1e-9)
+  assert result.roi_psnr == pytest.approx((psnr(decoded[region], image[region]),
+                                           psnr(decoded[~region], image[~region])), abs=1e-9)
+
+
 def test_every_target_is_met_on_the_real_file(tmp_path):
   # Measured on Pillow's decode and the file's own size: the table fit without the trellis and
   # the learned tables with it (whose targets used to be dropped) both meet them.

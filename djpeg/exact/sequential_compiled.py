@@ -92,7 +92,7 @@ def _count(blocks, component, row, dummy, frame, dc_table, ac_table, zigzag, int
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _put(out, pos, acc, nbits, field, length):
+def put_bits(out, pos, acc, nbits, field, length):
   """Appends a `length`-bit field to the bit buffer (`acc`, holding `nbits` < 8 bits) and moves
   whole bytes to `out` from `pos`, each 0xFF followed by a stuffed 0x00: (pos, acc, nbits)."""
   acc = (acc << np.uint64(length)) | field
@@ -109,7 +109,7 @@ def _put(out, pos, acc, nbits, field, length):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _field(shifted, symbol, value, size):
+def code_field(shifted, symbol, value, size):
   """A symbol's code followed by `size` extra bits of `value` (negative: value - 1's low bits)."""
   if value < 0:
     value -= 1
@@ -132,7 +132,7 @@ def _emit(blocks, component, row, dummy, frame, dc_table, ac_table, zigzag, inte
   for i in range(component.shape[0]):
     if next_restart < interval_first.shape[0] and i == interval_first[next_restart]:
       if nbits:                                   # the interval's last byte, padded with 1s
-        pos, acc, nbits = _put(out, pos, acc, nbits, np.uint64((1 << (8 - nbits)) - 1),
+        pos, acc, nbits = put_bits(out, pos, acc, nbits, np.uint64((1 << (8 - nbits)) - 1),
                                8 - nbits)
       out[pos] = 0xFF
       out[pos + 1] = 0xD0 + (next_restart & 7)
@@ -147,10 +147,11 @@ def _emit(blocks, component, row, dummy, frame, dc_table, ac_table, zigzag, inte
     predictor[c] = dc
     s = _size(diff)
     symbol = dc_table[c] * 256 + s
-    pos, acc, nbits = _put(out, pos, acc, nbits, _field(shifted, symbol, diff, s), total[symbol])
+    pos, acc, nbits = put_bits(out, pos, acc, nbits, code_field(shifted, symbol, diff, s),
+                               total[symbol])
     t = ac_table[c] * 256
     if dummy[i]:
-      pos, acc, nbits = _put(out, pos, acc, nbits, np.uint64(shifted[t]), total[t])
+      pos, acc, nbits = put_bits(out, pos, acc, nbits, np.uint64(shifted[t]), total[t])
       continue
     run = 0
     for k in range(1, 64):
@@ -159,22 +160,23 @@ def _emit(blocks, component, row, dummy, frame, dc_table, ac_table, zigzag, inte
         run += 1
         continue
       while run > 15:
-        pos, acc, nbits = _put(out, pos, acc, nbits, np.uint64(shifted[t + 0xF0]),
+        pos, acc, nbits = put_bits(out, pos, acc, nbits, np.uint64(shifted[t + 0xF0]),
                                total[t + 0xF0])
         run -= 16
       s = _size(v)
       symbol = t + run * 16 + s
-      pos, acc, nbits = _put(out, pos, acc, nbits, _field(shifted, symbol, v, s), total[symbol])
+      pos, acc, nbits = put_bits(out, pos, acc, nbits, code_field(shifted, symbol, v, s),
+                                 total[symbol])
       run = 0
     if run:
-      pos, acc, nbits = _put(out, pos, acc, nbits, np.uint64(shifted[t]), total[t])
+      pos, acc, nbits = put_bits(out, pos, acc, nbits, np.uint64(shifted[t]), total[t])
   if nbits:
-    pos, acc, nbits = _put(out, pos, acc, nbits, np.uint64((1 << (8 - nbits)) - 1), 8 - nbits)
+    pos, acc, nbits = put_bits(out, pos, acc, nbits, np.uint64((1 << (8 - nbits)) - 1), 8 - nbits)
   return pos
 
 
 @functools.lru_cache(maxsize=16)
-def _order(layout: layout_lib.ScanLayout, restart: int):
+def coding_order(layout: layout_lib.ScanLayout, restart: int):
   """Per coded block: scan-local component, row in its component, dummy flag; and where the
   restart intervals after the first begin."""
   offsets = np.cumsum([0] + [r * c for r, c in zip(layout.block_rows, layout.block_cols)])
@@ -220,7 +222,7 @@ def scan(components, layout: layout_lib.ScanLayout, restart: int, dc_local, ac_l
   blocks = [np.ascontiguousarray(np.asarray(c).reshape(-1, 64)) for c in components]
   dtype = np.int16 if all(b.dtype == np.int16 for b in blocks) else np.int64
   blocks = tuple(b.astype(dtype, copy=False) for b in blocks)
-  component, row, dummy, first = _order(layout, restart)
+  component, row, dummy, first = coding_order(layout, restart)
   args = (blocks, component, row, dummy, np.asarray(layout.components, np.int64),
           np.asarray(dc_local, np.int64), np.asarray(ac_local, np.int64), _ZIGZAG, first)
   counts, status = _count(*args, num_tables)

@@ -17,8 +17,8 @@ import struct
 
 import numpy as np
 
-from djpeg.exact import (huffman, layout as layout_lib, progressive, scans, sequential,
-                         sequential_compiled)
+from djpeg.exact import (huffman, layout as layout_lib, progressive, progressive_compiled, scans,
+                         sequential, sequential_compiled)
 from djpeg.tables import ZIGZAG
 
 
@@ -209,6 +209,9 @@ def encode_image(components, tables, height: int, width: int, factors, *, optimi
     if scan.ss == 0 and scan.se == 63:       # sequential: the compiled coder when it can
       coded = sequential_compiled.scan(components, layout, restart_interval, dc_local, ac_local,
                                        len(used))
+    elif not restart_interval:               # progressive: the same, without restarts
+      coded = progressive_compiled.scan(components, layout, scan, dc_local, ac_local, len(used),
+                                        cap)
     if coded is None:
       if sparse is None:
         sparse = [scans.sparse_component(np.asarray(c)) for c in components]
