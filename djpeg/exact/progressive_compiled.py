@@ -17,7 +17,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from djpeg.exact.sequential_compiled import code_field, coding_order, put_bits
+from djpeg.exact.sequential_compiled import coding_order, put_bits
 from djpeg.exact.trellis_compiled import magnitude_size
 from djpeg.tables import ZIGZAG
 
@@ -144,17 +144,27 @@ _MAX_CORRECTIONS = 1000
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _eob(counting, counts, shifted, total, out, pos, acc, nbits, table, run):
-  """Codes an end-of-band run of `run` > 0 blocks: EOBn (n = its bit length - 1) and the low n
-  bits of the run. Returns (pos, acc, nbits)."""
-  n = magnitude_size(run) - 1
-  symbol = table * 256 + (n << 4)
+def _code(counting, counts, shifted, total, out, pos, acc, nbits, symbol, extra):
+  """Counts `symbol`, or writes its code and then its extra bits `extra` (masked to their
+  length). Returns (pos, acc, nbits)."""
   if counting:
     counts[symbol] += 1
-  else:
-    pos, acc, nbits = put_bits(out, pos, acc, nbits,
-                               np.uint64(shifted[symbol]) | np.uint64(run & ((1 << n) - 1)),
-                               total[symbol])
+    return pos, acc, nbits
+  return put_bits(out, pos, acc, nbits, np.uint64(shifted[symbol]) | np.uint64(extra),
+                  total[symbol])
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _end_run(counting, counts, shifted, total, out, pos, acc, nbits, table, run, corrections,
+             pending):
+  """Codes a pending end-of-band run of `run` blocks, if any: EOBn (n = its bit length - 1),
+  the low n bits of the run, then its `pending` buffered correction bits. Returns (pos, acc,
+  nbits); the caller's run and buffer are empty after it."""
+  if run:
+    n = magnitude_size(run) - 1
+    pos, acc, nbits = _code(counting, counts, shifted, total, out, pos, acc, nbits,
+                            table * 256 + (n << 4), run & ((1 << n) - 1))
+    pos, acc, nbits = _bits(counting, out, pos, acc, nbits, corrections, 0, pending)
   return pos, acc, nbits
 
 
@@ -204,12 +214,8 @@ def code_scan(kind, blocks, component, row, frame, dc_table, ss, se, ah, al, ac_
       s = magnitude_size(abs(diff))
       if s > 11:
         return pos, raw, _TOO_LARGE
-      symbol = dc_table[c] * 256 + s
-      if counting:
-        counts[symbol] += 1
-      else:
-        pos, acc, nbits = put_bits(out, pos, acc, nbits, code_field(shifted, symbol, diff, s),
-                                   total[symbol])
+      pos, acc, nbits = _code(counting, counts, shifted, total, out, pos, acc, nbits,
+                              dc_table[c] * 256 + s, (diff - (diff < 0)) & ((1 << s) - 1))
       continue
     if kind == _DC_REFINE:
       raw += 1
@@ -226,32 +232,25 @@ def code_scan(kind, blocks, component, row, frame, dc_table, ss, se, ah, al, ac_
           run += 1
           continue
         if eobrun:
-          pos, acc, nbits = _eob(counting, counts, shifted, total, out, pos, acc, nbits,
-                                 ac_table, eobrun)
+          pos, acc, nbits = _end_run(counting, counts, shifted, total, out, pos, acc, nbits,
+                                     ac_table, eobrun, corrections, 0)
           eobrun = 0
         while run > 15:
-          if counting:
-            counts[t + 0xF0] += 1
-          else:
-            pos, acc, nbits = put_bits(out, pos, acc, nbits, np.uint64(shifted[t + 0xF0]),
-                                       total[t + 0xF0])
+          pos, acc, nbits = _code(counting, counts, shifted, total, out, pos, acc, nbits,
+                                  t + 0xF0, 0)
           run -= 16
         s = magnitude_size(m)
         if s > 10:
           return pos, raw, _TOO_LARGE
-        symbol = t + (run << 4) + s
-        if counting:
-          counts[symbol] += 1
-        else:
-          pos, acc, nbits = put_bits(out, pos, acc, nbits,
-                                     code_field(shifted, symbol, -m if v < 0 else m, s),
-                                     total[symbol])
+        # A negative value's extra bits are those of the complement of its magnitude.
+        pos, acc, nbits = _code(counting, counts, shifted, total, out, pos, acc, nbits,
+                                t + (run << 4) + s, (~m if v < 0 else m) & ((1 << s) - 1))
         run = 0
       if run > 0:
         eobrun += 1
         if eobrun == cap:
-          pos, acc, nbits = _eob(counting, counts, shifted, total, out, pos, acc, nbits,
-                                 ac_table, eobrun)
+          pos, acc, nbits = _end_run(counting, counts, shifted, total, out, pos, acc, nbits,
+                                     ac_table, eobrun, corrections, 0)
           eobrun = 0
       continue
     # _AC_REFINE: libjpeg's pre-pass (magnitudes after the point transform, EOB position),
@@ -272,16 +271,11 @@ def code_scan(kind, blocks, component, row, frame, dc_table, ss, se, ah, al, ac_
         run += 1
         continue
       while run > 15 and k <= eob:
-        if eobrun:
-          pos, acc, nbits = _eob(counting, counts, shifted, total, out, pos, acc, nbits,
-                                 ac_table, eobrun)
-          eobrun = 0
-        pos, acc, nbits = _bits(counting, out, pos, acc, nbits, corrections, 0, mine)
-        if counting:
-          counts[t + 0xF0] += 1
-        else:
-          pos, acc, nbits = put_bits(out, pos, acc, nbits, np.uint64(shifted[t + 0xF0]),
-                                     total[t + 0xF0])
+        pos, acc, nbits = _end_run(counting, counts, shifted, total, out, pos, acc, nbits,
+                                   ac_table, eobrun, corrections, mine)
+        eobrun = 0
+        pos, acc, nbits = _code(counting, counts, shifted, total, out, pos, acc, nbits,
+                                t + 0xF0, 0)
         run -= 16
         pos, acc, nbits = _bits(counting, out, pos, acc, nbits, corrections, mine, count)
         pending = mine = count = 0
@@ -291,17 +285,12 @@ def code_scan(kind, blocks, component, row, frame, dc_table, ss, se, ah, al, ac_
         raw += 1
         continue
       if eobrun:
-        pos, acc, nbits = _eob(counting, counts, shifted, total, out, pos, acc, nbits,
-                               ac_table, eobrun)
+        pos, acc, nbits = _end_run(counting, counts, shifted, total, out, pos, acc, nbits,
+                                   ac_table, eobrun, corrections, mine)
         eobrun = 0
-      pos, acc, nbits = _bits(counting, out, pos, acc, nbits, corrections, 0, mine)
-      symbol = t + (run << 4) + 1
-      if counting:
-        counts[symbol] += 1
-      else:
-        sign = np.uint64(0 if np.int64(b[r, zigzag[k]]) < 0 else 1)
-        pos, acc, nbits = put_bits(out, pos, acc, nbits, np.uint64(shifted[symbol]) | sign,
-                                   total[symbol])
+      positive = 0 if np.int64(b[r, zigzag[k]]) < 0 else 1
+      pos, acc, nbits = _code(counting, counts, shifted, total, out, pos, acc, nbits,
+                              t + (run << 4) + 1, positive)
       pos, acc, nbits = _bits(counting, out, pos, acc, nbits, corrections, mine, count)
       pending = mine = count = 0
       run = 0
@@ -309,14 +298,11 @@ def code_scan(kind, blocks, component, row, frame, dc_table, ss, se, ah, al, ac_
       eobrun += 1
       pending = mine + count
       if eobrun == cap or pending > _MAX_CORRECTIONS - 64 + 1:
-        pos, acc, nbits = _eob(counting, counts, shifted, total, out, pos, acc, nbits,
-                               ac_table, eobrun)
-        pos, acc, nbits = _bits(counting, out, pos, acc, nbits, corrections, 0, pending)
+        pos, acc, nbits = _end_run(counting, counts, shifted, total, out, pos, acc, nbits,
+                                   ac_table, eobrun, corrections, pending)
         eobrun = pending = 0
-  if eobrun:
-    pos, acc, nbits = _eob(counting, counts, shifted, total, out, pos, acc, nbits, ac_table,
-                           eobrun)
-    pos, acc, nbits = _bits(counting, out, pos, acc, nbits, corrections, 0, pending)
+  pos, acc, nbits = _end_run(counting, counts, shifted, total, out, pos, acc, nbits, ac_table,
+                             eobrun, corrections, pending)
   if nbits and not counting:
     pos, acc, nbits = put_bits(out, pos, acc, nbits, np.uint64((1 << (8 - nbits)) - 1),
                                8 - nbits)
