@@ -113,10 +113,12 @@ def _levels(image) -> jax.Array:
   return jnp.round(jnp.asarray(image, jnp.float32) * 255)
 
 
-#: Images with more pixels than this are decoded for `decoded_mse` in stripes of
-#: `DECODE_STRIPE_ROWS` rows (`codec.decode_stripes`): a whole 24-MP decode holds about 1.5 GB.
+#: Images with more pixels than this are decoded for `decoded_mse` in stripes of about
+#: `DECODE_STRIPE_PIXELS` pixels (whole MCU rows, `codec.decode_sample_stripes` for concrete
+#: integer coefficients, else `codec.decode_stripes`): a whole 24-MP decode in XLA holds about
+#: 1.5 GB, and stripes of a fixed number of rows grow with the image's width.
 DECODE_WHOLE_LIMIT = 4_000_000
-DECODE_STRIPE_ROWS = 1024
+DECODE_STRIPE_PIXELS = 1 << 21
 
 
 def _squared_error(decoded, image, importance):
@@ -140,9 +142,24 @@ def decoded_mse(image, coefficients: Coefficients, importance=None) -> float:
   """
   if coefficients.height * coefficients.width <= DECODE_WHOLE_LIMIT:
     return float(jnp.mean(_squared_error(codec.decode(coefficients), image, importance)))
+  rows = max(1, DECODE_STRIPE_PIXELS // coefficients.width)
   total = 0.0
-  for top, stripe in codec.decode_stripes(coefficients, DECODE_STRIPE_ROWS):
-    rows = slice(top, top + stripe.shape[0])
-    error = _squared_error(stripe, image[rows], None if importance is None else importance[rows])
-    total += float(jnp.sum(error, dtype=jnp.float32))
+  if all(isinstance(c, np.ndarray) and c.dtype.kind in "iu" for c in coefficients.components):
+    # The decode any decoder shows, as 8-bit samples from compiled loops: no XLA program per
+    # stripe shape, and an exact integer sum where there is no importance.
+    for top, stripe in codec.decode_sample_stripes(coefficients, rows):
+      part = slice(top, top + stripe.shape[0])
+      levels = np.asarray(image[part])
+      if levels.dtype != np.uint8:
+        levels = np.round(levels.astype(np.float32) * np.float32(255))
+      error = np.square(stripe.astype(np.int64) - levels.astype(np.int64))
+      if importance is not None:
+        error = error * np.asarray(importance[part], np.float64)[..., None]
+      total += float(np.sum(error))
+  else:
+    for top, stripe in codec.decode_stripes(coefficients, rows):
+      part = slice(top, top + stripe.shape[0])
+      error = _squared_error(stripe, image[part],
+                             None if importance is None else importance[part])
+      total += float(jnp.sum(error, dtype=jnp.float32))
   return total / (coefficients.height * coefficients.width * np.shape(image)[-1])

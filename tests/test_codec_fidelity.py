@@ -6,6 +6,8 @@ most 0.5% of coefficients off by one; djpeg's faithful mode is bit exact, and th
 to that.
 """
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -120,14 +122,18 @@ def test_decode_in_stripes_is_libjpeg_turbos_decode(height, rows, subsampling):
   expected = np.mean((reference.astype(np.float64) - pixels) ** 2)
   original = pixels.astype(np.float32) / 255
   whole = distortion.decoded_mse(original, coefficients)
-  limit, stripe_rows = distortion.DECODE_WHOLE_LIMIT, distortion.DECODE_STRIPE_ROWS
+  limit, stripe_pixels = distortion.DECODE_WHOLE_LIMIT, distortion.DECODE_STRIPE_PIXELS
   try:
-    distortion.DECODE_WHOLE_LIMIT, distortion.DECODE_STRIPE_ROWS = 0, rows
-    striped = distortion.decoded_mse(original, coefficients)
+    distortion.DECODE_WHOLE_LIMIT, distortion.DECODE_STRIPE_PIXELS = 0, rows * 45
+    striped = distortion.decoded_mse(original, coefficients)     # the compiled decode
+    as_float = dataclasses.replace(coefficients, components=tuple(
+        c.astype(np.float32) for c in coefficients.components))
+    striped_xla = distortion.decoded_mse(original, as_float)     # the XLA decode
   finally:
-    distortion.DECODE_WHOLE_LIMIT, distortion.DECODE_STRIPE_ROWS = limit, stripe_rows
+    distortion.DECODE_WHOLE_LIMIT, distortion.DECODE_STRIPE_PIXELS = limit, stripe_pixels
   assert whole == pytest.approx(expected, rel=1e-5)
-  assert striped == pytest.approx(expected, rel=1e-5)
+  assert striped == pytest.approx(expected, rel=1e-12)
+  assert striped_xla == pytest.approx(expected, rel=1e-5)
 
 
 @pytest.mark.parametrize("factors", [

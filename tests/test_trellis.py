@@ -17,9 +17,11 @@ from conftest import huffman_tables
 from exact_util import jpeglib_coefficients
 
 
-def setup(name="castle", subsampling="4:2:0", quality=50):
-  """(dct, tables, factors, height, width, weights) of a bundled sample."""
+def setup(name="castle", subsampling="4:2:0", quality=50, crop=(0, 0)):
+  """(dct, tables, factors, height, width, weights) of a bundled sample, less `crop` rows and
+  columns."""
   image = samples.load(name)
+  image = image[:image.shape[0] - crop[0], :image.shape[1] - crop[1]]
   height, width, channels = image.shape
   factors = sampling.factors_for(subsampling, channels)
   dct = [np.asarray(d) for d in djpeg.transform(image, subsampling=subsampling)]
@@ -117,6 +119,34 @@ def test_never_worse_than_rounding_with_real_code_lengths(name, subsampling, qua
       rounded.components[0],
       np.asarray(djpeg.encode(samples.load(name), quality=quality,
                               subsampling=subsampling).components[0]))
+
+
+@pytest.mark.parametrize("name, subsampling, with_importance", [
+    ("castle", "4:2:0", True), ("houses", "4:2:2", False), ("bear_gray", "4:2:0", True)])
+def test_a_large_image_solved_in_strips_gets_the_one_piece_result(name, subsampling,
+                                                                 with_importance, monkeypatch):
+  # Above STRIP_BLOCKS blocks the trellis runs strip by strip (bounded memory), priced by the
+  # whole image's counts: the same values, the same slope, and its accounting is the file's.
+  # Cropped to partial MCUs: libjpeg's dummy blocks' EOBs are counted once, on the whole.
+  dct, tables, factors, height, width, weights = setup(name, subsampling, 60, crop=(13, 11))
+  importance = ([np.random.default_rng(1).uniform(0.2, 3.0, np.shape(d)[:2]) for d in dct]
+                if with_importance else None)
+  args = (dct, tables, factors, height, width)
+  whole = trellis_lib.trellis_quantize(*args, weights=weights, importance=importance)
+  slope = trellis_lib.table_slope(*args, weights=weights, importance=importance)
+  monkeypatch.setattr(trellis_lib, "STRIP_BLOCKS", 20)
+  assert len(trellis_lib._strips([np.shape(d) for d in dct], factors, height)) > 3
+  striped = trellis_lib.trellis_quantize(*args, weights=weights, importance=importance)
+  assert trellis_lib.table_slope(*args, weights=weights, importance=importance) == slope
+  for ours, theirs in zip(striped.components, whole.components):
+    np.testing.assert_array_equal(ours, theirs)
+  assert (striped.lmbda, striped.bits, striped.chosen) == (whole.lmbda, whole.bits, whole.chosen)
+  assert striped.distortion == pytest.approx(whole.distortion, rel=1e-9)
+  np.testing.assert_array_equal(striped.ac_counts, whole.ac_counts)
+  if importance is None:
+    bits = real_cost(djpeg.dumps(coefficients(striped, tables, factors, height, width)), dct,
+                     weights, striped.lmbda)[1]
+    assert bits == pytest.approx(striped.bits)
 
 
 @pytest.mark.parametrize("name, subsampling", [("castle", "4:2:0"), ("bear_gray", "4:4:4")])
@@ -258,7 +288,7 @@ def test_large_images_fit_tables_on_a_sample_and_meet_the_target_whole(target, m
   monkeypatch.setattr(encoder, "TABLE_FIT_LIMIT", 100_000)
   monkeypatch.setattr(perceptual, "CHECK_TILES", 4)
   monkeypatch.setattr(distortion, "DECODE_WHOLE_LIMIT", 0)
-  monkeypatch.setattr(distortion, "DECODE_STRIPE_ROWS", 96)
+  monkeypatch.setattr(distortion, "DECODE_STRIPE_PIXELS", 96 * 1024)
   fitted = []
   real_fit = encoder.optimize_tables
   monkeypatch.setattr(encoder, "optimize_tables",

@@ -18,6 +18,12 @@ trellis never does worse than rounding by that measure.
 DC coefficients stay rounded as libjpeg rounds them: a DC difference couples neighbouring
 blocks, and its share of the rate is small.
 
+Images of more than `STRIP_BLOCKS` blocks are solved strip by strip (whole MCU rows): a block's
+choice depends only on the prices, which come from the whole image's symbol counts, so each
+round passes over the strips twice as often as the image is priced, and the per-coefficient
+arrays (some 20 bytes a coefficient) take a strip's memory, not the image's. The result is the
+one-piece result.
+
 The state of the program is the last non-zero candidate. `cost[j]` is the cheapest way to code a
 block up to and including its j-th candidate as its last non-zero coefficient, relative to
 zeroing every candidate: a min over the previous non-zero candidate (or the DC) of its cost plus
@@ -201,7 +207,8 @@ class TrellisProblem:
   DC values are rounded once.
   """
 
-  def __init__(self, dct, tables, sampling, height, width, weights, importance):
+  def __init__(self, dct, tables, sampling, height, width, weights, importance,
+               count: bool = True):
     num = len(dct)
     self.shapes = [np.shape(d) for d in dct]
     blocks = [int(np.prod(shape[:-2])) for shape in self.shapes]
@@ -236,7 +243,8 @@ class TrellisProblem:
           imp * (w[0] * steps[0] ** 2) * (ratio_dc - dc) ** 2, dtype=np.float64))
       self.ac_steps[c] = steps[1:]
       start += blocks[c]
-    self.counter = _Counter(self.dc, self.table, height, width, sampling)
+    # A strip of a larger image (`count` False) is counted with the whole image's DC.
+    self.counter = _Counter(self.dc, self.table, height, width, sampling) if count else None
 
   def distortion(self, magnitudes) -> float:
     return self.distortion_const + trellis_compiled.weighted_error(
@@ -263,22 +271,9 @@ class TrellisProblem:
     optimal Huffman tables of each choice's own symbol counts.
     """
     rows = np.arange(0, self.signed.shape[0], max(1, self.signed.shape[0] // sample))
-    x, table = np.abs(self.signed[rows]), self.table[rows]
-    steps = self.ac_steps[self.component[rows]]
-    scale = self.importance[rows, None] * self.step_weights[self.component[rows]]
-    weight = scale / steps ** 2                        # importance * frequency weight
-    points = []
-    for direction in (-1.0, 1.0):
-      new = np.clip(steps + direction * np.maximum(1.0, np.round(0.1 * steps)), 1.0, 255.0)
-      y = x * (steps / new)
-      r = np.floor(y + np.float32(0.5))
-      counts = _ac_histograms(r.astype(np.int32), table)
-      bits = sizes.coded_bits({(1, t): counts[t] for t in range(2) if counts[t].any()})
-      points.append((bits, float(np.sum(weight * new ** 2 * (y - r) ** 2, dtype=np.float64))))
-    (r_fine, d_fine), (r_coarse, d_coarse) = points
-    if d_coarse <= d_fine or r_fine <= r_coarse:
-      return 0.0
-    return (r_fine - r_coarse) / (d_coarse - d_fine)
+    component = self.component[rows]
+    return _slope(np.abs(self.signed[rows]), self.table[rows], self.ac_steps[component],
+                  self.importance[rows, None] * self.step_weights[component])
 
   def components(self, magnitudes) -> list[np.ndarray]:
     """Per component, `(rows, cols, 8, 8)` int16 quantized values in natural order: the
@@ -292,6 +287,120 @@ class TrellisProblem:
       out.append(natural.reshape(shape))
       start += natural.shape[0]
     return out
+
+
+#: Images of more blocks than this are solved strip by strip (module docstring).
+STRIP_BLOCKS = 1 << 16
+
+
+def _strips(shapes, sampling, height: int) -> list[tuple[list[slice], int]]:
+  """Whole MCU rows of about `STRIP_BLOCKS` blocks: per strip, each component's block rows and
+  the strip's height in pixels."""
+  v_max = max(v for _, v in sampling)
+  mcu = 8 * v_max
+  mcu_rows = -(-height // mcu)
+  total = sum(int(np.prod(shape[:2])) for shape in shapes)
+  per = max(1, int(STRIP_BLOCKS * mcu_rows // max(total, 1)))
+  out = []
+  for a in range(0, mcu_rows, per):
+    b = min(a + per, mcu_rows)
+    rows = [slice(a * v, shape[0] if b == mcu_rows else b * v)
+            for shape, (_, v) in zip(shapes, sampling)]
+    out.append((rows, min(b * mcu, height) - a * mcu))
+  return out
+
+
+def _striped(dct, tables, sampling, height, width, weights, importance, strips, lmbda, rounds,
+             ac_counts) -> TrellisResult:
+  """`trellis_quantize` strip by strip (module docstring): each pass prepares one strip at a
+  time; the symbol counts that price the next round are the strips' sums, and the DC's (and
+  libjpeg's dummy blocks') are counted once on the whole image."""
+  num = len(dct)
+  shapes = [np.shape(d) for d in dct]
+  blocks = [int(np.prod(shape[:-2])) for shape in shapes]
+
+  def problem(rows, height_):
+    return TrellisProblem([d[r] for d, r in zip(dct, rows)], tables, sampling, height_, width,
+                          weights, None if importance is None else
+                          [m[r] for m, r in zip(importance, rows)], count=False)
+
+  steps_dc = [np.float32(np.asarray(t, np.float32).reshape(64)[0]) for t in tables]
+  dc = [round_half_away(np.asarray(d[..., 0, 0], np.float32) / q) for d, q in zip(dct, steps_dc)]
+  counter = _Counter(dc, np.repeat(_ac_table(num), blocks), height, width, sampling)
+  if lmbda is None:
+    lmbda = _sampled_slope(dct, tables, sampling, weights, importance)
+
+  def counts_of(ac):
+    ac[:, _EOB] += counter.dummy_eob
+    by_key = {(0, 0): counter.dc[0], (1, 0): ac[0], (0, 1): counter.dc[1], (1, 1): ac[1]}
+    return {key: by_key[key] for key in counter.keys}
+
+  def one_pass(solve, out):
+    """(counts, distortion) of a choice over all strips, written into `out`."""
+    ac, distortion = np.zeros((2, 256), np.int64), 0.0
+    for rows, height_ in strips:
+      p = problem(rows, height_)
+      magnitudes = solve(p)
+      ac += _ac_histograms(magnitudes, p.table)
+      distortion += p.distortion(magnitudes)
+      for whole, part, r in zip(out, p.components(magnitudes), rows):
+        whole[r] = part
+    return counts_of(ac), distortion
+
+  best_out = [np.empty(shape, np.int16) for shape in shapes]
+  spare = [np.empty(shape, np.int16) for shape in shapes]
+  counts, distortion = one_pass(lambda p: p.rounded, best_out)
+  bits = sizes.coded_bits(counts)
+  rounding = (bits, distortion, bits + lmbda * distortion)
+  best = (rounding[2], bits, distortion, 0, counts)
+  pricing = counts if ac_counts is None else {(1, s): ac_counts[s] for s in (0, 1)}
+  for r in range(1, rounds + 1):
+    lengths = np.stack([_pricing_lengths(pricing[(1, s)]) if (1, s) in counts
+                        else np.full(256, np.inf) for s in (0, 1)])
+    pricing, distortion = one_pass(lambda p: p.solve(lmbda, lengths), spare)
+    bits = sizes.coded_bits(pricing)
+    cost = bits + lmbda * distortion
+    if cost < best[0]:
+      best = (cost, bits, distortion, r, pricing)
+      best_out, spare = spare, best_out
+  kept = np.stack([np.asarray(best[4].get((1, s), np.zeros(256)), np.int64) for s in (0, 1)])
+  return TrellisResult(components=best_out, bits=best[1], distortion=best[2], cost=best[0],
+                       lmbda=lmbda, rounding_bits=rounding[0], rounding_distortion=rounding[1],
+                       rounding_cost=rounding[2], rounds=rounds, chosen=best[3], ac_counts=kept,
+                       counts=best[4])
+
+
+def _sampled_slope(dct, tables, sampling, weights, importance, sample: int = 2048) -> float:
+  """`TrellisProblem(...).slope(sample)` without preparing the whole image: the same blocks
+  (every k-th of the stacked components), prepared alone."""
+  blocks = [int(np.prod(np.shape(d)[:-2])) for d in dct]
+  stacked = np.arange(0, sum(blocks), max(1, sum(blocks) // sample))
+  starts = np.cumsum([0] + blocks)
+  picked = [stacked[(stacked >= a) & (stacked < b)] - a for a, b in zip(starts, starts[1:])]
+  problem = TrellisProblem(
+      [np.asarray(d).reshape(-1, 1, 8, 8)[i] for d, i in zip(dct, picked)], tables, sampling,
+      0, 0, weights, None if importance is None else
+      [np.asarray(m).reshape(-1, 1)[i] for m, i in zip(importance, picked)], count=False)
+  return problem.slope(sample=problem.signed.shape[0])
+
+
+def _slope(x, table, steps, scale) -> float:
+  """`TrellisProblem.slope` of sampled blocks: `(n, 63)` |F| / Q, their AC tables `(n,)`,
+  steps `(n, 63)` and distortion weights `(n, 63)` (importance times frequency weight,
+  per squared step)."""
+  weight = scale / steps ** 2                        # importance * frequency weight
+  points = []
+  for direction in (-1.0, 1.0):
+    new = np.clip(steps + direction * np.maximum(1.0, np.round(0.1 * steps)), 1.0, 255.0)
+    y = x * (steps / new)
+    r = np.floor(y + np.float32(0.5))
+    counts = _ac_histograms(r.astype(np.int32), table)
+    bits = sizes.coded_bits({(1, t): counts[t] for t in range(2) if counts[t].any()})
+    points.append((bits, float(np.sum(weight * new ** 2 * (y - r) ** 2, dtype=np.float64))))
+  (r_fine, d_fine), (r_coarse, d_coarse) = points
+  if d_coarse <= d_fine or r_fine <= r_coarse:
+    return 0.0
+  return (r_fine - r_coarse) / (d_coarse - d_fine)
 
 
 def _check_lmbda(lmbda) -> float:
@@ -335,6 +444,8 @@ def table_slope(dct, tables, sampling, height: int, width: int, *, weights,
   for given tables. Arguments as for `trellis_quantize`.
   """
   importance = _check_importance(importance, [np.shape(d) for d in dct])
+  if len(_strips([np.shape(d) for d in dct], sampling, height)) > 1:
+    return _sampled_slope(dct, tables, sampling, weights, importance)
   return TrellisProblem(dct, tables, sampling, height, width, weights, importance).slope()
 
 
@@ -365,6 +476,14 @@ def trellis_quantize(dct, tables, sampling, height: int, width: int, *, lmbda=No
   importance = _check_importance(importance, [np.shape(d) for d in dct])
   if lmbda is not None:
     lmbda = _check_lmbda(lmbda)
+  if ac_counts is not None:
+    ac_counts = np.asarray(ac_counts)
+    if ac_counts.shape != (2, 256):
+      raise ValueError(f"ac_counts must be (2, 256) AC symbol counts; got {ac_counts.shape}.")
+  strips = _strips([np.shape(d) for d in dct], sampling, height)
+  if len(strips) > 1:
+    return _striped(dct, tables, sampling, height, width, weights, importance, strips, lmbda,
+                    rounds, ac_counts)
   problem = TrellisProblem(dct, tables, sampling, height, width, weights, importance)
   if lmbda is None:
     lmbda = problem.slope()
@@ -373,9 +492,6 @@ def trellis_quantize(dct, tables, sampling, height: int, width: int, *, lmbda=No
   best = (rounding[2], problem.rounded, bits, distortion, 0, counts)
   pricing = counts
   if ac_counts is not None:
-    ac_counts = np.asarray(ac_counts)
-    if ac_counts.shape != (2, 256):
-      raise ValueError(f"ac_counts must be (2, 256) AC symbol counts; got {ac_counts.shape}.")
     pricing = {(1, s): ac_counts[s] for s in (0, 1)}
   for r in range(1, rounds + 1):
     lengths = np.stack([_pricing_lengths(pricing[(1, s)]) if (1, s) in counts
