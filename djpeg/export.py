@@ -407,7 +407,7 @@ def export_bytes(source, options: ExportOptions = ExportOptions(), *, measure: b
     split = saliency is not None and (saliency >= 0.5).any() and (saliency < 0.5).any()
     errors = np.zeros((2, 2))                 # (squared error, samples) inside, outside
     for top, decoded in codec.decode_sample_stripes(coefficients):
-      diff = decoded.astype(np.int64) - pixels[top:top + len(decoded)]
+      diff = decoded.astype(np.int32) - pixels[top:top + len(decoded)]
       squared = np.einsum("...c,...c->...", diff, diff)
       inside = (saliency[top:top + len(decoded)] >= 0.5 if split
                 else np.ones(squared.shape, bool))
