@@ -61,16 +61,20 @@ def test_values_baseline_cannot_code_are_named_as_before(changes, message):
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 2**32 - 1), height=st.integers(1, 120), width=st.integers(1, 120),
        sampling=st.sampled_from(sorted(FACTORS)), density=st.sampled_from([0.0, 0.05, 0.3, 0.9]),
-       optimize=st.booleans(), script=st.sampled_from(["libjpeg", "chosen", "deep"]))
+       optimize=st.booleans(), script=st.sampled_from(["libjpeg", "chosen", "deep"]),
+       wide=st.booleans())
 def test_compiled_progressive_coder_writes_the_array_coders_bytes(monkeypatch, seed, height,
                                                                   width, sampling, density,
-                                                                  optimize, script):
+                                                                  optimize, script, wide):
   # Every scan kind (DC first and refinement, interleaved with dummy blocks; AC first and
   # refinement at several point transforms), end-of-band runs of one block (Annex K tables) or
   # of many, and refinements whose correction bits fill libjpeg's buffer ("deep": Al up to 6,
   # dense coefficients).
   rng = np.random.default_rng(seed)
   coefficients = random_coefficients(rng, height, width, FACTORS[sampling], density=density)
+  if wide:                                  # int32 coefficients take the loop's other variant
+    coefficients = dataclasses.replace(coefficients, components=tuple(
+        np.asarray(c, np.int32) for c in coefficients.components))
   n = len(coefficients.components)
   if script == "libjpeg":
     progressive = True
