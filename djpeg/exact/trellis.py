@@ -20,9 +20,9 @@ blocks, and its share of the rate is small.
 
 Images of more than `STRIP_BLOCKS` blocks are solved strip by strip (whole MCU rows): a block's
 choice depends only on the prices, which come from the whole image's symbol counts, so each
-round passes over the strips twice as often as the image is priced, and the per-coefficient
-arrays (some 20 bytes a coefficient) take a strip's memory, not the image's. The result is the
-one-piece result.
+round is one pass over the strips, whose counts are summed to price the next, and the
+per-coefficient arrays (some 20 bytes a coefficient) take a strip's memory, not the image's.
+The result is the one-piece result.
 
 The state of the program is the last non-zero candidate. `cost[j]` is the cheapest way to code a
 block up to and including its j-th candidate as its last non-zero coefficient, relative to
