@@ -71,7 +71,8 @@ def loops_compiled(mode: str = "perceptual") -> bool | None:
   """Whether numba's on-disk cache already holds the compiled loops `mode` runs ("perceptual":
   the default mode; "libjpeg"), judged by two of them (the quantizing DCT and SSIMULACRA 2's
   blur); None where numba's cache cannot be inspected. False before the first run after
-  installing, which compiles them once (about 40 s for the default mode on 2 cores)."""
+  installing, which compiles them once (`compile_loops`: about 20 s for the default mode on
+  2 cores)."""
   from djpeg import encode_compiled, recursive_gaussian
   sentinels = [encode_compiled.quantize_dct]
   if mode == "perceptual":
@@ -241,18 +242,119 @@ def run(jobs: list[tuple[str, str]], options: ExportOptions, *, processes: int =
 XLA_FREE_MODES = ("perceptual", "libjpeg")
 
 
+def _warm_up_pixels() -> np.ndarray:
+  """A small synthetic photo-like image, `(64, 96, 3)` uint8."""
+  rng = np.random.default_rng(0)
+  y, x = np.mgrid[0:64, 0:96]
+  return np.clip(np.stack([x * 2.5, y * 3.5, (x + y) * 1.5], -1)
+                 + rng.normal(0, 12, (64, 96, 3)), 0, 255).astype(np.uint8)
+
+
 def warm_up(options: ExportOptions) -> None:
   """Exports a small synthetic image (a PNG and a JPEG of 96x64 pixels) in memory with
   `options`, so that this process has loaded every compiled loop the export uses."""
-  rng = np.random.default_rng(0)
-  y, x = np.mgrid[0:64, 0:96]
-  pixels = np.clip(np.stack([x * 2.5, y * 3.5, (x + y) * 1.5], -1)
-                   + rng.normal(0, 12, (64, 96, 3)), 0, 255).astype(np.uint8)
   from PIL import Image
   for kind in ("PNG", "JPEG"):
     buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, kind)
+    Image.fromarray(_warm_up_pixels()).save(buffer, kind)
     export_bytes(buffer.getvalue(), options, measure=False)
+
+
+# The parts of an export's compiled loops that `compile_loops` compiles side by side: each runs
+# a disjoint share of `warm_up`'s loops on the same kinds of arrays (so the same signatures),
+# and numba writes what it compiles to its on-disk cache, where every later process finds it.
+def _compile_anchor() -> None:
+  """libjpeg-turbo's coefficients and their exact decode (colour conversion, quantizing DCT,
+  IDCT, upsampling)."""
+  from djpeg import codec
+  codec.decode_samples(codec.encode_pixels(_warm_up_pixels(), quality=75))
+
+
+def _compile_ssimulacra2() -> None:
+  """SSIMULACRA 2 of 8-bit images (XYB, the recursive blur, the pooled error maps)."""
+  from djpeg import ssimulacra2
+  pixels = _warm_up_pixels()
+  reference = ssimulacra2.ssimulacra2_reference(pixels)
+  ssimulacra2.ssimulacra2_against(reference, np.ascontiguousarray(pixels[::-1]))
+
+
+def _compile_trellis() -> None:
+  """The default mode's coding of a candidate (fitted chroma and luma, DCT, the trellis)."""
+  from djpeg import perceptual
+  perceptual.PerceptualImage(_warm_up_pixels()).trellis(75.0)
+
+
+def _compile_writer() -> None:
+  """The file writer: Huffman tables, baseline and progressive scans."""
+  from djpeg.coefficients import Coefficients
+  from djpeg.exact import write_coefficients
+  rng = np.random.default_rng(0)
+  components = tuple(rng.integers(-20, 21, shape + (8, 8)).astype(np.int16)
+                     for shape in ((8, 12), (4, 6), (4, 6)))
+  coefficients = Coefficients(components, np.full((3, 8, 8), 4, np.float32), 64, 96,
+                              ((2, 2), (1, 1), (1, 1)))
+  write_coefficients(coefficients, optimize=True, progressive="optimize")
+  write_coefficients(coefficients, optimize=True)
+
+
+def _compile_reader() -> None:
+  """The coefficient reader, baseline and progressive."""
+  from PIL import Image
+  from djpeg.exact import read_coefficients
+  for progressive in (False, True):
+    buffer = io.BytesIO()
+    Image.fromarray(_warm_up_pixels()).save(buffer, "JPEG", progressive=progressive)
+    read_coefficients(buffer.getvalue())
+
+
+#: Per mode, the parts `compile_loops` runs, the longest first (on 2 cores, in seconds: about
+#: 12, 11, 8, 4 and 3).
+_COMPILE_PARTS = {
+    "perceptual": (_compile_ssimulacra2, _compile_writer, _compile_trellis, _compile_anchor,
+                   _compile_reader),
+    "libjpeg": (_compile_writer, _compile_anchor, _compile_reader),
+}
+
+
+def _compile_part(part) -> None:
+  try:
+    part()
+  except Exception:                   # noqa: BLE001 (whatever it missed, the export compiles)
+    pass
+
+
+def compile_loops(mode: str = "perceptual", processes: int | None = None) -> None:
+  """Compiles the numba loops that `mode` ("perceptual", the default mode, or "libjpeg") runs in
+  `processes` processes at once (default: one per core), into numba's on-disk cache.
+
+  The first export after installing compiles them one after another in one process (about 38 s
+  on 2 cores, most of it in LLVM); in parts side by side it takes about half that on 2 cores.
+  Every process started later loads them from the cache. The CLI calls this when they are not
+  there yet (`loops_compiled`); the API compiles them on first use, in its own process."""
+  parts = _COMPILE_PARTS[mode]
+  processes = min(len(parts), processes or os.cpu_count() or 1)
+  if processes <= 1:
+    for part in parts:
+      _compile_part(part)
+    return
+  fork = sys.platform.startswith("linux") and not _xla_started()
+  context = multiprocessing.get_context("fork" if fork else "spawn")
+  with concurrent.futures.ProcessPoolExecutor(processes, mp_context=context,
+                                              initializer=_die_on_interrupt) as pool:
+    try:
+      for future in [pool.submit(_compile_part, part) for part in parts]:
+        future.result()
+    except concurrent.futures.process.BrokenProcessPool:
+      pass                            # a part's process was killed: the export compiles the rest
+    except BaseException:             # Ctrl-C: the parts not started are dropped
+      pool.shutdown(wait=True, cancel_futures=True)
+      raise
+
+
+def _die_on_interrupt() -> None:
+  # A compiling process ends at once on Ctrl-C (to the terminal's process group) rather than
+  # when LLVM next returns to Python, and without a traceback: it holds nothing to clean up.
+  signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _xla_started() -> bool:

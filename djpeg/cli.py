@@ -178,13 +178,24 @@ def _options(args: argparse.Namespace) -> ExportOptions:
   return options
 
 
+def _compile_loops(options: ExportOptions, args: argparse.Namespace) -> None:
+  """The first run after installing: says so, and compiles the mode's numba loops in parts side
+  by side, one process per core (half the time of compiling them one after another as the first
+  export reaches them, on 2 cores)."""
+  if options.mode in batch.XLA_FREE_MODES and batch.loops_compiled(options.mode) is False:
+    if not args.quiet:
+      print(f"{PROG}: compiling djpeg's loops for this machine, once after installing (about "
+            "20 s on 2 cores); later runs load them from numba's cache.", file=sys.stderr,
+            flush=True)
+    try:
+      batch.compile_loops(options.mode, args.jobs or os.cpu_count() or 1)
+    except KeyboardInterrupt:
+      print(f"{PROG}: interrupted; nothing was written.", file=sys.stderr)
+      raise SystemExit(130) from None
+
+
 def encode_command(args: argparse.Namespace) -> int:
   options = _options(args)
-  if (not args.quiet and options.mode in batch.XLA_FREE_MODES
-      and batch.loops_compiled(options.mode) is False):
-    print(f"{PROG}: compiling djpeg's loops for this machine, once after installing (about "
-          "40 s on 2 cores); later runs load them from numba's cache.", file=sys.stderr,
-          flush=True)
   if args.output_dir is None:
     if len(args.inputs) != 2:
       raise SystemExit(f"{PROG}: give one input and one output file, or inputs and "
@@ -196,6 +207,7 @@ def encode_command(args: argparse.Namespace) -> int:
     _check_one(*args.inputs, args.overwrite)
     if not args.no_cache:
       batch.enable_compilation_cache()
+    _compile_loops(options, args)
     return _encode_one(args.inputs[0], args.inputs[1], options, args.quiet)
   if (os.path.splitext(args.output_dir)[1].lower() in (".jpg", ".jpeg")
       and not os.path.isdir(args.output_dir)):
@@ -207,6 +219,8 @@ def encode_command(args: argparse.Namespace) -> int:
     jobs = batch.shard(batch.plan(args.inputs, args.output_dir), args.shard)
   except ValueError as e:
     raise SystemExit(f"{PROG}: {e}")
+  if jobs:
+    _compile_loops(options, args)
   cache = None if args.no_cache else batch.cache_dir()
   batch.reuse_freed_memory()      # many images in this process (or its workers): keep memory
   start = time.perf_counter()

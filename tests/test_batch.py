@@ -269,6 +269,36 @@ def test_the_first_run_after_installing_says_it_compiles(tmp_path, capsys, monke
   assert "compiling" not in capsys.readouterr().err
 
 
+def test_the_loops_compiled_in_parts_are_all_an_export_needs(tmp_path):
+  # `compile_loops` compiles the default mode's loops in parts, in processes side by side, into
+  # numba's on-disk cache. A new process then exports a PNG and a JPEG (`warm_up`) without
+  # compiling any of djpeg's loops: the parts reached every loop, with the export's own
+  # signatures (array types, layouts, read-only flags), which numba keys its cache by.
+  env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba"))
+  subprocess.run([sys.executable, "-c", "from djpeg import batch; "
+                  "batch.compile_loops('perceptual', 2)"],
+                 env=env, check=True, capture_output=True, timeout=600)
+  code = textwrap.dedent("""
+      from numba.core import event
+      compiled = []
+      class Listener(event.Listener):
+        def on_start(self, e):
+          pass
+        def on_end(self, e):
+          compiled.append(e.data["dispatcher"].py_func.__module__)
+      event.register("numba:compile", Listener())
+      from djpeg import batch
+      from djpeg.export import ExportOptions
+      print(batch.loops_compiled())
+      batch.warm_up(ExportOptions())
+      print(sorted(set(m for m in compiled if m.startswith("djpeg"))))
+      """)
+  out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                       timeout=600)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert out.stdout.split("\n")[:2] == ["True", "[]"]
+
+
 def test_an_interrupted_run_with_workers_stops_soon(tmp_path):
   # Ctrl-C to the terminal's process group: the jobs not started are cancelled (the pool's own
   # exit used to wait for all of them, so a library's run went on to the end).
