@@ -261,8 +261,9 @@ def warm_up(options: ExportOptions) -> None:
 
 
 # The parts of an export's compiled loops that `compile_loops` compiles side by side: each runs
-# a disjoint share of `warm_up`'s loops on the same kinds of arrays (so the same signatures),
-# and numba writes what it compiles to its on-disk cache, where every later process finds it.
+# a share of `warm_up`'s loops (few of them in two parts) on the same kinds of arrays, so with
+# the same signatures, and numba writes what it compiles to its on-disk cache, where every later
+# process finds it.
 def _compile_anchor() -> None:
   """libjpeg-turbo's coefficients and their exact decode (colour conversion, quantizing DCT,
   IDCT, upsampling)."""
@@ -331,6 +332,9 @@ def compile_loops(mode: str = "perceptual", processes: int | None = None) -> Non
   on 2 cores, most of it in LLVM); in parts side by side it takes about half that on 2 cores.
   Every process started later loads them from the cache. The CLI calls this when they are not
   there yet (`loops_compiled`); the API compiles them on first use, in its own process."""
+  if mode not in _COMPILE_PARTS:
+    raise ValueError(f"compile_loops: mode must be one of {tuple(_COMPILE_PARTS)}; got {mode!r} "
+                     "(the other modes run XLA programs, which JAX compiles per image size).")
   parts = _COMPILE_PARTS[mode]
   processes = min(len(parts), processes or os.cpu_count() or 1)
   if processes <= 1:
