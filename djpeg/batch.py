@@ -343,13 +343,18 @@ def compile_loops(mode: str = "perceptual", processes: int | None = None) -> Non
     return
   fork = sys.platform.startswith("linux") and not _xla_started()
   context = multiprocessing.get_context("fork" if fork else "spawn")
-  with concurrent.futures.ProcessPoolExecutor(processes, mp_context=context,
-                                              initializer=_die_on_interrupt) as pool:
+  try:
+    pool = concurrent.futures.ProcessPoolExecutor(processes, mp_context=context,
+                                                  initializer=_die_on_interrupt)
+  except (OSError, NotImplementedError):  # no processes here (no /dev/shm, say): the export
+    return                                # compiles the loops as it reaches them
+  with pool:
     try:
       for future in [pool.submit(_compile_part, part) for part in parts]:
         future.result()
-    except concurrent.futures.process.BrokenProcessPool:
-      pass                            # a part's process was killed: the export compiles the rest
+    except (concurrent.futures.process.BrokenProcessPool, OSError):
+      # A part's process was killed, or none could start: the export compiles the rest.
+      pool.shutdown(wait=True, cancel_futures=True)
     except BaseException:             # Ctrl-C: the parts not started are dropped
       pool.shutdown(wait=True, cancel_futures=True)
       raise

@@ -299,6 +299,17 @@ def test_the_loops_compiled_in_parts_are_all_an_export_needs(tmp_path):
   assert out.stdout.split("\n")[:2] == ["True", "[]"]
 
 
+def test_compiling_in_parts_gives_way_where_no_process_can_start(monkeypatch):
+  # Where processes cannot start (no /dev/shm for their semaphores, a process limit), the
+  # first run goes on and compiles the loops as the export reaches them: no crash.
+  def no_processes(*args, **kwargs):
+    raise OSError(38, "Function not implemented")
+  monkeypatch.setattr(batch.concurrent.futures, "ProcessPoolExecutor", no_processes)
+  assert batch.compile_loops("libjpeg", 2) is None
+  with pytest.raises(ValueError, match="mode must be one of"):
+    batch.compile_loops("trellis")
+
+
 def test_an_interrupted_run_with_workers_stops_soon(tmp_path):
   # Ctrl-C to the terminal's process group: the jobs not started are cancelled (the pool's own
   # exit used to wait for all of them, so a library's run went on to the end).
