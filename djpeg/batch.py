@@ -308,8 +308,9 @@ def _compile_reader() -> None:
     read_coefficients(buffer.getvalue())
 
 
-#: Per mode, the parts `compile_loops` runs, the longest first (on 2 cores, in seconds: about
-#: 12, 11, 8, 4 and 3).
+#: Per mode, the parts `compile_loops` runs. Each alone in a new process on a 2-core machine:
+#: about 9.5, 11, 13, 7 and 6 s (some loops are in two parts); all five side by side on 2 cores
+#: about 20-25 s, in this order or longest first alike.
 _COMPILE_PARTS = {
     "perceptual": (_compile_ssimulacra2, _compile_writer, _compile_trellis, _compile_anchor,
                    _compile_reader),
