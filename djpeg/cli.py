@@ -185,8 +185,8 @@ def _compile_loops(options: ExportOptions, args: argparse.Namespace) -> None:
   if options.mode in batch.XLA_FREE_MODES and batch.loops_compiled(options.mode) is False:
     if not args.quiet:
       print(f"{PROG}: compiling djpeg's loops for this machine, once after installing (about "
-            "20 s on 2 cores); later runs load them from numba's cache.", file=sys.stderr,
-            flush=True)
+            "20 s on 2 cores, 40 s on one); later runs load them from numba's cache.",
+            file=sys.stderr, flush=True)
     try:
       batch.compile_loops(options.mode, args.jobs or os.cpu_count() or 1)
     except KeyboardInterrupt:
