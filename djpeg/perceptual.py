@@ -24,7 +24,7 @@ Four choices, all fitted on the training images (`bench/perceptual_tuning.py`), 
   fitted on the training images, for the coarsest tables whose trellis result still scores at
   least the target (it stops within 0.75 of p, or at a candidate within `SEARCH_SLACK` points
   of the target), each candidate scored on its exact decode. From quality `FULL_CHROMA_FROM`
-  (90) 4:4:4 is tried too, and the smaller file wins. The result never scores below the
+  (93) 4:4:4 is tried too, and the smaller file wins. The result never scores below the
   target: if no p reaches it (a flat image the anchor codes nearly losslessly), libjpeg-turbo's
   own coefficients are returned.
 
@@ -131,11 +131,14 @@ WHOLE_CHECK_SLACK = 0.3
 #: instead of 3.6, at 0.84% above the smallest file that meets the target instead of 0.89%.
 SEARCH_AIM = 0.15
 SEARCH_SLACK = 0.3
-#: Subsamplings the default mode tries, and the quality from which it also tries 4:4:4: on the
-#: training images 4:4:4 made the smaller file at equal SSIMULACRA 2 on 8 of 12 images at
-#: quality 95 and 9 of 12 at 98, and on none at 90 or below.
+#: Subsamplings the default mode tries, and the quality from which it also tries 4:4:4 (a whole
+#: second search, about 1.8-2.4 times the time). Since the fitted chroma and luma made 4:2:0
+#: better, on 48 training images (`bench/perceptual_tuning.py full-chroma`, seeds 11 and 13)
+#: 4:4:4 made the smaller file on none at quality 88, 1 at 90 and 1 at 92 (0.01-0.03% of the
+#: bytes on average), 3 at 94 (0.20%, up to 5.4% on one image), 4 at 95 and 7 at 98 (0.73%, up to
+#: 12%): it is tried from 93.
 SUBSAMPLINGS = ("4:2:0", "4:4:4")
-FULL_CHROMA_FROM = 90
+FULL_CHROMA_FROM = 93
 #: A sampled image's one whole pass runs over strips of about this many pixels (whole MCU
 #: rows), each prepared with `STRIP_CONTEXT` rows of the image above and below it, so that its
 #: memory does not grow with the image (`_coded_in_strips`).
