@@ -353,12 +353,12 @@ def compile_loops(mode: str = "perceptual", processes: int | None = None) -> Non
     try:
       for future in [pool.submit(_compile_part, part) for part in parts]:
         future.result()
-    except (concurrent.futures.process.BrokenProcessPool, OSError):
-      # A part's process was killed, or none could start: the export compiles the rest.
-      pool.shutdown(wait=True, cancel_futures=True)
-    except BaseException:             # Ctrl-C: the parts not started are dropped
-      pool.shutdown(wait=True, cancel_futures=True)
-      raise
+    except BaseException as e:
+      pool.shutdown(wait=True, cancel_futures=True)     # the parts not started are dropped
+      # A part's process killed, or none could start: the export compiles the rest. Ctrl-C
+      # goes on up.
+      if not isinstance(e, (concurrent.futures.process.BrokenProcessPool, OSError)):
+        raise
 
 
 def _die_on_interrupt() -> None:

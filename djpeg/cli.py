@@ -188,7 +188,7 @@ def _compile_loops(options: ExportOptions, args: argparse.Namespace) -> None:
             "20 s on 2 cores, 40 s on one); later runs load them from numba's cache.",
             file=sys.stderr, flush=True)
     try:
-      batch.compile_loops(options.mode, args.jobs or os.cpu_count() or 1)
+      batch.compile_loops(options.mode, args.jobs)     # None: one process per core
     except KeyboardInterrupt:
       print(f"{PROG}: interrupted; nothing was written.", file=sys.stderr)
       raise SystemExit(130) from None
