@@ -67,6 +67,8 @@ class ExportOptions:
     jpeg_input: what the perceptual mode does with a JPEG input: "dct" (default: recompress
       its own coefficients, `djpeg.recompress`, for `quality` or a psnr / bpp `target`),
       "lossless" (re-optimize it losslessly) or "pixels" (decode it and encode the pixels).
+    compact: the fewest header bytes (`djpeg.dumps(..., compact=True)`), and no JFIF APP0
+      unless the image has a print density.
   """
   mode: str = "perceptual"
   quality: int = DEFAULT_QUALITY
@@ -84,6 +86,7 @@ class ExportOptions:
   strip: bool = False
   matte: str | None = None
   jpeg_input: str = "dct"
+  compact: bool = False
 
   def check(self) -> None:
     """Raises ValueError naming the first inconsistent option."""
@@ -228,7 +231,7 @@ def _export_jpeg(raw: bytes, name: str, options: ExportOptions, measure: bool,
   domain (`djpeg.recompress`)."""
   score = target = None
   layout = Layout(progressive=options.progressive, restart_interval=options.restart_interval,
-                  optimize_huffman=options.optimize_huffman)
+                  optimize_huffman=options.optimize_huffman, compact=options.compact)
   # The file's own sampling and grid are kept: a subsampling asked for is not applied.
   extra = (f"a JPEG input keeps its own chroma sampling in the DCT domain; --subsampling "
            f"{options.subsampling} applies with --pixels",) if options.subsampling else ()
@@ -377,11 +380,14 @@ def export_bytes(source, options: ExportOptions = ExportOptions(), *, measure: b
   def write(progressive) -> bytes:
     if carried is None:
       return dumps(coefficients, optimize=options.optimize_huffman, progressive=progressive,
-                   restart_interval=options.restart_interval, metadata=metadata or None)
+                   restart_interval=options.restart_interval, metadata=metadata or None,
+                   compact=options.compact,
+                   jfif=not options.compact or bool(metadata and metadata.density))
     segments, meta, end = carried
     out = write_coefficients(coefficients, optimize=options.optimize_huffman,
                              progressive=progressive, restart_interval=options.restart_interval,
-                             metadata=meta, segments=segments)[0]
+                             metadata=meta, segments=segments, compact=options.compact,
+                             jfif=not options.compact or bool(meta and meta.density))[0]
     return with_trailing(out, jpeg_input, end)
 
   data = write(options.resolved_progressive)

@@ -138,7 +138,7 @@ def _coefficients_for(image_or_coefficients, quality, qtables, subsampling, trel
 def dumps(image_or_coefficients, *, quality=None, qtables=None, subsampling=None,
           optimize: bool = True, progressive=False, restart_interval: int | None = None,
           trellis=False, saliency=None, icc_profile=None, exif=None, xmp=None, comment=None,
-          dpi=None, metadata: Metadata | None = None):
+          dpi=None, metadata: Metadata | None = None, compact: bool = False, jfif: bool = True):
   """JPEG file bytes of an image or of quantized coefficients.
 
   Args:
@@ -172,6 +172,12 @@ def dumps(image_or_coefficients, *, quality=None, qtables=None, subsampling=None
     dpi: the print resolution, Pillow's `(x, y)` dots per inch (the JFIF density; default
       none).
     metadata: or all of them at once, as a `djpeg.exact.Metadata` (e.g. `read_metadata`).
+    compact: the fewest header bytes for the same coefficients (one DQT and one DHT segment,
+      Huffman tables shared by luma and chroma where smaller; `write_coefficients`); default
+      False: libjpeg-turbo's file byte for byte. For small images, with `jfif=False`: 70-80
+      bytes fewer on a 32x32 file of 400-800.
+    jfif: write the JFIF APP0 segment (default; False leaves out its 18 bytes: decoders assume
+      YCbCr without it, as for camera files; it refuses a `dpi`).
   Returns:
     `bytes`, or a list of `bytes` for a batch.
   Raises:
@@ -183,7 +189,8 @@ def dumps(image_or_coefficients, *, quality=None, qtables=None, subsampling=None
   meta = _metadata_arg(metadata, icc_profile, exif, xmp, comment, dpi)
   c = _coefficients_for(image_or_coefficients, quality, qtables, subsampling, trellis, saliency)
   files = write_coefficients(c, optimize=optimize, progressive=progressive,
-                             restart_interval=restart_interval, metadata=meta)
+                             restart_interval=restart_interval, metadata=meta, compact=compact,
+                             jfif=jfif)
   return files if c.batch_shape else files[0]
 
 
@@ -199,7 +206,8 @@ def _write(fp, data: bytes) -> None:
 def save(fp, image_or_coefficients, *, quality=None, qtables=None, subsampling=None,
          optimize: bool = True, progressive=False, restart_interval: int | None = None,
          trellis=False, saliency=None, icc_profile=None, exif=None, xmp=None, comment=None,
-         dpi=None, metadata: Metadata | None = None) -> None:
+         dpi=None, metadata: Metadata | None = None, compact: bool = False,
+         jfif: bool = True) -> None:
   """Writes a JPEG file; arguments as for `dumps`.
 
   Args:
@@ -221,7 +229,8 @@ def save(fp, image_or_coefficients, *, quality=None, qtables=None, subsampling=N
     if not isinstance(target, (str, os.PathLike)) and not hasattr(target, "write"):
       raise ValueError(f"fp must be a path or a binary file object; got {type(target).__name__}.")
   files = write_coefficients(c, optimize=optimize, progressive=progressive,
-                             restart_interval=restart_interval, metadata=meta)
+                             restart_interval=restart_interval, metadata=meta, compact=compact,
+                             jfif=jfif)
   for target, data in zip(targets, files):
     _write(target, data)
 

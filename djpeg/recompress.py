@@ -111,16 +111,18 @@ def _with_trailing(image: bytes, source: _Input) -> bytes:
 class Layout:
   """How a rewrite is laid out: `progressive` None (the smaller of optimized progressive scans
   and baseline), True (libjpeg's script), "optimize" or False (baseline); `restart_interval`
-  (MCUs, None for none); `optimize_huffman` False for the Annex K Huffman tables. Only the
-  automatic layout (the default) may keep an input as it is, since another layout is what was
-  asked for."""
+  (MCUs, None for none); `optimize_huffman` False for the Annex K Huffman tables; `compact`
+  the fewest header bytes (`write_coefficients(..., compact=True)`, and no JFIF APP0 unless
+  the input has a print density). Only the automatic layout (the default, compact or not) may
+  keep an input as it is, since another layout is what was asked for."""
   progressive: bool | str | None = None
   restart_interval: int | None = None
   optimize_huffman: bool = True
+  compact: bool = False
 
   @property
   def automatic(self) -> bool:
-    return self == Layout()
+    return dataclasses.replace(self, compact=False) == Layout()
 
   def modes(self) -> tuple:
     if self.progressive is not None:
@@ -132,7 +134,8 @@ def _candidates(coefficients: Coefficients, source: _Input, layout: Layout) -> l
   return [_with_trailing(write_coefficients(
       coefficients, progressive=mode, optimize=layout.optimize_huffman,
       restart_interval=layout.restart_interval, segments=source.segments,
-      metadata=source.metadata, share_equal_tables=source.info.shares_table_slots)[0], source)
+      metadata=source.metadata, share_equal_tables=source.info.shares_table_slots,
+      compact=layout.compact, jfif=not layout.compact or bool(source.metadata))[0], source)
           for mode in layout.modes()]
 
 

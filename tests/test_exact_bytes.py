@@ -12,8 +12,8 @@ from PIL import Image
 
 import djpeg
 from djpeg import samples
-from exact_util import (PIL_SUBSAMPLING, entropy_data, jpeglib_coefficients, pillow_file,
-                        random_coefficients)
+from exact_util import (PIL_SUBSAMPLING, assert_same_coefficients, entropy_data,
+                        jpeglib_coefficients, pillow_file, pillow_pixels, random_coefficients)
 
 CASES = [(name, sub) for name in ("limes", "houses", "castle") for sub in PIL_SUBSAMPLING]
 CASES.append(("bear_gray", "4:2:0"))
@@ -287,3 +287,89 @@ def test_luma_for_coded_chroma_refuses_what_it_cannot_use():
   with pytest.raises(ValueError, match="chroma_tables"):
     djpeg.codec.luma_for_coded_chroma(pixels, chroma, np.ones((8, 8)))
   assert djpeg.codec.luma_for_coded_chroma(pixels, chroma, np.ones((2, 8, 8))).shape == (2, 3, 8, 8)
+
+
+
+def _segments(data: bytes) -> list[tuple[int, bytes]]:
+  """(marker, payload) of every segment before the first SOS."""
+  out, i = [], 2
+  while data[i + 1] != 0xDA:
+    length = int.from_bytes(data[i + 2:i + 4], "big")
+    out.append((data[i + 1], data[i + 4:i + 2 + length]))
+    i += 2 + length
+  return out
+
+
+def _markers(data: bytes) -> list[int]:
+  return [m for m, _ in _segments(data)]
+
+
+def _sos_selectors(data: bytes) -> list[int]:
+  """The first scan's (Td << 4 | Ta) per component."""
+  i = data.index(b"\xff\xda")
+  return list(data[i + 6:i + 6 + 2 * data[i + 4]:2])
+
+
+def _huffman_classes(payload: bytes) -> list[int]:
+  """The (Tc << 4 | Th) of every table in one DHT payload."""
+  out, i = [], 0
+  while i < len(payload):
+    out.append(payload[i])
+    i += 17 + sum(payload[i + 1:i + 17])
+  return out
+
+
+@pytest.mark.parametrize("restart", [None, 3])
+@pytest.mark.parametrize("progressive", [False, True, "optimize"])
+@pytest.mark.parametrize("name,sub", [("limes", "4:2:0"), ("houses", "4:2:2"),
+                                      ("castle", "4:4:4"), ("bear_gray", "4:2:0")])
+def test_compact_files_hold_the_same_image_in_fewer_bytes(name, sub, progressive, restart):
+  """`compact=True`: jpeglib reads the same coefficients and Pillow the same pixels as from
+  libjpeg's layout; the tables are in one DQT segment and one DHT segment per scan, and the
+  file is never larger than libjpeg's layout less the merged segments' headers; `jfif=False`
+  drops the JFIF APP0 (18 bytes); libjpeg-turbo's strict decoder reads both."""
+  for crop in (False, True):
+    data = pillow_file(_pixels(name, crop), quality=60, subsampling=PIL_SUBSAMPLING[sub])
+    coefficients = jpeglib_coefficients(data)
+    options = dict(progressive=progressive, restart_interval=restart)
+    plain = djpeg.dumps(coefficients, **options)
+    small = djpeg.dumps(coefficients, compact=True, **options)
+    bare = djpeg.dumps(coefficients, compact=True, jfif=False, **options)
+    for out in (small, bare):
+      assert_same_coefficients(jpeglib_coefficients(out), coefficients)
+      np.testing.assert_array_equal(pillow_pixels(out), pillow_pixels(plain))
+      assert _markers(out).count(0xDB) == 1 and _markers(out).count(0xC4) <= 1
+    merged = (_markers(plain).count(0xDB) - 1) + max(_markers(plain).count(0xC4) - 1, 0)
+    assert len(small) <= len(plain) - 4 * merged
+    assert len(bare) == len(small) - 18 and 0xE0 not in _markers(bare)
+    assert "jfif" not in Image.open(io.BytesIO(bare)).info
+    if shutil.which("djpeg"):
+      for out in (small, bare):
+        subprocess.run(["djpeg", "-strict"], input=out, check=True, capture_output=True)
+
+
+def test_compact_files_share_huffman_tables_where_that_is_smaller():
+  """Luma and chroma share a Huffman table where one costs fewer bytes than two: on a 32x32
+  image (about half of its file is headers) both classes are shared and the file is smaller
+  than with the segments merged alone; on a larger 4:4:4 image the tables stay apart and the
+  file is libjpeg's less the merged segments' headers."""
+  small = pillow_file(samples.load("limes", uint8=True)[:32, :32], quality=75, subsampling=2)
+  c = jpeglib_coefficients(small)
+  plain, compact = djpeg.dumps(c), djpeg.dumps(c, compact=True)
+  assert _sos_selectors(plain) == [0x00, 0x11, 0x11]
+  assert _sos_selectors(compact) == [0x00, 0x00, 0x00]
+  assert _huffman_classes(dict(_segments(compact))[0xC4]) == [0x00, 0x10]
+  assert len(compact) < len(plain) - 4 - 12 - 2 * 17    # two tables fewer, each 17 bytes or more
+  large = pillow_file(samples.load("castle", uint8=True), quality=75, subsampling=0)
+  c = jpeglib_coefficients(large)
+  plain, compact = djpeg.dumps(c), djpeg.dumps(c, compact=True)
+  assert _sos_selectors(compact) == _sos_selectors(plain) == [0x00, 0x11, 0x11]
+  assert len(compact) == len(plain) - 4 - 12    # one DQT and three DHT segment headers fewer
+
+
+def test_jfif_false_refuses_a_print_density():
+  image = samples.load("limes", uint8=True)
+  with pytest.raises(ValueError, match="JFIF"):
+    djpeg.dumps(image, dpi=(300, 300), jfif=False)
+  assert Image.open(io.BytesIO(djpeg.dumps(image, dpi=(300, 300), compact=True))).info[
+      "dpi"] == (300, 300)

@@ -101,3 +101,26 @@ def test_cli_keeps_metadata_unless_stripped(tmp_path, kind):
   if shutil.which("djpeg"):      # libjpeg-turbo's own strict decoder reads it too
     subprocess.run(["djpeg", "-strict", "-outfile", str(tmp_path / "o.ppm"), str(kept)],
                    check=True)
+
+
+@pytest.mark.parametrize("kind", ["jpeg", "png"])
+@pytest.mark.parametrize("dpi", [None, (300, 300)])
+def test_cli_compact_keeps_the_image_and_its_metadata_in_fewer_bytes(tmp_path, kind, dpi):
+  """`--compact`: the pixels and metadata of the default file, fewer header bytes, and no JFIF
+  APP0 unless it carries the input's print resolution."""
+  pixels = samples.load("castle", uint8=True)
+  source = tmp_path / f"in.{'jpg' if kind == 'jpeg' else 'png'}"
+  extra = {"dpi": dpi} if dpi else {}
+  Image.fromarray(pixels).save(source, exif=exif_bytes(), **extra,
+                               **({"quality": 95} if kind == "jpeg" else {}))
+  plain, compact = tmp_path / "plain.jpg", tmp_path / "compact.jpg"
+  assert cli.main(["encode", str(source), str(plain), "--quiet"]) == 0
+  assert cli.main(["encode", str(source), str(compact), "--compact", "--quiet"]) == 0
+  assert len(compact.read_bytes()) < len(plain.read_bytes()) - (0 if dpi else 18)
+  image = Image.open(compact)
+  np.testing.assert_array_equal(np.asarray(image), np.asarray(Image.open(plain)))
+  assert image.getexif()[0x0112] == 6
+  assert ("jfif" in image.info) == bool(dpi)
+  if dpi:
+    assert image.info["dpi"] == dpi
+  simplejpeg.decode_jpeg(compact.read_bytes(), strict=True)

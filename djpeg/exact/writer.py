@@ -9,6 +9,10 @@ Tables are assigned as libjpeg assigns them: Huffman slot 0 for Y (or gray), slo
 Cb and Cr; with `optimize` each table is built from the symbol counts of the components that
 share it, per scan (`huffman.optimal_table`, libjpeg's algorithm), so the output is the file
 libjpeg-turbo writes for the same coefficients.
+
+`compact` departs from libjpeg's layout for fewer header bytes, within baseline T.81 that every
+decoder reads: one DQT segment, one DHT segment per scan, and a class's luma and chroma tables
+merged into one where that makes the file smaller.
 """
 
 from __future__ import annotations
@@ -168,10 +172,44 @@ def _check_codes(counts: np.ndarray, tables: list[huffman.HuffmanTable]) -> None
       raise ValueError(f"Huffman table {t} has no code for symbol {int(missing[0]):#04x}.")
 
 
+def _table_bits(counts: np.ndarray, table: huffman.HuffmanTable) -> int:
+  """Bits of a table's codes for these symbol counts, plus its DHT entry (without extra bits,
+  which no table changes)."""
+  return int(counts @ table.codes[1].astype(np.int64)) + 8 * (17 + len(table.values))
+
+
+def _shared_huffman(used, counts, tables, selectors):
+  """Luma's and chroma's tables of a class in one scan replaced by one table built from their
+  summed counts, where that costs fewer bits (table bytes included: on small images the tables
+  are a large part of the file), serving both from luma's slot.
+
+  Returns `(tables per local index, (key, table) pairs to send, SOS selectors)`, or None where
+  no class gains.
+  """
+  tables, shared = list(tables), set()
+  for cls in (0, 1):
+    pair = [i for i, key in enumerate(used) if key[0] == cls]
+    if len(pair) == 2:
+      merged = huffman.optimal_table(counts[pair[0]] + counts[pair[1]])
+      apart = sum(_table_bits(counts[i], tables[i]) for i in pair)
+      if _table_bits(counts[pair[0]] + counts[pair[1]], merged) < apart:
+        tables[pair[0]] = tables[pair[1]] = merged
+        shared.add(cls)
+  if not shared:
+    return None
+  sent = [(key, tables[i]) for i, key in enumerate(used) if key[0] not in shared or key[1] == 0]
+  selectors = [(0 if 0 in shared else td, 0 if 1 in shared else ta) for td, ta in selectors]
+  return tables, sent, selectors
+
+
+def _dht_payloads(sent) -> list[bytes]:
+  return [bytes([(key[0] << 4) | key[1]]) + table.payload() for key, table in sent]
+
+
 def encode_image(components, tables, height: int, width: int, factors, *, optimize: bool = True,
                  progressive_mode: bool = False, restart_interval: int = 0,
                  script=None, segments: list[bytes] = (), jfif: bytes | None = None,
-                 share_equal_tables: bool = False) -> bytes:
+                 share_equal_tables: bool = False, compact: bool = False) -> bytes:
   """One image's JPEG file.
 
   Args:
@@ -189,13 +227,18 @@ def encode_image(components, tables, height: int, width: int, factors, *, optimi
     jfif: the JFIF APP0 segment (`jfif_segment`; None: no density, aspect 1:1).
     share_equal_tables: equal tables share one DQT slot (`quant_slots`; default libjpeg's
       layout).
+    compact: the fewest header bytes for the same coefficients (`_shared_huffman`): all
+      quantization tables in one DQT segment, each scan's Huffman tables in one DHT segment,
+      and luma and chroma sharing a Huffman table wherever that makes the file smaller. All of
+      it is baseline T.81 that every decoder reads; only the bytes differ from libjpeg's.
   Returns:
     The file's bytes.
   """
   sparse = None              # the coefficients as nonzero lists, for the array-pass coders
   distinct, qslots = quant_slots(tables, share_equal_tables)
   out = [b"\xff\xd8", _JFIF if jfif is None else jfif, *segments]
-  out += [_dqt(i, t) for i, t in enumerate(distinct)]
+  dqt = [_dqt(i, t) for i, t in enumerate(distinct)]
+  out += [_segment(0xDB, b"".join(d[4:] for d in dqt))] if compact else dqt
   out.append(_sof(progressive_mode, height, width, factors, qslots,
                   sixteen_bit=max(int(np.max(t)) for t in distinct) > 255))
   if script is None or not progressive_mode:
@@ -217,20 +260,38 @@ def encode_image(components, tables, height: int, width: int, factors, *, optimi
         sparse = [scans.sparse_component(np.asarray(c)) for c in components]
       coded = code_scan(scan, sparse, layout, restart_interval, dc_local, ac_local, cap)
     counts = coded.counts(len(used))
+    classes = [key[0] for key in used]
+    selectors = _selectors(scan, progressive_mode)
+    data = None
     if optimize:
       tables_now = [huffman.optimal_table(c) for c in counts]
+      sent = list(zip(used, tables_now))
+      shared = _shared_huffman(used, counts, tables_now, selectors) if compact else None
+      if shared is not None:
+        # Counted in bits; the bytes also hold stuffing and padding, so both are written and
+        # the smaller kept (no compact file is larger than its unshared layout).
+        data = coded.segment(*_code_luts(tables_now, classes)).tobytes()
+        shared_data = coded.segment(*_code_luts(shared[0], classes)).tobytes()
+        if (len(shared_data) + sum(map(len, _dht_payloads(shared[1])))
+            < len(data) + sum(map(len, _dht_payloads(sent)))):
+          tables_now, sent, selectors = shared
+          data = shared_data
     else:
       tables_now = [huffman.STANDARD[key] for key in used]
       _check_codes(counts, tables_now)
-    for key, table in zip(used, tables_now):
-      # libjpeg re-sends every table it optimizes (one set per scan) and the standard tables once.
-      if optimize or loaded.get(key) != table:
-        out.append(_segment(0xC4, bytes([(key[0] << 4) | key[1]]) + table.payload()))
-        loaded[key] = table
+      sent = [(key, t) for key, t in zip(used, tables_now) if loaded.get(key) != t]
+    # libjpeg re-sends every table it optimizes (one set per scan) and the standard tables once.
+    dht = _dht_payloads(sent)
+    loaded.update(sent)
+    if compact and dht:
+      out.append(_segment(0xC4, b"".join(dht)))
+    else:
+      out += [_segment(0xC4, d) for d in dht]
     if n == 0 and restart_interval:
       out.append(_segment(0xDD, struct.pack(">H", restart_interval)))
-    out.append(_sos(scan, _selectors(scan, progressive_mode)))
-    luts = _code_luts(tables_now, [key[0] for key in used])
-    out.append(coded.segment(*luts).tobytes())
+    out.append(_sos(scan, selectors))
+    if data is None:
+      data = coded.segment(*_code_luts(tables_now, classes)).tobytes()
+    out.append(data)
   out.append(b"\xff\xd9")
   return b"".join(out)
