@@ -2,8 +2,9 @@
 # The reduced CPU version of bench/task_tables_gpu.sh, one stage after another (this 2-core
 # machine has no GPU): the CIFAR-10 classifiers (plain, and feature consistency with the quality
 # block) for EPOCHS epochs, then for each the task tables (family, per-image network, per-image
-# network with trellis weights; seeds 0, 1, 2; STEPS steps of BATCH images), then the
-# alternating run (seed 0). Only CIFAR-10's train/ is read. Then evaluates on LIMIT test images.
+# network with trellis weights, family of one table for all components; seeds 0, 1, 2; STEPS
+# steps of BATCH images), then the alternating runs (two tables and one; seed 0). Only
+# CIFAR-10's train/ is read. Then evaluates on LIMIT test images.
 #
 #   bash bench/task_tables_cpu.sh [RUNS] [EPOCHS] [STEPS] [BATCH] [LIMIT]
 #
@@ -29,11 +30,12 @@ for method in ${METHODS:-plain consistency}; do
       { tail -n 20 "$RUNS/classifier-$method.log"; exit 1; }
     tail -n 1 "$RUNS/classifier-$method.log"
   fi
-  for kind in family net block; do
+  for kind in family net block onetable; do
     if [ ! -f "$RUNS/tables/$method/$kind-s2/summary.json" ]; then
       stamp "tables $method $kind"
       rm -rf "$WORK/tables/$method/$kind-s"*
-      $B train-tables --classifier "$method" --kind "$kind" --seeds 0,1,2 --data "$DATA" \
+      if [ "$kind" = onetable ]; then args=(--kind family --one-table); else args=(--kind "$kind"); fi
+      $B train-tables --classifier "$method" "${args[@]}" --seeds 0,1,2 --data "$DATA" \
         --runs "$RUNS" --work "$WORK" --steps "$STEPS" --batch "$BATCH" \
         --eval-every 50 > "$RUNS/tables-$method-$kind.log" 2>&1 ||
         { tail -n 20 "$RUNS/tables-$method-$kind.log"; exit 1; }
@@ -41,16 +43,18 @@ for method in ${METHODS:-plain consistency}; do
     fi
   done
 done
-if [[ " ${METHODS:-consistency} " == *" consistency "* ]] &&
-   [ ! -f "$RUNS/tables/alternate-s0/summary.json" ]; then
-  stamp "alternate (consistency classifier and family, 3 rounds)"
-  rm -rf "$WORK/tables/alternate-s0"
-  $B train-tables --classifier consistency --kind alternate --seeds 0 --data "$DATA" \
-    --runs "$RUNS" --work "$WORK" --steps "$STEPS" --batch "$BATCH" --eval-every 50 \
-    --rounds 3 > "$RUNS/tables-alternate.log" 2>&1 ||
-    { tail -n 20 "$RUNS/tables-alternate.log"; exit 1; }
-  tail -n 2 "$RUNS/tables-alternate.log"
-fi
+for one in "" -onetable; do
+  if [[ " ${METHODS:-consistency} " == *" consistency "* ]] &&
+     [ ! -f "$RUNS/tables/alternate$one-s0/summary.json" ]; then
+    stamp "alternate$one (consistency classifier and family, 3 rounds)"
+    rm -rf "$WORK/tables/alternate$one-s0"
+    $B train-tables --classifier consistency --kind alternate --seeds 0 --data "$DATA" \
+      --runs "$RUNS" --work "$WORK" --steps "$STEPS" --batch "$BATCH" --eval-every 50 \
+      --rounds 3 ${one:+--one-table} > "$RUNS/tables-alternate$one.log" 2>&1 ||
+      { tail -n 20 "$RUNS/tables-alternate$one.log"; exit 1; }
+    tail -n 2 "$RUNS/tables-alternate$one.log"
+  fi
+done
 stamp "training done; evaluating on $LIMIT test images"
 $B evaluate --runs "$RUNS" --limit "$LIMIT" --out "$RUNS/eval"
 stamp "done"

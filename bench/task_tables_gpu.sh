@@ -2,8 +2,9 @@
 # Trains everything bench/task_tables.py evaluates, in one run on a GPU machine (about 5 minutes
 # of wall time on one H200): the CIFAR-10 classifiers (plain, and feature consistency with the
 # quality block, `djpeg-train consistency`, 8 epochs) and the task tables for each (`djpeg-train
-# task-tables` family, per-image network, per-image network with trellis weights; seeds 0, 1, 2),
-# and the alternating run (classifier and family in 3 rounds, seed 0). Only CIFAR-10's train/ is
+# task-tables` family, per-image network, per-image network with trellis weights, family of one
+# table for all components; seeds 0, 1, 2), and the alternating runs (classifier and family in 3
+# rounds, two tables and one, seed 0). Only CIFAR-10's train/ is
 # read. The exports (classifiers as .npz, family files, networks, summaries) come back packed in
 # one tar, with one log:
 #
@@ -59,17 +60,19 @@ python3 -c "import jax; print('jax', jax.__version__, jax.devices())"
 stamp "unpacking $NPZ"
 $B unpack-data --npz "$NPZ" --out "$DATA" || exit 1
 
-tables() {   # classifier kind: the three seeds of one level, in one process
+tables() {   # classifier kind [--one-table]: the three seeds of one level, in one process
   $B train-tables --classifier "$1" --kind "$2" --seeds "$SEEDS" --data "$DATA" --runs "$RUNS" \
     --work "$WORK/scratch" --steps "$STEPS" --batch "$BATCH" --eval-every "$EVAL" \
-    --time-limit "$LIMIT" > "$WORK/$1-$2.log" 2>&1
-  echo "--- $1 $2 (rc $?, $((SECONDS - T0)) s)"; tail -n 4 "$WORK/$1-$2.log"
+    --time-limit "$LIMIT" ${3:-} > "$WORK/$1-$2${3:+-onetable}.log" 2>&1
+  echo "--- $1 $2 ${3:-} (rc $?, $((SECONDS - T0)) s)"
+  tail -n 4 "$WORK/$1-$2${3:+-onetable}.log"
 }
-alternate() {
+alternate() {   # [--one-table]
   $B train-tables --classifier consistency --kind alternate --seeds 0 --data "$DATA" \
     --runs "$RUNS" --work "$WORK/scratch" --steps "$STEPS" --batch "$BATCH" \
-    --eval-every "$EVAL" --rounds 3 > "$WORK/alternate.log" 2>&1
-  echo "--- alternate (rc $?, $((SECONDS - T0)) s)"; tail -n 4 "$WORK/alternate.log"
+    --eval-every "$EVAL" --rounds 3 ${1:-} > "$WORK/alternate${1:+-onetable}.log" 2>&1
+  echo "--- alternate ${1:-} (rc $?, $((SECONDS - T0)) s)"
+  tail -n 4 "$WORK/alternate${1:+-onetable}.log"
 }
 classifier() {   # method
   $B train-classifier --method "$1" --data "$DATA" --runs "$RUNS" --work "$WORK/scratch" \
@@ -82,11 +85,13 @@ classifier() {   # method
 stamp "training the classifiers and, as each is ready, its tables"
 # (Explicit process ids: a bare `wait` would also wait for the log's tee.)
 ( classifier plain && { tables plain family & a=$!; tables plain net & b=$!;
-                        tables plain block & c=$!; wait $a $b $c; } ) &
+                        tables plain block & c=$!; tables plain family --one-table & e=$!;
+                        wait $a $b $c $e; } ) &
 PLAIN=$!
 ( classifier consistency && { tables consistency family & a=$!; tables consistency net & b=$!;
                               tables consistency block & c=$!; alternate & d=$!;
-                              wait $a $b $c $d; } ) &
+                              tables consistency family --one-table & e=$!;
+                              alternate --one-table & f=$!; wait $a $b $c $d $e $f; } ) &
 CONSISTENCY=$!
 wait $PLAIN $CONSISTENCY
 stamp "training done"

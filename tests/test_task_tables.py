@@ -187,6 +187,47 @@ def test_family_file_round_trips_and_the_cli_encodes_with_it(tmp_path, batch):
     assert decoded.size == (16, 16) and len(decoded.quantization) == 2   # Cb and Cr share one
 
 
+def test_a_one_table_family_trains_and_writes_one_table(tmp_path, classifier_file, batch):
+  """`one_table`: every level's three tables are Y's, a few steps lower its objective, and the
+  CLI's compact files carry one DQT entry for all components (65 bytes fewer than two)."""
+  network = task_tables.load_classifier(classifier_file).network
+  images, labels = jnp.asarray(batch[0]), jnp.asarray(batch[1])
+  cfg = task_tables.Config(kind="family", classifier="c", data="d", out=str(tmp_path),
+                           lambdas=(1.0, 30.0), one_table=True)
+  model = task_tables.build_tables_model("family", cfg)
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  loss_fn = task_tables.tables_loss_fn("family", cfg)
+  tx = optax.adam(0.05)
+
+  @jax.jit
+  def step(params, opt_state):
+    loss = lambda p: loss_fn(nnx.merge(graphdef, p, rest), (images, labels), None, network)[0]
+    value, grads = jax.value_and_grad(loss)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, value
+
+  opt_state, values = tx.init(params), []
+  for _ in range(6):
+    params, opt_state, value = step(params, opt_state)
+    values.append(float(value))
+  assert values[-1] < values[0] - 1e-3, values
+  path = str(tmp_path / "family.json")
+  tables = task_tables.export_family(path, nnx.merge(graphdef, params, rest), cfg,
+                                     tiny_classifier(), steps=6)
+  assert np.array_equal(tables[:, 0], tables[:, 1]) and np.array_equal(tables[:, 0], tables[:, 2])
+  image = str(tmp_path / "in.png")
+  Image.fromarray(np.round(batch[0][0] * 255).astype(np.uint8)).save(image)
+  one, two = str(tmp_path / "one.jpg"), str(tmp_path / "two.jpg")
+  assert djpeg_cli.main(["encode", image, one, "--tables", path, "--level", "1", "--compact",
+                         "--quiet"]) == 0
+  assert djpeg_cli.main(["encode", image, two, "--tables", path, "--level", "1", "--quiet"]) == 0
+  with Image.open(one) as decoded, Image.open(two) as plain:
+    assert len(decoded.quantization) == 1 and len(plain.quantization) == 2
+    np.testing.assert_array_equal(np.asarray(decoded), np.asarray(plain))
+  with pytest.raises(ValueError, match="one_table"):
+    task_tables.Config(kind="net", classifier="c", data="d", out="o", one_table=True).check()
+
+
 def test_bad_inputs_give_clear_errors(tmp_path, dataset, classifier_file):
   # A classifier checkpoint of the wrong kind: a table run's record, a QTableNet file.
   run = tmp_path / "tables_run"

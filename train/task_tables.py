@@ -166,6 +166,9 @@ class Config:
   background: float = option(0.01, "block: weight of the least sensitive pixels relative to the "
                                    "most sensitive (djpeg.roi.pixel_weights)")
   rounds: int = option(3, "alternate: rounds of classifier epochs, then table steps")
+  one_table: bool = option(False, "family, alternate: one table (Y's) for all three components, "
+                                  "one DQT entry: 65 bytes fewer per file (half a bit per pixel "
+                                  "on 32x32 images)")
   seed: int = option(0, "random seed (initialization and data order)")
   eval_every: int = option(100, "steps between validations (and time-limit checks)")
   checkpoint_every: int = option(500, "steps between checkpoints")
@@ -217,6 +220,9 @@ class Config:
       raise ValueError(f"time_limit must be positive seconds or None; got {self.time_limit}.")
     if not self.layers:
       raise ValueError("layers must name at least one feature map.")
+    if self.one_table and self.kind not in ("family", "alternate"):
+      raise ValueError(f"one_table is a family's choice (kinds family and alternate); the "
+                       f"{self.kind!r} kind predicts separate chroma tables.")
 
   @property
   def family_lambdas(self) -> tuple[float, ...]:
@@ -507,9 +513,10 @@ def file_quality(tables: jax.Array) -> jax.Array:
   return 1.0 + jnp.argmin(distance, axis=-1).astype(jnp.float32)
 
 
-def tie_chroma(tables: jax.Array) -> jax.Array:
-  """`(..., 3, 8, 8)` -> Y, Cb, Cb: Cr uses Cb's table (one DQT segment for both)."""
-  return tables[..., jnp.asarray([0, 1, 1]), :, :]
+def tie_chroma(tables: jax.Array, one_table: bool = False) -> jax.Array:
+  """`(..., 3, 8, 8)` -> Y, Cb, Cb: Cr uses Cb's table (one DQT entry for both); with
+  `one_table`, Y, Y, Y (one entry for all three)."""
+  return tables[..., jnp.asarray([0, 0, 0] if one_table else [0, 1, 1]), :, :]
 
 
 def _cross_entropy(logits, labels):
@@ -811,14 +818,15 @@ def build_tables_model(kind: str, cfg: Config):
 
 
 def family_loss(model: TableFamily, batch, key, network: FrozenNetwork, *, task, layers,
-                surrogate: str = "ste"):
-  """Every level on an equal share of the batch: mean_k log(E[bpp] + lambda_k E[task])."""
+                surrogate: str = "ste", one_table: bool = False):
+  """Every level on an equal share of the batch: mean_k log(E[bpp] + lambda_k E[task]).
+  (With `one_table` the file's one DQT entry fewer is a constant the gradient does not see.)"""
   images, labels = batch
   key = jax.random.PRNGKey(0) if key is None else key
   levels = model.lambdas.shape[0]
   level = jnp.arange(images.shape[0]) % levels
   lambdas = model.lambdas[...]
-  tables = tie_chroma(model(level))
+  tables = tie_chroma(model(level), one_table)
   _, bpp, value = task_objective(network, images, labels, tables, lambdas[level], task=task,
                                  layers=layers, surrogate=surrogate, key=key)
   onehot = jax.nn.one_hot(level, levels)
@@ -861,7 +869,7 @@ def tables_loss_fn(kind: str, cfg: Config):
   """`loss_fn(model, batch, key, network)` of a table level."""
   if kind in ("family", "alternate"):
     return functools.partial(family_loss, task=cfg.task, layers=cfg.layers,
-                             surrogate=cfg.surrogate)
+                             surrogate=cfg.surrogate, one_table=cfg.one_table)
   return functools.partial(net_loss, task=cfg.task, layers=cfg.layers,
                            lambda_range=cfg.net_lambda_range, block=kind == "block",
                            background=cfg.background, surrogate=cfg.surrogate)
@@ -919,7 +927,7 @@ def _compiled_tables(cfg: Config, network_graphdef, devices: tuple):
     model = state_lib.merge_model(graphdef, state)
     if cfg.kind in ("family", "alternate"):
       return family_loss(model, batch, None, network, task=cfg.task, layers=cfg.layers,
-                         surrogate=cfg.surrogate)
+                         surrogate=cfg.surrogate, one_table=cfg.one_table)
     # The same lambdas every time (the range's ends and middle), for a comparable curve; at
     # each, log(mean objective) over the images, as the training bins measure it.
     images, labels = batch
@@ -1003,12 +1011,13 @@ def _net_record(cfg: Config, classifier: Classifier) -> dict:
 def export_family(path: str, model: TableFamily, cfg: Config, classifier: Classifier,
                   steps: int) -> np.ndarray:
   """Writes the family file; returns its `(K, 3, 8, 8)` int tables."""
-  tables = np.asarray(tie_chroma(model(jnp.arange(len(cfg.family_lambdas)))))
+  tables = np.asarray(tie_chroma(model(jnp.arange(len(cfg.family_lambdas))), cfg.one_table))
   djpeg.tables.save_table_family(
       path, tables, cfg.family_lambdas, subsampling=SUBSAMPLING,
       description=f"task-aware tables learned by djpeg-train task-tables {cfg.kind} for "
                   f"{classifier.source} ({cfg.task}, {steps} steps, batch {cfg.batch}, seed "
-                  f"{cfg.seed}); lambda in bits per pixel per unit of task loss",
+                  f"{cfg.seed}{', one table for all components' if cfg.one_table else ''}); "
+                  "lambda in bits per pixel per unit of task loss",
       extra=[{"task": cfg.task} for _ in cfg.family_lambdas])
   return np.clip(np.round(tables), 1, 255).astype(np.int32)
 
@@ -1111,7 +1120,7 @@ def _alternate(cfg: Config, classifier: Classifier, split: LabeledImages
           family_state, _ = ckpt.restore(family_state)
     family_graph = family_graph or state_lib.split_model(build_tables_model("alternate", cfg))[0]
     family = tie_chroma(state_lib.merge_model(family_graph, family_state)(
-        jnp.arange(len(cfg.family_lambdas))))
+        jnp.arange(len(cfg.family_lambdas))), cfg.one_table)
     with checkpoint.Checkpointer(os.path.join(ccfg.out, "checkpoints")) as ckpt:
       cstate = loop.resume(ckpt, parallel.replicate(cstate, mesh), stream)
       log = monitor.MetricsLog(os.path.join(ccfg.out, "metrics.csv"),
