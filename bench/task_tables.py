@@ -14,13 +14,20 @@ decoded pixels (a quality-conditioned one also the quality its tables say, as
 `djpeg.train.evaluate` does). Rows (4:2:0, optimized Huffman tables throughout):
 
 * libjpeg-turbo's quality sweep (Annex K tables), written by libjpeg-turbo itself (Pillow,
-  `optimize=True`): the anchor;
-* djpeg's PSNR-optimized tables: the shipped family (`--tables learned`, levels 1..12) and
+  `optimize=True`): the anchor; and the same coefficients in djpeg's compact headers (what the
+  headers alone save);
+* djpeg's PSNR-optimized tables: the shipped family (`--tables learned`, levels 1..12), the
+  same with luma's table for all components (one DQT entry: the one-table rows' control), and
   per-image `djpeg.optimize_tables` at a few lambdas, written by `djpeg.dumps`;
-* task tables, per classifier and seed: the family (each level), the per-image network (a
-  ladder of lambdas), the per-image network with the classifier's sensitivity maps as trellis
-  weights (`djpeg.encoder.compress(..., saliency=map, mode="mse")`), and, as an ablation, the
-  same tables with a uniform trellis; and the alternating run's family with its own classifier.
+* task tables, per classifier and seed: the family (each level), the family of one table for
+  all components, the per-image network (a ladder of lambdas), the per-image network with the
+  classifier's sensitivity maps as trellis weights (`djpeg.encoder.compress(...,
+  saliency=map, mode="mse")`), and, as an ablation, the same tables with a uniform trellis; and
+  the alternating runs' families (two tables, one table) with their own classifiers.
+
+djpeg's files have compact headers (`djpeg.dumps(..., compact=True, jfif=False)`: one DQT and
+one DHT segment, Huffman tables shared by luma and chroma where smaller, no JFIF APP0; `--headers
+libjpeg` writes libjpeg-turbo's layout instead).
 
 Bits per pixel are the whole file's bytes * 8 / (32 * 32), and, as a second axis, the
 entropy-coded data's alone (the bytes after the SOS header; on 32x32 images the headers are
@@ -75,7 +82,8 @@ NET_POINTS = 8                 # lambdas of the per-image network, log-spaced ov
 BLOCK_POINTS = 5               # lambdas with trellis weights (each image through the trellis)
 BUDGETS = (1.0, 3.0)           # accuracy points below the clean model's
 ANCHOR = "libjpeg-turbo (Annex K)"
-PSNR_ROWS = ("djpeg PSNR family (shipped)", "djpeg PSNR per-image (optimize_tables)")
+PSNR_ROWS = ("djpeg PSNR family (shipped)", "djpeg PSNR per-image (optimize_tables)",
+             "djpeg PSNR family (shipped), one table")
 TASK_ROWS = {"family": "task family", "onetable": "task family, one table",
              "net": "task per-image",
              "block": "task per-image + trellis weights",
@@ -285,6 +293,9 @@ def evaluate_runs(args) -> dict:
   shipped = djpeg.tables.load_table_family("learned")["tables"]
   shared_row(PSNR_ROWS[0], range(1, len(shipped) + 1),
              lambda k: djpeg_files(pixels, shipped[k - 1]))
+  # The one-table rows' control: the same single DQT entry, PSNR tables (luma's for all).
+  shared_row(PSNR_ROWS[2], range(1, len(shipped) + 1),
+             lambda k: djpeg_files(pixels, shipped[k - 1][[0, 0, 0]]))
   if not args.skip_optimize:
     images = pixels.astype(np.float32) / 255.0
     shared_row(PSNR_ROWS[1], OPTIMIZE_LAMBDAS, lambda lam: djpeg_files(pixels, np.stack(
