@@ -313,7 +313,6 @@ def compress(image, *, quality=None, tables=None, bpp: float | None = None,
     raise ValueError("a saliency map acts through the trellis (the only per-block control of a "
                      "standard JPEG): it needs trellis=True.")
   weights_map = None if sal is None else roi.pixel_weights(sal, background)
-  problem = TrellisImage(image, subsampling, weights_map, pixels)
 
   def run() -> Compressed:
     optimize = bool(targets) or (lmbda is not None and quality is None and tables is None)
@@ -330,6 +329,11 @@ def compress(image, *, quality=None, tables=None, bpp: float | None = None,
       base = np.asarray(codec.resolve_tables(
           DEFAULT_QUALITY if quality is None and tables is None else quality, tables, (),
           channels)).astype(np.float64)
+    # The image's DCT (6 bytes a pixel) after the table fit, whose own memory is the peak,
+    # and the fit's freed memory handed back first.
+    if optimize and height * width > TABLE_FIT_LIMIT:
+      memory.trim_heap()
+    problem = TrellisImage(image, subsampling, weights_map, pixels)
 
     if not trellis:
       if kind in ("bpp", "psnr"):
@@ -417,7 +421,7 @@ def _golden(f, lo, hi, evaluations=7):
   return best[1], best[0]
 
 
-#: The most coefficient bytes `_Family` keeps in trellis results.
+#: The most coefficient bytes `_Family` keeps in trellis results besides the newest one.
 _FAMILY_CACHE_BYTES = 128 << 20
 
 
@@ -429,28 +433,43 @@ class _Family:
   once, at t = 1, by minimising the Lagrangian bits + lmbda0 * distortion over the table scale:
   with the trellis zeroing what does not pay, slightly finer tables than the ones optimized for
   plain rounding usually pay (and with a region of interest, much finer ones).
+
+  Every result's bits and distortion are kept (the searches revisit points); its coefficients
+  (3 bytes a pixel at 4:2:0) only while they fit in `_FAMILY_CACHE_BYTES` (all of them for
+  small images), and on a large photo only the newest result's, dropped before the next pass
+  starts: a pass that needs the coefficients of a dropped result runs again.
   """
 
   def __init__(self, problem, base, lmbda0, rounds):
     self.problem, self.base, self.lmbda0, self.rounds = problem, base, lmbda0, rounds
     self.cache = {}
     self.kappa = 1.0
+    per_result = 2 * sum(int(np.prod(np.shape(d))) for d in problem.dct)
+    self.keep = max(1, _FAMILY_CACHE_BYTES // per_result)
+    self.large = per_result > _FAMILY_CACHE_BYTES // 4
 
-  def run(self, scale, lmbda):
+  def _keep_coefficients(self, count):
+    """Drops the coefficients of all but the newest `count` results that hold them."""
+    holding = [k for k, (_, r) in self.cache.items() if r.components is not None]
+    for key in holding[:max(len(holding) - count, 0)]:
+      tables, result = self.cache[key]
+      self.cache[key] = (tables, dataclasses.replace(result, components=None))
+
+  def run(self, scale, lmbda, coefficients=False):
+    """(tables, trellis result) at this table scale and lambda; the result's `components` may be
+    None unless `coefficients`."""
     key = (round(scale, 9), round(lmbda, 12))
-    if key not in self.cache:
+    entry = self.cache.get(key)
+    if entry is None or (coefficients and entry[1].components is None):
+      self._keep_coefficients(self.keep - 1)     # room for this pass's
       tables = _scaled(self.base, scale)
-      self.cache[key] = (tables, self.problem.trellis(tables, lmbda, self.rounds))
-      # Each result holds the image's coefficients (72 MB at 24 MP): keep the latest that fit
-      # in _FAMILY_CACHE_BYTES (all of them for small images), run again what was dropped.
-      per_result = 2 * sum(int(np.prod(np.shape(d))) for d in self.problem.dct)
-      while len(self.cache) > max(2, _FAMILY_CACHE_BYTES // per_result):
-        self.cache.pop(next(iter(self.cache)))
-      if per_result > _FAMILY_CACHE_BYTES // 4:
+      self.cache.pop(key, None)
+      entry = self.cache[key] = (tables, self.problem.trellis(tables, lmbda, self.rounds))
+      if self.large:
         # Each pass of a big image frees a few hundred megabytes in pieces that later arrays
         # do not fill: hand them back (the 24-MP photo's PSNR mode reached 2.1 GB without).
         memory.trim_heap()
-    return self.cache[key]
+    return entry
 
   def fit_kappa(self, lo=0.3, hi=1.3):
     def lagrangian(log_kappa):
@@ -460,8 +479,8 @@ class _Family:
       self.kappa = math.exp(log_kappa)
     return self.kappa
 
-  def at(self, t):
-    return self.run(self.kappa * t, self.lmbda0 / t ** 2)
+  def at(self, t, coefficients=False):
+    return self.run(self.kappa * t, self.lmbda0 / t ** 2, coefficients)
 
 
 def _scale_rounded(image, problem, base, kind, target, weights_map, say):
@@ -471,10 +490,11 @@ def _scale_rounded(image, problem, base, kind, target, weights_map, say):
   tenths of a dB."""
   n = problem.num_pixels
   goal = 255.0 ** 2 / 10 ** (target / 10) if kind == "psnr" else float(target)
-  roundings = {}
+  roundings = {}     # the latest only: each holds the image's coefficients
 
   def evaluate(s):
     tables = _scaled(base, s)
+    roundings.clear()
     rounded = roundings[s] = problem.rounded(tables)
     coefficients = problem.coefficients(tables, rounded)
     # Both, as `_search` keeps the best of the scales that meet the target by the other.
@@ -488,7 +508,8 @@ def _scale_rounded(image, problem, base, kind, target, weights_map, say):
         f != problem.factors[0] for f in problem.factors) else "")
     warnings.warn(f"the {kind} target {target} cannot be met with these tables scaled; "
                   f"returning the nearest result.{hint}", stacklevel=4)
-  return _scaled(base, s), roundings[s]
+  tables = _scaled(base, s)
+  return tables, roundings[s] if s in roundings else problem.rounded(tables)
 
 
 def _scale_with_trellis(image, problem, base, lmbda0, kind, target, rounds, weights_map, say):
@@ -509,6 +530,7 @@ def _scale_with_trellis(image, problem, base, lmbda0, kind, target, rounds, weig
     rounded = problem.rounded(base)
     offset = decoded_mse(image, problem.coefficients(base, rounded), weights_map) \
         - rounded.distortion / n
+    del rounded      # the image's coefficients: not held through the search
   else:
     goal = float(target)
     offset = 0.0
@@ -518,7 +540,7 @@ def _scale_with_trellis(image, problem, base, lmbda0, kind, target, rounds, weig
       tables, chosen = family.at(t)
       return 8 * _file_bytes(chosen, tables) / n, chosen.distortion / n + offset
     t, met = _search(evaluate, kind, goal)
-    tables, chosen = family.at(t)
+    tables, chosen = family.at(t, coefficients=True)
     coefficients = problem.coefficients(tables, chosen)
     # Check on the real file / the decoded image, and correct the model if it missed.
     if kind == "bpp":
@@ -535,6 +557,8 @@ def _scale_with_trellis(image, problem, base, lmbda0, kind, target, rounds, weig
       if real <= goal or not met:
         break
       offset += real - model
+    del coefficients, chosen      # not held through the next search
+  tables, chosen = family.at(t, coefficients=True)
   if not met:
     warnings.warn(f"the {kind} target {target} cannot be met with the trellis; returning the "
                   "nearest result.", stacklevel=3)

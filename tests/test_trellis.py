@@ -375,3 +375,33 @@ def test_compiled_scan_pricing_counts_what_the_writer_codes(cap):
         assert got_raw == raw, scan
         checked += 1
   assert checked > 100
+
+
+@pytest.mark.parametrize("kind", ["psnr", "bpp"])
+def test_target_search_holds_one_result_of_coefficients_at_a_time(monkeypatch, kind):
+  """A bpp or PSNR target's search keeps every result's bits and distortion, but the
+  coefficients (3 bytes a pixel) of none while a new trellis pass runs when they exceed the
+  cache's budget, as on large photos; the file is the same as with every result kept."""
+  import weakref
+
+  from djpeg import encoder
+
+  image = samples.load("houses", uint8=True)
+  target = {"psnr": 33.0, "bpp": 1.2}[kind]
+  kept = encoder.compress(image, **{kind: target}, measure=False)
+  alive, most = [], [0]
+  trellis = encoder.TrellisImage.trellis
+
+  def spy(self, *args):
+    most[0] = max(most[0], sum(ref() is not None for ref in alive))
+    result = trellis(self, *args)
+    alive.extend(weakref.ref(c) for c in result.components)
+    return result
+
+  monkeypatch.setattr(encoder.TrellisImage, "trellis", spy)
+  monkeypatch.setattr(encoder, "_FAMILY_CACHE_BYTES", 1)
+  lean = encoder.compress(image, **{kind: target}, measure=False)
+  assert len(alive) > 3 * 3 and most[0] == 0
+  np.testing.assert_array_equal(np.asarray(lean.tables), np.asarray(kept.tables))
+  for a, b in zip(lean.coefficients.components, kept.coefficients.components):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
