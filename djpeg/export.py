@@ -28,7 +28,8 @@ from djpeg.exact.metadata import jfif_density, with_trailing
 from djpeg.files import dumps, read_metadata
 from djpeg.images import load_image
 from djpeg.optimize import optimize_tables
-from djpeg.recompress import Layout, SmoothedInput, optimize_file, recompress
+from djpeg.recompress import (Layout, SmoothedInput, header_options, optimize_file,
+                              recompress)
 from djpeg.tables import DEFAULT_QUALITY
 
 #: The modes of `ExportOptions.mode`.
@@ -381,13 +382,12 @@ def export_bytes(source, options: ExportOptions = ExportOptions(), *, measure: b
     if carried is None:
       return dumps(coefficients, optimize=options.optimize_huffman, progressive=progressive,
                    restart_interval=options.restart_interval, metadata=metadata or None,
-                   compact=options.compact,
-                   jfif=not options.compact or bool(metadata and metadata.density))
+                   **header_options(options.compact, metadata))
     segments, meta, end = carried
     out = write_coefficients(coefficients, optimize=options.optimize_huffman,
                              progressive=progressive, restart_interval=options.restart_interval,
-                             metadata=meta, segments=segments, compact=options.compact,
-                             jfif=not options.compact or bool(meta and meta.density))[0]
+                             metadata=meta, segments=segments,
+                             **header_options(options.compact, meta))[0]
     return with_trailing(out, jpeg_input, end)
 
   data = write(options.resolved_progressive)

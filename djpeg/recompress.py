@@ -130,12 +130,18 @@ class Layout:
     return ("optimize", False) if self.optimize_huffman else (True, False)
 
 
+def header_options(compact: bool, metadata: Metadata | None) -> dict:
+  """`write_coefficients`' `compact` and `jfif`: a compact file carries a JFIF APP0 only for a
+  print density."""
+  return {"compact": compact, "jfif": not compact or bool(metadata and metadata.density)}
+
+
 def _candidates(coefficients: Coefficients, source: _Input, layout: Layout) -> list[bytes]:
   return [_with_trailing(write_coefficients(
       coefficients, progressive=mode, optimize=layout.optimize_huffman,
       restart_interval=layout.restart_interval, segments=source.segments,
       metadata=source.metadata, share_equal_tables=source.info.shares_table_slots,
-      compact=layout.compact, jfif=not layout.compact or bool(source.metadata))[0], source)
+      **header_options(layout.compact, source.metadata))[0], source)
           for mode in layout.modes()]
 
 

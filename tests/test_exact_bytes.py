@@ -12,6 +12,7 @@ from PIL import Image
 
 import djpeg
 from djpeg import samples
+from djpeg.exact import markers
 from exact_util import (PIL_SUBSAMPLING, assert_same_coefficients, entropy_data,
                         jpeglib_coefficients, pillow_file, pillow_pixels, random_coefficients)
 
@@ -292,12 +293,7 @@ def test_luma_for_coded_chroma_refuses_what_it_cannot_use():
 
 def _segments(data: bytes) -> list[tuple[int, bytes]]:
   """(marker, payload) of every segment before the first SOS."""
-  out, i = [], 2
-  while data[i + 1] != 0xDA:
-    length = int.from_bytes(data[i + 2:i + 4], "big")
-    out.append((data[i + 1], data[i + 4:i + 2 + length]))
-    i += 2 + length
-  return out
+  return [(marker, payload) for marker, _, payload in markers.header_segments(data)]
 
 
 def _markers(data: bytes) -> list[int]:
@@ -308,15 +304,6 @@ def _sos_selectors(data: bytes) -> list[int]:
   """The first scan's (Td << 4 | Ta) per component."""
   i = data.index(b"\xff\xda")
   return list(data[i + 6:i + 6 + 2 * data[i + 4]:2])
-
-
-def _huffman_classes(payload: bytes) -> list[int]:
-  """The (Tc << 4 | Th) of every table in one DHT payload."""
-  out, i = [], 0
-  while i < len(payload):
-    out.append(payload[i])
-    i += 17 + sum(payload[i + 1:i + 17])
-  return out
 
 
 @pytest.mark.parametrize("restart", [None, 3])
@@ -358,7 +345,7 @@ def test_compact_files_share_huffman_tables_where_that_is_smaller():
   plain, compact = djpeg.dumps(c), djpeg.dumps(c, compact=True)
   assert _sos_selectors(plain) == [0x00, 0x11, 0x11]
   assert _sos_selectors(compact) == [0x00, 0x00, 0x00]
-  assert _huffman_classes(dict(_segments(compact))[0xC4]) == [0x00, 0x10]
+  assert list(markers.parse_dht(dict(_segments(compact))[0xC4])) == [(0, 0), (1, 0)]
   assert len(compact) < len(plain) - 4 - 12 - 2 * 17    # two tables fewer, each 17 bytes or more
   large = pillow_file(samples.load("castle", uint8=True), quality=75, subsampling=0)
   c = jpeglib_coefficients(large)
