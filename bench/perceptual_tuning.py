@@ -12,6 +12,10 @@
       [--lambda-factors 1]
   python bench/perceptual_tuning.py butteraugli-map [--images 6] [--seed 3] [--gammas 0.5,1,2]
       [--iterations 1] [--map butteraugli|ssimulacra2] [--tile 64]
+  python bench/perceptual_tuning.py dering [--images 16] [--seed 5] [--modes none,white,both]
+  python bench/perceptual_tuning.py parts [--images 12] [--seed 7] [--qualities 35,65]
+  python bench/perceptual_tuning.py low-lambda [--images 16] [--seed 5] [--factors 1,0.7,1.4]
+      [--below 45]
 
 `tune`: Nelder-Mead over seven numbers: the table shape (luma log-slope a, chroma offset b,
 chroma log-slope c, DC offset d, low-band offset e, all relative to mozjpeg's default ImageMagick
@@ -55,6 +59,24 @@ butteraugli interpolated at the first file's bytes (with `--iterations N`, N pas
 re-weighting from the map of the previous pass's file at p; with `--map ssimulacra2`, the
 tiles' 100 - SSIMULACRA 2 by djpeg's own scorer instead of butteraugli). Tried for
 butteraugli; not shipped.
+
+`dering`: mozjpeg's overshoot deringing (on by default in mozjpeg): in every luma block with
+some but not all samples at 255, the runs of 255 (in zigzag order) replaced by a Catmull-Rom
+curve that rises above 255 (at most 31 above, and twice the DC step), which the decoder clips
+back to 255 while the block needs less high frequency; `both` does the same below 0. Applied
+to the luma the trellis codes (after `LUMA_FIT`), at the default mode's operating points, on
+training images with white areas (over 0.2% of pixels at 255 in all channels). Tried for
+butteraugli; not shipped.
+
+`low-lambda`: the trellis lambda scaled by each of `--factors` only where p is below `--below`
+(rd.py's lowest qualities, where butteraugli's lead over mozjpeg is smallest), at the default
+mode's operating points. Tried for butteraugli; not shipped.
+
+`parts`: where butteraugli's distance comes from, djpeg's default mode against mozjpeg at the
+same bytes: each image at each of `--qualities` in the default mode, mozjpeg's butteraugli
+interpolated (in log bytes) between its two qualities whose files bracket djpeg's, and each
+decode scored whole, with its chroma replaced by the original's (luma errors only) and with
+its luma replaced (chroma errors only; full-range YCbCr in floating point).
 
 `guess`: for 12 other training images (seed 3) and qualities 5..98, the perceptual quality p the
 default mode's search lands on (4:2:0), and how often 4:4:4 wins; the medians are
@@ -242,6 +264,191 @@ def chroma_factors(args) -> None:
   _operating_points(args, variants)
 
 
+def _with_planes(pixels: np.ndarray, luma_from: np.ndarray) -> np.ndarray:
+  """`pixels` with the luma of `luma_from` (JFIF's full-range YCbCr in floating point)."""
+  m = np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
+  ycc = pixels.astype(np.float64) @ m.T
+  ycc[..., 0] = (luma_from.astype(np.float64) @ m.T)[..., 0]
+  rgb = ycc @ np.linalg.inv(m).T
+  return np.clip(np.floor(rgb + 0.5), 0, 255).astype(np.uint8)
+
+
+def parts(args) -> None:
+  """The `parts` diagnostic (module docstring)."""
+  import djpeg
+  from djpeg import perceptual
+  from rd import mozjpeg
+  images = training_images(args.images // 2, seed=args.seed)
+  distance = Scorer._butteraugli
+  decode = lambda data: np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+  def three(px, data):
+    """butteraugli of the decode, of its luma errors alone, of its chroma errors alone."""
+    d = decode(data)
+    return np.array([distance(px, d), distance(px, _with_planes(px, d)),
+                     distance(px, _with_planes(d, px))])
+  for q in (int(x) for x in args.qualities.split(",")):
+    ratios = []
+    for px in images:
+      ours = djpeg.dumps(perceptual.meet_libjpeg(px, q).coefficients, progressive="optimize")
+      files = {m: mozjpeg(px, m) for m in range(max(2, q - 40), min(100, q + 30))}
+      below = max(m for m in files if len(files[m]) < len(ours))
+      above = min(m for m in files if len(files[m]) >= len(ours))
+      lo, hi = files[below], files[above]
+      t = (np.log(len(ours)) - np.log(len(lo))) / (np.log(len(hi)) - np.log(len(lo)))
+      theirs = (1 - t) * three(px, lo) + t * three(px, hi)
+      mine = three(px, ours)
+      ratios.append(np.log(mine / theirs))
+      print(f"  q{q} {len(ours)} bytes: djpeg whole / luma errors / chroma errors "
+            f"{mine[0]:.2f} / {mine[1]:.2f} / {mine[2]:.2f}, mozjpeg {theirs[0]:.2f} / "
+            f"{theirs[1]:.2f} / {theirs[2]:.2f}", flush=True)
+    r = 100 * np.array(ratios)
+    se = r.std(axis=0, ddof=1) / np.sqrt(len(r))
+    print(f"quality {q}: butteraugli of djpeg against mozjpeg at the same bytes (mean log ratio, "
+          f"%): whole {r[:, 0].mean():+.1f} (se {se[0]:.1f}), luma errors alone "
+          f"{r[:, 1].mean():+.1f} ({se[1]:.1f}), chroma errors alone {r[:, 2].mean():+.1f} "
+          f"({se[2]:.1f}); {len(images)} training images, seed {args.seed}", flush=True)
+
+
+def _white_images(count_each: int, seed: int) -> list[np.ndarray]:
+  """`training_images`, drawn from those with white areas (over 0.2% of pixels at 255 in all
+  three channels), where deringing has something to change."""
+  import glob
+  rng = np.random.default_rng(seed)
+  out = []
+  for folder in ("bsd200", "div2k256"):
+    found = []
+    for path in sorted(glob.glob(os.path.join(TRAIN, folder, "*.png"))):
+      pixels = np.asarray(Image.open(path).convert("RGB"))
+      if (pixels == 255).all(-1).mean() > 0.002:
+        found.append(pixels)
+    out += [found[i] for i in rng.choice(len(found), min(count_each, len(found)), replace=False)]
+  return out
+
+
+def _deringing_kernels():
+  """numba kernels of mozjpeg's `preprocess_deringing` (jcdctmgr.c), applied to orthonormal
+  luma DCT blocks: (`deringed(dct, zigzag, basis, dc_step, both)` -> new DCT)."""
+  import numba
+
+  @numba.njit(cache=True)
+  def catmull_rom(v1, v2, v3, v4, t, size):
+    tan1, tan2 = (v3 - v1) * size, (v4 - v2) * size
+    t2 = t * t
+    t3 = t2 * t
+    return (v2 * (2 * t3 - 3 * t2 + 1) + tan1 * (t3 - 2 * t2 + t) + v3 * (-2 * t3 + 3 * t2)
+            + tan2 * (t3 - t2))
+
+  @numba.njit(cache=True)
+  def dering_block(d, zigzag, dc_step):
+    """64 centred samples (natural order), runs at 127 (255) replaced in place; whether any."""
+    top, total, count = 127.0, 0.0, 0
+    for i in range(64):
+      total += d[i]
+      count += d[i] >= top
+    if count == 0 or count == 64:
+      return False
+    limit = top + min(31.0, 2.0 * dc_step, np.floor((top * 64 - total) / count))
+    n = 0
+    while n < 64:
+      if d[zigzag[n]] < top:
+        n += 1
+        continue
+      start = n
+      while n + 1 < 64 and d[zigzag[n + 1]] >= top:
+        n += 1
+      end = n + 1
+      f1, f2 = d[zigzag[max(start - 1, 0)]], d[zigzag[max(start - 2, 0)]]
+      l1, l2 = d[zigzag[min(end, 63)]], d[zigzag[min(end + 1, 63)]]
+      first_slope, last_slope = max(f1 - f2, top - f1), max(l1 - l2, top - l1)
+      if start == 0:
+        first_slope = last_slope
+      if end == 64:
+        last_slope = first_slope
+      length = end - start
+      step = 1.0 / (length + 1)
+      for k in range(length):
+        value = np.ceil(catmull_rom(top - first_slope, top, top, top - last_slope,
+                                    (k + 1) * step, length))
+        d[zigzag[start + k]] = min(value, limit)
+      n += 1
+    return True
+
+  @numba.njit(cache=True)
+  def deringed(dct, zigzag, basis, dc_step, both):
+    out = dct.copy()
+    d = np.empty(64)
+    for r in range(dct.shape[0]):
+      for b in range(dct.shape[1]):
+        x = basis.T @ dct[r, b].astype(np.float64) @ basis      # the block's samples - 128
+        high, low = False, False
+        for i in range(8):
+          for j in range(8):
+            v = np.floor(x[i, j] + 0.5)
+            d[8 * i + j] = v
+            high = high or v >= 127
+            low = low or v <= -128
+        if not high and not (both and low):
+          continue
+        changed = dering_block(d, zigzag, dc_step)
+        if both and low:                     # the same below 0: on -1 - d, 0 maps to 255
+          for i in range(64):
+            d[i] = -1.0 - d[i]
+          changed = dering_block(d, zigzag, dc_step) or changed
+          for i in range(64):
+            d[i] = -1.0 - d[i]
+        if changed:
+          out[r, b] = (basis @ d.reshape(8, 8) @ basis.T).astype(np.float32)
+    return out
+  return deringed
+
+
+def _deringing_image(both: bool):
+  """`perceptual.PerceptualImage` whose coded luma is deringed (`dering`)."""
+  from djpeg import perceptual
+  from djpeg.tables import ZIGZAG
+  deringed = _deringing_kernels()
+  zigzag, basis = np.asarray(ZIGZAG, np.int64), _dct_matrix()
+
+  class Deringed(perceptual.PerceptualImage):
+    def _luma_fitted(self, dct, chroma, steps, subsampling):
+      dct = super()._luma_fitted(dct, chroma, steps, subsampling)
+      luma = deringed(np.ascontiguousarray(dct[0], np.float32), zigzag, basis,
+                      float(steps[0][0, 0]), both)
+      return [luma] + list(dct[1:])
+  return Deringed
+
+
+def dering_variants(args) -> None:
+  """The coded luma deringed as mozjpeg does (`--modes`: none, white, both), at the default
+  mode's operating points on training images with white areas (`_operating_points`)."""
+  variants = {f"deringing {m:<5}": {} if m == "none" else
+              {"PerceptualImage": _deringing_image(both=m == "both")}
+              for m in args.modes.split(",")}
+  _operating_points(args, variants, images=_white_images(args.images // 2, seed=args.seed))
+
+
+def _low_lambda_image(factor: float, below: float):
+  """`perceptual.PerceptualImage` whose trellis lambda is `factor` times the given one where
+  p < `below` (`low-lambda`)."""
+  from djpeg import perceptual
+
+  class LowLambda(perceptual.PerceptualImage):
+    def trellis(self, p, subsampling="4:2:0", *, lmbda=perceptual.LAMBDA, rounds=2):
+      scale = factor if p < below else 1.0
+      return super().trellis(p, subsampling, lmbda=lmbda * scale, rounds=rounds)
+  return LowLambda
+
+
+def low_lambda_variants(args) -> None:
+  """The trellis lambda times each of `--factors` where p < `--below` only, at the default
+  mode's operating points (`_operating_points`)."""
+  below = float(args.below)
+  _operating_points(args, {f"lambda x {f:<4} below p {below:g}":
+                           {"PerceptualImage": _low_lambda_image(f, below)}
+                           for f in (float(x) for x in args.factors.split(","))})
+
+
 def _dct_matrix() -> np.ndarray:
   k, n = np.meshgrid(np.arange(8), np.arange(8), indexing="ij")
   c = np.sqrt(2 / 8) * np.cos((2 * n + 1) * k * np.pi / 16)
@@ -359,15 +566,15 @@ def luma_fit_variants(args) -> None:
                            for f in args.fits.split(",")})
 
 
-def _operating_points(args, variants: dict) -> dict:
+def _operating_points(args, variants: dict, images: list[np.ndarray] | None = None) -> dict:
   """For each image and quality, the smallest file (p on a grid of a quarter unit) whose
   SSIMULACRA 2 meets libjpeg-turbo's at that quality, under each variant (name: overrides of
   `djpeg.perceptual`'s attributes); BD-rates of those files against libjpeg-turbo in SSIMULACRA 2 and butteraugli, as
-  `bench/rd.py` computes them, on `--images` training images (seed `--seed`)."""
+  `bench/rd.py` computes them, on `--images` training images (seed `--seed`; or `images`)."""
   import djpeg
   from djpeg import perceptual
   shipped = {key: getattr(perceptual, key) for v in variants.values() for key in v}
-  images = training_images(args.images // 2, seed=args.seed)
+  images = images if images is not None else training_images(args.images // 2, seed=args.seed)
   scorer = Scorer()
   bd = {name: ([], []) for name in variants}
   try:
@@ -554,6 +761,13 @@ def main() -> int:
   operating_points_command("brightness", brightness_variants, exponents="-1", lambda_factors="1")
   operating_points_command("chroma-fit", chroma_fit_variants, fits="0,1,0.5")
   operating_points_command("luma-fit", luma_fit_variants, fits="none,rounded,trellis")
+  p = sub.add_parser("parts")
+  p.add_argument("--images", type=int, default=12)
+  p.add_argument("--seed", type=int, default=7)
+  p.add_argument("--qualities", default="35,65")
+  p.set_defaults(func=parts)
+  operating_points_command("dering", dering_variants, modes="none,white,both")
+  operating_points_command("low-lambda", low_lambda_variants, factors="1,0.7,1.4", below="45")
   p = sub.add_parser("butteraugli-map")
   p.add_argument("--images", type=int, default=6)
   p.add_argument("--seed", type=int, default=3)
