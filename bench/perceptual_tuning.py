@@ -76,7 +76,8 @@ mode's operating points. Tried for butteraugli; not shipped.
 same bytes: each image at each of `--qualities` in the default mode, mozjpeg's butteraugli
 interpolated (in log bytes) between its two qualities whose files bracket djpeg's, and each
 decode scored whole, with its chroma replaced by the original's (luma errors only) and with
-its luma replaced (chroma errors only; full-range YCbCr in floating point).
+its luma replaced (chroma errors only; full-range YCbCr in floating point); and the share of
+each file's bytes its luma takes.
 
 `guess`: for 12 other training images (seed 3) and qualities 5..98, the perceptual quality p the
 default mode's search lands on (4:2:0), and how often 4:4:4 wins; the medians are
@@ -282,13 +283,22 @@ def parts(args) -> None:
   distance = Scorer._butteraugli
   decode = lambda data: np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
 
+  def luma_share(data) -> float:
+    """The share of a file's bytes its luma takes: the luma alone as a gray progressive file."""
+    from djpeg.coefficients import Coefficients
+    c = djpeg.load_coefficients(data)
+    luma = Coefficients((np.asarray(c.components[0]),), np.asarray(c.tables)[:1], c.height,
+                        c.width, ((1, 1),))
+    return len(djpeg.dumps(luma, progressive="optimize")) / len(
+        djpeg.dumps(c, progressive="optimize"))
+
   def three(px, data):
     """butteraugli of the decode, of its luma errors alone, of its chroma errors alone."""
     d = decode(data)
     return np.array([distance(px, d), distance(px, _with_planes(px, d)),
                      distance(px, _with_planes(d, px))])
   for q in (int(x) for x in args.qualities.split(",")):
-    ratios = []
+    ratios, shares = [], []
     for px in images:
       ours = djpeg.dumps(perceptual.meet_libjpeg(px, q).coefficients, progressive="optimize")
       files = {m: mozjpeg(px, m) for m in range(max(2, q - 40), min(100, q + 30))}
@@ -299,6 +309,7 @@ def parts(args) -> None:
       theirs = (1 - t) * three(px, lo) + t * three(px, hi)
       mine = three(px, ours)
       ratios.append(np.log(mine / theirs))
+      shares.append((luma_share(ours), (1 - t) * luma_share(lo) + t * luma_share(hi)))
       print(f"  q{q} {len(ours)} bytes: djpeg whole / luma errors / chroma errors "
             f"{mine[0]:.2f} / {mine[1]:.2f} / {mine[2]:.2f}, mozjpeg {theirs[0]:.2f} / "
             f"{theirs[1]:.2f} / {theirs[2]:.2f}", flush=True)
@@ -308,6 +319,11 @@ def parts(args) -> None:
           f"%): whole {r[:, 0].mean():+.1f} (se {se[0]:.1f}), luma errors alone "
           f"{r[:, 1].mean():+.1f} ({se[1]:.1f}), chroma errors alone {r[:, 2].mean():+.1f} "
           f"({se[2]:.1f}); {len(images)} training images, seed {args.seed}", flush=True)
+    shares = 100 * np.array(shares)
+    print(f"quality {q}: luma's share of the bytes: djpeg {shares[:, 0].mean():.1f}% "
+          f"({shares[:, 0].min():.0f}-{shares[:, 0].max():.0f}), mozjpeg "
+          f"{shares[:, 1].mean():.1f}% ({shares[:, 1].min():.0f}-{shares[:, 1].max():.0f})",
+          flush=True)
 
 
 def _white_images(count_each: int, seed: int) -> list[np.ndarray]:
@@ -447,6 +463,20 @@ def low_lambda_variants(args) -> None:
   _operating_points(args, {f"lambda x {f:<4} below p {below:g}":
                            {"PerceptualImage": _low_lambda_image(f, below)}
                            for f in (float(x) for x in args.factors.split(","))})
+
+
+def luma_slope_variants(args) -> None:
+  """The luma base table's log-slope scaled by each of `--slopes` (its geometric mean kept; 1:
+  the shipped table, above 1 steeper: coarser high frequencies, finer low ones), at the default
+  mode's operating points (`_operating_points`)."""
+  from djpeg import perceptual
+  variants = {}
+  for k in (float(x) for x in args.slopes.split(",")):
+    base = np.array(perceptual.PERCEPTUAL_TABLES)
+    log = np.log(base[0])
+    base[0] = np.exp(log.mean() + k * (log - log.mean()))
+    variants[f"luma slope x {k:<5}"] = {"PERCEPTUAL_TABLES": base}
+  _operating_points(args, variants)
 
 
 def _dct_matrix() -> np.ndarray:
@@ -766,6 +796,7 @@ def main() -> int:
   p.add_argument("--seed", type=int, default=7)
   p.add_argument("--qualities", default="35,65")
   p.set_defaults(func=parts)
+  operating_points_command("luma-slope", luma_slope_variants, slopes="1,1.2,0.85")
   operating_points_command("dering", dering_variants, modes="none,white,both")
   operating_points_command("low-lambda", low_lambda_variants, factors="1,0.7,1.4", below="45")
   p = sub.add_parser("butteraugli-map")
