@@ -14,6 +14,8 @@
       [--iterations 1] [--map butteraugli|ssimulacra2] [--tile 64]
   python bench/perceptual_tuning.py dering [--images 16] [--seed 5] [--modes none,white,both]
   python bench/perceptual_tuning.py parts [--images 12] [--seed 7] [--qualities 35,65]
+  python bench/perceptual_tuning.py luma-slope [--images 12] [--seed 5] [--slopes 1,1.2,0.85]
+  python bench/perceptual_tuning.py trellis-weights [--images 12] [--seed 5] [--gammas 1,0.7,1.3]
   python bench/perceptual_tuning.py low-lambda [--images 16] [--seed 5] [--factors 1,0.7,1.4]
       [--below 45]
 
@@ -67,6 +69,10 @@ back to 255 while the block needs less high frequency; `both` does the same belo
 to the luma the trellis codes (after `LUMA_FIT`), at the default mode's operating points, on
 training images with white areas (over 0.2% of pixels at 255 in all channels). Tried for
 butteraugli; not shipped.
+
+`luma-slope` and `trellis-weights`: the luma base table's log-slope scaled, or the trellis's
+per-frequency weights 64 / Q^2 raised to a power (each keeping its geometric mean), at the
+default mode's operating points. Tried for butteraugli; not shipped.
 
 `low-lambda`: the trellis lambda scaled by each of `--factors` only where p is below `--below`
 (rd.py's lowest qualities, where butteraugli's lead over mozjpeg is smallest), at the default
@@ -479,6 +485,29 @@ def luma_slope_variants(args) -> None:
   _operating_points(args, variants)
 
 
+def _step_weights_power(gamma: float):
+  """`perceptual.step_weights` raised to `gamma` (1: errors in steps of Q, the shipped
+  weighting; 0: plain squared error), each table's weights scaled back to the shipped ones'
+  geometric mean so that lambda keeps its scale."""
+  from djpeg import perceptual
+  shipped = perceptual.step_weights
+
+  def weights(tables_):
+    out = []
+    for w in shipped(tables_):
+      log = np.log(w)
+      out.append(np.exp(log.mean() + gamma * (log - log.mean())))
+    return out
+  return weights
+
+
+def trellis_weight_variants(args) -> None:
+  """The trellis's per-frequency error weights 64 / Q^2 raised to each of `--gammas`
+  (`_step_weights_power`), at the default mode's operating points (`_operating_points`)."""
+  _operating_points(args, {f"weights ^ {g:<5}": {"step_weights": _step_weights_power(g)}
+                           for g in (float(x) for x in args.gammas.split(","))})
+
+
 def _dct_matrix() -> np.ndarray:
   k, n = np.meshgrid(np.arange(8), np.arange(8), indexing="ij")
   c = np.sqrt(2 / 8) * np.cos((2 * n + 1) * k * np.pi / 16)
@@ -797,6 +826,7 @@ def main() -> int:
   p.add_argument("--qualities", default="35,65")
   p.set_defaults(func=parts)
   operating_points_command("luma-slope", luma_slope_variants, slopes="1,1.2,0.85")
+  operating_points_command("trellis-weights", trellis_weight_variants, gammas="1,0.7,1.3")
   operating_points_command("dering", dering_variants, modes="none,white,both")
   operating_points_command("low-lambda", low_lambda_variants, factors="1,0.7,1.4", below="45")
   p = sub.add_parser("butteraugli-map")
