@@ -272,11 +272,12 @@ def chroma_factors(args) -> None:
 
 
 def _with_planes(pixels: np.ndarray, luma_from: np.ndarray) -> np.ndarray:
-  """`pixels` with the luma of `luma_from` (JFIF's full-range YCbCr in floating point)."""
-  m = np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
-  ycc = pixels.astype(np.float64) @ m.T
-  ycc[..., 0] = (luma_from.astype(np.float64) @ m.T)[..., 0]
-  rgb = ycc @ np.linalg.inv(m).T
+  """`pixels` with the luma of `luma_from` (JFIF's YCbCr, the float transform of
+  `djpeg.color`)."""
+  from djpeg import color
+  ycc = np.array(color.rgb_to_ycbcr(pixels, exact=False))
+  ycc[..., 0] = np.asarray(color.rgb_to_ycbcr(luma_from, exact=False))[..., 0]
+  rgb = np.asarray(color.ycbcr_to_rgb(ycc, exact=False))
   return np.clip(np.floor(rgb + 0.5), 0, 255).astype(np.uint8)
 
 
@@ -471,6 +472,12 @@ def low_lambda_variants(args) -> None:
                            for f in (float(x) for x in args.factors.split(","))})
 
 
+def _log_scaled(x: np.ndarray, k: float) -> np.ndarray:
+  """`x` (positive) with its log-deviation from its geometric mean scaled by `k`."""
+  log = np.log(x)
+  return np.exp(log.mean() + k * (log - log.mean()))
+
+
 def luma_slope_variants(args) -> None:
   """The luma base table's log-slope scaled by each of `--slopes` (its geometric mean kept; 1:
   the shipped table, above 1 steeper: coarser high frequencies, finer low ones), at the default
@@ -479,8 +486,7 @@ def luma_slope_variants(args) -> None:
   variants = {}
   for k in (float(x) for x in args.slopes.split(",")):
     base = np.array(perceptual.PERCEPTUAL_TABLES)
-    log = np.log(base[0])
-    base[0] = np.exp(log.mean() + k * (log - log.mean()))
+    base[0] = _log_scaled(base[0], k)
     variants[f"luma slope x {k:<5}"] = {"PERCEPTUAL_TABLES": base}
   _operating_points(args, variants)
 
@@ -492,13 +498,7 @@ def _step_weights_power(gamma: float):
   from djpeg import perceptual
   shipped = perceptual.step_weights
 
-  def weights(tables_):
-    out = []
-    for w in shipped(tables_):
-      log = np.log(w)
-      out.append(np.exp(log.mean() + gamma * (log - log.mean())))
-    return out
-  return weights
+  return lambda tables_: [_log_scaled(w, gamma) for w in shipped(tables_)]
 
 
 def trellis_weight_variants(args) -> None:
