@@ -26,7 +26,7 @@ Four choices, all fitted on the training images (`bench/perceptual_tuning.py`), 
   of the target), each candidate scored on its exact decode. From quality `FULL_CHROMA_FROM`
   (93) 4:4:4 is tried too, and the smaller file wins. The result never scores below the
   target: if no p reaches it (a flat image the anchor codes nearly losslessly), libjpeg-turbo's
-  own coefficients are returned.
+  own coefficients are returned, as they are whenever their file is no larger.
 
 Large images (over `EXACT_LIMIT` pixels: phone photos) are searched on a sample: `SAMPLE_TILES`
 tiles of `SAMPLE_TILE` pixels spread over the image on the MCU grid, coded as one mosaic and
@@ -297,7 +297,8 @@ class PerceptualResult:
     evaluations: how many candidates were coded and scored.
     sampled: whether score and target are a sample's (a large image) or the whole image's.
     file_bytes: the baseline file's bytes by `djpeg.exact.sizes` (the trellis's exact symbol
-      counts and optimal tables, mean stuffing); None when libjpeg-turbo's file was kept.
+      counts and optimal tables, mean stuffing); when libjpeg-turbo's file was kept, its
+      written length after the comparison that kept it, else None.
   """
   coefficients: Coefficients
   score: float | None
@@ -496,8 +497,14 @@ def meet_libjpeg(pixels: np.ndarray, quality: float = DEFAULT_QUALITY, *,
     else:
       counts = (check if checked_on_sample else image)._ac_counts.get(best.subsampling)
       coefficients, size = _coded_in_strips(pixels, best.p, best.subsampling, counts)
-    return dataclasses.replace(best, coefficients=coefficients, file_bytes=size,
-                               evaluations=evaluations, sampled=True)
+    result = dataclasses.replace(best, coefficients=coefficients, file_bytes=size,
+                                 evaluations=evaluations, sampled=True)
+    if fallback != "4:2:0":
+      return result
+    # The sample chose the tables, but the file is the whole image's: it is compared with
+    # libjpeg-turbo's whole file, which meets the target by definition (on real photos the
+    # sample can ask for finer tables than the image needs, and the file came out larger).
+    return _no_larger_than_libjpeg(result, full.libjpeg(quality), whole=True)
   if fallback != "4:2:0":              # the anchor's 4:2:0 is not the caller's choice
     return dataclasses.replace(best, evaluations=evaluations)
   return _no_larger_than_libjpeg(dataclasses.replace(best, evaluations=evaluations), anchor)
@@ -557,16 +564,20 @@ def _coded_in_strips(pixels: np.ndarray, p: float, subsampling: str,
       distinct_tables=sizes.distinct_tables(steps)))
 
 
-def _no_larger_than_libjpeg(result: PerceptualResult, anchor: Coefficients) -> PerceptualResult:
+def _no_larger_than_libjpeg(result: PerceptualResult, anchor: Coefficients, *,
+                            whole: bool = False) -> PerceptualResult:
   """`result`, or libjpeg-turbo's own coefficients `anchor` (the whole image's, at the target's
   quality) when their baseline file is no larger than `result`'s estimate: they meet the target
-  by definition. (It happens on tiny images at high qualities.) A sample's result is kept: its
-  file is not the image's."""
-  if result.p is None or result.file_bytes is None or result.sampled:
+  by definition. (It happens on tiny images at high qualities, and on large photos whose sample
+  asked for finer tables than the whole image needs.) A sampled result is compared only when
+  `whole` says that its coefficients are the whole image's (a check sample's are not). When
+  libjpeg-turbo's file is kept, `file_bytes` is its written length."""
+  if result.p is None or result.file_bytes is None or (result.sampled and not whole):
     return result
-  if len(write_coefficients(anchor, optimize=True)[0]) <= result.file_bytes:
+  written = len(write_coefficients(anchor, optimize=True)[0])
+  if written <= result.file_bytes:
     return dataclasses.replace(result, coefficients=anchor, score=result.target, p=None,
-                               subsampling="4:2:0", file_bytes=None)
+                               subsampling="4:2:0", file_bytes=float(written))
   return result
 
 
