@@ -124,6 +124,12 @@ CHECK_TILES = 16
 #: The sample's choice is kept when the whole image scores at most this far above its target
 #: (about 1% of the bytes); otherwise the short search runs.
 WHOLE_CHECK_SLACK = 0.3
+#: A photo checked on a sample is coded whole at the chosen tables, and its file compared with
+#: libjpeg-turbo's whole file (which wins when no larger) unless on the check sample it was
+#: smaller by more than this fraction: on 5 real photos and 4 library photos (3-24 MP) at
+#: qualities 50, 75 and 90 the whole file's size ratio to libjpeg-turbo's came within 0.023 of
+#: the sample's. (The comparison costs libjpeg-turbo's coding and file, 0.46 s at 20 MP.)
+SAMPLE_BYTES_MARGIN = 0.05
 #: The default mode's search aims SEARCH_AIM above the target and stops at a candidate that meets
 #: it by less than SEARCH_SLACK (SSIMULACRA 2 points). Simulated on the measured score and size
 #: curves of 16 training images at qualities 30, 50, 75 and 90 (`search`'s other settings:
@@ -299,6 +305,9 @@ class PerceptualResult:
     file_bytes: the baseline file's bytes by `djpeg.exact.sizes` (the trellis's exact symbol
       counts and optimal tables, mean stuffing); when libjpeg-turbo's file was kept, its
       written length after the comparison that kept it, else None.
+    libjpeg_bytes: the bytes of libjpeg-turbo's file (baseline, optimized Huffman tables) on
+      the sample a large photo was checked on, which predicts whether the whole file could be
+      larger than libjpeg-turbo's (`SAMPLE_BYTES_MARGIN`); None when not measured.
   """
   coefficients: Coefficients
   score: float | None
@@ -308,6 +317,7 @@ class PerceptualResult:
   evaluations: int
   sampled: bool = False
   file_bytes: float | None = None
+  libjpeg_bytes: float | None = None
 
 
 def guess(quality: float) -> float:
@@ -499,7 +509,8 @@ def meet_libjpeg(pixels: np.ndarray, quality: float = DEFAULT_QUALITY, *,
       coefficients, size = _coded_in_strips(pixels, best.p, best.subsampling, counts)
     result = dataclasses.replace(best, coefficients=coefficients, file_bytes=size,
                                  evaluations=evaluations, sampled=True)
-    if fallback != "4:2:0":
+    if fallback != "4:2:0" or (best.libjpeg_bytes is not None and best.file_bytes
+                               < (1 - SAMPLE_BYTES_MARGIN) * best.libjpeg_bytes):
       return result
     # The sample chose the tables, but the file is the whole image's: it is compared with
     # libjpeg-turbo's whole file, which meets the target by definition (on real photos the
@@ -613,6 +624,9 @@ def _checked(image: PerceptualImage, quality: float, from_sample: PerceptualResu
     return PerceptualResult(own, image.score(own), target, None, fallback, evaluations, sampled)
 
   def no_larger(result):
+    if sampled:        # its file is the sample's: `meet_libjpeg` compares the whole image's
+      return dataclasses.replace(result, libjpeg_bytes=float(len(write_coefficients(
+          anchor, optimize=True)[0])))
     return _no_larger_than_libjpeg(result, anchor) if fallback == "4:2:0" else result
 
   if from_sample is None:             # the sample found nothing better than libjpeg-turbo's file

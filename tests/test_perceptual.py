@@ -119,6 +119,10 @@ def test_larger_images_are_checked_on_a_larger_sample(monkeypatch):
   ours = djpeg.dumps(result.coefficients, progressive="optimize")
   assert result.sampled and result.score >= result.target
   assert score(pixels, ours) > target - 1.0 and len(ours) < len(theirs)
+  # libjpeg-turbo's file on the check sample, which decides whether the whole file is compared
+  # with libjpeg-turbo's: Pillow's, byte for byte.
+  check = real(pixels, perceptual.CHECK_TILES, perceptual.CHECK_TILE)
+  assert result.libjpeg_bytes == len(pillow_encode(check, quality=75, optimize=True))
   monkeypatch.setattr(perceptual, "CHECK_TILE", 1 << 20)        # no check: the sample alone
   alone = djpeg.dumps(perceptual.meet_libjpeg(pixels, 75).coefficients, progressive="optimize")
   assert score(pixels, alone) < target - 2.0
