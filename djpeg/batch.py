@@ -170,19 +170,31 @@ def _size(path: str) -> int:
 
 
 def _init_worker(cache: str | None) -> None:
+  _leave_interrupts_to_parent()
   _end_with_parent()
   reuse_freed_memory()
   if cache:
     enable_compilation_cache(cache)
 
 
+def _leave_interrupts_to_parent() -> None:
+  """A worker ignores Ctrl-C and SIGTERM, which reach the whole process group (a terminal,
+  `timeout`, Slurm, systemd): the parent cancels the jobs not started, the workers finish the
+  files they are writing, and the run ends. Interrupted themselves, workers printed tracebacks,
+  and one interrupted while taking a job could die holding the pool's queue, so that the
+  others, and the parent waiting for them, never ended."""
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
+  signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def _end_with_parent() -> None:
   """On Linux, asks the kernel to end this worker when its parent dies (PR_SET_PDEATHSIG): a
-  killed parent must not leave workers encoding on, or idle, forever."""
+  killed parent must not leave workers encoding on, or idle, forever. SIGKILL, since workers
+  ignore SIGTERM (`_leave_interrupts_to_parent`)."""
   if sys.platform.startswith("linux"):
     try:
       import ctypes
-      ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)   # 1: PR_SET_PDEATHSIG
+      ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)   # 1: PR_SET_PDEATHSIG
     except (OSError, AttributeError):
       pass
 

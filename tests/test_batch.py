@@ -333,6 +333,34 @@ def test_an_interrupted_run_with_workers_stops_soon(tmp_path):
   assert len(written) < 12 and not any(n.startswith(".djpeg-") for n in written), written
 
 
+def test_sigterm_to_the_process_group_ends_the_run_quietly(tmp_path):
+  # What `timeout`, Slurm and systemd do: SIGTERM to every process of the run. Workers had
+  # printed tracebacks, and the parent sometimes waited forever for a worker that had died
+  # holding the pool's queue. Now the workers leave it to the parent, which cancels the jobs
+  # not started and ends once the files in progress are written.
+  # One worker is idle (its small image done), the other busy with a large one.
+  (tmp_path / "in").mkdir()
+  noise = np.random.default_rng(0).integers(0, 256, (2048, 2560, 3), dtype=np.uint8)
+  Image.fromarray(noise).save(tmp_path / "in" / "large.png", compress_level=1)
+  Image.fromarray(noise[:64, :64]).save(tmp_path / "in" / "small.png")
+  proc = subprocess.Popen([sys.executable, "-m", "djpeg", "encode", str(tmp_path / "in"), "-o",
+                           str(tmp_path / "out"), "--jobs", "2", "--no-cache", "--quiet"],
+                          start_new_session=True, stderr=subprocess.PIPE, text=True)
+  deadline = time.monotonic() + 600          # a hang guard (a first run compiles), not a timing
+  while not (tmp_path / "out" / "small.jpg").exists() and proc.poll() is None:
+    assert time.monotonic() < deadline
+    time.sleep(0.05)
+  time.sleep(0.5)
+  os.killpg(proc.pid, signal.SIGTERM)
+  assert proc.wait(timeout=600) == 130
+  err = proc.stderr.read()
+  assert "interrupted" in err and "Traceback" not in err, err
+  written = [p.name for p in (tmp_path / "out").iterdir()]
+  assert not any(n.startswith(".djpeg-") for n in written), written
+  for name in written:
+    pillow_decode((tmp_path / "out" / name).read_bytes())
+
+
 def test_two_existing_files_are_not_overwritten_without_asking(tmp_path):
   # `djpeg-cli encode IMG_*.jpg` with two matches: the second is an input, not an output.
   photo = samples.load("houses", uint8=True)
