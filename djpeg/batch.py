@@ -102,8 +102,10 @@ def _expand(item: str, output_dir: str | None = None) -> list[tuple[str, str]]:
     for root, dirs, names in os.walk(item):
       dirs[:] = sorted(d for d in dirs if os.path.realpath(os.path.join(root, d)) != skip)
       for name in names:
-        if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith("."):
-          path = os.path.join(root, name)
+        path = os.path.join(root, name)
+        # Regular files only (symbolic links to them too): a named pipe would be read forever.
+        if (name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
+            and os.path.isfile(path)):
           found.append((path, os.path.relpath(path, item)))
     if not found:
       raise ValueError(f"{item!r}: a folder with no image files (by their names: "

@@ -395,6 +395,17 @@ def test_two_existing_files_are_not_overwritten_without_asking(tmp_path):
                      quality, "--libjpeg", "--quiet", "--no-cache"]) == 0
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_a_folder_search_takes_regular_files_only(tmp_path):
+  # A named pipe called like an image in a folder had been opened and read forever.
+  (tmp_path / "in").mkdir()
+  Image.fromarray(samples.load("limes", uint8=True)).save(tmp_path / "in" / "a.png")
+  os.mkfifo(tmp_path / "in" / "pipe.png")
+  os.symlink(tmp_path / "in" / "a.png", tmp_path / "in" / "link.png")
+  jobs = batch.plan([str(tmp_path / "in")], str(tmp_path / "out"))
+  assert sorted(os.path.basename(source) for source, _ in jobs) == ["a.png", "link.png"]
+
+
 def test_an_output_folder_inside_the_input_folder_is_not_searched(tmp_path, capsys):
   make_library(tmp_path / "lib")
   out = tmp_path / "lib" / "jpeg"
