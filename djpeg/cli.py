@@ -381,7 +381,8 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--strip", action="store_true",
                  help="drop the input's ICC profile, EXIF, XMP, comments, other APPn segments "
                       "and whatever follows a JPEG input's image (all kept by default); the "
-                      "print resolution (dpi) stays")
+                      "print resolution (dpi) stays, and the EXIF orientation, alone, so that "
+                      "a photo still displays upright")
   p.add_argument("--compact", action="store_true",
                  help="the fewest header bytes for the same image: one DQT and one DHT "
                       "segment, Huffman tables shared by luma and chroma where smaller, no JFIF "

@@ -24,7 +24,8 @@ from djpeg.encoder import compress
 from djpeg.exact import JPEGError, Metadata, write_coefficients
 from djpeg.exact.api import MAX_SIDE
 from djpeg.exact.markers import image_end, metadata_segments
-from djpeg.exact.metadata import jfif_density, with_trailing
+from djpeg.exact.metadata import (exif_orientation, jfif_density, orientation_exif,
+                                  orientation_segments, with_trailing)
 from djpeg.files import dumps, read_metadata
 from djpeg.images import load_image
 from djpeg.optimize import optimize_tables
@@ -63,7 +64,8 @@ class ExportOptions:
     saliency, background: a region of interest for the trellis (`djpeg.roi.saliency_map`).
     steps: gradient steps of the table optimization.
     tables_file, level: the table family and its level for mode "tables".
-    strip: drop the input's ICC profile, EXIF, XMP and comment (kept by default).
+    strip: drop the input's ICC profile, EXIF, XMP and comment (kept by default); the EXIF
+      orientation stays, alone, so that the photo still displays upright.
     matte: colour transparent inputs are composited onto (None: transparency is an error).
     jpeg_input: what the perceptual mode does with a JPEG input: "dct" (default: recompress
       its own coefficients, `djpeg.recompress`, for `quality` or a psnr / bpp `target`),
@@ -276,7 +278,7 @@ def _carried(data: bytes, strip: bool):
   (`djpeg.recompress`): (its APPn and COM segments, but the JFIF and Adobe segments that
   describe the old coding; its JFIF density; its EOI's offset, after which come the other
   pictures of a multi-picture file or a motion photo's video, copied with the MPF index moved).
-  `strip`: the density alone. None when the file's structure cannot be read this way (Pillow
+  `strip`: the density and the orientation alone. None when the file's structure cannot be read this way (Pillow
   read its pixels): its metadata is then read as for other files."""
   try:
     segments = metadata_segments(data)
@@ -286,7 +288,7 @@ def _carried(data: bytes, strip: bool):
   density = jfif_density(segments)
   meta = Metadata(density=density) if density else None
   if strip:
-    return [], meta, len(data)      # nothing after the image either
+    return orientation_segments(segments), meta, len(data)      # nothing after the image
   keep = [(m, p) for m, p in segments
           if not (m == 0xE0 and p[:5] == b"JFIF\x00") and not (m == 0xEE and p[:5] == b"Adobe")]
   return keep, meta, end
@@ -373,8 +375,10 @@ def export_bytes(source, options: ExportOptions = ExportOptions(), *, measure: b
     carried = _carried(jpeg_input, options.strip) if jpeg_input is not None else None
     if carried is None:
       metadata = read_metadata(source)
-      if options.strip:        # print resolution stays, as with jpegtran -copy none
-        metadata = Metadata(density=metadata.density) if metadata.density else None
+      if options.strip:        # print resolution stays, as with jpegtran -copy none, and
+        # the orientation, without which a portrait photo would display sideways
+        metadata = Metadata(density=metadata.density,
+                            exif=orientation_exif(exif_orientation(metadata.exif)))
     coefficients, result = encode_pixels_for(pixels, options, progress)
   notes = first_notes + list(dict.fromkeys(str(w.message) for w in caught))
 

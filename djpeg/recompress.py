@@ -26,7 +26,8 @@ Both keep what the file carries beside its image: every APPn and COM segment, th
 density (print resolution), and whatever follows the image's EOI marker (the other pictures of
 a multi-picture file, such as a phone's depth or gain map, with the MPF index's offsets moved to
 where they now lie; a motion photo's video); `strip` drops all of it but the density (as
-jpegtran -copy none keeps it). Quantization steps above
+jpegtran -copy none keeps it) and the EXIF orientation, alone in a minimal EXIF (a portrait
+photo would otherwise display sideways). Quantization steps above
 255 (libjpeg's 16-bit tables, below quality 25) are kept as 16-bit DQT entries.
 
 Inputs djpeg does not read (arithmetic coding, 12-bit, lossless, hierarchical, CMYK) raise
@@ -43,6 +44,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import struct
 
 import numpy as np
 
@@ -52,7 +54,7 @@ from djpeg.coefficients import Coefficients
 from djpeg.exact import JPEGError, Metadata, sizes, trellis as trellis_lib
 from djpeg.exact import write_coefficients
 from djpeg.exact.markers import header_segments, is_rgb_coded, metadata_segments
-from djpeg.exact.metadata import jfif_density, with_trailing
+from djpeg.exact.metadata import jfif_density, orientation_segments, with_trailing
 from djpeg.exact.reader import FileInfo, read_file
 from djpeg.files import file_bytes
 from djpeg.metrics import ssimulacra2_against, ssimulacra2_reference
@@ -80,8 +82,8 @@ class _Input:
 
   def stripped(self) -> _Input:
     """Without segments and trailing bytes; the JFIF density (print resolution) stays, as
-    with jpegtran -copy none."""
-    return dataclasses.replace(self, segments=[], trailing=b"")
+    with jpegtran -copy none, and the EXIF orientation, alone (`orientation_segments`)."""
+    return dataclasses.replace(self, segments=orientation_segments(self.segments), trailing=b"")
 
   def overhead(self) -> int:
     """Bytes a rewrite spends on the copied segments, beyond the image's own."""
@@ -148,12 +150,17 @@ def _candidates(coefficients: Coefficients, source: _Input, layout: Layout) -> l
 def _stripped_bytes(source: _Input) -> bytes:
   """The input's own bytes without its APPn (but JFIF APP0 and Adobe APP14, which say how to
   read it) and COM segments, nor anything after its EOI: `strip` for an input kept as it is."""
-  keep, pos = [source.data[:2]], 2
+  keep, pos, jfif = [source.data[:2]], 2, False
   for marker, start, payload in header_segments(source.data):
     end = start + 4 + len(payload)
     if not ((0xE1 <= marker <= 0xEF and marker != 0xEE) or marker == 0xFE):
       keep.append(source.data[start:end])
+      jfif = jfif or (len(keep) == 2 and marker == 0xE0 and payload[:5] == b"JFIF\x00")
     pos = end
+  # The orientation stays (`_Input.stripped`), after the JFIF APP0, which must come first.
+  orientation = [struct.pack(">BBH", 0xFF, m, len(p) + 2) + p
+                 for m, p in orientation_segments(metadata_segments(source.data))]
+  keep[2 if jfif else 1:2 if jfif else 1] = orientation
   return b"".join(keep) + source.data[pos:source.info.end]
 
 
@@ -168,7 +175,8 @@ def optimize_file(data, *, strip: bool = False, layout: Layout = Layout()) -> by
 
   Args:
     data: the JPEG file: bytes, a path or a binary file object.
-    strip: drop the segments and what follows the image (the density stays).
+    strip: drop the segments and what follows the image (the density and the EXIF
+      orientation stay).
     layout: progressive or baseline, restart markers, Huffman tables (`Layout`); a layout asked
       for is written even when the input, laid out otherwise, is smaller.
   Raises:
@@ -343,7 +351,7 @@ def recompress(data, *, quality: float | None = None, psnr: float | None = None,
       picture of a multi-picture file, a video). When even the coarsest tables do not fit, the
       result is the lossless rewrite (or the input), with its own bpp as `score`.
     strip: drop the APPn and COM segments and whatever follows the image (kept by default;
-      the density stays).
+      the density and the EXIF orientation stay).
     layout: progressive or baseline, restart markers, Huffman tables (`Layout`); with one
       asked for, the input itself is never the result (its lossless rewrite may be).
   Raises:

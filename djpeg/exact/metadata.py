@@ -14,6 +14,8 @@ software reads (after the JFIF APP0, in this order):
 * density: the JFIF APP0 segment's units and densities (`jfif_segment`), which every file has.
 
 The EXIF orientation tag is kept as it is: pixels are never rotated (as `jpegtran -copy all`).
+Stripping metadata keeps it too, alone in a minimal EXIF (`orientation_exif`), so that the
+photo still displays upright.
 Oversize EXIF or XMP raises `ValueError` naming the size; nothing is dropped silently.
 """
 
@@ -142,6 +144,47 @@ def jfif_density(segments: list[tuple[int, bytes]]) -> tuple[int, int, int] | No
         return units, x, y
       return None
   return None
+
+
+def exif_orientation(exif: bytes | None) -> int | None:
+  """The Orientation tag (0x0112) of IFD0 of an EXIF TIFF structure (with or without the
+  "Exif\\0\\0" prefix): 1..8, or None when absent or unreadable."""
+  if not exif:
+    return None
+  tiff = exif[len(_EXIF_HEADER):] if exif.startswith(_EXIF_HEADER) else exif
+  order = {b"II*\x00": "<", b"MM\x00*": ">"}.get(bytes(tiff[:4]))
+  if order is None or len(tiff) < 8:
+    return None
+  (ifd,) = struct.unpack(order + "I", tiff[4:8])
+  if ifd + 2 > len(tiff):
+    return None
+  (count,) = struct.unpack(order + "H", tiff[ifd:ifd + 2])
+  for i in range(count):
+    entry = tiff[ifd + 2 + 12 * i:ifd + 14 + 12 * i]
+    if len(entry) < 12:
+      return None
+    tag, kind, n = struct.unpack(order + "HHI", entry[:8])
+    if tag == 0x0112:
+      value = struct.unpack(order + "H", entry[8:10])[0] if kind == 3 and n == 1 else None
+      return value if value in range(1, 9) else None
+  return None
+
+
+def orientation_segments(segments: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
+  """What `strip` keeps of a file's (marker, payload) segments: an EXIF APP1 holding only
+  the Orientation tag when the first EXIF segment says other than 1 (an unrotated portrait
+  photo would otherwise display sideways), else nothing."""
+  exif = next((p for m, p in segments if m == 0xE1 and p.startswith(_EXIF_HEADER)), None)
+  kept = orientation_exif(exif_orientation(exif))
+  return [] if kept is None else [(0xE1, _EXIF_HEADER + kept)]
+
+
+def orientation_exif(orientation: int | None) -> bytes | None:
+  """A minimal EXIF TIFF structure holding only the Orientation tag `orientation` (2..8);
+  None for 1 or None (upright: nothing to keep)."""
+  if orientation is None or orientation == 1:
+    return None
+  return b"MM\x00*" + struct.pack(">IHHHIHHI", 8, 1, 0x0112, 3, 1, orientation, 0, 0)
 
 
 def parse_segments(segments: list[tuple[int, bytes]]) -> Metadata:
