@@ -21,7 +21,8 @@ import numpy as np
 from djpeg import codec, tables as tables_lib
 from djpeg.atomic import write_bytes_atomic
 from djpeg.encoder import compress
-from djpeg.exact import JPEGError, Metadata, write_coefficients
+from djpeg.exact import (JPEGError, Metadata, UnsupportedJPEGError, read_coefficients,
+                         write_coefficients)
 from djpeg.exact.api import MAX_SIDE
 from djpeg.exact.markers import image_end, metadata_segments
 from djpeg.exact.metadata import (exif_orientation, jfif_density, orientation_exif,
@@ -294,6 +295,17 @@ def _carried(data: bytes, strip: bool):
   return keep, meta, end
 
 
+def _check_readable(data: bytes) -> None:
+  """Raises JPEGError for a corrupt JPEG input before its pixels are encoded: libjpeg-turbo
+  (Pillow) decodes bad scan data, an early EOI or missing rows into grey fill with a warning
+  at most, which would be encoded as the picture. The strict reader decides; a file using a
+  feature it does not read (`UnsupportedJPEGError`) is left to Pillow."""
+  try:
+    read_coefficients(data)
+  except UnsupportedJPEGError:
+    pass
+
+
 def _psnr_of(error: np.ndarray) -> float:
   """PSNR of 8-bit samples from (summed squared error, number of samples)."""
   mse = error[0] / max(error[1], 1)
@@ -361,6 +373,8 @@ def export_bytes(source, options: ExportOptions = ExportOptions(), *, measure: b
           raise
         first_notes.append("a progressive file libjpeg-turbo decodes with block smoothing: "
                            "encoded from its decoded pixels, not in the DCT domain")
+    elif jpeg_input is not None:
+      _check_readable(jpeg_input)
     source = io.BytesIO(source)
   with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")

@@ -14,7 +14,7 @@ from PIL import Image
 
 import djpeg
 from djpeg import cli, perceptual, recompress, samples
-from djpeg.exact import JPEGError
+from djpeg.exact import JPEGError, UnsupportedJPEGError
 from conftest import pillow_decode, read_dct
 
 EXIF = Image.Exif()
@@ -199,6 +199,34 @@ def test_unsupported_inputs_are_named(tmp_path):
   assert cli.main(["encode", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--jobs", "1",
                    "--quiet", "--no-cache"]) == 1
   assert (tmp_path / "out" / "good.jpg").exists() and not (tmp_path / "out" / "cmyk.jpg").exists()
+
+
+def test_corrupt_jpegs_are_refused_in_every_mode(tmp_path):
+  # libjpeg-turbo (Pillow) decodes a stray marker in the scan or an early EOI into grey fill
+  # with a warning at most: --pixels and --libjpeg had encoded that as the picture, exit
+  # status 0. Every mode now refuses the file as the DCT-domain route does, and writes nothing.
+  data = camera_jpeg()
+  start = data.index(b"\xff\xda") + 200
+  broken = {"marker": (data[:start] + b"\xff\xd3" + data[start:], "restart marker"),
+            "eoi": (data[:start] + b"\xff\xd9" + data[start + 2:], "truncated")}
+  for name, (bad, problem) in broken.items():
+    source = tmp_path / f"{name}.jpg"
+    source.write_bytes(bad)
+    Image.open(source).load()                  # Pillow decodes it (the reason for the check)
+    for extra in ([], ["--pixels"], ["--libjpeg"]):
+      out = tmp_path / f"out_{name}{''.join(extra)}.jpg"
+      with pytest.raises(SystemExit, match=problem):
+        cli.main(["encode", str(source), str(out), "--quiet", "--no-cache", *extra])
+      assert not out.exists()
+  # A file using a feature djpeg's reader does not read is still Pillow's to decode there.
+  arithmetic = tmp_path / "arithmetic.jpg"
+  if shutil.which("jpegtran"):
+    subprocess.run(["jpegtran", "-arithmetic", "-outfile", str(arithmetic)],
+                   input=data, check=True)
+    with pytest.raises(UnsupportedJPEGError, match="arithmetic"):
+      djpeg.load_coefficients(arithmetic.read_bytes())
+    assert cli.main(["encode", str(arithmetic), str(tmp_path / "a.jpg"), "--pixels", "--quiet",
+                     "--no-cache"]) == 0
 
 
 def test_cli_modes_for_jpeg_inputs(tmp_path):

@@ -12,11 +12,13 @@ order, dummy blocks), `huffman` (tables), `bitpack` (bits to bytes), `sizes` (ho
 file takes), `scripts` (progressive scan scripts chosen per image), `trellis` (trellis
 quantization). Reader side (`jdmarker`/`jdhuff`/`jdphuff`/`jdinput`): `markers` (segments),
 `bitreader`, `decode_sequential`, `decode_progressive`, `reader` (the driver). `errors`:
-`JPEGError`.
+`JPEGError`, and `UnsupportedJPEGError` for well-formed files that use a feature djpeg does
+not read.
 """
 
 from djpeg.exact.api import check_tables, read_coefficients, write_coefficients
-from djpeg.exact.errors import JPEGError
+from djpeg.exact.errors import JPEGError, UnsupportedJPEGError
 from djpeg.exact.metadata import Metadata
 
-__all__ = ["JPEGError", "Metadata", "check_tables", "read_coefficients", "write_coefficients"]
+__all__ = ["JPEGError", "Metadata", "UnsupportedJPEGError", "check_tables", "read_coefficients",
+           "write_coefficients"]

@@ -8,3 +8,9 @@ class JPEGError(ValueError):
   message names the problem (the marker, segment, scan or block) so a user can tell a corrupt
   file from an unsupported one.
   """
+
+
+class UnsupportedJPEGError(JPEGError):
+  """A JPEG file that uses a feature djpeg does not read: arithmetic coding, 12-bit samples,
+  lossless or hierarchical coding, CMYK, a height defined by DNL, sampling factors that are not
+  integer ratios. Other decoders may show it; it is not corrupt."""

@@ -15,7 +15,7 @@ import numpy as np
 
 from djpeg import sampling as sampling_lib
 from djpeg.exact.bitreader import decoder_lut, entropy_segment
-from djpeg.exact.errors import JPEGError
+from djpeg.exact.errors import JPEGError, UnsupportedJPEGError
 from djpeg.tables import ZIGZAG
 
 #: Frame markers the reader refuses, with their names.
@@ -237,14 +237,15 @@ def parse_sof(marker: int, p: bytes, file_size: int) -> Frame:
     raise JPEGError("SOF segment is too short.")
   precision, height, width, n = p[0], u16(p, 1), u16(p, 3), p[5]
   if precision != 8:
-    raise JPEGError(f"{precision}-bit sample precision is not supported (8-bit only).")
+    raise UnsupportedJPEGError(
+        f"{precision}-bit sample precision is not supported (8-bit only).")
   if height == 0:
-    raise JPEGError("frame height 0 (defined by a DNL marker) is not supported.")
+    raise UnsupportedJPEGError("frame height 0 (defined by a DNL marker) is not supported.")
   if width == 0:
     raise JPEGError("frame width 0 is invalid.")
   if n not in (1, 3):
     what = {2: "2 components", 4: "4 components (CMYK/YCCK)"}.get(n, f"{n} components")
-    raise JPEGError(f"{what}: only gray (1) and YCbCr (3) images are supported.")
+    raise UnsupportedJPEGError(f"{what}: only gray (1) and YCbCr (3) images are supported.")
   if len(p) != 6 + 3 * n:
     raise JPEGError(f"SOF segment has length {len(p) + 2}; {n} components need {8 + 3 * n}.")
   comps = []
@@ -261,8 +262,8 @@ def parse_sof(marker: int, p: bytes, file_size: int) -> Frame:
     for c in range(n):
       sampling_lib.ratios(frame.factors, c)
   except ValueError:
-    raise JPEGError(f"sampling factors {frame.factors} are not integer ratios of the largest; "
-                    "not supported.") from None
+    raise UnsupportedJPEGError(f"sampling factors {frame.factors} are not integer ratios of the "
+                               "largest; not supported.") from None
   total = 0
   for c, comp in enumerate(comps):
     comp.rows, comp.cols = sampling_lib.component_blocks(height, width, frame.factors, c)

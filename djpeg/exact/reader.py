@@ -28,7 +28,7 @@ from djpeg.exact.bitreader import CoefficientOverflow, ScanTarget, destuff, entr
 from djpeg.exact.decode_progressive import (decode_ac_first, decode_ac_refine, decode_dc_first,
                                             decode_dc_refine)
 from djpeg.exact.decode_sequential import decode_sequential
-from djpeg.exact.errors import JPEGError
+from djpeg.exact.errors import JPEGError, UnsupportedJPEGError
 
 
 def read(data: bytes) -> Coefficients:
@@ -171,8 +171,9 @@ class _Reader:
         self.nonzero = np.zeros(rows if self.frame.progressive else 0, np.int64)
         self.coded = np.full((len(self.frame.components), 64), -1, np.int64)
       elif marker in markers.UNSUPPORTED_SOF:
-        raise JPEGError(f"{markers.UNSUPPORTED_SOF[marker]} JPEG is not supported; djpeg reads "
-                        "baseline, extended sequential and progressive Huffman-coded files.")
+        raise UnsupportedJPEGError(
+            f"{markers.UNSUPPORTED_SOF[marker]} JPEG is not supported; djpeg reads "
+            "baseline, extended sequential and progressive Huffman-coded files.")
       elif marker == 0xC4:
         self.htables.update(markers.parse_dht(payload))
       elif marker == 0xDB:
@@ -182,11 +183,12 @@ class _Reader:
           raise JPEGError(f"DRI segment has length {len(payload) + 2}; it must be 4.")
         self.restart = markers.u16(payload, 0)
       elif marker == 0xCC:
-        raise JPEGError("arithmetic coding conditioning (DAC) is not supported.")
+        raise UnsupportedJPEGError("arithmetic coding conditioning (DAC) is not supported.")
       elif marker == 0xDC:
-        raise JPEGError("DNL markers (height defined after the first scan) are not supported.")
+        raise UnsupportedJPEGError(
+            "DNL markers (height defined after the first scan) are not supported.")
       elif marker in (0xDE, 0xDF):
-        raise JPEGError("hierarchical JPEG (DHP/EXP markers) is not supported.")
+        raise UnsupportedJPEGError("hierarchical JPEG (DHP/EXP markers) is not supported.")
       elif 0xE0 <= marker <= 0xEF or marker == 0xFE or 0xF0 <= marker <= 0xFD:
         pass  # APPn, COM, JPGn extensions: skipped
       else:
