@@ -196,10 +196,16 @@ def _compile_loops(options: ExportOptions, args: argparse.Namespace) -> None:
 
 def encode_command(args: argparse.Namespace) -> int:
   options = _options(args)
+  if args.jobs is not None and args.jobs < 1:
+    raise SystemExit(f"{PROG}: --jobs takes a number of worker processes, 1 or more; got "
+                     f"{args.jobs}.")
   if args.output_dir is None:
     if len(args.inputs) != 2:
       raise SystemExit(f"{PROG}: give one input and one output file, or inputs and "
                        "--output-dir FOLDER for many.")
+    if args.shard is not None:
+      raise SystemExit(f"{PROG}: --shard splits the inputs of a run with -o FOLDER; one input "
+                       "and one output have nothing to split.")
     if args.skip_existing and os.path.exists(args.inputs[1]):
       if not args.quiet:
         print(f"{args.inputs[1]}: exists; left alone (--skip-existing).")
@@ -319,7 +325,8 @@ def main(argv: list[str] | None = None) -> int:
                       "matched), which is refused otherwise; other existing outputs, and those "
                       "under -o FOLDER (unless --skip-existing), are replaced")
   p.add_argument("--shard", metavar="I/N",
-                 help="export only the I-th of N interleaved slices of the inputs (0-based)")
+                 help="export only the I-th of N interleaved slices of the inputs (0-based; "
+                      "with -o FOLDER)")
   p.add_argument("--no-cache", action="store_true",
                  help="no persistent compilation cache (default: in ~/.cache/djpeg/jax or "
                       "$DJPEG_CACHE_DIR)")

@@ -448,7 +448,17 @@ def test_bad_options_are_refused_before_any_image_is_encoded(tmp_path, monkeypat
   with pytest.raises(SystemExit, match="restart_interval must be an integer in 0..65535"):
     cli.main(["encode", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--jobs", "1",
               "--no-cache", "--restart-interval", "-1"])
-  assert not (tmp_path / "out").exists()
+  # --jobs and --shard in both forms (one file had taken any --shard, and --jobs -1 ran).
+  one = [str(next((tmp_path / "in").rglob("*.png"))), str(tmp_path / "one.jpg")]
+  for args, message in (([*one, "--shard", "3/2"], "--shard splits the inputs"),
+                        ([*one, "--jobs", "-1"], "--jobs takes"),
+                        ([str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--jobs", "0"],
+                         "--jobs takes"),
+                        ([str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--shard", "a/b"],
+                         "--shard takes I/N")):
+    with pytest.raises(SystemExit, match=message):
+      cli.main(["encode", *args, "--no-cache"])
+  assert not (tmp_path / "out").exists() and not (tmp_path / "one.jpg").exists()
 
 
 def test_a_tiff_is_not_turned_twice(tmp_path):
