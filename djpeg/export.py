@@ -255,6 +255,12 @@ def _export_jpeg(raw: bytes, name: str, options: ExportOptions, measure: bool,
                                        "re-optimization; that is written",),
              "input": ("no recompression was smaller than the input; the input is kept",)}[
                  result.kind]
+    if kind == "bpp" and result.kind != "lossy" and result.score > value:
+      # Not "no recompression was smaller": none fitted the budget (`recompress`'s rule).
+      notes = (f"the --bpp {value:g} budget cannot be met in the DCT domain: even the coarsest "
+               f"tables take more; " + ("the input's lossless re-optimization is written"
+                                        if result.kind == "lossless" else "the input is kept")
+               + f", {result.score:.3f} bpp",)
     if result.target is None:
       notes = ("under 8x8 pixels, which SSIMULACRA 2 does not measure: not recompressed, "
                + ("re-optimized losslessly" if result.kind == "lossless" else "the input kept"),)

@@ -348,6 +348,17 @@ def test_a_bpp_budget_counts_the_metadata():
   assert impossible.kind != "lossy" and impossible.score > impossible.target == 8 * 900 / pixels
 
 
+def test_the_cli_says_when_a_bpp_budget_cannot_be_met(tmp_path, capsys):
+  # The note had said "no recompression was smaller than the input's lossless
+  # re-optimization" when none fitted the budget, and nothing about the budget.
+  source = tmp_path / "in.jpg"
+  source.write_bytes(camera_jpeg("limes", 90))
+  assert cli.main(["encode", str(source), str(tmp_path / "out.jpg"), "--bpp", "0.05",
+                   "--no-cache"]) == 0
+  err = capsys.readouterr().err
+  assert "--bpp 0.05 budget cannot be met" in err and "no recompression" not in err, err
+
+
 def test_paths_and_file_objects_are_inputs_too(tmp_path):
   path = tmp_path / "in.jpg"
   path.write_bytes(camera_jpeg())
