@@ -188,6 +188,11 @@ def test_unsupported_inputs_are_named(tmp_path):
     recompress.recompress(cmyk.getvalue())
   with pytest.raises(JPEGError, match="truncated"):
     recompress.optimize_file(camera_jpeg()[:500])
+  # Two SOI markers: the reader's words in every route (they had read "truncated file: the
+  # FF D8 segment needs 65504 bytes").
+  for route in (recompress.optimize_file, recompress.recompress, djpeg.load_coefficients):
+    with pytest.raises(JPEGError, match="a second SOI marker"):
+      route(b"\xff\xd8" + camera_jpeg())
   rgb = io.BytesIO()
   Image.fromarray(samples.load("limes", uint8=True)).save(rgb, "JPEG", keep_rgb=True)
   with pytest.raises(JPEGError, match="RGB"):

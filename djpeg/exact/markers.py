@@ -121,6 +121,8 @@ def header_segments(data: bytes) -> list[tuple[int, int, bytes]]:
       continue
     if marker == 0x00 or 0x02 <= marker <= 0xBF:
       raise JPEGError(f"unknown marker FF {marker:02X}.")
+    if marker == 0xD8:        # as the reader says it (it has no length to read)
+      raise JPEGError("a second SOI marker inside the file.")
     payload, pos = segment(data, pos, marker)
     out.append((marker, pos - len(payload) - 4, payload))
 
@@ -142,6 +144,8 @@ def image_end(data: bytes) -> int:
       return pos
     if marker in PARAMETERLESS:
       continue
+    if marker == 0xD8:
+      raise JPEGError("a second SOI marker inside the file.")
     _, pos = segment(data, pos, marker)
     if marker == 0xDA:
       pos = entropy_segment(array, pos)[0]
