@@ -20,6 +20,8 @@ def _umask() -> int:
 def write_atomic(path, write: Callable[[str], None]) -> None:
   """Calls `write(tmp_path)` to fill a temporary file beside `path`, then renames it to `path`."""
   path = os.fspath(path)
+  if not path:
+    raise ValueError("the output file's name is empty.")
   directory = os.path.dirname(os.path.abspath(path))
   if os.path.isdir(path):
     raise IsADirectoryError(21, "is a folder, not a file name", path)
@@ -32,6 +34,14 @@ def write_atomic(path, write: Callable[[str], None]) -> None:
     write(tmp)
     os.chmod(tmp, 0o666 & ~_umask())
     os.replace(tmp, path)
+  except OSError as e:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+    if e.filename is None or e.filename == tmp:
+      # A full disk, a quota: named by the file being written, not by no file or the
+      # temporary one, which a message would then show (or callers replace with the input's).
+      raise OSError(e.errno, e.strerror, path) from e
+    raise
   except BaseException:
     if os.path.exists(tmp):
       os.unlink(tmp)

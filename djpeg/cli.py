@@ -248,6 +248,8 @@ def encode_command(args: argparse.Namespace) -> int:
 
 def _check_one(source: str, destination: str, overwrite: bool) -> None:
   """SystemExit naming the problem with the paths of `encode IN OUT`, before any work."""
+  if not destination:
+    raise SystemExit(f"{PROG}: the output file's name is empty.")
   if os.path.isdir(source):
     raise SystemExit(f"{PROG}: {source!r} is a folder; for many inputs give an output folder: "
                      f"{PROG} encode INPUT... -o FOLDER")

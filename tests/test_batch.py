@@ -221,6 +221,23 @@ def test_an_interrupted_write_leaves_nothing(tmp_path, monkeypatch):
   assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png"]
 
 
+def test_a_full_disk_is_named_by_the_output(tmp_path, monkeypatch):
+  # ENOSPC from a write carries no file name: the message had named the input.
+  import djpeg.atomic
+  source = tmp_path / "in.png"
+  Image.fromarray(samples.load("limes", uint8=True)).save(source)
+
+  def full(*args):
+    raise OSError(28, "No space left on device")
+  monkeypatch.setattr(djpeg.atomic.os, "chmod", full)
+  out = tmp_path / "out.jpg"
+  with pytest.raises(SystemExit, match=f"{out}: No space left on device"):
+    cli.main(["encode", str(source), str(out), "--libjpeg", "--quiet", "--no-cache"])
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png"]
+  with pytest.raises(SystemExit, match="output file's name is empty"):
+    cli.main(["encode", str(source), "", "--libjpeg", "--no-cache"])
+
+
 def test_reuse_freed_memory_takes_effect_on_glibc():
   # The CLI and its workers keep freed memory for reuse (mallopt); off glibc it is a no-op.
   import platform
