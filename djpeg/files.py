@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import io
 import os
+import warnings
 from typing import Sequence
 
 import jax
@@ -305,6 +306,23 @@ def _tiff_exif(tags) -> bytes | None:
   return exif.tobytes() if len(exif) else None
 
 
+#: PNG text chunks that `read_metadata` carries over (as the comment and the XMP packet).
+_PNG_TEXT_KEPT = ("Comment", "comment", "XML:com.adobe.xmp")
+
+
+def _say_text_left_out(image, has_exif: bool) -> None:
+  """Warns of a PNG's text chunks (tEXt, zTXt, iTXt: Copyright, Description, ...) that no JPEG
+  segment takes over (only the comment and the XMP packet are carried), naming them."""
+  if image.format != "PNG":
+    return
+  left = [key for key in getattr(image, "text", {}) if key not in _PNG_TEXT_KEPT
+          and not (has_exif and key.startswith("Raw profile type"))]  # EXIF read from it
+  if left:
+    warnings.warn(f"PNG text not carried to the JPEG: {', '.join(left)} (a JPEG keeps such "
+                  "text in XMP or EXIF; only the Comment and the XMP packet are carried)",
+                  stacklevel=3)
+
+
 def read_metadata(source) -> Metadata:
   """The ICC profile, EXIF, XMP, comment and resolution (dpi) of an image file (JPEG, PNG, TIFF,
   WebP, ...), as Pillow reads them; absent ones are None (and so is a resolution no JFIF
@@ -322,6 +340,7 @@ def read_metadata(source) -> Metadata:
         exif = _tiff_exif(image.getexif())
       xmp = info.get("xmp") or info.get("XML:com.adobe.xmp")
       comment = info.get("comment") or info.get("Comment")
+      _say_text_left_out(image, exif is not None)
       try:
         density = Metadata.of(dpi=info["dpi"]).density if "dpi" in info else None
       except ValueError:

@@ -108,6 +108,24 @@ def test_cli_keeps_metadata_unless_stripped(tmp_path, kind):
                    check=True)
 
 
+def test_png_text_left_out_is_named(tmp_path, capsys):
+  # PNG text a JPEG has no segment for (Copyright, Description) had vanished without a word;
+  # the comment and the XMP packet are carried and not named.
+  text = PngImagePlugin.PngInfo()
+  text.add_text("Copyright", "(c) djpeg")
+  text.add_itxt("Description", "a test")
+  text.add_text("Comment", "a comment")
+  text.add_itxt("XML:com.adobe.xmp", XMP.decode())
+  source = tmp_path / "in.png"
+  Image.fromarray(samples.load("limes", uint8=True)).save(source, pnginfo=text)
+  assert cli.main(["encode", str(source), str(tmp_path / "out.jpg"), "--libjpeg", "--quiet",
+                   "--no-cache"]) == 0
+  notes = capsys.readouterr().err
+  assert "PNG text not carried to the JPEG: Copyright, Description (" in notes, notes
+  out = Image.open(tmp_path / "out.jpg")
+  assert out.info["comment"] == b"a comment" and "xmp" in out.info
+
+
 @pytest.mark.parametrize("kind", ["jpeg", "png"])
 @pytest.mark.parametrize("dpi", [None, (300, 300)])
 def test_cli_compact_keeps_the_image_and_its_metadata_in_fewer_bytes(tmp_path, kind, dpi):
