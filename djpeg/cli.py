@@ -169,13 +169,23 @@ def _options(args: argparse.Namespace) -> ExportOptions:
       restart_interval=args.restart_interval, trellis=args.trellis, saliency=args.saliency,
       background=args.background, steps=100 if args.steps is None else args.steps,
       tables_file=args.tables, level=args.level,
-      strip=args.strip, matte=args.matte, compact=args.compact,
+      strip=args.strip, matte=_matte(args.matte), compact=args.compact,
       jpeg_input="lossless" if args.lossless else "pixels" if args.pixels else "dct")
   try:
     options.check()
   except ValueError as e:
     raise SystemExit(f"{PROG}: {e}")
   return options
+
+
+def _matte(value: str | None):
+  """--matte: a colour's name, or R,G,B (0..255 each; checked by the loader)."""
+  if value is not None and value.count(",") == 2:
+    try:
+      return tuple(int(v) for v in value.split(","))
+    except ValueError:
+      pass
+  return value
 
 
 def _compile_loops(options: ExportOptions, args: argparse.Namespace) -> None:
@@ -384,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--background", type=float, default=None,
                  help="with --saliency: weight of unimportant pixels' errors relative to "
                       "important ones (default 0.1 for a mask, 0.001 for 'auto' and 'ms-ssim')")
-  p.add_argument("--matte", metavar="white|black",
+  p.add_argument("--matte", metavar="white|black|R,G,B",
                  help="composite transparent images onto this colour (a JPEG has no alpha; "
                       "without it, a transparent input is refused)")
   p.add_argument("--strip", action="store_true",

@@ -67,7 +67,8 @@ class ExportOptions:
     tables_file, level: the table family and its level for mode "tables".
     strip: drop the input's ICC profile, EXIF, XMP and comment (kept by default); the EXIF
       orientation stays, alone, so that the photo still displays upright.
-    matte: colour transparent inputs are composited onto (None: transparency is an error).
+    matte: colour transparent inputs are composited onto: "white", "black" or (r, g, b)
+      (None: transparency is an error).
     jpeg_input: what the perceptual mode does with a JPEG input: "dct" (default: recompress
       its own coefficients, `djpeg.recompress`, for `quality` or a psnr / bpp `target`),
       "lossless" (re-optimize it losslessly) or "pixels" (decode it and encode the pixels).
@@ -88,7 +89,7 @@ class ExportOptions:
   tables_file: str | None = None
   level: int | None = None
   strip: bool = False
-  matte: str | None = None
+  matte: str | tuple[int, int, int] | None = None
   jpeg_input: str = "dct"
   compact: bool = False
 

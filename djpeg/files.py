@@ -199,7 +199,11 @@ def _write(fp, data: bytes) -> None:
   if isinstance(fp, (str, os.PathLike)):
     write_bytes_atomic(fp, data)
   elif hasattr(fp, "write"):
-    fp.write(data)
+    try:
+      fp.write(data)
+    except TypeError:         # a text-mode file: say which mode, not "argument must be str"
+      raise ValueError("fp must be a binary file object (opened with 'wb'); got a text-mode "
+                       f"{type(fp).__name__}.") from None
   else:
     raise ValueError(f"fp must be a path or a binary file object; got {type(fp).__name__}.")
 
@@ -229,6 +233,15 @@ def save(fp, image_or_coefficients, *, quality=None, qtables=None, subsampling=N
   for target in targets:
     if not isinstance(target, (str, os.PathLike)) and not hasattr(target, "write"):
       raise ValueError(f"fp must be a path or a binary file object; got {type(target).__name__}.")
+    if isinstance(target, (str, os.PathLike)):
+      # Every path checked before the first is written: a bad second path of a batch had left
+      # the first file written.
+      path = os.fspath(target)
+      if not path or os.path.isdir(path) or not os.path.isdir(
+          os.path.dirname(os.path.abspath(path))):
+        raise ValueError(f"cannot write {path!r}: " + (
+            "an empty name" if not path else "a folder, not a file name"
+            if os.path.isdir(path) else "its folder does not exist") + ".")
   files = write_coefficients(c, optimize=optimize, progressive=progressive,
                              restart_interval=restart_interval, metadata=meta, compact=compact,
                              jfif=jfif)

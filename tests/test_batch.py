@@ -500,6 +500,14 @@ def test_a_transparent_colour_key_is_transparency(tmp_path):
   with pytest.raises(ValueError, match="transparency"):
     load_image(tmp_path / "key.png")
   assert (load_image(tmp_path / "key.png", matte="white")[:10] == 255).all()
+  # The CLI takes a colour as R,G,B too (its message had offered a triple it did not take).
+  assert cli.main(["encode", str(tmp_path / "key.png"), str(tmp_path / "key.jpg"), "--matte",
+                   "200,0,0", "--libjpeg", "--quality", "95", "--quiet", "--no-cache"]) == 0
+  top = pillow_decode((tmp_path / "key.jpg").read_bytes())[:8].reshape(-1, 3).mean(0)
+  assert abs(top - (200, 0, 0)).max() < 4, top
+  with pytest.raises(SystemExit, match="unknown matte 'red'"):
+    cli.main(["encode", str(tmp_path / "key.png"), str(tmp_path / "k2.jpg"), "--matte", "red",
+              "--no-cache"])
 
 
 def test_gray_with_alpha_takes_the_mattes_luma(tmp_path):

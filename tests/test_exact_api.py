@@ -88,6 +88,18 @@ def test_argument_errors():
     djpeg.dumps(samples.load("limes"), qtables=np.ones((5, 8, 8)))
   with pytest.raises(ValueError, match="path or a binary file"):
     djpeg.save(42, c)
+  with pytest.raises(ValueError, match="binary file object .opened with 'wb'"):
+    djpeg.save(io.StringIO(), c)        # had raised "write() argument must be str"
+
+
+def test_a_batch_with_one_bad_path_writes_nothing(tmp_path):
+  # The first file had been written before the second path failed.
+  batch = np.stack([samples.load("limes", uint8=True)] * 2)
+  for bad, problem in ((tmp_path / "no" / "b.jpg", "folder does not exist"),
+                       (tmp_path, "a folder"), ("", "empty name")):
+    with pytest.raises(ValueError, match=problem):
+      djpeg.save([tmp_path / "a.jpg", bad], batch)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_coefficients_from_files_round_trip_through_save(tmp_path):
