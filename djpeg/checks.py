@@ -50,12 +50,12 @@ def concrete_range(name: str, x: Any, lo: float, hi: float, *, what: str = "valu
   a = np.asarray(x)
   if not finite:
     idx = tuple(int(i) for i in np.argwhere(~np.isfinite(a))[0])
-    raise ValueError(f"{name} must be finite; entry {idx} is {a[idx]!r}.")
+    raise ValueError(f"{name} must be finite; entry {idx} is {a[idx].item()!r}.")
   idx = tuple(int(i) for i in np.argwhere((a < lo - slack) | (a > hi + slack))[0])
   subject = f"{name} {what}" if what else name
   raise ValueError(
-      f"{subject} must lie in [{lo:g}, {hi:g}]; entry {idx} is {a[idx]!r} (min {low:.9g}, max "
-      f"{high:.9g})." + (hint(low, high) if hint else ""))
+      f"{subject} must lie in [{lo:g}, {hi:g}]; entry {idx} is {a[idx].item()!r} (min "
+      f"{low:.9g}, max {high:.9g})." + (hint(low, high) if hint else ""))
 
 
 def is_real_number(x: Any) -> bool:

@@ -84,6 +84,9 @@ def test_values_outside_unit_range_are_refused_and_clipped_under_jit():
   x = np.full((8, 8, 3), 1.7, np.float32)
   with pytest.raises(ValueError, match=r"images must lie in \[0, 1\]; entry \(0, 0, 0\)"):
     djpeg.jpeg(x, quality=90)
+  # The value as a number, not numpy's repr ("is np.float32(1.5)" had been the message).
+  with pytest.raises(ValueError, match=r"entry \(0, 0, 0\) is 1.5 \(min 1.5"):
+    djpeg.dumps(np.full((8, 8, 3), 1.5))
   with pytest.raises(ValueError, match="divide by 255"):
     djpeg.encode(x * 150, quality=90)
   jitted = jax.jit(lambda images: djpeg.jpeg(images, quality=90))
