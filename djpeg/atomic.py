@@ -17,17 +17,25 @@ def _umask() -> int:
   return mask
 
 
-def write_atomic(path, write: Callable[[str], None]) -> None:
-  """Calls `write(tmp_path)` to fill a temporary file beside `path`, then renames it to `path`."""
+def check_writable(path) -> str:
+  """`path` as a string, if a file can be written there: ValueError for an empty name,
+  IsADirectoryError for a folder, FileNotFoundError for a folder that does not exist (named
+  here: the temporary file's name would otherwise be the one in the message)."""
   path = os.fspath(path)
   if not path:
     raise ValueError("the output file's name is empty.")
-  directory = os.path.dirname(os.path.abspath(path))
   if os.path.isdir(path):
     raise IsADirectoryError(21, "is a folder, not a file name", path)
+  directory = os.path.dirname(os.path.abspath(path))
   if not os.path.isdir(directory):
-    # Named here: the temporary file's name would otherwise be the one in the message.
     raise FileNotFoundError(2, f"the folder {directory!r} does not exist", path)
+  return path
+
+
+def write_atomic(path, write: Callable[[str], None]) -> None:
+  """Calls `write(tmp_path)` to fill a temporary file beside `path`, then renames it to `path`."""
+  path = check_writable(path)
+  directory = os.path.dirname(os.path.abspath(path))
   fd, tmp = tempfile.mkstemp(dir=directory, prefix=".djpeg-", suffix=".tmp")
   os.close(fd)
   try:

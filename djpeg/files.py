@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from djpeg import checks, codec
-from djpeg.atomic import write_bytes_atomic
+from djpeg.atomic import check_writable, write_bytes_atomic
 from djpeg.coefficients import Coefficients
 from djpeg.encoder import compress
 from djpeg.exact import Metadata, check_tables, read_coefficients, write_coefficients
@@ -236,12 +236,7 @@ def save(fp, image_or_coefficients, *, quality=None, qtables=None, subsampling=N
     if isinstance(target, (str, os.PathLike)):
       # Every path checked before the first is written: a bad second path of a batch had left
       # the first file written.
-      path = os.fspath(target)
-      if not path or os.path.isdir(path) or not os.path.isdir(
-          os.path.dirname(os.path.abspath(path))):
-        raise ValueError(f"cannot write {path!r}: " + (
-            "an empty name" if not path else "a folder, not a file name"
-            if os.path.isdir(path) else "its folder does not exist") + ".")
+      check_writable(target)
   files = write_coefficients(c, optimize=optimize, progressive=progressive,
                              restart_interval=restart_interval, metadata=meta, compact=compact,
                              jfif=jfif)

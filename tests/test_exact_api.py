@@ -95,9 +95,10 @@ def test_argument_errors():
 def test_a_batch_with_one_bad_path_writes_nothing(tmp_path):
   # The first file had been written before the second path failed.
   batch = np.stack([samples.load("limes", uint8=True)] * 2)
-  for bad, problem in ((tmp_path / "no" / "b.jpg", "folder does not exist"),
-                       (tmp_path, "a folder"), ("", "empty name")):
-    with pytest.raises(ValueError, match=problem):
+  for bad, error, problem in ((tmp_path / "no" / "b.jpg", FileNotFoundError, "does not exist"),
+                              (tmp_path, IsADirectoryError, "is a folder"),
+                              ("", ValueError, "name is empty")):
+    with pytest.raises(error, match=problem):
       djpeg.save([tmp_path / "a.jpg", bad], batch)
     assert list(tmp_path.iterdir()) == []
 
