@@ -286,8 +286,8 @@ def _carried(data: bytes, strip: bool):
   (`djpeg.recompress`): (its APPn and COM segments, but the JFIF and Adobe segments that
   describe the old coding; its JFIF density; its EOI's offset, after which come the other
   pictures of a multi-picture file or a motion photo's video, copied with the MPF index moved).
-  `strip`: the density and the orientation alone. None when the file's structure cannot be read this way (Pillow
-  read its pixels): its metadata is then read as for other files."""
+  `strip`: the density and the orientation alone. None when the file's structure cannot be
+  read this way (Pillow read its pixels): its metadata is then read as for other files."""
   try:
     segments = metadata_segments(data)
     end = image_end(data)
