@@ -53,8 +53,20 @@ def _decode_file(data: bytes, channels: int) -> np.ndarray:
   return pixels.reshape(pixels.shape[:2] + (channels,))
 
 
+def _qualities(text: str) -> list[int]:
+  """--qualities: comma-separated integers in 1..100, checked before any work."""
+  try:
+    qualities = [int(q) for q in text.split(",")]
+  except ValueError:
+    qualities = []
+  if not qualities or not all(1 <= q <= 100 for q in qualities):
+    raise SystemExit(f"{PROG}: --qualities takes comma-separated integers in 1..100 (such as "
+                     f"50,75,90); got {text!r}.")
+  return qualities
+
+
 def demo(args: argparse.Namespace) -> int:
-  qualities = [int(q) for q in args.qualities.split(",")]
+  qualities = _qualities(args.qualities)
   print(f"djpeg {djpeg.__version__} on {jax.default_backend()}.\n")
   print("1. Smaller files at the same quality: per image, djpeg.optimize_tables aims at the PSNR "
         "libjpeg-turbo\n   reaches (Pillow, 4:2:0, optimize=True); both files are decoded by "

@@ -478,6 +478,15 @@ def test_bad_options_are_refused_before_any_image_is_encoded(tmp_path, monkeypat
   assert not (tmp_path / "out").exists() and not (tmp_path / "one.jpg").exists()
 
 
+def test_demo_refuses_bad_qualities_before_any_work(monkeypatch):
+  # The README's first command: bad --qualities had ended in a traceback from int(), or (0,
+  # 101) in checks.py after some 18 s of the demo's work.
+  monkeypatch.setattr("djpeg.optimize_tables", lambda *a, **k: pytest.fail("worked"))
+  for bad in ("abc", "", "50,,60", "nan", "50.5", "0", "101", "-5"):
+    with pytest.raises(SystemExit, match="--qualities takes comma-separated integers in 1..100"):
+      cli.main(["demo", "--qualities", bad])
+
+
 def test_a_tiff_is_not_turned_twice(tmp_path):
   # Pillow turns a TIFF's pixels by its orientation tag as it reads them (Pillow 13); the
   # JPEG must not carry the tag as well, or viewers turn the picture a second time.
