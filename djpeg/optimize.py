@@ -183,8 +183,11 @@ def optimize_tables(image, *, bpp: float | None = None, psnr: float | None = Non
   if not checks.positive_finite(target):
     raise ValueError(f"{kind} must be a positive finite number; got {target!r}.")
   checks.check_choice("distortion", distortion, DISTORTIONS)
-  if steps < 1:
-    raise ValueError(f"steps must be at least 1; got {steps}.")
+  if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+    raise ValueError(f"steps must be an integer of at least 1; got {steps!r}.")
+  if not checks.positive_finite(learning_rate):
+    # 0 never moves, a negative rate climbs the loss, NaN failed seconds later as "tables".
+    raise ValueError(f"learning_rate must be a positive finite number; got {learning_rate!r}.")
   image = jnp.asarray(image, jnp.float32)
   height, width, channels = shape
   factors = sampling.factors_for(subsampling, channels)

@@ -90,6 +90,12 @@ class _Input:
     return sum(len(p) + 4 for m, p in self.segments if not (m == 0xE0 and p[:5] == b"JFIF\x00"))
 
 
+def _check_layout(layout) -> None:
+  if not isinstance(layout, Layout):
+    raise ValueError(f"layout must be a recompress.Layout (such as Layout(progressive=True)); "
+                     f"got {layout!r}.")
+
+
 def _input(data, *, strip: bool = False) -> _Input:
   """The input read and checked, or JPEGError for inputs that cannot be rewritten faithfully."""
   data = file_bytes(data, "data")
@@ -183,6 +189,7 @@ def optimize_file(data, *, strip: bool = False, layout: Layout = Layout()) -> by
     JPEGError: a file djpeg does not read, or an RGB-coded one.
     ValueError: `data` is none of those.
   """
+  _check_layout(layout)
   source = _input(data, strip=strip)
   kept = _kept_input(source, strip)
   if source.info.smoothed_by_libjpeg:
@@ -372,6 +379,7 @@ def recompress(data, *, quality: float | None = None, psnr: float | None = None,
     raise ValueError(f"quality must be in [1, 100]; got {target!r}.")
   if kind != "quality" and not (math.isfinite(target) and target > 0):
     raise ValueError(f"{kind} must be a positive finite number; got {target!r}.")
+  _check_layout(layout)
   source = _input(data, strip=strip)
   if source.info.smoothed_by_libjpeg:
     raise SmoothedInput(

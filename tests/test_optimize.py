@@ -81,6 +81,12 @@ def test_unreachable_targets_warn_and_return_valid_tables(image, kwargs):
     (dict(psnr=float("nan")), "positive finite"),
     (dict(bpp=1.0, distortion="ssim"), "unknown distortion"),
     (dict(bpp=1.0, steps=0), "steps"),
+    # These had run (a rate of 0 never moves, a negative one climbs the loss) or failed deep
+    # inside JAX (a fractional step count) or seconds later, naming the tables (NaN).
+    (dict(bpp=1.0, steps=1.5), "steps must be an integer"),
+    (dict(bpp=1.0, learning_rate=0.0), "learning_rate"),
+    (dict(bpp=1.0, learning_rate=-1.0), "learning_rate"),
+    (dict(bpp=1.0, learning_rate=float("nan")), "learning_rate"),
     (dict(bpp=1.0, distortion="ms-ssim"), "lmbda target"),
 ])
 def test_bad_arguments(image, kwargs, match):

@@ -376,6 +376,9 @@ def test_paths_and_file_objects_are_inputs_too(tmp_path):
     recompress.recompress(path, quality="75")
   with pytest.raises(ValueError, match="bytes, a path or a binary file"):
     recompress.optimize_file(12)
+  for route in (recompress.optimize_file, recompress.recompress):   # had been AttributeError
+    with pytest.raises(ValueError, match="layout must be a recompress.Layout"):
+      route(path, layout="progressive")
 
 
 def test_parameterless_markers_between_segments_are_skipped():
