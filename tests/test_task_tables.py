@@ -23,6 +23,7 @@ from djpeg import cli as djpeg_cli
 from djpeg.models.params import save_params
 from djpeg.models.qtable_net import TableFamily
 from djpeg.train import checkpoint, consistency, task_tables
+from djpeg.train import config as config_lib
 from djpeg.train import state as state_lib
 from train_util import make_dataset
 
@@ -246,6 +247,29 @@ def test_bad_inputs_give_clear_errors(tmp_path, dataset, classifier_file):
     task_tables.load_classifier(str(tmp_path / "c.json"))
   with pytest.raises(ValueError, match="trained on classes"):
     task_tables.load_classifier(classifier_file, ("x", "y", "z"))
+  # A consistency run folder (two checkpoints) used on data of another class count: named as
+  # such. The checkpointer's resume advice had come with it: delete the newest, good, step.
+  two = make_dataset(str(tmp_path / "two"), train=2, test=1)
+  import shutil
+  shutil.rmtree(os.path.join(two, "train", "c"))
+  cfg = consistency.Config(widths=(4, 8), blocks=(1, 1), layers=("stage2",), data=two,
+                           out=str(tmp_path / "clf"))
+  graphdef, params, rest = state_lib.split_model(consistency.build_model(cfg, 2))
+  tx = consistency.make_optimizer(cfg, 2, 1)
+  state = state_lib.TrainState(params, rest, tx.init(params), jnp.zeros((), jnp.int32),
+                               jax.random.PRNGKey(0))
+  with checkpoint.Checkpointer(str(tmp_path / "clf" / "checkpoints")) as ckpt:
+    for step in (1, 2):
+      ckpt.save(step, state, {"config": config_lib.as_dict(cfg)})
+  assert task_tables.load_classifier(str(tmp_path / "clf")).classes == ("a", "b")
+  for folder_kept in (True, False):
+    with pytest.raises(ValueError) as caught:
+      task_tables.load_classifier(str(tmp_path / "clf"), CLASSES)
+    message = str(caught.value)
+    assert ("trained on classes ['a', 'b']" if folder_kept else "another number of classes") \
+        in message and "delete" not in message, message
+    if folder_kept:
+      shutil.rmtree(two)               # its training folder gone: the restore decides
   # Lambda out of range, in the configuration and at inference.
   base = dict(kind="family", classifier=classifier_file, data=dataset, out=str(tmp_path / "o"))
   for bad in ({"lambdas": (0.0, 1.0)}, {"lambdas": (1.0, 1e9)}, {"lambdas": (5.0, 1.0)},

@@ -367,8 +367,14 @@ def _load_run_classifier(path: str, classes: Sequence[str] | None) -> Classifier
       raise ValueError(f"{path!r} holds no finished checkpoint.")
     _, meta = ckpt.restore_meta()
     cfg = _config_from_record(meta.get("config"), path)
+    own = os.path.join(cfg.data, "train")
+    trained = data.list_classes(own)[0] if classes is None or os.path.isdir(own) else None
     if classes is None:
-      classes = data.list_classes(os.path.join(cfg.data, "train"))[0]
+      classes = trained
+    elif trained is not None and tuple(trained) != tuple(classes):
+      # Named before the restore, whose failure would blame the checkpoint.
+      raise ValueError(f"classifier {path!r} was trained on classes {list(trained)} (its "
+                       f"folder {own!r}); the data has {list(classes)}.")
     graphdef, params, rest = _structure(cfg, len(classes))
     # The optimizer's state has the same structure whatever the schedule's step counts.
     tx = consistency.make_optimizer(cfg, 2, 1)
@@ -377,8 +383,13 @@ def _load_run_classifier(path: str, classes: Sequence[str] | None) -> Classifier
     try:
       state, _ = ckpt.restore(state)
     except checkpoint.CheckpointError as e:
-      raise ValueError(f"{path!r}: the checkpoint does not fit a {len(classes)}-class "
-                       f"{cfg.model} classifier of its own settings ({e}).") from None
+      # Not the checkpointer's advice on resuming a run (delete the step...): this is a
+      # finished classifier, most likely of another number of classes.
+      cause = e.__cause__ if e.__cause__ is not None else e
+      detail = (str(cause).strip().splitlines() or [""])[0][:200]
+      raise ValueError(f"{path!r}: its latest checkpoint does not fit a {len(classes)}-class "
+                       f"{cfg.model} classifier of its own settings: trained on another number "
+                       f"of classes, or damaged ({type(cause).__name__}: {detail}).") from None
   return Classifier(network_of(cfg, graphdef, state.params, state.rest), cfg, tuple(classes),
                     path)
 
