@@ -211,6 +211,15 @@ def save_table_family(path: str, tables, lambdas, *, subsampling: str = "4:2:0",
   write_bytes_atomic(path, json.dumps(data, indent=1).encode())
 
 
+def _flattened(x):
+  """The leaves of nested lists (a non-list is one leaf; None none)."""
+  if isinstance(x, list):
+    for item in x:
+      yield from _flattened(item)
+  elif x is not None:
+    yield x
+
+
 def load_table_family(path: str) -> dict:
   """Reads and checks a table family file.
 
@@ -240,20 +249,37 @@ def load_table_family(path: str) -> dict:
   if data.get("version") != 1:
     raise ValueError(f"{path!r} has table family version {data.get('version')!r}; this djpeg "
                      "reads version 1.")
+  levels = data.get("levels")
+  if not isinstance(levels, list) or not levels:
+    raise ValueError(f"{path!r}: no levels (a family file lists at least one).")
+  subsampling = data.get("subsampling", "4:2:0")
+  if subsampling not in ("4:4:4", "4:2:2", "4:2:0"):         # djpeg.sampling.SUBSAMPLINGS
+    raise ValueError(f"{path!r}: subsampling {subsampling!r} is not one of 4:4:4, 4:2:2 and "
+                     "4:2:0.")
+  per_level = []
+  for k, level in enumerate(levels):
+    entries = list(_flattened(level.get("tables") if isinstance(level, dict) else None))
+    numbers = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in entries)
+    # Numbers only (true would read as a step of 1), 1 or 3 tables of 64 entries.
+    if len(entries) not in (64, 192) or not numbers:
+      raise ValueError(f"{path!r}: level {k + 1} needs 1 or 3 tables of 64 numbers each; got "
+                       f"{len(entries)} entries" + ("" if numbers else ", not all numbers") + ".")
+    if isinstance(level.get("level"), int) and level["level"] != k + 1:
+      raise ValueError(f"{path!r}: level record {k + 1} is numbered {level['level']}; levels run "
+                       "1, 2, ... in order.")
+    per_level.append(np.asarray(entries, np.float64).reshape(-1, 8, 8))
+  if len({t.shape[0] for t in per_level}) > 1:
+    raise ValueError(f"{path!r}: every level needs the same number of tables, 1 or 3.")
+  tables = np.stack(per_level)
   try:
-    levels = data["levels"]
-    tables = np.asarray([np.asarray(level["tables"], np.float64).reshape(-1, 8, 8)
-                         for level in levels])
     lambdas = np.asarray([float(level["lambda"]) for level in levels])
   except (KeyError, TypeError, ValueError) as e:
     raise ValueError(f"{path!r}: malformed levels ({e}).") from None
-  if tables.ndim != 4 or len(tables) == 0 or tables.shape[1] not in (1, 3):
-    raise ValueError(f"{path!r}: each level needs 1 or 3 tables of 64 entries.")
   bad = ~np.isfinite(tables) | (tables < 1) | (tables > 255) | (tables != np.round(tables))
   if bad.any():
     k, c, u, v = (int(i) for i in np.argwhere(bad)[0])
     raise ValueError(f"{path!r}: level {k + 1} table {c} entry [{u}, {v}] is {tables[k, c, u, v]}; "
                      "steps must be integers in 1..255.")
   return {"tables": tables.astype(np.float32), "lambdas": lambdas,
-          "subsampling": data.get("subsampling", "4:2:0"),
+          "subsampling": subsampling,
           "description": data.get("description", ""), "levels": levels}

@@ -177,6 +177,28 @@ def test_table_family_files(tmp_path, colour_batch):
       f.write(bad)
     with pytest.raises(ValueError, match="table family"):
       djpeg.tables.load_table_family(path)
+  # Fields that had been taken without a look: an unknown subsampling, true as a step of 1,
+  # levels numbered out of order, a short table (numpy's "inhomogeneous shape"), no levels.
+  import json
+  djpeg.tables.save_table_family(path, tables, [0.001, 0.01, 0.1])
+  with open(path) as f:
+    good = json.load(f)
+
+  def broken(change):
+    data = json.loads(json.dumps(good))
+    change(data)
+    with open(path, "w") as f:
+      json.dump(data, f)
+  cases = [(lambda d: d.update(subsampling="9:9:9"), "subsampling '9:9:9' is not one of"),
+           (lambda d: d["levels"][0]["tables"][1].__setitem__(0, True), "not all numbers"),
+           (lambda d: d["levels"][1].update(level=1), "level record 2 is numbered 1"),
+           (lambda d: d["levels"][2]["tables"][0].pop(), "level 3 needs 1 or 3 tables of 64 "
+                                                         "numbers each; got 191 entries"),
+           (lambda d: d.update(levels=[]), "no levels")]
+  for change, message in cases:
+    broken(change)
+    with pytest.raises(ValueError, match=message):
+      djpeg.tables.load_table_family(path)
 
 
 def test_a_run_resumes_only_as_itself(tmp_path, folder):
