@@ -424,8 +424,13 @@ def _decode(coefficients: Coefficients, *, faithful: bool) -> jax.Array:
   height, width, factors = coefficients.height, coefficients.width, coefficients.sampling
   steps = jnp.asarray(coefficients.tables, jnp.float32)
   planes = []
+  # NaN steps or coefficients (a traced NaN quality, a diverged training step) come out as NaN
+  # images, not as the grey the integer IDCT would make of them, so that a NaN guard sees them.
+  poisoned = jnp.isnan(steps).any(axis=(-3, -2, -1))
   for c, quantized in enumerate(coefficients.components):
-    deq = dequantize(jnp.asarray(quantized, jnp.float32), steps[:, c, None, None, :, :])
+    quantized = jnp.asarray(quantized, jnp.float32)
+    poisoned = poisoned | jnp.isnan(quantized).any(axis=(-4, -3, -2, -1))
+    deq = dequantize(quantized, steps[:, c, None, None, :, :])
     samples = idct_islow(deq) if faithful else clip_ste(idct(deq) + 128.0, 0.0, 255.0)
     size = sampling.component_size(height, width, factors, c)
     rh, rv = sampling.ratios(factors, c)
@@ -435,7 +440,8 @@ def _decode(coefficients: Coefficients, *, faithful: bool) -> jax.Array:
     samples = ycbcr_planes_to_image(*planes, exact=faithful)
   else:
     samples = planes[0][..., None]
-  return clip_ste(samples / 255.0, 0.0, 1.0)
+  images = clip_ste(samples / 255.0, 0.0, 1.0)
+  return jnp.where(poisoned[:, None, None, None], jnp.float32(jnp.nan), images)
 
 
 def decode(coefficients: Coefficients, *, faithful: bool = True) -> jax.Array:

@@ -93,6 +93,20 @@ def test_values_outside_unit_range_are_refused_and_clipped_under_jit():
   np.testing.assert_array_equal(jitted(x), jitted(np.ones_like(x)))
 
 
+def test_a_traced_nan_quality_or_table_gives_nan_images_not_grey():
+  # Under jit NaN cannot be refused; the integer IDCT had turned it into mid-grey (and a finite
+  # loss), hiding a diverged training step from NaN guards. Other images of the batch are kept.
+  image = djpeg.samples.load("houses")[:32, :48]
+  batch = np.stack([image, image])
+  by_quality = jax.jit(lambda q: djpeg.jpeg(batch, quality=q))(jnp.array([jnp.nan, 75.0]))
+  assert np.isnan(by_quality[0]).all() and not np.isnan(by_quality[1]).any()
+  np.testing.assert_array_equal(by_quality[1], djpeg.jpeg(image, quality=75))
+  by_tables = jax.jit(lambda t: djpeg.jpeg(image, tables=t))(jnp.full((2, 8, 8), jnp.nan))
+  assert np.isnan(by_tables).all()
+  grad = jax.grad(lambda q: jnp.mean(djpeg.jpeg(image, quality=q)))(75.0)
+  assert np.isfinite(grad)
+
+
 def test_noise_rounding_is_seeded():
   x = np.random.default_rng(0).random((16, 16, 3)).astype(np.float32)
   a = djpeg.encode(x, rounding="noise", key=jax.random.key(1))
