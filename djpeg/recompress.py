@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import struct
 
 import numpy as np
 
@@ -54,7 +53,8 @@ from djpeg.coefficients import Coefficients
 from djpeg.exact import JPEGError, Metadata, sizes, trellis as trellis_lib
 from djpeg.exact import write_coefficients
 from djpeg.exact.markers import header_segments, is_rgb_coded, metadata_segments
-from djpeg.exact.metadata import jfif_density, orientation_segments, with_trailing
+from djpeg.exact.metadata import (jfif_density, orientation_segments, segment_bytes,
+                                  with_trailing)
 from djpeg.exact.reader import FileInfo, read_file
 from djpeg.files import file_bytes
 from djpeg.metrics import ssimulacra2_against, ssimulacra2_reference
@@ -164,7 +164,7 @@ def _stripped_bytes(source: _Input) -> bytes:
       jfif = jfif or (len(keep) == 2 and marker == 0xE0 and payload[:5] == b"JFIF\x00")
     pos = end
   # The orientation stays (`_Input.stripped`), after the JFIF APP0, which must come first.
-  orientation = [struct.pack(">BBH", 0xFF, m, len(p) + 2) + p
+  orientation = [segment_bytes(m, p)
                  for m, p in orientation_segments(metadata_segments(source.data))]
   keep[2 if jfif else 1:2 if jfif else 1] = orientation
   return b"".join(keep) + source.data[pos:source.info.end]

@@ -230,5 +230,3 @@ class CropRunConfig:
                        f"{self.checkpoint_every}.")
     if self.seed < 0:         # numpy's generators refuse it later, without naming the flag
       raise ValueError(f"seed must be >= 0; got {self.seed}.")
-    if getattr(self, "width", 1) < 1:      # the network's width, where the task has one
-      raise ValueError(f"width must be at least 1; got {self.width}.")

@@ -76,6 +76,8 @@ class Config(loop.CropRunConfig):
     if self.crop < 32:
       # MS-SSIM needs 11x11 windows; below 176 pixels it uses fewer than its five scales.
       raise ValueError(f"crop must be at least 32 pixels; got {self.crop}.")
+    if self.width < 1:                  # Flax had failed deep inside, unnamed
+      raise ValueError(f"width must be at least 1; got {self.width}.")
     if not self.learning_rate > 0:
       raise ValueError(f"learning_rate must be positive; got {self.learning_rate}.")
     if self.metric not in roi.SENSITIVITY_METRICS:

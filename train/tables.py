@@ -89,6 +89,8 @@ class Config(loop.CropRunConfig):
       raise ValueError(f"kind must be 'family' or 'net'; got {self.kind!r}.")
     if self.steps < 1 or self.batch < 1 or self.crop < 16:
       raise ValueError("steps and batch must be positive and crop at least 16 pixels.")
+    if self.width < 1:                  # Flax had failed deep inside, unnamed
+      raise ValueError(f"width must be at least 1; got {self.width}.")
     if self.learning_rate is not None and not self.learning_rate > 0:
       raise ValueError(f"learning_rate must be positive; got {self.learning_rate}.")
     if self.distortion not in DISTORTIONS:

@@ -7,7 +7,6 @@ JPEG decoder shows for them. Images become coefficients above this package (`djp
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Sequence
 
 import numpy as np
@@ -167,7 +166,7 @@ def write_coefficients(c: Coefficients, *, optimize: bool = True, progressive=Fa
                        "APPn and COM segments of at most 65,533 bytes.")
     if marker == 0xE0 and payload[:5] == b"JFIF\x00":
       continue          # the writer's own JFIF APP0 stands in for it (as jpegtran's does)
-    raw.append(struct.pack(">BBH", 0xFF, marker, len(payload) + 2) + payload)
+    raw.append(metadata_lib.segment_bytes(marker, payload))
   def one(comps, tabs):
     script = None
     if progressive == "optimize":

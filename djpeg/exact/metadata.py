@@ -35,7 +35,8 @@ _MAX_PAYLOAD = 65533                       # a segment's length field counts its
 ICC_CHUNK = _MAX_PAYLOAD - len(_ICC_HEADER) - 2
 
 
-def _segment(marker: int, payload: bytes) -> bytes:
+def segment_bytes(marker: int, payload: bytes) -> bytes:
+  """The segment `FF marker`, its length and `payload`, as a file holds it."""
   return struct.pack(">BBH", 0xFF, marker, len(payload) + 2) + payload
 
 
@@ -112,24 +113,24 @@ class Metadata:
       if len(payload) > _MAX_PAYLOAD:
         raise ValueError(f"EXIF of {len(self.exif)} bytes does not fit one APP1 segment "
                          f"(at most {_MAX_PAYLOAD - len(_EXIF_HEADER)}); strip or shrink it.")
-      out.append(_segment(0xE1, payload))
+      out.append(segment_bytes(0xE1, payload))
     if self.xmp is not None:
       payload = _XMP_HEADER + self.xmp
       if len(payload) > _MAX_PAYLOAD:
         raise ValueError(f"XMP packet of {len(self.xmp)} bytes does not fit one APP1 segment "
                          f"(at most {_MAX_PAYLOAD - len(_XMP_HEADER)}); extended XMP is not "
                          "written: strip or shrink it.")
-      out.append(_segment(0xE1, payload))
+      out.append(segment_bytes(0xE1, payload))
     if self.icc_profile is not None:
       chunks = [self.icc_profile[i:i + ICC_CHUNK]
                 for i in range(0, len(self.icc_profile), ICC_CHUNK)]
       if len(chunks) > 255:
         raise ValueError(f"ICC profile of {len(self.icc_profile)} bytes needs more than 255 "
                          "APP2 segments.")
-      out += [_segment(0xE2, _ICC_HEADER + bytes([i + 1, len(chunks)]) + chunk)
+      out += [segment_bytes(0xE2, _ICC_HEADER + bytes([i + 1, len(chunks)]) + chunk)
               for i, chunk in enumerate(chunks)]
     if self.comment is not None:
-      out += [_segment(0xFE, self.comment[i:i + _MAX_PAYLOAD])
+      out += [segment_bytes(0xFE, self.comment[i:i + _MAX_PAYLOAD])
               for i in range(0, len(self.comment), _MAX_PAYLOAD)]
     return out
 
