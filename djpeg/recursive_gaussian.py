@@ -175,7 +175,10 @@ def _vertical(plane, out, reset, n2, d1, first, step_w):
 _LINES = 256
 
 
-_TILE = 8        # transposes in fixed 8x8 tiles: twice as fast as 16x16 tiles with bounds
+#: Rows per strip of the transposes: each strip is read a column at a time (a short gather)
+#: and written as contiguous runs; 32 rows measured fastest (0.4-0.45 ns a value against 0.55-0.8
+#: for 8x8 tiles, which the strips replace).
+_STRIP = 32
 
 
 @numba.njit(cache=True, nogil=True)
@@ -202,19 +205,15 @@ def _moment(a, b, kind, i, j):
 
 @numba.njit(cache=True, nogil=True)
 def _transpose_moment(a, b, kind, out):
-  """`out[:] = f(a, b).T` with f one of `SQUARE`, `PRODUCT`, `PLAIN`, in cache-sized tiles."""
+  """`out[:] = f(a, b).T` with f one of `SQUARE`, `PRODUCT`, `PLAIN`, in strips of `_STRIP` rows."""
   rows, cols = b.shape
-  full_rows, full_cols = rows - rows % _TILE, cols - cols % _TILE
-  for i0 in range(0, full_rows, _TILE):
-    for j0 in range(0, full_cols, _TILE):
-      for i in range(i0, i0 + _TILE):
-        for j in range(j0, j0 + _TILE):
-          out[j, i] = _moment(a, b, kind, i, j)
+  full_rows = rows - rows % _STRIP
+  for i0 in range(0, full_rows, _STRIP):
+    for j in range(cols):
+      for i in range(i0, i0 + _STRIP):
+        out[j, i] = _moment(a, b, kind, i, j)
   for i in range(full_rows, rows):
     for j in range(cols):
-      out[j, i] = _moment(a, b, kind, i, j)
-  for i in range(full_rows):
-    for j in range(full_cols, cols):
       out[j, i] = _moment(a, b, kind, i, j)
 
 
