@@ -55,7 +55,21 @@ Diagnosis of the trellis rows, on training images (tuning data, never the test s
 
 prints, at each lambda of the per-image network with trellis weights (`block`), the bits and
 accuracy with no trellis, the uniform trellis and the trellis weighted by the classifier's
-sensitivity at each background.
+sensitivity at each background. And with the classifier's sensitivity as the trellis's
+distortion, as Salamah et al. weight their soft-decision quantization:
+
+  python bench/task_tables.py sensitivity-trellis --runs RUNS [--classifier plain]
+                                                  [--images 1500] [--fit-images 2000]
+                                                  [--levels 1,3,5,7,9,11]
+
+codes other training images with the shipped PSNR family (luma's table for all components) at
+each level: without a trellis, with the MSE trellis, and with the trellis's squared error
+weighted per frequency and component by the mean squared gradient of the classifier's
+cross-entropy with respect to each DCT coefficient (E[(dL/dX)^2], measured on `--fit-images`
+training images at that level: the Fisher information's diagonal), per image (label-free, half
+the image's own, half the dataset's), and with per-block weights from the image's gradient
+energy as well; each with the lambda its weights give the tables (`table_slope`), and prints
+the BD-rate of each trellis against no trellis at equal accuracy.
 """
 
 from __future__ import annotations
@@ -686,6 +700,112 @@ def trellis_check(args) -> int:
   return 0
 
 
+def _coefficient_gradients(network, pixels, tables, labels=None, batch: int = 500):
+  """Per component `(N, rows, cols, 8, 8)`: the gradient of the classifier's cross-entropy
+  with respect to each DCT coefficient (orthonormal units) of the JPEG of `pixels` at `tables`
+  `(3, 8, 8)`, through the float decode; against `labels`, or (None) against the classifier's
+  own softmax on the clean image (label-free)."""
+  import jax
+  import jax.numpy as jnp
+
+  import djpeg
+  from djpeg.coefficients import Coefficients
+  from djpeg.train import task_tables as tt
+
+  def loss(quantized, steps, labels, quality, soft, geometry):
+    decoded = djpeg.decode(Coefficients(tuple(quantized), steps, *geometry), faithful=False)
+    log_p = jax.nn.log_softmax(network(decoded, quality)[0])
+    hard = -jnp.take_along_axis(log_p, jnp.maximum(labels, 0)[:, None], 1)[:, 0]
+    return jnp.where(labels >= 0, hard, -(soft * log_p).sum(-1)).sum()
+
+  grad = jax.jit(jax.grad(loss), static_argnums=5)
+  soft_of = jax.jit(lambda x: jax.nn.softmax(network(x, jnp.full((x.shape[0],), 100.0))[0]))
+  out = [[], [], []]
+  for lo in range(0, len(pixels), batch):
+    images = jnp.asarray(pixels[lo:lo + batch].astype(np.float32) / 255.0)
+    n = images.shape[0]
+    steps = jnp.broadcast_to(jnp.asarray(tables, jnp.float32), (n, 3, 8, 8))
+    coded = djpeg.encode(images, tables=steps, subsampling="4:2:0")
+    lab = (jnp.full((n,), -1, jnp.int32) if labels is None
+           else jnp.asarray(labels[lo:lo + batch], jnp.int32))
+    g = grad(tuple(coded.components), steps, lab, tt.file_quality(steps), soft_of(images),
+             (coded.height, coded.width, coded.sampling))
+    for c in range(3):     # d/dX = d/dq / step
+      out[c].append(np.asarray(g[c] / steps[:, c, None, None]))
+  return [np.concatenate(o) for o in out]
+
+
+def _unit_sum(weights):
+  total = sum(float(np.sum(w)) for w in weights)
+  return [np.asarray(w, np.float64) * (192.0 / total) for w in weights]
+
+
+def sensitivity_trellis(args) -> int:
+  """The trellis with the classifier's sensitivity as its distortion (module docstring)."""
+  import djpeg
+  from djpeg.encoder import TrellisImage
+  from djpeg.train import task_tables as tt
+
+  classifier = tt.load_classifier(os.path.join(args.runs, "classifiers",
+                                               f"{args.classifier}.npz"))
+  split = tt.load_split(args.data, "train")
+  order = np.random.default_rng(11).permutation(len(split.labels))
+  fit = order[:args.fit_images]
+  held = order[args.fit_images:args.fit_images + args.images]
+  pixels, labels = split.images[held], split.labels[held]
+  shipped = djpeg.tables.load_table_family("learned")["tables"]
+  network = classifier.network
+  scorer = Scorer({args.classifier: classifier}, labels)
+  print(f"{args.fit_images} training images for the sensitivities, {len(labels)} other "
+        f"training images scored; classifier {args.classifier}; the shipped PSNR family, luma's "
+        "table for all components", flush=True)
+
+  def trellis_files_weighted(tables, weights_of, blocks_of=None):
+    out = []
+    for i, px in enumerate(pixels):
+      image = TrellisImage(px.astype(np.float32) / 255.0, "4:2:0", pixels=px)
+      if weights_of is not None:
+        image.weights = weights_of(i)
+      if blocks_of is not None:
+        image.blocks = blocks_of(i)
+      result = image.trellis(tables, image.slope(tables), 2)
+      out.append(djpeg.dumps(image.coefficients(tables, result), **_headers))
+    return out
+
+  rows = {name: [] for name in ("no trellis", "MSE trellis", "frequency weights",
+                                "per-image frequency weights", "frequency and block weights")}
+  for level in (int(x) for x in args.levels.split(",")):
+    tables = np.asarray(shipped[level - 1])[[0, 0, 0]]
+    g_fit = _coefficient_gradients(network, split.images[fit], tables, split.labels[fit])
+    dataset = _unit_sum([np.mean(g ** 2, axis=(0, 1, 2)) for g in g_fit])
+    g = _coefficient_gradients(network, pixels, tables)          # label-free, per image
+
+    def per_image(i):
+      own = _unit_sum([np.mean(gc[i] ** 2, axis=(0, 1)) for gc in g])
+      return [0.5 * a + 0.5 * b for a, b in zip(own, dataset)]
+
+    def blocks(i):
+      energy = [(gc[i] ** 2).sum((-2, -1)) for gc in g]
+      return [0.5 + 0.5 * e / max(float(e.mean()), 1e-30) for e in energy]
+
+    makers = {"no trellis": lambda: djpeg_files(pixels, tables),
+              "MSE trellis": lambda: trellis_files_weighted(tables, None),
+              "frequency weights": lambda: trellis_files_weighted(tables, lambda i: dataset),
+              "per-image frequency weights": lambda: trellis_files_weighted(tables, per_image),
+              "frequency and block weights": lambda: trellis_files_weighted(
+                  tables, lambda i: dataset, blocks)}
+    for name, make in makers.items():
+      point = _point(make(), scorer, [args.classifier], level)
+      rows[name].append({**point, "accuracy": point["accuracy"][args.classifier]})
+      print(f"  level {level}, {name}: {point['bpp']:.3f} bpp, accuracy "
+            f"{100 * rows[name][-1]['accuracy']:.1f}%", flush=True)
+  for name, points in list(rows.items())[1:]:
+    r = bd_rate(rows["no trellis"], points)
+    print(f"BD-rate against no trellis, {name}: " + ("no overlap" if r is None else
+                                                     f"{100 * r:+.1f}%"))
+  return 0
+
+
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   sub = p.add_subparsers(dest="command", required=True)
@@ -753,6 +873,15 @@ def main(argv=None) -> int:
   r.add_argument("--lambdas", default="2,10,50")
   r.add_argument("--backgrounds", default="0.01,0.1,0.3")
   r.set_defaults(fn=trellis_check)
+  w = sub.add_parser("sensitivity-trellis",
+                     help="the trellis with the classifier's sensitivity as its distortion")
+  w.add_argument("--runs", required=True)
+  w.add_argument("--data", default=CIFAR)
+  w.add_argument("--classifier", default="plain")
+  w.add_argument("--images", type=int, default=1500)
+  w.add_argument("--fit-images", type=int, default=2000)
+  w.add_argument("--levels", default="1,3,5,7,9,11")
+  w.set_defaults(fn=sensitivity_trellis)
   k = sub.add_parser("pack", help="the runs folder as one .tar")
   k.add_argument("--runs", required=True)
   k.add_argument("--out", required=True)
