@@ -7,7 +7,9 @@ of the window, averaged over pixels and channels. MS-SSIM follows Wang et al. 20
 five-scale weights, 2x2 average pooling between scales, the mean contrast-structure term at every
 scale but the coarsest and the mean SSIM there (each averaged over pixels and channels).
 SSIMULACRA 2 (`ssimulacra2`, Cloudinary's metric, the one encoders are judged by) is a faithful
-float32 port of the reference program, in `djpeg.ssimulacra2`.
+float32 port of the reference program, in `djpeg.ssimulacra2`. butteraugli (`butteraugli`,
+`butteraugli_diffmap`: Debian's program, bit for bit, in `djpeg.butteraugli`) is numpy in and
+out, not differentiable.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from djpeg.blocks import blockify
+# Debian's butteraugli program as compiled loops (numpy in, numpy out; not differentiable).
+from djpeg.butteraugli import ButteraugliReference, butteraugli  # noqa: F401
+from djpeg.butteraugli import butteraugli_diffmap  # noqa: F401
 from djpeg.checks import concrete_range
 # Cloudinary's metric (see its module); the reference/against pair scores many candidates of one
 # image with the reference's half computed once.
