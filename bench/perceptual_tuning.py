@@ -62,6 +62,15 @@ re-weighting from the map of the previous pass's file at p; with `--map ssimulac
 tiles' 100 - SSIMULACRA 2 by djpeg's own scorer instead of butteraugli). Tried for
 butteraugli; not shipped.
 
+`butteraugli-loop`: butteraugli in the loop as the default mode runs it (`perceptual.
+BUTTERAUGLI_PASSES`), at the default mode's operating points: for each image and quality the
+smallest file meeting libjpeg-turbo's SSIMULACRA 2 with the masking weights (p on a grid of a
+quarter unit), then `--passes` distance maps (`djpeg.butteraugli`, equal to Debian's program)
+of that file and of each re-coded one, each scaling the block weights (`perceptual.
+butteraugli_weights` at each gamma of `--gammas`, clipped to [1 / `--limit`, `--limit`]), and
+the grid search again with the final weights; BD-rates of both against libjpeg-turbo in
+SSIMULACRA 2 and butteraugli (Debian's program), on `--images` training images (seed `--seed`).
+
 `dering`: mozjpeg's overshoot deringing (on by default in mozjpeg): in every luma block with
 some but not all samples at 255, the runs of 255 (in zigzag order) replaced by a Catmull-Rom
 curve that rises above 255 (at most 31 above, and twice the DC step), which the decoder clips
@@ -737,6 +746,73 @@ def _reweighted(weights, tile_map, gamma):
   return out
 
 
+def butteraugli_loop(args) -> None:
+  import djpeg
+  from djpeg import codec, perceptual, sampling
+  from djpeg.butteraugli import ButteraugliReference, butteraugli_diffmap
+
+  def smallest(image, target, q, blocks):
+    """(bytes, coefficients, p) of the smallest file on p's quarter grid meeting `target`."""
+    p, first, best = max(1.0, perceptual.guess(q) - 6), None, None
+    while p <= 100 and (first is None or p < first + 1.0):
+      coefficients, size = image.trellis(p, blocks=blocks)
+      if image.score(coefficients) >= target:
+        first = p if first is None else first
+        best = (size, coefficients, p) if best is None or size < best[0] else best
+      p += 0.25
+    return best
+
+  gammas = [float(g) for g in args.gammas.split(",")]
+  names = ["masking"] + [f"gamma {g:g}" for g in gammas]
+  images = training_images(args.images // 2, seed=args.seed)
+  factors = sampling.factors_for("4:2:0", 3)
+  scorer = Scorer()
+  bd = {name: ([], []) for name in names}
+  for n, px in enumerate(images):
+    anchor = scorer.curve(px, [pillow_jpeg(px, quality=q, subsampling=2, optimize=True)
+                               for q in QUALITIES])
+    image = perceptual.PerceptualImage(px)
+    masking = image._prepare("4:2:0")[1]
+    reference = ButteraugliReference(px)
+    files = {name: [] for name in names}
+    for q in QUALITIES:
+      target = image.score(image.libjpeg(q))
+      best = smallest(image, target, q, None)
+      if best is None:
+        for name in names:
+          files[name].append(djpeg.dumps(image.libjpeg(q), progressive="optimize"))
+        continue
+      files["masking"].append(djpeg.dumps(best[1], progressive="optimize"))
+      for g in gammas:
+        blocks, coefficients = masking, best[1]
+        for _ in range(args.passes):
+          distances = butteraugli_diffmap(reference, codec.decode_samples(coefficients))
+          blocks = perceptual.butteraugli_weights(blocks, distances, factors, g, args.limit)
+          coefficients = image.trellis(best[2], blocks=blocks)[0]
+        found = smallest(image, target, q, blocks)
+        files[f"gamma {g:g}"].append(djpeg.dumps(found[1] if found else image.libjpeg(q),
+                                                 progressive="optimize"))
+    ra = [a[0] for a in anchor]
+    for name in names:
+      ours = scorer.curve(px, files[name])
+      rt = [a[0] for a in ours]
+      bd[name][0].append(bd_rate(ra, [a[1] for a in anchor], rt, [a[1] for a in ours]))
+      bd[name][1].append(bd_rate(ra, [-a[2] for a in anchor], rt, [-a[2] for a in ours]))
+    print(f"image {n}: " + "; ".join(f"{name} {bd[name][0][-1]:+.2f} / {bd[name][1][-1]:+.2f}"
+                                     for name in names), flush=True)
+  for name in names:
+    print(f"{name}: SSIMULACRA 2 {np.mean(bd[name][0]):.2f}%, butteraugli "
+          f"{np.mean(bd[name][1]):.2f}% ({len(images)} training images, seed {args.seed}, "
+          f"{args.passes} passes)")
+  for name in names[1:]:
+    d2 = np.array(bd[name][0]) - np.array(bd["masking"][0])
+    da = np.array(bd[name][1]) - np.array(bd["masking"][1])
+    k = np.sqrt(len(d2))
+    print(f"{name} against the masking alone: SSIMULACRA 2 {d2.mean():+.2f} (se "
+          f"{d2.std(ddof=1) / k:.2f}), butteraugli {da.mean():+.2f} (se {da.std(ddof=1) / k:.2f})"
+          " points")
+
+
 def butteraugli_map(args) -> None:
   import djpeg
   from djpeg import perceptual
@@ -839,6 +915,13 @@ def main() -> int:
   p.add_argument("--map", choices=("butteraugli", "ssimulacra2"), default="butteraugli",
                  help="the tiles' distance: butteraugli, or 100 - SSIMULACRA 2 (djpeg's own)")
   p.set_defaults(func=butteraugli_map)
+  p = sub.add_parser("butteraugli-loop")
+  p.add_argument("--images", type=int, default=12)
+  p.add_argument("--seed", type=int, default=5)
+  p.add_argument("--gammas", default="3")
+  p.add_argument("--passes", type=int, default=2)
+  p.add_argument("--limit", type=float, default=4.0)
+  p.set_defaults(func=butteraugli_loop)
   p = sub.add_parser("warm")
   p.add_argument("--images", type=int, default=10)
   p.add_argument("--seed", type=int, default=21)

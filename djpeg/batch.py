@@ -73,10 +73,10 @@ def loops_compiled(mode: str = "perceptual") -> bool | None:
   blur); None where numba's cache cannot be inspected. False before the first run after
   installing, which compiles them once (`compile_loops`: about 20 s for the default mode on
   2 cores)."""
-  from djpeg import encode_compiled, recursive_gaussian
+  from djpeg import butteraugli, encode_compiled, recursive_gaussian
   sentinels = [encode_compiled.quantize_dct]
   if mode == "perceptual":
-    sentinels.append(recursive_gaussian.blur_moments)
+    sentinels += [recursive_gaussian.blur_moments, butteraugli._block_diff_map]
   try:
     return all(os.path.exists(f._cache._cache_file._index_path) for f in sentinels)
   except AttributeError:                   # another numba's cache internals: no answer
@@ -293,6 +293,13 @@ def _compile_ssimulacra2() -> None:
   ssimulacra2.ssimulacra2_against(reference, np.ascontiguousarray(pixels[::-1]))
 
 
+def _compile_butteraugli() -> None:
+  """butteraugli's distance map (the default mode's second look at its choice)."""
+  from djpeg import butteraugli
+  pixels = _warm_up_pixels()
+  butteraugli.butteraugli_diffmap(pixels, np.ascontiguousarray(pixels[::-1]))
+
+
 def _compile_trellis() -> None:
   """The default mode's coding of a candidate (fitted chroma and luma, DCT, the trellis)."""
   from djpeg import perceptual
@@ -326,8 +333,8 @@ def _compile_reader() -> None:
 #: about 9.5, 11, 13, 7 and 6 s (some loops are in two parts); all five side by side on 2 cores
 #: about 20-25 s, in this order or longest first alike.
 _COMPILE_PARTS = {
-    "perceptual": (_compile_ssimulacra2, _compile_writer, _compile_trellis, _compile_anchor,
-                   _compile_reader),
+    "perceptual": (_compile_butteraugli, _compile_ssimulacra2, _compile_writer, _compile_trellis,
+                   _compile_anchor, _compile_reader),
     "libjpeg": (_compile_writer, _compile_anchor, _compile_reader),
 }
 
