@@ -27,7 +27,9 @@ import math
 import numpy as np
 from numba import njit
 
-def _srgb_table():
+
+def _srgb_table() -> np.ndarray:
+  """The program's sRGB to linear light table: 255 * EOTF(i / 255), stored as float32."""
   t = np.empty(256, dtype=np.float64)
   for i in range(256):
     s = i / 255.0
@@ -35,10 +37,9 @@ def _srgb_table():
   return t.astype(np.float32)
 
 
-SRGB_TO_LINEAR = _srgb_table()
-
-
-def _accum_lut(first, off, inc):
+def _accum_lut(first, inc) -> np.ndarray:
+  """`MakeHighFreqColorDiffDx` and its kin: 21 entries, [0] = 0 (left unset in the C++, 0 in
+  the program), then `first` (if any) and steps of `inc`."""
   lut = np.zeros(21, dtype=np.float64)
   v = 0.0
   start = 1
@@ -52,30 +53,9 @@ def _accum_lut(first, off, inc):
   return lut
 
 
-HF_DX = _accum_lut(11.38708334481672, None, 14.550189611520716)
-
-
-HF_DY = _accum_lut(1.4103373714040413, None, 0.7084088867024)
-
-
-LF_DY = _accum_lut(None, None, 5.2511644570349185)
-
-
-CSF = np.array([
-  5.28270670524, 0.0, 0.0, 0.0, 0.3831134973, 0.676303603859, 3.58927792424,
-  18.6104367002, 18.6104367002, 3.09093131948, 1.0, 0.498250875965,
-  0.36198671102, 0.308982169883, 0.1312701920435, 2.37370549629,
-  3.58927792424, 1.0, 2.37370549629, 0.991205724152, 1.05178802919,
-  0.627264168628, 0.4, 0.1312701920435, 0.676303603859, 0.498250875965,
-  0.991205724152, 0.5, 0.3831134973, 0.349686450518, 0.627264168628,
-  0.308982169883, 0.3831134973, 0.36198671102, 1.05178802919, 0.3831134973,
-  0.12], dtype=np.float64)
-
-
-K_GLOBAL_SCALE = 1.0 / 14.921561160295326
-
-
-def _make_mask(extmul, extoff, mul, offset, scaler):
+def _make_mask(extmul, extoff, mul, offset, scaler) -> np.ndarray:
+  """`MakeMask`: the 512-entry masking curve (1 + extmul (mul / (0.01 scaler i + offset) +
+  extoff))^2."""
   lut = np.empty(512, dtype=np.float64)
   for i in range(512):
     c = mul / ((0.01 * scaler * i) + offset)
@@ -84,27 +64,37 @@ def _make_mask(extmul, extoff, mul, offset, scaler):
   return lut
 
 
-MASK_X = _make_mask(0.975741017749, -4.25328244168, 20.8029176447, 0.454909521427, 0.0738288224836)
-
-
-MASK_Y = _make_mask(0.373995618954, 1.5307267433, 16.2447033988, 0.911952641929, 1.1731667845)
-
-
-MASK_B = _make_mask(0.61582234137, -4.25376118646, 31.1444967089, 1.05105070921, 0.47434643535)
-
-
-MASK_DC_X = _make_mask(1.79116943438, -3.86797479189, 20.4563479139, 0.670960225853, 0.486575865525)
-
-
-MASK_DC_Y = _make_mask(0.212223514236, -3.65647120524, 21.6566724788, 1.73396799447, 0.170392660501)
-
-
-MASK_DC_B = _make_mask(0.349376011816, -0.894711072781, 18.0373825149, 0.901647926679,
-                       0.380086095024)
+_SRGB_TO_LINEAR = _srgb_table()
+_HF_DX = _accum_lut(11.38708334481672, 14.550189611520716)
+_HF_DY = _accum_lut(1.4103373714040413, 0.7084088867024)
+_LF_DY = _accum_lut(None, 5.2511644570349185)
+#: The contrast sensitivity of each power-spectrum entry of an 8x8 block (`GetContrastSensitivity
+#: Matrix`, entries 0..36 of the half spectrum).
+_CSF = np.array([
+  5.28270670524, 0.0, 0.0, 0.0, 0.3831134973, 0.676303603859, 3.58927792424,
+  18.6104367002, 18.6104367002, 3.09093131948, 1.0, 0.498250875965,
+  0.36198671102, 0.308982169883, 0.1312701920435, 2.37370549629,
+  3.58927792424, 1.0, 2.37370549629, 0.991205724152, 1.05178802919,
+  0.627264168628, 0.4, 0.1312701920435, 0.676303603859, 0.498250875965,
+  0.991205724152, 0.5, 0.3831134973, 0.349686450518, 0.627264168628,
+  0.308982169883, 0.3831134973, 0.36198671102, 1.05178802919, 0.3831134973,
+  0.12], dtype=np.float64)
+_K_GLOBAL_SCALE = 1.0 / 14.921561160295326
+_MASK_X = _make_mask(0.975741017749, -4.25328244168, 20.8029176447, 0.454909521427,
+                     0.0738288224836)
+_MASK_Y = _make_mask(0.373995618954, 1.5307267433, 16.2447033988, 0.911952641929, 1.1731667845)
+_MASK_B = _make_mask(0.61582234137, -4.25376118646, 31.1444967089, 1.05105070921, 0.47434643535)
+_MASK_DC_X = _make_mask(1.79116943438, -3.86797479189, 20.4563479139, 0.670960225853,
+                        0.486575865525)
+_MASK_DC_Y = _make_mask(0.212223514236, -3.65647120524, 21.6566724788, 1.73396799447,
+                        0.170392660501)
+_MASK_DC_B = _make_mask(0.349376011816, -0.894711072781, 18.0373825149, 0.901647926679,
+                        0.380086095024)
 
 
 @njit(cache=True)
 def _interp_s(arr, sx):
+  """The C++ `Interpolate`: linear interpolation in `arr` at |sx|, the sign of sx kept."""
   ix = abs(sx)
   baseix = int(ix)
   size = arr.shape[0]
@@ -120,6 +110,8 @@ def _interp_s(arr, sx):
 
 @njit(cache=True)
 def _conv_scale(size, step, mult, off, border_ratio):
+  """Per output position of a `Convolution` pass, 1 / the kernel's weight inside the image
+  (mixed with the whole kernel's by `border_ratio`)."""
   n = mult.shape[0]
   wnb = 0.0
   for j in range(2 * off + 1):
@@ -139,7 +131,7 @@ def _conv_scale(size, step, mult, off, border_ratio):
 
 
 @njit(cache=True)
-def _blur2(img, mult, off, step, border_ratio):
+def _blur(img, mult, off, step, border_ratio):
   """img: float32 (H, W) C-contiguous -> new float32 (H, W).
 
   NB: inner loops index views with the bare loop variable; numba then knows
@@ -227,6 +219,8 @@ _KERNELS = {}
 
 
 def _kernel(sigma):
+  """(taps, radius, step) of `Blur` at `sigma`: exp(-x^2 / (2 sigma^2)) over 2.25 sigma, and
+  the subsampling step int(sigma / 3) at which wide blurs are computed (cached per sigma)."""
   k = _KERNELS.get(sigma)
   if k is None:
     m = 2.25
@@ -283,9 +277,9 @@ def _opsin_xyb(rgb, lut, mult, off, step, p, q):
     for x in range(W):
       for c in range(3):
         lin[c, y, x] = lut[rgb[y, x, c]]
-  b0 = _blur2(lin[0], mult, off, step, 0.0)
-  b1 = _blur2(lin[1], mult, off, step, 0.0)
-  b2 = _blur2(lin[2], mult, off, step, 0.0)
+  b0 = _blur(lin[0], mult, off, step, 0.0)
+  b1 = _blur(lin[1], mult, off, step, 0.0)
+  b2 = _blur(lin[2], mult, off, step, 0.0)
   out = np.empty((3, H, W), dtype=np.float32)
   p0, p1, p2, p3, p4, p5 = p[0], p[1], p[2], p[3], p[4], p[5]
   q0, q1, q2, q3, q4, q5 = q[0], q[1], q[2], q[3], q[4], q[5]
@@ -339,6 +333,8 @@ def _opsin_xyb(rgb, lut, mult, off, step, p, q):
 
 @njit(cache=True)
 def _mask_high_intensity_change(c0, c1):
+  """`MaskHighIntensityChange`: both XYB images `(3, H, W)` pulled towards their mean where
+  the luminance changes fast (the C++ float64 arithmetic, float32 results)."""
   _, H, W = c0.shape
   o0 = np.empty_like(c0)
   o1 = np.empty_like(c1)
@@ -389,11 +385,12 @@ def _mask_high_intensity_change(c0, c1):
   return o0, o1
 
 
-K_SQRT_HALF = 0.70710678118654752440084436210484903
+_K_SQRT_HALF = 0.70710678118654752440084436210484903
 
 
 @njit(cache=True)
 def _reorder(re, im, o):
+  """The FFT's output permutation (the C++ `FFT8`'s final reordering)."""
   tr = re[o + 2]
   ti = im[o + 2]
   re[o + 2] = re[o + 3]; im[o + 2] = im[o + 3]
@@ -407,6 +404,7 @@ def _reorder(re, im, o):
 
 @njit(cache=True)
 def _fft4(re, im, o):
+  """The C++ 4-point complex FFT, in place at offset `o` of (re, im)."""
   t5 = re[o + 2]
   t1 = re[o + 0] - t5
   t7 = re[o + 3]
@@ -436,6 +434,7 @@ def _fft4(re, im, o):
 
 @njit(cache=True)
 def _fft8(re, im, o):
+  """The C++ 8-point complex FFT, in place at offset `o` of (re, im)."""
   t7 = im[o + 4]
   t4 = im[o + 0] - t7
   t7 += im[o + 0]
@@ -490,7 +489,7 @@ def _fft8(re, im, o):
   t4 += t5
 
   t6 = t1 - t4
-  t8 = K_SQRT_HALF
+  t8 = _K_SQRT_HALF
   t6 *= t8
   re[o + 5] = re[o + 4] - t6
   t1 += t4
@@ -518,6 +517,7 @@ def _fft8(re, im, o):
 
 @njit(cache=True)
 def _real_fft8(inp, io, re, im, o):
+  """The C++ `RealFFT8`: 8 real inputs at `inp[io:]` to the half spectrum at offset `o`."""
   t8 = inp[io + 6]
   t5 = inp[io + 2] - t8
   t8 += inp[io + 2]
@@ -540,7 +540,7 @@ def _real_fft8(inp, io, re, im, o):
   re[o + 3] = t8
   t2 = -t5
   t6 = t3 - t5
-  t8 = K_SQRT_HALF
+  t8 = _K_SQRT_HALF
   t6 *= t8
   re[o + 5] = re[o + 4] - t6
   t1 = t3 + t5
@@ -581,6 +581,8 @@ def _real_fft8(inp, io, re, im, o):
 
 @njit(cache=True)
 def _fft_squared(block, bo, re, im, r0, r1):
+  """`ButteraugliFFTSquared`: the 8x8 block at `block[bo:]` replaced by its power spectrum
+  (entries 4..36 of the half spectrum, times 64e-6)."""
   for y in range(8):
     _real_fft8(block, bo + y * 8, re, im, y * 8)
   for i in range(8):
@@ -604,6 +606,7 @@ def _fft_squared(block, bo, re, im, r0, r1):
 
 @njit(cache=True)
 def _lowfreq_vals(x, y, z, lf_dy):
+  """`XybLowFreqToVals`: an XYB difference to the values its squared error is counted in."""
   z = z + 0.0812519812628 * y
   valz = z * 7.34905756986
   valx = x * 6.64482198135
@@ -613,6 +616,7 @@ def _lowfreq_vals(x, y, z, lf_dy):
 
 @njit(cache=True)
 def _remove_range(v, r):
+  """`RemoveRangeAroundZero`: v moved towards 0 by `r`, 0 within (-r, r)."""
   if v >= -r and v < r:
     return 0.0
   if v < 0:
@@ -623,6 +627,8 @@ def _remove_range(v, r):
 @njit(cache=True)
 def _block_diff_map(xyb0, xyb1, xsize, ysize, step, res_xsize, csf, hf_dy, lf_dy,
           out_dc, out_ac):
+  """`BlockDiffMap`: every `step` pixels the 8x8 block's DC (`out_dc`) and AC (`out_ac`)
+  differences of the two XYB images, weighed by the contrast sensitivity `csf`."""
   b0 = np.empty(192)
   b1 = np.empty(192)
   re = np.empty(64)
@@ -691,6 +697,8 @@ def _block_diff_map(xyb0, xyb1, xsize, ysize, step, res_xsize, csf, hf_dy, lf_dy
 
 @njit(cache=True)
 def _xyb_lowfreq_sq_acc(r0, g0, b0, r1, g1, b1, factor, res, lf_dy):
+  """`XybDiffLowFreqSquaredAccumulate`: `factor` times the squared difference of two XYB
+  values, in `XybLowFreqToVals` units, added to `res`."""
   vx0, vy0, vz0 = _lowfreq_vals(r0, g0, b0, lf_dy)
   if r1 == 0.0 and g1 == 0.0 and b1 == 0.0:
     res[0] += factor * vx0 * vx0
@@ -708,6 +716,7 @@ def _xyb_lowfreq_sq_acc(r0, g0, b0, r1, g1, b1, factor, res, lf_dy):
 
 @njit(cache=True)
 def _edge_detector_map(bl0, bl1, xsize, ysize, step, res_xsize, lf_dy, out):
+  """`EdgeDetectorMap`: differences across each block corner of the blurred images."""
   w = 0.711100840192
   weight = 0.01617112696
   offs = np.array([[0, 0], [0, 7], [7, 0], [7, 7]])
@@ -760,6 +769,8 @@ def _edge_detector_map(bl0, bl1, xsize, ysize, step, res_xsize, lf_dy, out):
 
 @njit(cache=True)
 def _edge_detector_lowfreq(bl0, bl1, xsize, ysize, step_, res_xsize, lf_dy, ac):
+  """`EdgeDetectorLowFreq`: the largest low-frequency edge difference at 8 pixels, added to
+  the AC map (the C++ writes it two cells to the right; kept)."""
   kmul = 10.0
   step = 8
   diff = np.zeros((4, 3))
@@ -967,7 +978,7 @@ def _blur_planes(xyb, sigmas):
   out = np.empty_like(xyb)
   for i in range(3):
     expn, diff, xstep = _kernel(sigmas[i])
-    out[i] = _blur2(xyb[i], expn, diff, xstep, 0.0)
+    out[i] = _blur(xyb[i], expn, diff, xstep, 0.0)
   return out
 
 
@@ -980,7 +991,7 @@ _EDGE_SIG = (1.5, 0.586, 0.4)
 _LOW_SIG = (14.0, 14.0, 14.0)
 
 
-def _diffmap_opsin64(xyb0_in, xyb1_in, step=3):
+def _diffmap(xyb0_in, xyb1_in, step=3):
   """DiffmapOpsinDynamicsImage; inputs float32 (3, H, W). Returns float64 (H, W)
   holding the C++ float map."""
   _, ysize, xsize = xyb0_in.shape
@@ -993,25 +1004,25 @@ def _diffmap_opsin64(xyb0_in, xyb1_in, step=3):
   dc = np.zeros(3 * n, dtype=np.float32)
   ac = np.zeros(3 * n, dtype=np.float32)
   edge = np.zeros(3 * n, dtype=np.float32)
-  _block_diff_map(xyb0, xyb1, xsize, ysize, step, res_xsize, CSF, HF_DY, LF_DY, dc, ac)
+  _block_diff_map(xyb0, xyb1, xsize, ysize, step, res_xsize, _CSF, _HF_DY, _LF_DY, dc, ac)
   bl0 = _blur_planes(xyb0, _EDGE_SIG)
   bl1 = _blur_planes(xyb1, _EDGE_SIG)
-  _edge_detector_map(bl0, bl1, xsize, ysize, step, res_xsize, LF_DY, edge)
+  _edge_detector_map(bl0, bl1, xsize, ysize, step, res_xsize, _LF_DY, edge)
   bl0 = _blur_planes(xyb0, _LOW_SIG)
   bl1 = _blur_planes(xyb1, _LOW_SIG)
-  _edge_detector_lowfreq(bl0, bl1, xsize, ysize, step, res_xsize, LF_DY, ac)
+  _edge_detector_lowfreq(bl0, bl1, xsize, ysize, step, res_xsize, _LF_DY, ac)
   del bl0, bl1
-  m = _diff_precompute(xyb0, xyb1, HF_DX, HF_DY)
+  m = _diff_precompute(xyb0, xyb1, _HF_DX, _HF_DY)
   s = []
   for i in range(3):
     a = _average5x5_minsq(m[i])
     expn, diff, xstep = _kernel(_MASK_SIG[i])
-    s.append(_blur2(a, expn, diff, xstep, 0.0))
+    s.append(_blur(a, expn, diff, xstep, 0.0))
   out, inner = _combine_and_diffmap(s[0], s[1], s[2], dc, ac, edge, xsize, ysize, step, res_xsize,
-                   MASK_X, MASK_Y, MASK_B, MASK_DC_X, MASK_DC_Y, MASK_DC_B,
-                   K_GLOBAL_SCALE * K_GLOBAL_SCALE)
+                   _MASK_X, _MASK_Y, _MASK_B, _MASK_DC_X, _MASK_DC_Y, _MASK_DC_B,
+                   _K_GLOBAL_SCALE * _K_GLOBAL_SCALE)
   expn, diff, xstep = _kernel(8.8510880283)
-  bl = _blur2(inner, expn, diff, xstep, 0.03027655136)
+  bl = _blur(inner, expn, diff, xstep, 0.03027655136)
   return _finish_diffmap(out, inner, bl, step)
 
 
@@ -1041,7 +1052,7 @@ def _pixels(image, what: str) -> np.ndarray:
 def _xyb(pixels: np.ndarray) -> np.ndarray:
   """The opsin dynamics image (XYB) `(3, H, W)` float32 of uint8 `(H, W, 3)` pixels."""
   expn, diff, xstep = _kernel(1.1)
-  return _opsin_xyb(pixels, SRGB_TO_LINEAR, expn, diff, xstep, _GAMMA_P, _GAMMA_Q)
+  return _opsin_xyb(pixels, _SRGB_TO_LINEAR, expn, diff, xstep, _GAMMA_P, _GAMMA_Q)
 
 
 class ButteraugliReference:
@@ -1079,7 +1090,7 @@ def butteraugli_diffmap(reference, distorted) -> np.ndarray:
                      f"{pixels.shape[:2]} (height, width).")
   if reference._xyb is None:
     return np.zeros(reference.shape, np.float64)
-  return _diffmap_opsin64(reference._xyb, _xyb(pixels))
+  return _diffmap(reference._xyb, _xyb(pixels))
 
 
 def butteraugli(reference, distorted) -> float:
