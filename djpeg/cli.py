@@ -181,7 +181,7 @@ def _options(args: argparse.Namespace) -> ExportOptions:
       restart_interval=args.restart_interval, trellis=args.trellis, saliency=args.saliency,
       background=args.background, steps=100 if args.steps is None else args.steps,
       tables_file=args.tables, level=args.level,
-      strip=args.strip, matte=_matte(args.matte), compact=args.compact,
+      strip=args.strip, matte=_matte(args.matte), compact=args.compact, fast=args.fast,
       jpeg_input="lossless" if args.lossless else "pixels" if args.pixels else "dct")
   try:
     options.check()
@@ -358,6 +358,10 @@ def main(argv: list[str] | None = None) -> int:
                  help=f"IJG quality 1..100 (default {DEFAULT_QUALITY}): by default a file at "
                       "least as good in SSIMULACRA 2 as libjpeg-turbo's at this quality, in "
                       "fewer bytes (never more); with --libjpeg or --trellis, the Annex K tables at it")
+  p.add_argument("--fast", action="store_true",
+                 help="the default mode without its butteraugli look at images up to a "
+                      "megapixel: several times faster there, the same SSIMULACRA 2 target, "
+                      "a higher butteraugli distance")
   p.add_argument("--lossless", action="store_true",
                  help="JPEG inputs: the same coefficients, re-optimized (Huffman tables, scans); "
                       "never larger than the input")

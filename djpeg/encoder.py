@@ -215,7 +215,8 @@ def compress(image, *, quality=None, tables=None, bpp: float | None = None,
              psnr: float | None = None, lmbda: float | None = None, mode: str | None = None,
              trellis: bool = True, saliency=None, background: float | None = None,
              subsampling: str | None = None, rounds: int = 2, steps: int = 100,
-             optimization=None, measure: bool = True, progress=None) -> Compressed:
+             optimization=None, measure: bool = True, fast: bool = False,
+             progress=None) -> Compressed:
   """Chooses tables and coefficients for one image's JPEG file.
 
   With `quality` alone (or nothing: `DEFAULT_QUALITY`, 75) the perceptual mode: at least
@@ -249,6 +250,9 @@ def compress(image, *, quality=None, tables=None, bpp: float | None = None,
     optimization: a `TableOptimization` already run for this image and target (same
       subsampling and map): its tables are the start, and the optimization is not run again.
     measure: decode the result to report its PSNR (False: `psnr` is None; saves a decode).
+    fast: the perceptual mode without butteraugli's second look (`djpeg.perceptual`): on
+      images up to a megapixel several times faster, for a file that meets the same target
+      with a higher butteraugli distance.
     progress: optional callable(str) for progress messages.
   Returns:
     `Compressed`: `djpeg.dumps(result.coefficients, progressive=...)` is the file.
@@ -267,6 +271,9 @@ def compress(image, *, quality=None, tables=None, bpp: float | None = None,
       ("trellis", trellis is not True), ("background", background is not None),
       ("rounds", rounds != 2), ("steps", steps != 100), ("optimization", optimization is not None))
       if given and mode != "mse"]
+  if fast is not False and mode != "perceptual":
+    raise ValueError(f"fast applies to the perceptual mode (its butteraugli look); mode is "
+                     f"{mode!r}.")
   if background is not None and saliency is None:
     raise ValueError("background weighs the unimportant pixels of a saliency map: it needs "
                      "saliency=.")
@@ -290,7 +297,7 @@ def compress(image, *, quality=None, tables=None, bpp: float | None = None,
       coefficients = codec.encode_pixels(pixels, quality=quality,
                                          subsampling=subsampling or "4:2:0")
       return _finish_plain(image, pixels, coefficients, measure)
-    return _perceptual(image, pixels, float(quality), subsampling, measure, say)
+    return _perceptual(image, pixels, float(quality), subsampling, measure, say, fast)
   height, width, channels = image.shape
   subsampling = subsampling or "4:2:0"
   targets = {k: v for k, v in (("bpp", bpp), ("psnr", psnr)) if v is not None}
@@ -565,9 +572,10 @@ def _scale_with_trellis(image, problem, base, lmbda0, kind, target, rounds, weig
   return tables, chosen, lmbda0 / t ** 2
 
 
-def _perceptual(image, pixels, quality, subsampling, measure, say) -> Compressed:
+def _perceptual(image, pixels, quality, subsampling, measure, say, fast) -> Compressed:
   subsamplings = None if subsampling is None else (subsampling,)
-  result = perceptual.meet_libjpeg(pixels, quality, subsamplings=subsamplings)
+  result = perceptual.meet_libjpeg(pixels, quality, subsamplings=subsamplings,
+                                   second_look=not fast)
   if result.score is None:
     say("perceptual: under 8x8 pixels, not measurable by SSIMULACRA 2: libjpeg-turbo's file")
   else:

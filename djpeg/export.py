@@ -74,6 +74,7 @@ class ExportOptions:
       "lossless" (re-optimize it losslessly) or "pixels" (decode it and encode the pixels).
     compact: the fewest header bytes (`djpeg.dumps(..., compact=True)`), and no JFIF APP0
       unless the image has a print density.
+    fast: the perceptual mode without butteraugli's second look (`compress(fast=True)`).
   """
   mode: str = "perceptual"
   quality: int = DEFAULT_QUALITY
@@ -92,6 +93,7 @@ class ExportOptions:
   matte: str | tuple[int, int, int] | None = None
   jpeg_input: str = "dct"
   compact: bool = False
+  fast: bool = False
 
   def check(self) -> None:
     """Raises ValueError naming the first inconsistent option."""
@@ -115,6 +117,9 @@ class ExportOptions:
       raise ValueError("a table family file and its level go together, with mode 'tables'.")
     if self.mode in ("perceptual", "libjpeg") and (self.trellis or self.saliency):
       raise ValueError(f"mode {self.mode!r} takes no trellis or saliency options.")
+    if self.fast and self.mode != "perceptual":
+      raise ValueError(f"fast leaves out the default mode's butteraugli look; mode "
+                       f"{self.mode!r} has none.")
     r = self.restart_interval
     if r is not None and not (isinstance(r, (int, np.integer)) and 0 <= r <= 65535):
       # Checked here, before any image is encoded, not by the writer after each one.
@@ -176,7 +181,7 @@ def encode_pixels_for(pixels: np.ndarray, options: ExportOptions, progress=None)
                        "in the DCT domain); for other images add --optimize-tables.")
     # measure=False: export_bytes measures the file itself when asked (one decode, not two).
     result = compress(pixels, quality=options.quality, subsampling=subsampling, progress=say,
-                      measure=False)
+                      measure=False, fast=options.fast)
     return result.coefficients, result
   if options.mode == "libjpeg":
     return codec.encode_pixels(pixels, quality=options.quality, subsampling=subsampling), None

@@ -456,7 +456,7 @@ def _extrapolated(seen: dict, pair: list[float], goal: float) -> float:
 
 
 def meet_libjpeg(pixels: np.ndarray, quality: float = DEFAULT_QUALITY, *,
-                 subsamplings=None) -> PerceptualResult:
+                 subsamplings=None, second_look: bool = True) -> PerceptualResult:
   """The default mode: at least libjpeg-turbo's SSIMULACRA 2 at `quality`, in as few bytes as
   the perceptual tables and trellis make (module docstring).
 
@@ -468,6 +468,8 @@ def meet_libjpeg(pixels: np.ndarray, quality: float = DEFAULT_QUALITY, *,
       `FULL_CHROMA_FROM`; gray images have one). When they leave 4:2:0 out and none of them
       meets the target, the result is libjpeg-turbo's own file at `quality` in the first of
       them (its own score, which may then be below the target), not the 4:2:0 anchor.
+    second_look: butteraugli's second look at images searched whole (module docstring;
+      False: several times faster on them, for a higher butteraugli distance).
   """
   pixels = np.asarray(pixels)
   if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[-1] not in (1, 3):
@@ -541,7 +543,7 @@ def meet_libjpeg(pixels: np.ndarray, quality: float = DEFAULT_QUALITY, *,
     # sample can ask for finer tables than the image needs, and the file came out larger).
     return _no_larger_than_libjpeg(result, full.libjpeg(quality), whole=True)
   best = dataclasses.replace(best, evaluations=evaluations)
-  if BUTTERAUGLI_PASSES and best.p is not None:
+  if second_look and BUTTERAUGLI_PASSES and best.p is not None:
     best = _butteraugli_weighted(image, best)
   if fallback != "4:2:0":              # the anchor's 4:2:0 is not the caller's choice
     return best

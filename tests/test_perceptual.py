@@ -236,6 +236,29 @@ def test_butteraugli_second_look_lowers_the_worst_error(quality, monkeypatch):
     assert looked < plain and looked_bytes <= 1.01 * plain_bytes, (name, files)
 
 
+def test_fast_leaves_out_the_butteraugli_look(tmp_path):
+  # compress(fast=True), ExportOptions(fast=True) and --fast: the search's choice as it was,
+  # without the second look (a different file here), and refused by the other modes.
+  pixels = samples.load("castle", uint8=True)
+  fast = perceptual.meet_libjpeg(pixels, 50, second_look=False)
+  looked = perceptual.meet_libjpeg(pixels, 50)
+  assert looked.evaluations > fast.evaluations
+  assert djpeg.dumps(looked.coefficients) != djpeg.dumps(fast.coefficients)
+  assert djpeg.dumps(compress(pixels, quality=50, fast=True).coefficients) == djpeg.dumps(
+      fast.coefficients)
+  source = tmp_path / "castle.png"
+  source.write_bytes(png_bytes(pixels))
+  cli.main(["encode", str(source), str(tmp_path / "fast.jpg"), "--quality", "50", "--fast",
+            "--quiet", "--baseline"])
+  assert (tmp_path / "fast.jpg").read_bytes() == djpeg.dumps(fast.coefficients)
+  with pytest.raises(ValueError, match="fast applies to the perceptual mode"):
+    compress(pixels, quality=50, mode="libjpeg", fast=True)
+  with pytest.raises(ValueError, match="fast"):
+    export.ExportOptions(mode="libjpeg", fast=True).check()
+  with pytest.raises(SystemExit, match="fast"):
+    cli.main(["encode", str(source), str(tmp_path / "x.jpg"), "--libjpeg", "--fast"])
+
+
 def png_bytes(pixels: np.ndarray) -> bytes:
   buf = io.BytesIO()
   Image.fromarray(pixels.squeeze(-1) if pixels.shape[-1] == 1 else pixels).save(buf, "PNG")
