@@ -559,6 +559,9 @@ def butteraugli_weights(blocks: list[np.ndarray], distances: np.ndarray, factors
   `BUTTERAUGLI_GAMMA` and `BUTTERAUGLI_LIMIT` by default."""
   gamma = BUTTERAUGLI_GAMMA if gamma is None else gamma
   limit = BUTTERAUGLI_LIMIT if limit is None else limit
+  # The program's map has NaNs on images 8 pixels across (a division by zero it skips): no
+  # weight is taken from them.
+  distances = np.nan_to_num(np.asarray(distances, np.float64), nan=0.0)
   out = []
   for c, weights in enumerate(blocks):
     rh, rv = sampling.ratios(factors, c)

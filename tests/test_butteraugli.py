@@ -107,6 +107,11 @@ def test_block_weights_follow_the_distance_map():
   expected_c[0, 2] = 4.0
   np.testing.assert_allclose(out[1], expected_c)
   np.testing.assert_allclose(out[2], 2.0 * expected_c)
+  # NaNs (the program's map of an image 8 pixels across has them) count as no error.
+  with_nan = distances.copy()
+  with_nan[0:8, 0:8] = np.nan
+  out = perceptual.butteraugli_weights(blocks, with_nan, factors, gamma=2.0, limit=4.0)
+  assert all(np.isfinite(w).all() for w in out) and out[0][0, 0] == 1 / 4
   # No error anywhere: the weights stay as they were.
   same = perceptual.butteraugli_weights(blocks, np.zeros((32, 48)), factors)
   assert all(np.array_equal(a, b) for a, b in zip(same, blocks))
