@@ -1,7 +1,7 @@
 """What the compiled loops save: SSIMULACRA 2 scoring and the default mode, with the candidate
 side as numba loops (`djpeg.error_maps`, `djpeg.recursive_gaussian`: the library's path on a
-CPU) and as XLA with the scans (the differentiable path), beside mozjpeg's encode of the same
-images, in one run.
+CPU) and as XLA with the scans (the differentiable path), and the default mode without its
+butteraugli look (`--fast`), beside mozjpeg's encode of the same images, in one run.
 
   python bench/scoring_speed.py [--limit 6] [--quality 75]
 
@@ -44,6 +44,9 @@ def main() -> int:
       finally:
         ssimulacra2._use_compiled = compiled
     largest = max(largest, abs(scores["compiled loops"] - scores["XLA and scans"]))
+  # The default mode without butteraugli's second look (`--fast`), on the library's path.
+  fast = [median_time(lambda: perceptual.meet_libjpeg(image, args.quality, second_look=False), 3)
+          for image in images]
   moz = [median_time(lambda: mozjpeg(image, int(args.quality)), 3) for image in images]
   megapixels = float(np.median([i.shape[0] * i.shape[1] / 1e6 for i in images]))
   print(f"{len(images)} Kodak images ({megapixels:.2f} MP), quality {args.quality:g}, warm, "
@@ -52,6 +55,8 @@ def main() -> int:
   for name, row in rows.items():
     score, default = np.median(row["score"]), np.median(row["default"])
     print(f"djpeg, {name:17s} {score * 1e3:17.0f} ms {default:12.2f} s {megapixels / default:8.2f}")
+  print(f"{'djpeg, --fast':24s} {'':>20s} {np.median(fast):12.2f} s "
+        f"{megapixels / np.median(fast):8.2f}")
   print(f"{'mozjpeg 4.0.3':24s} {'':>20s} {np.median(moz):12.3f} s "
         f"{megapixels / np.median(moz):8.2f}")
   return 0
