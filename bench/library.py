@@ -8,7 +8,8 @@ mosaics of them, not real camera photos). Then, on this machine:
 
 1. `djpeg-cli encode FOLDER -o OUT` in the default mode and with `--libjpeg`, `--jobs N`, a
    fresh persistent compilation cache; then the default mode again over a second folder of new
-   images of the same sizes, a second CLI run that finds the programs in the cache;
+   images of the same sizes, a second CLI run that finds the programs in the cache; and the
+   default mode with `--fast` (no butteraugli look) over the first folder again;
 2. in one process, the default mode over the folder twice (`djpeg.batch.run`, freed memory
    kept for reuse as the CLI keeps it): the first pass compiles, the second is warm;
 3. the anchors over the same files: mozjpeg 4.0.3 (jpeglib) as a CLI would run it, file to
@@ -259,7 +260,9 @@ def main() -> int:
   for name, folder, extra in (("default, first CLI run (empty cache)", first, []),
                               ("default, second CLI run, new files of the same sizes", second,
                                []),
-                              ("libjpeg-identical (--libjpeg)", first, ["--libjpeg"])):
+                              ("libjpeg-identical (--libjpeg)", first, ["--libjpeg"]),
+                              ("default --fast (no butteraugli look), the first folder again",
+                               first, ["--fast"])):
     out = os.path.join(args.out, "cli", name.split(",")[0].split(" ")[0] + str(len(runs)))
     shutil.rmtree(out, ignore_errors=True)
     runs[name] = _cli([os.path.dirname(folder[0]), "-o", out, "--jobs", str(args.jobs),
@@ -287,6 +290,7 @@ def main() -> int:
   anchor_time = {"libjpeg-turbo": 0.0, "mozjpeg": 0.0, "djpeg default, pixels to bytes": 0.0}
   default_dir = os.path.join(args.out, "cli", "default0")
   libjpeg_dir = os.path.join(args.out, "cli", "libjpeg-identical2")
+  fast_dir = os.path.join(args.out, "cli", "default3")
   for path in first:
     pixels = np.asarray(Image.open(path).convert("RGB"))
     start = time.perf_counter()
@@ -304,7 +308,8 @@ def main() -> int:
     identical = open(os.path.join(libjpeg_dir, name), "rb").read() == turbo.getvalue()
     row = {"image": os.path.basename(path), "mp": pixels.shape[0] * pixels.shape[1] / 1e6,
            "identical": identical}
-    for key, data in (("turbo", turbo.getvalue()), ("moz", moz), ("djpeg", ours)):
+    fast = open(os.path.join(fast_dir, name), "rb").read()
+    for key, data in (("turbo", turbo.getvalue()), ("moz", moz), ("djpeg", ours), ("fast", fast)):
       s2, psnr = _score(pixels, data)
       row.update({f"{key}_bytes": len(data), f"{key}_s2": s2, f"{key}_psnr": psnr})
     rows.append(row)
@@ -339,6 +344,10 @@ def main() -> int:
         f"{100 * np.mean([r['moz_bytes'] / r['turbo_bytes'] - 1 for r in rows]):+.1f}%, "
         f"SSIMULACRA 2 {np.mean([r['moz_s2'] for r in rows]):.2f} against "
         f"{np.mean([r['turbo_s2'] for r in rows]):.2f}.")
+  fast_saving = np.array([1 - r["fast_bytes"] / r["turbo_bytes"] for r in rows])
+  print(f"--fast: bytes {-100 * fast_saving.mean():+.1f}% on average (worst image "
+        f"{-100 * fast_saving.min():+.1f}%); SSIMULACRA 2 below libjpeg-turbo's on "
+        f"{sum(r['fast_s2'] < r['turbo_s2'] for r in rows)} of {len(rows)} images.")
   print(f"libjpeg-identical files equal to Pillow's: {sum(r['identical'] for r in rows)} of "
         f"{len(rows)}.")
   _large(first)
