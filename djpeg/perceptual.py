@@ -125,7 +125,8 @@ GUESS_P = np.array([1, 4.9, 10.75, 23, 35.75, 48.75, 58, 65.75, 74.25, 78, 82.5,
 #: (BUTTERAUGLI_PASSES maps), and p is searched again. On 12 training images
 #: (`bench/perceptual_tuning.py butteraugli-loop`, seed 5) 2 passes at gamma 3 gained 4.0
 #: points of BD-rate in butteraugli (se 0.65) and 0.4 in SSIMULACRA 2 (se 0.12); gamma 2, 2.9
-#: and 0.4; gamma 4, 4.4 and 0.2; one pass at gamma 2 or 4, 2.0 and 3.0 in butteraugli.
+#: and 0.4; gamma 4, 4.4 and 0.2; one pass at gamma 2 or 4, 2.0 and 3.0 in butteraugli. On
+#: 12 other training images (seed 9) 2 passes at gamma 3 gained 4.2 (se 0.55) and 0.1 (0.21).
 BUTTERAUGLI_PASSES = 2
 BUTTERAUGLI_GAMMA = 3.0
 BUTTERAUGLI_LIMIT = 4.0
@@ -551,7 +552,8 @@ def meet_libjpeg(pixels: np.ndarray, quality: float = DEFAULT_QUALITY, *,
 
 
 def butteraugli_weights(blocks: list[np.ndarray], distances: np.ndarray, factors,
-                        gamma: float = None, limit: float = None) -> list[np.ndarray]:
+                        gamma: float | None = None, limit: float | None = None
+                        ) -> list[np.ndarray]:
   """Block weights `blocks` (per component `(rows, cols)`) scaled where butteraugli sees the
   errors: each block's weight times (d_b / median d)^gamma, clipped to [1 / limit, limit], with
   d_b the largest of the `(H, W)` butteraugli `distances` over the block's pixels (8 x 8 at full
