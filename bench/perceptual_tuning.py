@@ -634,6 +634,22 @@ def luma_fit_variants(args) -> None:
                            for f in args.fits.split(",")})
 
 
+def _smallest_meeting(image, target: float, quality: float, blocks=None):
+  """(bytes, coefficients, p) of the smallest file on p's grid of a quarter unit (from the
+  guess at `quality` minus 6, up to a unit past the first p that meets it) whose SSIMULACRA 2
+  meets `target`, with `perceptual.LAMBDA` as it is now (a variant may have set it) and block
+  weights `blocks` (None: the masking); None when no p does."""
+  from djpeg import perceptual
+  p, first, best = max(1.0, perceptual.guess(quality) - 6), None, None
+  while p <= 100 and (first is None or p < first + 1.0):
+    coefficients, size = image.trellis(p, lmbda=perceptual.LAMBDA, blocks=blocks)
+    if image.score(coefficients) >= target:
+      first = p if first is None else first
+      best = (size, coefficients, p) if best is None or size < best[0] else best
+    p += 0.25
+  return best
+
+
 def _operating_points(args, variants: dict, images: list[np.ndarray] | None = None) -> dict:
   """For each image and quality, the smallest file (p on a grid of a quarter unit) whose
   SSIMULACRA 2 meets libjpeg-turbo's at that quality, under each variant (name: overrides of
@@ -657,13 +673,7 @@ def _operating_points(args, variants: dict, images: list[np.ndarray] | None = No
         targets = targets or [image.score(image.libjpeg(q)) for q in QUALITIES]
         files = []
         for q, target in zip(QUALITIES, targets):
-          p, first, best = max(1.0, perceptual.guess(q) - 6), None, None
-          while p <= 100 and (first is None or p < first + 1.0):
-            coefficients, size = image.trellis(p, lmbda=perceptual.LAMBDA)
-            if image.score(coefficients) >= target:
-              first = p if first is None else first
-              best = (size, coefficients) if best is None or size < best[0] else best
-            p += 0.25
+          best = _smallest_meeting(image, target, q)
           files.append(djpeg.dumps(best[1] if best else image.libjpeg(q), progressive="optimize"))
         ours = scorer.curve(px, files)
         ra, rt = [a[0] for a in anchor], [a[0] for a in ours]
@@ -751,17 +761,6 @@ def butteraugli_loop(args) -> None:
   from djpeg import codec, perceptual, sampling
   from djpeg.butteraugli import ButteraugliReference, butteraugli_diffmap
 
-  def smallest(image, target, q, blocks):
-    """(bytes, coefficients, p) of the smallest file on p's quarter grid meeting `target`."""
-    p, first, best = max(1.0, perceptual.guess(q) - 6), None, None
-    while p <= 100 and (first is None or p < first + 1.0):
-      coefficients, size = image.trellis(p, blocks=blocks)
-      if image.score(coefficients) >= target:
-        first = p if first is None else first
-        best = (size, coefficients, p) if best is None or size < best[0] else best
-      p += 0.25
-    return best
-
   gammas = [float(g) for g in args.gammas.split(",")]
   names = ["masking"] + [f"gamma {g:g}" for g in gammas]
   images = training_images(args.images // 2, seed=args.seed)
@@ -777,7 +776,7 @@ def butteraugli_loop(args) -> None:
     files = {name: [] for name in names}
     for q in QUALITIES:
       target = image.score(image.libjpeg(q))
-      best = smallest(image, target, q, None)
+      best = _smallest_meeting(image, target, q)
       if best is None:
         for name in names:
           files[name].append(djpeg.dumps(image.libjpeg(q), progressive="optimize"))
@@ -789,7 +788,7 @@ def butteraugli_loop(args) -> None:
           distances = butteraugli_diffmap(reference, codec.decode_samples(coefficients))
           blocks = perceptual.butteraugli_weights(blocks, distances, factors, g, args.limit)
           coefficients = image.trellis(best[2], blocks=blocks)[0]
-        found = smallest(image, target, q, blocks)
+        found = _smallest_meeting(image, target, q, blocks)
         files[f"gamma {g:g}"].append(djpeg.dumps(found[1] if found else image.libjpeg(q),
                                                  progressive="optimize"))
     ra = [a[0] for a in anchor]

@@ -75,6 +75,7 @@ the BD-rate of each trellis against no trellis at equal accuracy.
 from __future__ import annotations
 
 import argparse
+import functools
 import glob
 import io
 import json
@@ -700,26 +701,41 @@ def trellis_check(args) -> int:
   return 0
 
 
-def _coefficient_gradients(network, pixels, tables, labels=None, batch: int = 500):
-  """Per component `(N, rows, cols, 8, 8)`: the gradient of the classifier's cross-entropy
-  with respect to each DCT coefficient (orthonormal units) of the JPEG of `pixels` at `tables`
-  `(3, 8, 8)`, through the float decode; against `labels`, or (None) against the classifier's
-  own softmax on the clean image (label-free)."""
+@functools.cache
+def _gradient_programs():
+  """(gradient, softmax), jitted once for the process, the network an argument (a pytree):
+  the gradient of the cross-entropy with respect to the quantized coefficients through the float
+  decode (against labels, or, where a label is -1, the soft targets), and the network's softmax
+  on clean images."""
   import jax
   import jax.numpy as jnp
 
   import djpeg
   from djpeg.coefficients import Coefficients
-  from djpeg.train import task_tables as tt
 
-  def loss(quantized, steps, labels, quality, soft, geometry):
+  def loss(quantized, network, steps, labels, quality, soft, geometry):
     decoded = djpeg.decode(Coefficients(tuple(quantized), steps, *geometry), faithful=False)
     log_p = jax.nn.log_softmax(network(decoded, quality)[0])
     hard = -jnp.take_along_axis(log_p, jnp.maximum(labels, 0)[:, None], 1)[:, 0]
     return jnp.where(labels >= 0, hard, -(soft * log_p).sum(-1)).sum()
 
-  grad = jax.jit(jax.grad(loss), static_argnums=5)
-  soft_of = jax.jit(lambda x: jax.nn.softmax(network(x, jnp.full((x.shape[0],), 100.0))[0]))
+  def softmax(network, x):
+    return jax.nn.softmax(network(x, jnp.full((x.shape[0],), 100.0))[0])
+
+  return jax.jit(jax.grad(loss), static_argnums=6), jax.jit(softmax)
+
+
+def _coefficient_gradients(network, pixels, tables, labels=None, batch: int = 500):
+  """Per component `(N, rows, cols, 8, 8)`: the gradient of the classifier's cross-entropy
+  with respect to each DCT coefficient (orthonormal units) of the JPEG of `pixels` at `tables`
+  `(3, 8, 8)`, through the float decode; against `labels`, or (None) against the classifier's
+  own softmax on the clean image (label-free)."""
+  import jax.numpy as jnp
+
+  import djpeg
+  from djpeg.train import task_tables as tt
+
+  grad, softmax = _gradient_programs()
   out = [[], [], []]
   for lo in range(0, len(pixels), batch):
     images = jnp.asarray(pixels[lo:lo + batch].astype(np.float32) / 255.0)
@@ -728,8 +744,8 @@ def _coefficient_gradients(network, pixels, tables, labels=None, batch: int = 50
     coded = djpeg.encode(images, tables=steps, subsampling="4:2:0")
     lab = (jnp.full((n,), -1, jnp.int32) if labels is None
            else jnp.asarray(labels[lo:lo + batch], jnp.int32))
-    g = grad(tuple(coded.components), steps, lab, tt.file_quality(steps), soft_of(images),
-             (coded.height, coded.width, coded.sampling))
+    g = grad(tuple(coded.components), network, steps, lab, tt.file_quality(steps),
+             softmax(network, images), (coded.height, coded.width, coded.sampling))
     for c in range(3):     # d/dX = d/dq / step
       out[c].append(np.asarray(g[c] / steps[:, c, None, None]))
   return [np.concatenate(o) for o in out]

@@ -271,7 +271,7 @@ def compress(image, *, quality=None, tables=None, bpp: float | None = None,
       ("trellis", trellis is not True), ("background", background is not None),
       ("rounds", rounds != 2), ("steps", steps != 100), ("optimization", optimization is not None))
       if given and mode != "mse"]
-  if fast is not False and mode != "perceptual":
+  if fast and mode != "perceptual":
     raise ValueError(f"fast applies to the perceptual mode (its butteraugli look); mode is "
                      f"{mode!r}.")
   if background is not None and saliency is None:
